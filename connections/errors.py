@@ -1,0 +1,320 @@
+"""One error hierarchy for mailgem, rooted at :class:`MailgemError`.
+
+Every SMTP failure becomes a typed :class:`SmtpError` carrying the reply code (RFC 5321 §4.2),
+the enhanced status code (RFC 3463), whether it is transient (4xx, dropped connection, timeout)
+or permanent (5xx), and a hint in words that says how to fix it. Messages never contain secret
+values: the only inputs are reply texts from the server and names from configuration.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+
+import aiosmtplib
+
+__all__ = [
+    "MailgemError",
+    "ConfigError",
+    "SmtpError",
+    "SmtpConnectError",
+    "SmtpTimeoutError",
+    "SmtpDisconnectedError",
+    "TlsError",
+    "StartTlsNotOfferedError",
+    "InsecureAuthError",
+    "AuthenticationError",
+    "AuthNotSupportedError",
+    "SenderRefusedError",
+    "RecipientsRefusedError",
+    "MessageTooLargeError",
+    "SmtpResponseError",
+    "parse_enhanced_status",
+    "from_aiosmtplib",
+]
+
+# RFC 3463 §2: class.subject.detail, class in {2,4,5}; servers put it first in the reply text.
+_ENHANCED_STATUS = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+def parse_enhanced_status(text: str | None) -> str | None:
+    """Return the RFC 3463 enhanced status code (e.g. ``"5.7.8"``) at the start of a reply text."""
+    if not text:
+        return None
+    match = _ENHANCED_STATUS.match(text)
+    return match.group(1) if match else None
+
+
+class MailgemError(Exception):
+    """Root of every error mailgem raises on purpose."""
+
+
+class ConfigError(MailgemError, ValueError):
+    """A configuration value is wrong; the message names where and how to fix it."""
+
+
+class SmtpError(MailgemError):
+    """An SMTP operation failed.
+
+    Attributes:
+        code: the SMTP reply code (e.g. 535), or ``None`` when the server never answered.
+        enhanced_status: the RFC 3463 enhanced status code (e.g. ``"5.7.8"``), if the server sent one.
+        server_message: the server's reply text, as received.
+        transient: ``True`` for failures worth retrying later (4xx, dropped connection, timeout).
+        hint: what to do about it, in words.
+        host, port: the server the connection was talking to.
+    """
+
+    default_hint = ""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        server_message: str | None = None,
+        transient: bool | None = None,
+        hint: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.code = code
+        self.server_message = server_message
+        self.enhanced_status = parse_enhanced_status(server_message)
+        self.transient = (code is not None and 400 <= code < 500) if transient is None else transient
+        self.hint = hint if hint is not None else self.default_hint
+        self.host = host
+        self.port = port
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        where = f" [{self.host}:{self.port}]" if self.host else ""
+        reply = ""
+        if self.code is not None:
+            reply = f" (server replied {self.code}"
+            reply += f" {self.server_message}" if self.server_message else ""
+            reply += ")"
+        hint = f" Hint: {self.hint}" if self.hint else ""
+        return f"{self.message}{where}{reply}.{hint}"
+
+
+class SmtpConnectError(SmtpError, ConnectionError):
+    """The TCP connection could not be made (refused, unreachable, DNS)."""
+
+    default_hint = (
+        "check the connection's host and port, that the server is running, and that no firewall "
+        "blocks the port (587 for STARTTLS, 465 for implicit TLS, 25 for relays)"
+    )
+
+    def __init__(self, message: str, **kwargs: object) -> None:
+        kwargs.setdefault("transient", True)
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class SmtpTimeoutError(SmtpError, TimeoutError):
+    """The server did not answer within the connection's ``timeout_s``."""
+
+    default_hint = (
+        "check host, port and firewall (a silently dropped port looks like a timeout), or raise "
+        "the connection's timeout_s for a slow server"
+    )
+
+    def __init__(self, message: str, **kwargs: object) -> None:
+        kwargs.setdefault("transient", True)
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class SmtpDisconnectedError(SmtpError, ConnectionError):
+    """The server closed the connection unexpectedly."""
+
+    default_hint = (
+        "the server dropped the connection; if it happens right after connecting, the security "
+        "mode may not match the port (implicit_tls is 465, starttls is 587)"
+    )
+
+    def __init__(self, message: str, **kwargs: object) -> None:
+        kwargs.setdefault("transient", True)
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class TlsError(SmtpError):
+    """The TLS handshake failed, most often because the certificate could not be verified."""
+
+    default_hint = (
+        "the server's certificate was not trusted: set the connection's ca_bundle to the CA that "
+        "signed it (a private relay's CA), or fix the host name; only if you accept the risk, set "
+        "verify_certificates: false"
+    )
+
+    def __init__(self, message: str, **kwargs: object) -> None:
+        kwargs.setdefault("transient", False)
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class StartTlsNotOfferedError(SmtpError):
+    """``security: starttls`` was required but the server does not advertise STARTTLS."""
+
+    default_hint = (
+        "the port and security mode do not match: use port 587 with security starttls, or port "
+        "465 with security implicit_tls; use security none only for a trusted internal relay"
+    )
+
+    def __init__(self, message: str, **kwargs: object) -> None:
+        kwargs.setdefault("transient", False)
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class InsecureAuthError(SmtpError):
+    """Credentials would travel over an unencrypted connection; refused before sending them."""
+
+    default_hint = (
+        "use security starttls or implicit_tls; for a trusted internal relay on plain SMTP, set "
+        "allow_insecure_auth: true on the connection, or make it anonymous"
+    )
+
+    def __init__(self, message: str, **kwargs: object) -> None:
+        kwargs.setdefault("transient", False)
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class AuthenticationError(SmtpError):
+    """The server rejected the credentials (535, 534, 530 ...)."""
+
+    default_hint = (
+        "the server rejected the username or password: check the secret the connection names "
+        "(mailgem secrets set NAME). Gmail, Google Workspace and Yahoo need an App Password when "
+        "2-step verification is on; Office 365 needs SMTP AUTH enabled for the mailbox"
+    )
+
+
+class AuthNotSupportedError(SmtpError):
+    """The server offers no AUTH mechanism the client supports."""
+
+    default_hint = (
+        "the server does not offer AUTH on this connection; it may require STARTTLS first, or it "
+        "is a relay that needs anonymous: true"
+    )
+
+    def __init__(self, message: str, **kwargs: object) -> None:
+        kwargs.setdefault("transient", False)
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class SenderRefusedError(SmtpError):
+    """``MAIL FROM`` was refused: the credential may not send as the connection's sender."""
+
+    default_hint = (
+        "the server refused the envelope sender: set the connection's sender_address to an "
+        "address this login is allowed to send as (a verified sender at SendGrid, SES, Mailgun)"
+    )
+
+
+class RecipientsRefusedError(SmtpError):
+    """Every ``RCPT TO`` was refused, so nothing was sent.
+
+    Attributes:
+        recipients: ``{address: (code, server message)}`` for each refused recipient.
+    """
+
+    default_hint = "check the recipient addresses; 5xx refusals are permanent and must not be retried"
+
+    def __init__(self, message: str, recipients: dict[str, tuple[int, str]], **kwargs: object) -> None:
+        self.recipients = recipients
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class MessageTooLargeError(SmtpError):
+    """The message exceeds the server's SIZE limit (RFC 1870) or a mailgem limit; nothing was sent.
+
+    Attributes:
+        size_bytes: the message's size in bytes as it would be transmitted.
+        limit_bytes: the limit it exceeds, in bytes.
+    """
+
+    default_hint = (
+        "make the message smaller: compress attachments (compression: gzip or zip), select "
+        "fewer columns, or filter the rows"
+    )
+
+    def __init__(self, message: str, *, size_bytes: int, limit_bytes: int, **kwargs: object) -> None:
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
+        kwargs.setdefault("transient", False)
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class SmtpResponseError(SmtpError):
+    """Any other error reply from the server (e.g. to DATA)."""
+
+
+def _auth_hint(code: int, text: str, host: str | None) -> str:
+    lowered = (text or "").lower()
+    host = (host or "").lower()
+    if code == 534 or "application-specific password" in lowered or "apppassword" in lowered:
+        return (
+            "the provider requires an App Password for SMTP: create one in the account's security "
+            "settings and store it as the connection's password secret"
+        )
+    if "gmail" in host or "google" in host:
+        return (
+            "Gmail rejected the login: use an App Password (Google Account > Security > App "
+            "passwords; needs 2-step verification), not the account password"
+        )
+    if "office365" in host or "outlook" in host:
+        return (
+            "Microsoft rejected the login: SMTP AUTH must be enabled for the mailbox, and "
+            "security defaults may block basic authentication"
+        )
+    return AuthenticationError.default_hint
+
+
+def from_aiosmtplib(exc: BaseException, *, stage: str, host: str, port: int) -> SmtpError:
+    """Translate an aiosmtplib (or ssl/OS) exception raised during ``stage`` into a typed error.
+
+    ``stage`` is one of ``connect``, ``starttls``, ``auth``, ``mail``, ``rcpt``, ``data``.
+    """
+    where = {"host": host, "port": port}
+    if isinstance(exc, SmtpError):
+        return exc
+    ssl_cause = exc if isinstance(exc, ssl.SSLError) else exc.__cause__ or exc.__context__
+    if isinstance(ssl_cause, ssl.SSLCertVerificationError):
+        return TlsError(f"TLS certificate verification failed: {ssl_cause.verify_message}", **where)
+    if isinstance(ssl_cause, ssl.SSLError):
+        return TlsError(f"TLS handshake failed: {ssl_cause.reason or ssl_cause}", **where,
+                        hint="the server's TLS settings do not match: check min_tls_version and "
+                        "whether the port speaks implicit TLS (465) or STARTTLS (587)")
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError):
+        return SmtpTimeoutError(f"timed out during {stage}", **where)
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        return SmtpDisconnectedError(f"server disconnected during {stage}", **where)
+    if isinstance(exc, aiosmtplib.SMTPConnectError):
+        return SmtpConnectError(f"could not connect: {exc.message}", **where)
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        refused = {r.recipient: (r.code, r.message) for r in exc.recipients}
+        code = exc.recipients[0].code if exc.recipients else None
+        text = exc.recipients[0].message if exc.recipients else None
+        return RecipientsRefusedError("every recipient was refused", refused, code=code,
+                                      server_message=text, **where)
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return AuthenticationError("authentication failed", code=exc.code, server_message=exc.message,
+                                   hint=_auth_hint(exc.code, exc.message, host), **where)
+    if isinstance(exc, aiosmtplib.SMTPSenderRefused):
+        return SenderRefusedError(f"envelope sender <{exc.sender}> refused", code=exc.code,
+                                  server_message=exc.message, **where)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        if exc.code == 552:
+            return SmtpResponseError(f"message refused during {stage}", code=exc.code,
+                                     server_message=exc.message, hint=MessageTooLargeError.default_hint,
+                                     **where)
+        if exc.code == 530:
+            return AuthenticationError(f"server requires authentication or TLS during {stage}",
+                                       code=exc.code, server_message=exc.message, **where)
+        return SmtpResponseError(f"server refused {stage}", code=exc.code, server_message=exc.message, **where)
+    if isinstance(exc, aiosmtplib.SMTPException):
+        return SmtpResponseError(f"SMTP error during {stage}: {exc}", **where)
+    if isinstance(exc, (TimeoutError,)):
+        return SmtpTimeoutError(f"timed out during {stage}", **where)
+    if isinstance(exc, ConnectionError | OSError):
+        return SmtpConnectError(f"network error during {stage}: {exc.strerror or exc}", **where)
+    return SmtpResponseError(f"unexpected error during {stage}: {type(exc).__name__}", **where)

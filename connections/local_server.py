@@ -1,0 +1,232 @@
+"""A real SMTP server on loopback (aiosmtpd), for the embedded local fabric and the tests.
+
+It speaks STARTTLS (required), implicit TLS or plain SMTP, with AUTH PLAIN/LOGIN checked against
+a dict of development credentials, certificates from a throwaway trustme CA, and an optional
+outbox folder where each received message is written as an ``.eml`` file. It listens on port 0
+(the OS picks a free port) in its own thread and event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import ssl
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import trustme
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+__all__ = ["LocalSmtpServer", "ReceivedMessage", "AuthAttempt"]
+
+log = logging.getLogger("mailgem.local_server")
+# aiosmtpd logs every command at INFO and a deprecation warning per AUTH it performs itself.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """One message as the server received it: envelope and raw bytes (parse with ``email``)."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes
+    login: str | None
+    tls: bool
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class AuthAttempt:
+    """One AUTH attempt: the login and whether it succeeded (never the password)."""
+
+    login: str
+    success: bool
+    tls: bool
+
+
+class _Handler:
+    def __init__(self, server: LocalSmtpServer) -> None:
+        self.server = server
+
+    async def handle_RCPT(self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+        refusal = self.server.rcpt_refusals.get(address.lower())
+        if refusal:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
+        return self.server._store(envelope, session)
+
+
+class LocalSmtpServer:
+    """An in-process aiosmtpd server on 127.0.0.1 (or ::1), port chosen by the OS.
+
+    Args:
+        security: ``starttls`` (STARTTLS offered and required before MAIL), ``implicit_tls``
+            (TLS from the first byte, RFC 8314) or ``none``.
+        users: ``{login: password}`` accepted by AUTH; empty means AUTH is not offered.
+        outbox: folder to write each message to as ``<n>-<time>.eml``; ``None`` keeps them in memory only.
+        data_size_limit: SIZE advertised and enforced, bytes (RFC 1870); 0 for no limit.
+        auth_over_plaintext: offer AUTH without TLS (for testing clients that must refuse it).
+
+    Use as a context manager; ``port``, ``ca_pem`` (path of the CA to trust) and ``messages``
+    are available while it runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        security: Literal["starttls", "implicit_tls", "none"] = "starttls",
+        users: dict[str, str] | None = None,
+        outbox: Path | None = None,
+        host: str = "127.0.0.1",
+        data_size_limit: int = 32 * 1024 * 1024,
+        auth_over_plaintext: bool = False,
+        cert_dir: Path | None = None,
+    ) -> None:
+        self.security = security
+        self._users = dict(users or {})
+        self.outbox = outbox
+        self.host = host
+        self.data_size_limit = data_size_limit
+        self.auth_over_plaintext = auth_over_plaintext
+        self.messages: list[ReceivedMessage] = []
+        self.auth_attempts: list[AuthAttempt] = []
+        self.rcpt_refusals: dict[str, str] = {}
+        self.port = 0
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._tmp = None if cert_dir else tempfile.TemporaryDirectory(prefix="mailgem-certs-")
+        self._cert_dir = cert_dir or Path(self._tmp.name)  # type: ignore[union-attr]
+        self._server_ctx: ssl.SSLContext | None = None
+        self.ca_pem: Path | None = None
+        if security != "none":
+            self._make_certificates()
+
+    def __repr__(self) -> str:
+        return f"LocalSmtpServer(host={self.host!r}, port={self.port}, security={self.security!r}, users={sorted(self._users)})"
+
+    def _make_certificates(self) -> None:
+        ca = trustme.CA(organization_name="mailgem local development CA")
+        cert = ca.issue_cert("127.0.0.1", "::1", "localhost")
+        self._server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(self._server_ctx)
+        self._cert_dir.mkdir(parents=True, exist_ok=True)
+        self.ca_pem = self._cert_dir / "mailgem-local-ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_pem))
+
+    def _authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login = auth_data.login.decode("utf-8", "replace")
+        expected = self._users.get(login)
+        ok = expected is not None and auth_data.password == expected.encode("utf-8")
+        self.auth_attempts.append(AuthAttempt(login, ok, self._encrypted(session)))
+        # handled=False makes aiosmtpd answer 535 5.7.8 itself on failure.
+        return AuthResult(success=ok, handled=False, auth_data=login if ok else None)
+
+    def _encrypted(self, session: Session) -> bool:
+        # aiosmtpd only records STARTTLS in session.ssl; implicit TLS is encrypted from the start.
+        return self.security == "implicit_tls" or bool(session.ssl)
+
+    def _factory(self) -> SMTP:
+        offers_auth = bool(self._users)
+        with warnings.catch_warnings():
+            # aiosmtpd warns about AUTH without STARTTLS; with implicit TLS the socket is encrypted.
+            warnings.simplefilter("ignore", UserWarning)
+            return self._smtp(offers_auth)
+
+    def _smtp(self, offers_auth: bool) -> SMTP:
+        return SMTP(
+            _Handler(self),
+            hostname="mailgem-local",
+            ident="mailgem local SMTP (aiosmtpd)",
+            data_size_limit=self.data_size_limit,
+            tls_context=self._server_ctx if self.security == "starttls" else None,
+            require_starttls=self.security == "starttls",
+            authenticator=self._authenticate if offers_auth else None,
+            auth_required=offers_auth,
+            # With implicit TLS the socket is already encrypted; aiosmtpd only knows about STARTTLS.
+            auth_require_tls=self.security == "starttls" and not self.auth_over_plaintext,
+            loop=self._loop,
+        )
+
+    def _store(self, envelope: Envelope, session: Session) -> str:
+        data = envelope.original_content or b""
+        number = next(self._counter)
+        path = None
+        if self.outbox is not None:
+            self.outbox.mkdir(parents=True, exist_ok=True)
+            path = self.outbox / f"{time.strftime('%Y%m%d-%H%M%S')}-{number:04d}.eml"
+            path.write_bytes(data)
+        login = session.auth_data if isinstance(session.auth_data, str) else None
+        with self._lock:
+            self.messages.append(ReceivedMessage(str(envelope.mail_from), tuple(envelope.rcpt_tos), data,
+                                                 login, self._encrypted(session), path))
+        return f"250 2.0.0 OK queued as mailgem-{number:04d}"
+
+    def start(self) -> LocalSmtpServer:
+        """Start listening; returns once the port is bound. Raises ``RuntimeError`` if it cannot."""
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                ssl_ctx = self._server_ctx if self.security == "implicit_tls" else None
+                self._server = loop.run_until_complete(
+                    loop.create_server(self._factory, host=self.host, port=0, ssl=ssl_ctx))
+                self.port = self._server.sockets[0].getsockname()[1]
+            except BaseException as exc:  # reported to the starting thread
+                errors.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            self._server.close()
+            loop.run_until_complete(self._server.wait_closed())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"mailgem-smtpd-{self.security}", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout=10):
+            raise RuntimeError("local SMTP server did not start within 10 s")
+        if errors:
+            raise RuntimeError(f"local SMTP server could not listen on {self.host}: {errors[0]}") from errors[0]
+        log.info("local SMTP server listening on %s:%s (%s)", self.host, self.port, self.security)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server and its thread."""
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> LocalSmtpServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_for_messages(self, count: int, timeout_s: float = 10.0) -> list[ReceivedMessage]:
+        """Wait until at least ``count`` messages arrived (bounded by ``timeout_s``) and return all."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.messages) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return list(self.messages)

@@ -1,0 +1,231 @@
+"""The SMTP connection model: every field a connection form has, validated in one place."""
+
+from __future__ import annotations
+
+import codecs
+import ssl
+from pathlib import Path
+from typing import Any, Literal
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError
+from .presets import preset_fields
+from .url import parse_url
+
+__all__ = ["SecretRef", "SmtpConnection", "Security", "TlsVersion", "is_mailbox"]
+
+Security = Literal["starttls", "implicit_tls", "none"]
+TlsVersion = Literal["1.2", "1.3"]
+
+
+def is_mailbox(value: str) -> bool:
+    """True when ``value`` is a syntactically valid address (email-validator, no DNS lookups)."""
+    try:
+        validate_email(value, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
+
+
+class SecretRef(BaseModel):
+    """A reference to a secret in the fabric's secret store: the name, never the value.
+
+    YAML: ``password: {secret: smtp-reports-password}``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    secret: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-/]+$",
+                        description="Name of the secret in the fabric's secret store.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_plain_value(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            # A bare string would be the password itself: refuse it without echoing it.
+            raise ValueError(
+                "password must be a secret reference such as {secret: NAME}, never the value; "
+                "store the value with `mailgem secrets set NAME`"
+            )
+        return data
+
+
+class SmtpConnection(BaseModel):
+    """One SMTP connection as stored in a fabric.
+
+    Build it from fields, from a URL (``url: smtps://user@host:465/?timeout_s=30``) or from a
+    provider preset (``preset: gmail``; ``preset: ses`` with ``region``); explicit fields win over
+    both. The sender is the connection's identity: ``sender_address`` is both the From address and
+    the envelope sender (``MAIL FROM``, RFC 5321 §4.1.1.2) and defaults to ``username`` when that is
+    an address.
+
+    Raises:
+        pydantic.ValidationError: on any wrong or conflicting field, with a sentence saying how
+            to fix it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$", description="Connection name, unique in a fabric.")
+    host: str = Field(min_length=1, description="SMTP server host name or IP address.")
+    port: int = Field(ge=1, le=65535, description="TCP port: 587 (STARTTLS), 465 (implicit TLS), 25 (relay).")
+    security: Security = Field("starttls", description="starttls (required, never opportunistic), implicit_tls, or none.")
+    min_tls_version: TlsVersion = Field("1.2", description="Lowest TLS version accepted.")
+    verify_certificates: bool = Field(True, description="Verify the server certificate and host name.")
+    ca_bundle: Path | None = Field(None, description="PEM file of CAs to trust (a private relay's CA), so verification can stay on.")
+    username: str | None = Field(None, description="Login for AUTH.")
+    password: SecretRef | None = Field(None, description="Secret holding the password or API key.")
+    anonymous: bool = Field(False, description="No AUTH at all (internal relays); needs sender_address.")
+    allow_insecure_auth: bool = Field(False, description="Allow AUTH over an unencrypted connection (security none only).")
+    sender_address: str | None = Field(None, description="Address the credential may send as; defaults to username when that is an address.")
+    sender_name: str | None = Field(None, description="Display name shown in From.")
+    ehlo_hostname: str | None = Field(None, description="Name sent in EHLO; defaults to this machine's FQDN.")
+    timeout_s: float = Field(60.0, gt=0, le=3600, description="Timeout for each SMTP command, seconds.")
+    charset: str = Field("utf-8", description="Charset of text and HTML parts.")
+    max_message_bytes: int = Field(25 * 1024 * 1024, gt=0, description="mailgem's own size cap when the server advertises no SIZE, bytes.")
+
+    _inline_password: SecretStr | None = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _expand_url_and_preset(cls, data: Any, handler: Any) -> Any:
+        inline_password = None
+        if isinstance(data, dict) and ("url" in data or "preset" in data):
+            data = dict(data)
+            base: dict[str, Any] = {}
+            if "preset" in data:
+                base.update(preset_fields(str(data.pop("preset")), data.pop("region", None)))
+            if "url" in data:
+                url_fields, inline_password = parse_url(str(data.pop("url")), set(cls.model_fields))
+                base.update(url_fields)
+            base.update(data)
+            data = base
+        instance = handler(data)
+        if inline_password is not None:
+            instance._inline_password = inline_password
+        return instance
+
+    @field_validator("charset")
+    @classmethod
+    def _known_charset(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown charset {value!r}; use utf-8 unless a recipient system needs another") from None
+        return value
+
+    @field_validator("ehlo_hostname")
+    @classmethod
+    def _ehlo_is_a_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c.isspace() for c in value)):
+            raise ValueError("ehlo_hostname must be a domain name or address literal without spaces (RFC 5321 §4.1.1.1)")
+        return value
+
+    @field_validator("sender_address")
+    @classmethod
+    def _sender_is_mailbox(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not is_mailbox(value):
+            raise ValueError(f"sender_address {value!r} is not a valid email address")
+        return value
+
+    @field_validator("sender_name")
+    @classmethod
+    def _no_line_breaks(cls, value: str | None) -> str | None:
+        if value is not None and ("\r" in value or "\n" in value):
+            raise ValueError("sender_name must not contain line breaks")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> SmtpConnection:
+        # All option conflicts in one place, as sentences.
+        if self.anonymous:
+            if self.username or self.password:
+                raise ValueError("an anonymous connection sends no AUTH: remove username and password, or set anonymous: false")
+            if not self.sender_address:
+                raise ValueError("an anonymous relay has no login to send as: state sender_address, the address this relay lets you send as")
+        else:
+            if not self.username:
+                raise ValueError("username is required unless anonymous: true (for an internal relay without AUTH)")
+            if self.password is None and self._inline_password is None:
+                raise ValueError("password is required: reference a secret, e.g. password: {secret: NAME}")
+            if self.sender_address is None and not is_mailbox(self.username):
+                raise ValueError(
+                    f"the login {self.username!r} is not a mailbox (as with SendGrid's 'apikey' or SES access "
+                    "keys): state sender_address, the address this credential is authorised to send as"
+                )
+            if self.security == "none" and not self.allow_insecure_auth:
+                raise ValueError(
+                    "security none would send the password unencrypted: use starttls or implicit_tls, or, for a "
+                    "trusted internal relay, set allow_insecure_auth: true (or anonymous: true)"
+                )
+        if self.allow_insecure_auth and self.security != "none":
+            raise ValueError("allow_insecure_auth only applies to security none; remove it")
+        if self.ca_bundle is not None and not self.ca_bundle.is_file():
+            raise ValueError(f"ca_bundle {str(self.ca_bundle)!r} is not a readable file")
+        return self
+
+    @property
+    def sender(self) -> str:
+        """The address used as From and as the envelope sender (``MAIL FROM``)."""
+        return self.sender_address or str(self.username)
+
+    @classmethod
+    def from_url(cls, url: str, **fields: Any) -> SmtpConnection:
+        """Build a connection from an SMTP URL plus any other fields (``name`` is required).
+
+        Raises:
+            ConfigError: the URL or a field is wrong.
+        """
+        return cls.build({"url": url, **fields})
+
+    @classmethod
+    def from_preset(cls, preset: str, **fields: Any) -> SmtpConnection:
+        """Build a connection from a provider preset (gmail, office365, outlook, sendgrid,
+        mailgun, ses, yahoo) plus the fields the preset does not fix (name, username, password).
+
+        Raises:
+            ConfigError: unknown preset or a wrong field.
+        """
+        return cls.build({"preset": preset, **fields})
+
+    @classmethod
+    def build(cls, data: dict[str, Any]) -> SmtpConnection:
+        """Validate ``data`` into a connection, turning validation errors into one :class:`ConfigError`."""
+        from pydantic import ValidationError
+
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, f"connection {data.get('name', '?')!r}")) from None
+
+    def tls_context(self) -> ssl.SSLContext:
+        """An ``ssl.SSLContext`` with this connection's TLS policy (minimum version, verification, CAs)."""
+        context = ssl.create_default_context(cafile=str(self.ca_bundle) if self.ca_bundle else None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3 if self.min_tls_version == "1.3" else ssl.TLSVersion.TLSv1_2
+        if not self.verify_certificates:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+
+def format_validation_error(exc: Any, where: str) -> str:
+    """One readable message from a pydantic ``ValidationError``: ``where: a.b[0].c: message``."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        path = ""
+        for part in error["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+    return "\n".join(lines)

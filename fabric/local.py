@@ -1,0 +1,59 @@
+"""The embedded local fabric: a real SMTP server on 127.0.0.1, so a newcomer sees real mail.
+
+The server (aiosmtpd) requires STARTTLS and AUTH, with a certificate from a throwaway CA that
+the connection trusts (verification stays on) and development credentials made up for this run;
+every received message is written to the outbox folder as an ``.eml`` file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from connections.local_server import LocalSmtpServer
+from connections.model import SmtpConnection
+
+from .model import Fabric, Team, current_user
+from .secrets import MemorySecretStore
+
+__all__ = ["LocalFabric", "local_fabric", "LOCAL_CONNECTION", "LOCAL_SENDER"]
+
+LOCAL_CONNECTION = "local"
+LOCAL_SENDER = "mailgem-dev@example.com"
+
+
+@dataclass
+class LocalFabric:
+    """A running embedded fabric: ``fabric`` (one connection, ``local``) and its ``server``."""
+
+    fabric: Fabric
+    server: LocalSmtpServer
+    outbox: Path
+
+
+@contextlib.contextmanager
+def local_fabric(outbox: str | Path = "outbox", user: str | None = None) -> Iterator[LocalFabric]:
+    """Start the embedded SMTP server and yield a fabric whose ``local`` connection reaches it.
+
+    Args:
+        outbox: folder for received ``.eml`` files (created if needed).
+        user: the member of the fabric's one team (default: :func:`current_user`).
+    """
+    outbox = Path(outbox)
+    password = secrets.token_urlsafe(24)  # development credential, valid for this run only
+    server = LocalSmtpServer(security="starttls", users={LOCAL_SENDER: password}, outbox=outbox)
+    with server:
+        connection = SmtpConnection(
+            name=LOCAL_CONNECTION, host=server.host, port=server.port, security="starttls",
+            ca_bundle=server.ca_pem, username=LOCAL_SENDER, password={"secret": "local-smtp-password"},
+            sender_name="mailgem (local)", timeout_s=30,
+        )
+        fabric = Fabric(name="local", teams=[Team(name="local", members=[user or current_user()])],
+                        connections=[connection])
+        fabric.with_store(MemorySecretStore({"local-smtp-password": SecretStr(password)}))
+        yield LocalFabric(fabric, server, outbox)

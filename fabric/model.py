@@ -1,0 +1,147 @@
+"""The fabric: a team's execution environment (teams, secret store, SMTP connections)."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from connections.model import SmtpConnection
+from connections.transport import SmtpTransport
+
+from .errors import AccessDeniedError, FabricConfigError
+from .secrets import DirectorySecretStore, EncryptedFileSecretStore, EnvSecretStore, SecretStore
+
+__all__ = ["Fabric", "Team", "EnvStoreConfig", "DirectoryStoreConfig", "EncryptedFileStoreConfig", "current_user"]
+
+log = logging.getLogger("mailgem.fabric")
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+
+def current_user() -> str:
+    """The user running mailgem: ``MAILGEM_USER`` if set, else the operating-system login."""
+    return os.environ.get("MAILGEM_USER") or getpass.getuser()
+
+
+class Team(BaseModel):
+    """A team the fabric is assigned to, with its members (user names)."""
+
+    model_config = _FROZEN
+    name: str = Field(min_length=1)
+    members: list[str] = Field(default_factory=list)
+
+
+class EnvStoreConfig(BaseModel):
+    """Secrets from environment variables ``<prefix><NAME>``."""
+
+    model_config = _FROZEN
+    type: Literal["env"] = "env"
+    prefix: str = "MAILGEM_SECRET_"
+
+    def build(self) -> SecretStore:
+        return EnvSecretStore(self.prefix)
+
+
+class DirectoryStoreConfig(BaseModel):
+    """Secrets as files in a directory (Kubernetes/Docker secrets)."""
+
+    model_config = _FROZEN
+    type: Literal["directory"]
+    path: Path
+
+    def build(self) -> SecretStore:
+        return DirectorySecretStore(self.path)
+
+
+class EncryptedFileStoreConfig(BaseModel):
+    """Secrets in an AES-256-GCM encrypted file; the key from ``key_env`` or ``key_file``."""
+
+    model_config = _FROZEN
+    type: Literal["encrypted_file"]
+    path: Path
+    key_env: str = "MAILGEM_SECRETS_KEY"
+    key_file: Path | None = None
+
+    def build(self) -> SecretStore:
+        return EncryptedFileSecretStore(self.path, self.key_env, self.key_file)
+
+
+StoreConfig = Annotated[EnvStoreConfig | DirectoryStoreConfig | EncryptedFileStoreConfig, Field(discriminator="type")]
+
+
+class Fabric(BaseModel):
+    """A fabric as loaded from YAML (see :func:`fabric.loader.load_fabric`).
+
+    Everyone in one of ``teams`` may use every connection, with the same stored credentials;
+    anyone else gets :class:`AccessDeniedError`.
+    """
+
+    model_config = _FROZEN
+    name: str = Field(min_length=1)
+    teams: list[Team] = Field(min_length=1)
+    secrets: StoreConfig = Field(default_factory=EnvStoreConfig)
+    connections: list[SmtpConnection] = Field(default_factory=list)
+
+    _store: SecretStore | None = PrivateAttr(default=None)
+
+    def with_store(self, store: SecretStore) -> Fabric:
+        """Use ``store`` instead of the configured one (embedded fabric, Python-built fabrics)."""
+        self._store = store
+        return self
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Fabric:
+        names = [c.name for c in self.connections]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"connection names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def store(self) -> SecretStore:
+        """The fabric's secret store."""
+        return self._store if self._store is not None else self.secrets.build()
+
+    def check_access(self, user: str) -> Team:
+        """Return the first team of ``user``.
+
+        Raises:
+            AccessDeniedError: ``user`` is in none of the fabric's teams.
+        """
+        for team in self.teams:
+            if user in team.members:
+                return team
+        raise AccessDeniedError(
+            f"user {user!r} may not use fabric {self.name!r}: not a member of its teams "
+            f"({', '.join(t.name for t in self.teams)}); ask the fabric's owner to add you to one")
+
+    def connection(self, name: str) -> SmtpConnection:
+        """The connection called ``name``.
+
+        Raises:
+            FabricConfigError: no such connection (the message lists those that exist).
+        """
+        for conn in self.connections:
+            if conn.name == name:
+                return conn
+        known = ", ".join(c.name for c in self.connections) or "none"
+        raise FabricConfigError(f"fabric {self.name!r} has no connection {name!r} (it has: {known})")
+
+    def transport(self, name: str, user: str | None = None) -> SmtpTransport:
+        """An :class:`SmtpTransport` for connection ``name``, used by ``user`` (default: :func:`current_user`).
+
+        Checks access first, then resolves the password secret from the fabric's store.
+
+        Raises:
+            AccessDeniedError, FabricConfigError, SecretNotFoundError, SecretStoreError.
+        """
+        user = user or current_user()
+        team = self.check_access(user)
+        conn = self.connection(name)
+        password = self.store().get(conn.password.secret) if conn.password is not None else None
+        log.info("user %s (team %s) uses connection %s of fabric %s", user, team.name, name, self.name)
+        return SmtpTransport(conn, password)

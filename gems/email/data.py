@@ -1,0 +1,101 @@
+"""DataFrame in, Arrow out: one engine-neutral path for Spark and pandas inputs.
+
+Spark frames are collected as Arrow (``DataFrame.toArrow``) only as far as the email needs:
+the first rows and a count when there is no attachment, every row when there is.
+Values are normalised so both engines give the same email: float NaN becomes null, and
+timestamps become naive (time-zone-aware ones are converted to UTC first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connections.errors import MailgemError
+
+__all__ = ["FrameData", "collect", "is_spark_frame", "column_names", "GemInputError"]
+
+
+class GemInputError(MailgemError, TypeError):
+    """The gem's input is not a Spark or pandas DataFrame, or cannot be converted to Arrow."""
+
+
+@dataclass(frozen=True)
+class FrameData:
+    """What the email is made from.
+
+    Attributes:
+        table: Arrow table of the collected rows (all rows when ``complete``, else the first ones).
+        row_count: rows in the whole input frame.
+        complete: whether ``table`` holds every row.
+    """
+
+    table: pa.Table
+    row_count: int
+    complete: bool
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.table.column_names)
+
+
+def is_spark_frame(frame: Any) -> bool:
+    """True for a ``pyspark.sql.DataFrame`` (classic or Connect), without importing pyspark eagerly."""
+    return any(c.__module__.startswith("pyspark.sql") and c.__name__ == "DataFrame" for c in type(frame).__mro__)
+
+
+def column_names(frame: Any) -> list[str]:
+    """Column names of a Spark or pandas frame (no data is read)."""
+    if is_spark_frame(frame):
+        return list(frame.columns)
+    if hasattr(frame, "columns"):
+        return [str(c) for c in frame.columns]
+    raise GemInputError(f"the Email gem takes a Spark or pandas DataFrame, got {type(frame).__name__}")
+
+
+def _normalise(table: pa.Table) -> pa.Table:
+    columns = []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_floating(field.type):
+            column = pc.if_else(pc.is_nan(column), pa.scalar(None, field.type), column)
+        elif pa.types.is_timestamp(field.type):
+            # Arrow keeps zoned timestamps in UTC, so dropping the zone gives UTC wall time.
+            column = column.cast(pa.timestamp("us"), safe=False)
+        elif pa.types.is_large_string(field.type):
+            column = column.cast(pa.string())
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
+
+
+def collect(frame: Any, *, all_rows: bool, head_rows: int, columns: Sequence[str] | None = None) -> FrameData:
+    """Collect what the email needs from a Spark or pandas frame.
+
+    Args:
+        all_rows: collect every row (attachments, summaries); otherwise only ``head_rows``.
+        columns: restrict to these columns (``None``: all).
+
+    Raises:
+        GemInputError: not a DataFrame, or a column Arrow cannot represent.
+    """
+    try:
+        if is_spark_frame(frame):
+            df = frame.select(*columns) if columns else frame
+            if all_rows:
+                table = df.toArrow()
+                return FrameData(_normalise(table), table.num_rows, True)
+            count = df.count()
+            table = df.limit(head_rows).toArrow()
+            return FrameData(_normalise(table), count, table.num_rows == count)
+        if not hasattr(frame, "columns") or not hasattr(frame, "iloc"):
+            raise GemInputError(f"the Email gem takes a Spark or pandas DataFrame, got {type(frame).__name__}")
+        pdf = frame[list(columns)] if columns else frame
+        if not all_rows:
+            pdf = pdf.iloc[:head_rows]
+        table = pa.Table.from_pandas(pdf, preserve_index=False)
+        return FrameData(_normalise(table), len(frame), all_rows or len(frame) <= head_rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise GemInputError(f"a column could not be converted for the email: {exc}") from None

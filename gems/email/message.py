@@ -1,0 +1,60 @@
+"""Assemble the ``EmailMessage``: multipart/alternative (text + HTML) inside multipart/mixed
+when there are attachments (RFC 2046 §5.1), stdlib ``email`` with ``policy.SMTP``.
+
+From, Sender and the envelope sender are not set here: the connection's transport sets them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from email import policy
+from email.message import EmailMessage
+
+from .attachments import Attachment
+from .properties import EmailProperties
+
+__all__ = ["build_message", "PRIORITY_HEADERS"]
+
+# X-Priority (1 highest .. 5 lowest) and Importance (RFC 2156 §5.3) are what clients read.
+PRIORITY_HEADERS = {
+    "high": {"X-Priority": "1 (Highest)", "Importance": "high"},
+    "low": {"X-Priority": "5 (Lowest)", "Importance": "low"},
+    "normal": {},
+}
+
+
+def build_message(
+    props: EmailProperties,
+    *,
+    subject: str,
+    text: str | None,
+    html: str | None,
+    attachments: Sequence[Attachment],
+    charset: str,
+) -> EmailMessage:
+    """Build the message. Headers have been validated (:func:`gems.email.validate.validate`).
+
+    Raises:
+        ValueError: from the stdlib, for a header value it cannot encode safely.
+    """
+    msg = EmailMessage(policy=policy.SMTP)
+    if props.to:
+        msg["To"] = ", ".join(props.to)
+    if props.cc:
+        msg["Cc"] = ", ".join(props.cc)
+    if props.reply_to:
+        msg["Reply-To"] = ", ".join(props.reply_to)
+    msg["Subject"] = subject
+    for name, value in PRIORITY_HEADERS[props.priority].items():
+        msg[name] = value
+    for name, value in props.headers.items():
+        msg[name] = value
+    if text is not None:
+        msg.set_content(text, charset=charset)
+        if html is not None:
+            msg.add_alternative(html, subtype="html", charset=charset)
+    elif html is not None:
+        msg.set_content(html, subtype="html", charset=charset)
+    for att in attachments:
+        msg.add_attachment(att.data, maintype=att.maintype, subtype=att.subtype, filename=att.file_name)
+    return msg

@@ -1,0 +1,150 @@
+"""The Email gem's properties: what its dialog edits, exportable as JSON Schema.
+
+As YAML (inside a job file)::
+
+    email:
+      connection: reports-smtp
+      to: "Ops <ops@example.com>, finance@example.com"
+      subject: "Delays on {{ run_date }}: {{ row_count }} flights"
+      table: {columns: [carrier, flights, avg_delay], max_rows: 50}
+      attachments: [{file_name: "delays-{{ run_date }}.csv", compression: gzip}]
+
+There is no From field: From and the envelope sender are the connection's identity.
+"""
+
+from __future__ import annotations
+
+from email.utils import formataddr, getaddresses
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "EmailProperties", "TableOptions", "Summary", "Aggregate", "Formats", "CsvAttachment",
+    "Priority", "split_addresses",
+]
+
+_MODEL = ConfigDict(frozen=True, extra="forbid")
+
+
+def split_addresses(value: Any) -> list[str]:
+    """Turn ``"A <a@x.com>, b@y.com"`` or a list of such strings into ``["A <a@x.com>", "b@y.com"]``.
+
+    Splitting uses the stdlib RFC 5322 parser (:func:`email.utils.getaddresses`), so a quoted
+    display name may contain commas. Validity is checked by :func:`gems.email.validate.validate`.
+    """
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"addresses must be strings, got {type(item).__name__}")
+        if "\r" in item or "\n" in item:
+            raise ValueError("addresses must not contain line breaks")
+        for name, address in getaddresses([item]):
+            if address or name:
+                out.append(formataddr((name, address)) if name else address)
+    return out
+
+
+class Aggregate(BaseModel):
+    """One summary column: ``function`` of ``column`` named ``name`` (default ``<column>_<function>``)."""
+
+    model_config = _MODEL
+    column: str
+    function: Literal["count", "sum", "mean", "min", "max", "count_distinct"] = "count"
+    name: str | None = None
+
+    @property
+    def output_name(self) -> str:
+        return self.name or f"{self.column}_{self.function}"
+
+
+class Summary(BaseModel):
+    """A grouped summary shown as the body table instead of the first rows.
+
+    ``order_by`` names output columns; prefix ``-`` for descending.
+    """
+
+    model_config = _MODEL
+    group_by: list[str] = Field(min_length=1)
+    aggregates: list[Aggregate] = Field(min_length=1)
+    order_by: list[str] = Field(default_factory=list)
+
+
+class Formats(BaseModel):
+    """How cells are shown in the body table (the CSV attachment keeps raw values).
+
+    Number formats are Python format specs (``",.2f"`` → ``1,234.50``); date formats are
+    ``strftime`` patterns. NaN, None and NaT show as ``na_rep``.
+    """
+
+    model_config = _MODEL
+    float_format: str = ",.2f"
+    int_format: str = ","
+    date_format: str = "%Y-%m-%d"
+    datetime_format: str = "%Y-%m-%d %H:%M:%S"
+    na_rep: str = ""
+
+
+class TableOptions(BaseModel):
+    """The HTML table in the body.
+
+    ``max_html_bytes`` is the budget for the whole HTML body: Gmail clips messages over about
+    102 KB, so rows are cut to fit with a "showing N of M rows" note.
+    """
+
+    model_config = _MODEL
+    enabled: bool = True
+    columns: list[str] | None = None
+    max_rows: int = Field(100, ge=1, le=10_000)
+    max_html_bytes: int = Field(90_000, ge=2_000, le=10 * 1024 * 1024)
+    summary: Summary | None = None
+
+
+class CsvAttachment(BaseModel):
+    """A CSV attachment holding the frame's rows (all of them, raw values)."""
+
+    model_config = _MODEL
+    file_name: str = Field("data-{{ run_date }}.csv", description="Jinja2 template for the file name.")
+    columns: list[str] | None = None
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    header: bool = True
+    compression: Literal["none", "gzip", "zip"] = "none"
+
+
+Priority = Literal["low", "normal", "high"]
+
+
+class EmailProperties(BaseModel):
+    """Everything the Email gem needs to turn a DataFrame into an email.
+
+    Templates (subject, text_body, html_body, attachment file names) are Jinja2; HTML is
+    autoescaped. They see: ``row_count``, ``columns``, ``rows`` (first rows, list of dicts),
+    ``table`` (the HTML table), ``table_text``, ``shown_rows``, ``truncated``, ``run_ts``
+    (UTC datetime), ``run_date`` (``YYYY-MM-DD``), ``job`` and ``params``.
+    """
+
+    model_config = _MODEL
+
+    connection: str = Field(min_length=1, description="Name of the SMTP connection in the fabric.")
+    to: list[str] = Field(default_factory=list, description="Recipients; a list or a comma-separated string; 'Name <addr>' accepted.")
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list, description="Envelope-only recipients; never in the headers.")
+    reply_to: list[str] = Field(default_factory=list)
+    subject: str = Field(min_length=1, description="Jinja2 template; line breaks from data are folded to spaces.")
+    text_body: str | None = Field(None, description="Jinja2 template of the text/plain part.")
+    html_body: str | None = Field(None, description="Jinja2 template (autoescaped) of the text/html part.")
+    priority: Priority = "normal"
+    headers: dict[str, str] = Field(default_factory=dict, description="Custom headers (at most 50; identity and structural headers are reserved).")
+    table: TableOptions = Field(default_factory=TableOptions)
+    formats: Formats = Field(default_factory=Formats)
+    attachments: list[CsvAttachment] = Field(default_factory=list)
+    on_empty: Literal["skip", "send"] = Field("skip", description="What to do when the frame has no rows.")
+    on_error: Literal["stop", "continue"] = Field("stop", description="stop: raise; continue: record the failure in the delivery report.")
+
+    @field_validator("to", "cc", "bcc", "reply_to", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> list[str]:
+        return split_addresses(value)

@@ -1,0 +1,62 @@
+"""The delivery report: one row per message, as a pandas or Spark DataFrame.
+
+Columns: ``message_key`` (str), ``status`` (``sent`` | ``partial`` | ``failed`` | ``skipped``),
+``recipients`` (str, comma-separated envelope recipients), ``accepted`` (int), ``refused`` (str,
+``addr: code text`` pairs), ``reply_code`` (int, null if none), ``enhanced_status`` (str),
+``error`` (str), ``message_id`` (str), ``size_bytes`` (int), ``connection`` (str),
+``attempts`` (int), ``sent_at`` (UTC timestamp).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["DeliveryRow", "to_pandas", "to_spark", "REPORT_COLUMNS"]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+@dataclass
+class DeliveryRow:
+    """One message's outcome."""
+
+    message_key: str
+    status: str
+    recipients: str = ""
+    accepted: int = 0
+    refused: str = ""
+    reply_code: int | None = None
+    enhanced_status: str | None = None
+    error: str | None = None
+    message_id: str | None = None
+    size_bytes: int | None = None
+    connection: str = ""
+    attempts: int = 0
+    sent_at: dt.datetime = field(default_factory=_now)
+
+
+REPORT_COLUMNS = list(DeliveryRow.__dataclass_fields__)
+_SPARK_SCHEMA = (
+    "message_key string, status string, recipients string, accepted int, refused string, "
+    "reply_code int, enhanced_status string, error string, message_id string, size_bytes long, "
+    "connection string, attempts int, sent_at timestamp_ntz"
+)
+
+
+def to_pandas(rows: list[DeliveryRow]) -> pd.DataFrame:
+    """The report as pandas (nullable integer columns for codes and sizes)."""
+    frame = pd.DataFrame([asdict(r) for r in rows], columns=REPORT_COLUMNS)
+    for col in ("accepted", "reply_code", "size_bytes", "attempts"):
+        frame[col] = frame[col].astype("Int64")
+    return frame
+
+
+def to_spark(spark: Any, rows: list[DeliveryRow]) -> Any:
+    """The report as a Spark DataFrame with a fixed schema."""
+    return spark.createDataFrame([tuple(asdict(r).values()) for r in rows], schema=_SPARK_SCHEMA)

@@ -1,0 +1,149 @@
+"""``validate()``: diagnostics before any run (addresses, templates, headers, columns, limits)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.utils import parseaddr
+from typing import Any, Literal
+
+import jinja2
+from email_validator import EmailNotValidError, validate_email
+from pydantic import ValidationError
+
+from .properties import EmailProperties
+from .render import template_environment
+
+__all__ = [
+    "Diagnostic", "validate", "RESERVED_HEADERS", "MAX_CUSTOM_HEADERS", "MAX_SUBJECT_CHARS",
+    "MAX_BODY_BYTES", "check_header",
+]
+
+# Set by the connection (identity) or by the MIME builder (structure); never by users.
+RESERVED_HEADERS = frozenset(h.lower() for h in (
+    "From", "Sender", "To", "Cc", "Bcc", "Reply-To", "Return-Path", "Message-ID", "Date",
+    "Subject", "Content-Type", "Content-Transfer-Encoding", "MIME-Version", "DKIM-Signature",
+    "Received", "Resent-From", "Resent-Sender", "X-Priority", "Importance",
+))
+MAX_CUSTOM_HEADERS = 50
+MAX_SUBJECT_CHARS = 998  # RFC 5322 §2.1.1: a line is at most 998 characters
+MAX_BODY_BYTES = 10 * 1024 * 1024
+# RFC 5322 §3.6.8: field-name = 1*ftext, printable US-ASCII except ":".
+_FTEXT = frozenset(chr(c) for c in range(33, 127)) - {":"}
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One finding: ``path`` in the properties (e.g. ``to[1]``), severity, and what to fix."""
+
+    path: str
+    severity: Literal["error", "warning"]
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.path}: {self.message}"
+
+
+def check_header(name: str, value: str) -> str | None:
+    """Return why a custom header is not allowed, or ``None`` when it is."""
+    if not name or any(ch not in _FTEXT for ch in name):
+        return f"header name {name!r} must be printable ASCII without spaces or ':' (RFC 5322 §3.6.8)"
+    if name.lower() in RESERVED_HEADERS:
+        return f"header {name!r} is reserved: mailgem or the connection sets it"
+    if "\r" in value or "\n" in value or "\x00" in value:
+        return f"header {name!r} contains a line break or NUL (header injection); remove it"
+    if len(name) + 2 + len(value) > MAX_SUBJECT_CHARS:
+        return f"header {name!r} is longer than {MAX_SUBJECT_CHARS} characters"
+    return None
+
+
+def _address_problem(item: str) -> str | None:
+    _, address = parseaddr(item)
+    if not address:
+        return f"{item!r} is not an email address"
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return f"{address!r} is not a valid email address: {exc}"
+    return None
+
+
+def _templates(props: EmailProperties) -> list[tuple[str, str, bool]]:
+    out = [("subject", props.subject, False)]
+    if props.text_body is not None:
+        out.append(("text_body", props.text_body, False))
+    if props.html_body is not None:
+        out.append(("html_body", props.html_body, True))
+    out += [(f"attachments[{i}].file_name", a.file_name, False) for i, a in enumerate(props.attachments)]
+    return out
+
+
+def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str] | None = None) -> list[Diagnostic]:
+    """Check the gem's properties before a run; return every problem found (empty when fine).
+
+    Args:
+        properties: the properties, or a dict to validate into them.
+        columns: the input frame's column names, to check column references; ``None`` skips that.
+
+    Returns:
+        diagnostics with severity ``error`` (the run would fail) or ``warning``.
+    """
+    if isinstance(properties, dict):
+        try:
+            properties = EmailProperties.model_validate(properties)
+        except ValidationError as exc:
+            return [Diagnostic(".".join(str(p) for p in e["loc"]) or "(properties)", "error",
+                               e["msg"].removeprefix("Value error, "))
+                    for e in exc.errors(include_url=False, include_input=False)]
+    props = properties
+    out: list[Diagnostic] = []
+    err = lambda path, msg: out.append(Diagnostic(path, "error", msg))  # noqa: E731
+
+    if not (props.to or props.cc or props.bcc):
+        err("to", "no recipients: set to, cc or bcc")
+    for field in ("to", "cc", "bcc", "reply_to"):
+        for i, item in enumerate(getattr(props, field)):
+            problem = _address_problem(item)
+            if problem:
+                err(f"{field}[{i}]", problem)
+
+    if len(props.headers) > MAX_CUSTOM_HEADERS:
+        err("headers", f"{len(props.headers)} custom headers; at most {MAX_CUSTOM_HEADERS} are allowed")
+    for name, value in props.headers.items():
+        problem = check_header(name, value)
+        if problem:
+            err(f"headers.{name}", problem)
+
+    for path, source, html in _templates(props):
+        try:
+            template_environment(html).parse(source)
+        except jinja2.TemplateSyntaxError as exc:
+            err(path, f"template syntax error on line {exc.lineno}: {exc.message}")
+    if len(props.subject) > MAX_SUBJECT_CHARS:
+        err("subject", f"subject is {len(props.subject)} characters; at most {MAX_SUBJECT_CHARS} (RFC 5322 §2.1.1)")
+    for path in ("text_body", "html_body"):
+        body = getattr(props, path)
+        if body is not None and len(body.encode()) > MAX_BODY_BYTES:
+            err(path, f"template is over {MAX_BODY_BYTES:,} bytes")
+    if props.text_body is None and props.html_body is None and not props.table.enabled and not props.attachments:
+        out.append(Diagnostic("table.enabled", "warning", "no body, no table and no attachment: the email will say only the row count"))
+
+    if columns is not None:
+        known = set(columns)
+        refs: list[tuple[str, list[str]]] = [("table.columns", props.table.columns or [])]
+        summary = props.table.summary
+        if summary is not None:
+            refs.append(("table.summary.group_by", summary.group_by))
+            refs.append(("table.summary.aggregates", [a.column for a in summary.aggregates]))
+            outputs = set(summary.group_by) | {a.output_name for a in summary.aggregates}
+            for i, key in enumerate(summary.order_by):
+                if key.lstrip("-") not in outputs:
+                    err(f"table.summary.order_by[{i}]", f"{key.lstrip('-')!r} is not a summary column ({', '.join(sorted(outputs))})")
+            if props.table.columns:
+                refs[0] = ("table.columns", [c for c in props.table.columns if c not in outputs])
+        refs += [(f"attachments[{i}].columns", a.columns or []) for i, a in enumerate(props.attachments)]
+        for path, names in refs:
+            for name in names:
+                if name not in known:
+                    err(path, f"unknown column {name!r}; the frame has: {', '.join(columns)}")
+    return out

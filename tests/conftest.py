@@ -1,0 +1,84 @@
+"""Fixtures: real aiosmtpd servers on loopback (STARTTLS + AUTH, implicit TLS, plain), fabrics
+that reach them, and one session-wide local SparkSession."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import sys
+from collections.abc import Iterator
+from email.message import EmailMessage
+
+import pytest
+from pydantic import SecretStr
+
+from connections import SmtpConnection
+from connections.local_server import LocalSmtpServer
+from fabric import Fabric, MemorySecretStore, Team
+
+os.environ["PYSPARK_PYTHON"] = sys.executable
+os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+
+USER = "alice"
+LOGIN = "reports@example.com"
+# A test-only credential for the in-process server; tests assert it never leaks.
+PASSWORD = "Tr0ub4dor-test-only-9f3e"
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from gems.spark import local_spark
+
+    session = local_spark("local[2]", app_name="mailgem-tests")
+    yield session
+    session.stop()
+
+
+def _server(**kwargs) -> Iterator[LocalSmtpServer]:
+    server = LocalSmtpServer(**kwargs)
+    with server:
+        yield server
+
+
+@pytest.fixture
+def starttls_server() -> Iterator[LocalSmtpServer]:
+    """STARTTLS required, AUTH PLAIN/LOGIN only after TLS."""
+    yield from _server(security="starttls", users={LOGIN: PASSWORD})
+
+
+@pytest.fixture
+def implicit_tls_server() -> Iterator[LocalSmtpServer]:
+    yield from _server(security="implicit_tls", users={LOGIN: PASSWORD})
+
+
+@pytest.fixture
+def plain_server() -> Iterator[LocalSmtpServer]:
+    """No TLS; offers AUTH over plaintext so tests can prove the client refuses to use it."""
+    yield from _server(security="none", users={LOGIN: PASSWORD}, auth_over_plaintext=True)
+
+
+@pytest.fixture
+def relay_server() -> Iterator[LocalSmtpServer]:
+    """No TLS, no AUTH: an internal relay."""
+    yield from _server(security="none")
+
+
+def connection_for(server: LocalSmtpServer, name: str = "reports", **overrides) -> SmtpConnection:
+    fields = dict(name=name, host=server.host, port=server.port, security=server.security,
+                  ca_bundle=server.ca_pem, username=LOGIN, password={"secret": "smtp-password"},
+                  sender_name="Reports", timeout_s=10)
+    if server.security == "none":
+        fields.pop("ca_bundle")
+    fields.update(overrides)
+    return SmtpConnection(**fields)
+
+
+def fabric_for(server: LocalSmtpServer, password: str = PASSWORD, **overrides) -> Fabric:
+    fab = Fabric(name="analytics", teams=[Team(name="data-eng", members=[USER, "bob"])],
+                 connections=[connection_for(server, **overrides)])
+    return fab.with_store(MemorySecretStore({"smtp-password": SecretStr(password)}))
+
+
+def parse(data: bytes) -> EmailMessage:
+    return email.message_from_bytes(data, policy=email.policy.default)  # type: ignore[return-value]
