@@ -161,7 +161,10 @@ class EmailGem:
             return text, _INLINER.inline(html) if "<style" in html.lower() else html
 
         shown_rows = min(props.table.max_rows, table.total) if table else 0
-        html_bytes = lambda n: (bodies(n)[1] or "").encode()  # noqa: E731
+        def html_bytes(n: int) -> bytes:
+            # Measured as transmitted: every line ends in CRLF on the wire (RFC 5322 §2.1).
+            return (bodies(n)[1] or "").replace("\n", "\r\n").encode()
+
         if table is not None and len(html_bytes(shown_rows)) > props.table.max_html_bytes:
             shown_rows, _ = fit_rows(html_bytes, shown_rows, props.table.max_html_bytes)
             log.info("gem %s: body table cut to %d of %d rows to stay under %d bytes of HTML",

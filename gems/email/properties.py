@@ -42,9 +42,14 @@ def split_addresses(value: Any) -> list[str]:
             raise ValueError(f"addresses must be strings, got {type(item).__name__}")
         if "\r" in item or "\n" in item:
             raise ValueError("addresses must not contain line breaks")
-        for name, address in getaddresses([item]):
-            if address or name:
-                out.append(formataddr((name, address)) if name else address)
+        if not item.strip():
+            continue
+        parsed = [(n, a) for n, a in getaddresses([item]) if n or a]
+        if not parsed:
+            # The parser gave up (e.g. "x@"): keep the text so validate() reports it, never drop it.
+            out.append(item.strip())
+        for name, address in parsed:
+            out.append(formataddr((name, address)) if name else address)
     return out
 
 

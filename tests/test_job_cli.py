@@ -1,0 +1,95 @@
+"""`mailgem run` end to end, in a subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import PASSWORD, USER, parse
+
+from fabric import EncryptedFileSecretStore, generate_key
+from gems.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+JOB = """
+name: csv-report
+source:
+  path: {csv}
+transform: SELECT city, sales, note FROM source WHERE sales > ${{MIN_SALES:-0}} ORDER BY sales DESC
+params: {{region: North}}
+email:
+  connection: {connection}
+  to: boss@example.com
+  subject: "{{{{ params.region }}}}: {{{{ row_count }}}} cities"
+  attachments: [{{file_name: cities.csv, compression: gzip}}]
+"""
+
+
+def _run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gems.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+@pytest.fixture
+def job_dir(tmp_path):
+    (tmp_path / "sales.csv").write_text("city,sales,note\nOslo,10,\nBergen,5,<b>bold</b>\nTromsø,30,\nLillehammer,0,\n")
+    return tmp_path
+
+
+def test_run_on_the_embedded_local_fabric(job_dir):
+    (job_dir / "job.yaml").write_text(JOB.format(csv="sales.csv", connection="team-smtp"))
+    done = _run("run", "job.yaml", "--outbox", "out", cwd=job_dir, env={"MIN_SALES": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "embedded local SMTP server" in done.stdout and "csv-report:report: sent 250" in done.stdout
+    [eml] = sorted((job_dir / "out").glob("*.eml"))
+    assert str(Path("out") / eml.name) in done.stdout
+    msg = parse(eml.read_bytes())
+    assert msg["Subject"] == "North: 3 cities" and msg["To"] == "boss@example.com"
+    assert msg["From"].addresses[0].addr_spec == "mailgem-dev@example.com"
+    text = msg.get_body(("plain",)).get_content()
+    assert text.index("Tromsø") < text.index("Oslo") < text.index("Bergen") and "Lillehammer" not in text
+    [att] = list(msg.iter_attachments())
+    rows = list(csv.reader(io.StringIO(gzip.decompress(att.get_content()).decode())))
+    assert rows == [["city", "sales", "note"], ["Tromsø", "30", ""], ["Oslo", "10", ""], ["Bergen", "5", "<b>bold</b>"]]
+
+
+def test_run_with_a_fabric_file_against_a_real_server(job_dir, starttls_server):
+    key = job_dir / "k"
+    key.write_text(generate_key())
+    EncryptedFileSecretStore(job_dir / "s.json", key_file=key).set("pw", __import__("pydantic").SecretStr(PASSWORD))
+    (job_dir / "fabric.yaml").write_text(f"""
+name: t
+teams: [{{name: sales, members: [{USER}]}}]
+secrets: {{type: encrypted_file, path: s.json, key_file: k}}
+connections:
+  - {{name: team-smtp, host: 127.0.0.1, port: {starttls_server.port}, ca_bundle: "{starttls_server.ca_pem}",
+      username: reports@example.com, password: {{secret: pw}}}}
+""")
+    (job_dir / "job.yaml").write_text(JOB.format(csv="sales.csv", connection="team-smtp"))
+    done = _run("run", "job.yaml", "--fabric", "fabric.yaml", "--user", USER, cwd=job_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [received] = starttls_server.wait_for_messages(1)
+    assert received.tls and received.login == "reports@example.com"
+    html = parse(received.data).get_body(("html",)).get_content()
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html and "<b>" not in html
+    assert PASSWORD not in done.stdout + done.stderr
+
+    denied = _run("run", "job.yaml", "--fabric", "fabric.yaml", "--user", "mallory", cwd=job_dir)
+    assert denied.returncode == 2 and "access denied" in denied.stderr and "Traceback" not in denied.stderr
+    assert len(starttls_server.messages) == 1
+
+
+def test_bad_job_files_are_clear_errors(job_dir, capsys):
+    (job_dir / "job.yaml").write_text(JOB.format(csv="nope.csv", connection="c").replace("to: boss@example.com", "to: boss@"))
+    assert main(["validate", str(job_dir / "job.yaml")]) == 2
+    assert "to[0]" in capsys.readouterr().out
+    (job_dir / "job.yaml").write_text("name: x\nsource: {path: a.txt}\nemail: {connection: c, subject: s, to: a@example.com}\n")
+    assert main(["validate", str(job_dir / "job.yaml")]) == 2
+    assert "source: cannot tell the format" in capsys.readouterr().err
