@@ -66,6 +66,8 @@ class SmtpError(MailgemError):
     """
 
     default_hint = ""
+    # None: decided by the reply code (4xx transient, RFC 5321 §4.2.1); subclasses fix it.
+    default_transient: bool | None = None
 
     def __init__(
         self,
@@ -81,6 +83,8 @@ class SmtpError(MailgemError):
         self.code = code
         self.server_message = server_message
         self.enhanced_status = parse_enhanced_status(server_message)
+        if transient is None:
+            transient = self.default_transient
         self.transient = (code is not None and 400 <= code < 500) if transient is None else transient
         self.hint = hint if hint is not None else self.default_hint
         self.host = host
@@ -107,9 +111,7 @@ class SmtpConnectError(SmtpError, ConnectionError):
         "blocks the port (587 for STARTTLS, 465 for implicit TLS, 25 for relays)"
     )
 
-    def __init__(self, message: str, **kwargs: object) -> None:
-        kwargs.setdefault("transient", True)
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+    default_transient = True
 
 
 class SmtpTimeoutError(SmtpError, TimeoutError):
@@ -120,9 +122,7 @@ class SmtpTimeoutError(SmtpError, TimeoutError):
         "the connection's timeout_s for a slow server"
     )
 
-    def __init__(self, message: str, **kwargs: object) -> None:
-        kwargs.setdefault("transient", True)
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+    default_transient = True
 
 
 class SmtpDisconnectedError(SmtpError, ConnectionError):
@@ -133,9 +133,7 @@ class SmtpDisconnectedError(SmtpError, ConnectionError):
         "mode may not match the port (implicit_tls is 465, starttls is 587)"
     )
 
-    def __init__(self, message: str, **kwargs: object) -> None:
-        kwargs.setdefault("transient", True)
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+    default_transient = True
 
 
 class TlsError(SmtpError):
@@ -147,9 +145,7 @@ class TlsError(SmtpError):
         "verify_certificates: false"
     )
 
-    def __init__(self, message: str, **kwargs: object) -> None:
-        kwargs.setdefault("transient", False)
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+    default_transient = False
 
 
 class StartTlsNotOfferedError(SmtpError):
@@ -160,9 +156,7 @@ class StartTlsNotOfferedError(SmtpError):
         "465 with security implicit_tls; use security none only for a trusted internal relay"
     )
 
-    def __init__(self, message: str, **kwargs: object) -> None:
-        kwargs.setdefault("transient", False)
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+    default_transient = False
 
 
 class InsecureAuthError(SmtpError):
@@ -173,9 +167,7 @@ class InsecureAuthError(SmtpError):
         "allow_insecure_auth: true on the connection, or make it anonymous"
     )
 
-    def __init__(self, message: str, **kwargs: object) -> None:
-        kwargs.setdefault("transient", False)
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+    default_transient = False
 
 
 class AuthenticationError(SmtpError):
@@ -196,9 +188,7 @@ class AuthNotSupportedError(SmtpError):
         "is a relay that needs anonymous: true"
     )
 
-    def __init__(self, message: str, **kwargs: object) -> None:
-        kwargs.setdefault("transient", False)
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+    default_transient = False
 
 
 class SenderRefusedError(SmtpError):
@@ -232,6 +222,7 @@ class MessageTooLargeError(SmtpError):
         limit_bytes: the limit it exceeds, in bytes.
     """
 
+    default_transient = False
     default_hint = (
         "make the message smaller: compress attachments (compression: gzip or zip), select "
         "fewer columns, or filter the rows"
@@ -240,7 +231,6 @@ class MessageTooLargeError(SmtpError):
     def __init__(self, message: str, *, size_bytes: int, limit_bytes: int, **kwargs: object) -> None:
         self.size_bytes = size_bytes
         self.limit_bytes = limit_bytes
-        kwargs.setdefault("transient", False)
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
 

@@ -93,3 +93,26 @@ def test_bad_job_files_are_clear_errors(job_dir, capsys):
     (job_dir / "job.yaml").write_text("name: x\nsource: {path: a.txt}\nemail: {connection: c, subject: s, to: a@example.com}\n")
     assert main(["validate", str(job_dir / "job.yaml")]) == 2
     assert "source: cannot tell the format" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "json", "sql"])
+def test_every_source_kind_reads_the_same_rows(spark, tmp_path, fmt):
+    import pandas as pd
+
+    from gems.job import SourceSpec, read_source
+
+    frame = pd.DataFrame({"city": ["Oslo", "Bergen"], "sales": [10, 5]})
+    path = tmp_path / f"sales.{fmt}"
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    elif fmt == "parquet":
+        frame.to_parquet(path, index=False)
+    elif fmt == "json":
+        frame.to_json(path, orient="records", lines=True)
+    if fmt == "sql":
+        spark.createDataFrame(frame).createOrReplaceTempView("sales_view")
+        spec = SourceSpec(sql="SELECT city, sales FROM sales_view")
+    else:
+        spec = SourceSpec(path=str(path))
+    rows = sorted((r.city, int(r.sales)) for r in read_source(spark, spec).collect())
+    assert rows == [("Bergen", 5), ("Oslo", 10)]

@@ -110,7 +110,9 @@ def test_gmail_host_gets_the_app_password_hint():
     assert isinstance(err, AuthenticationError) and "App Password" in err.hint and "Gmail" in err.hint
 
 
-def test_self_signed_certificate_refused_unless_verification_off(starttls_server):
+@pytest.mark.parametrize("server_fixture", ["starttls_server", "implicit_tls_server"])
+def test_self_signed_certificate_refused_unless_verification_off(request, server_fixture):
+    starttls_server = request.getfixturevalue(server_fixture)
     untrusted = connection_for(starttls_server, ca_bundle=None)
     with pytest.raises(TlsError) as info:
         _send(untrusted, PASSWORD, _message())

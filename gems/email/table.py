@@ -28,7 +28,7 @@ TABLE_CSS = """
 table.mailgem { border-collapse: collapse; font-family: Arial, Helvetica, sans-serif; font-size: 13px; }
 table.mailgem th { background-color: #f2f4f7; color: #1d2939; text-align: left; padding: 6px 10px; border: 1px solid #d0d5dd; }
 table.mailgem td { padding: 4px 10px; border: 1px solid #e4e7ec; color: #101828; }
-table.mailgem td.num { text-align: right; }
+table.mailgem td.num, table.mailgem th.num { text-align: right; }
 p.mailgem-note { font-family: Arial, Helvetica, sans-serif; font-size: 12px; color: #667085; }
 """
 
@@ -36,7 +36,7 @@ _INLINER = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=
 
 _TABLE = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True).from_string(
     """<table class="mailgem" role="table">
-<thead><tr>{% for c in header %}<th>{{ c }}</th>{% endfor %}</tr></thead>
+<thead><tr>{% for c in header %}<th{% if numeric[loop.index0] %} class="num"{% endif %}>{{ c }}</th>{% endfor %}</tr></thead>
 <tbody>
 {% for row in rows %}<tr>{% for cell in row %}<td{% if numeric[loop.index0] %} class="num"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
 {% endfor %}</tbody>
