@@ -56,14 +56,32 @@ class _Handler:
         self.server = server
 
     async def handle_RCPT(self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
-        refusal = self.server.rcpt_refusals.get(address.lower())
+        server = self.server
+        refusal = server.rcpt_refusals.get(address.lower())
         if refusal:
             return refusal
+        scripted = server.rcpt_replies.get(address.lower())
+        if scripted:
+            return scripted.pop(0)
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
-        return self.server._store(envelope, session)
+        server = self.server
+        with server._lock:
+            action = server.data_script.pop(0) if server.data_script else None
+        if action == "drop":
+            # The server read the whole message, then the connection died before any reply.
+            server.dropped += 1
+            assert smtp.transport is not None
+            smtp.transport.close()
+            return "451 4.3.0 connection dropped"  # never reaches the client
+        if isinstance(action, str):
+            return action  # a scripted reply such as "451 4.3.0 Try again later"
+        reply = server._store(envelope, session)
+        if isinstance(action, (int, float)):
+            await asyncio.sleep(action)  # accepted and stored, but the reply comes late
+        return reply
 
 
 class LocalSmtpServer:
@@ -100,7 +118,14 @@ class LocalSmtpServer:
         self.auth_over_plaintext = auth_over_plaintext
         self.messages: list[ReceivedMessage] = []
         self.auth_attempts: list[AuthAttempt] = []
+        # Misbehaviour on purpose, for tests: permanent RCPT refusals by address; RCPT replies
+        # consumed in order by address; and per DATA, in order: a reply string, "drop" (close
+        # without replying, nothing stored) or a delay in seconds between storing and replying.
         self.rcpt_refusals: dict[str, str] = {}
+        self.rcpt_replies: dict[str, list[str]] = {}
+        self.data_script: list[str | float] = []
+        self.dropped = 0
+        self.sessions_opened = 0
         self.port = 0
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
@@ -141,6 +166,7 @@ class LocalSmtpServer:
         return self.security == "implicit_tls" or bool(session.ssl)
 
     def _factory(self) -> SMTP:
+        self.sessions_opened += 1
         offers_auth = bool(self._users)
         with warnings.catch_warnings():
             # aiosmtpd warns about AUTH without STARTTLS; with implicit TLS the socket is encrypted.

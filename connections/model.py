@@ -91,7 +91,19 @@ class SmtpConnection(BaseModel):
     sender_address: str | None = Field(None, description="Address the credential may send as; defaults to username when that is an address.")
     sender_name: str | None = Field(None, description="Display name shown in From.")
     ehlo_hostname: str | None = Field(None, description="Name sent in EHLO; defaults to this machine's FQDN.")
-    timeout_s: float = Field(60.0, gt=0, le=3600, description="Timeout for each SMTP command, seconds.")
+    connect_timeout_s: float = Field(30.0, gt=0, le=3600, description="Timeout to connect and read the greeting, seconds.")
+    # RFC 5321 §4.5.3.2: servers may take 5 minutes to answer MAIL/RCPT and 10 minutes to
+    # answer the end of DATA; giving up sooner risks a duplicate (the server may have accepted).
+    timeout_s: float = Field(300.0, gt=0, le=3600, description="Timeout for each SMTP command's reply, seconds (RFC 5321 §4.5.3.2: 5 min).")
+    data_timeout_s: float = Field(600.0, gt=0, le=3600, description="Timeout for the reply to the end of DATA, seconds (RFC 5321 §4.5.3.2.6: 10 min).")
+    pool_size: int = Field(4, ge=1, le=64, description="Authenticated connections kept open and reused per process.")
+    max_messages_per_connection: int = Field(100, ge=1, description="Reconnect after this many messages on one connection.")
+    rate_per_s: float | None = Field(None, gt=0, description="At most this many messages per second through this connection, per process.")
+    max_per_day: int | None = Field(None, ge=1, description="Provider's daily sending cap (e.g. 500 for Gmail), per process and UTC day.")
+    max_attempts: int = Field(4, ge=1, le=20, description="Attempts per message for transient failures (4xx, dropped connection, timeout).")
+    retry_initial_s: float = Field(1.0, ge=0, le=3600, description="First retry delay, seconds; doubles each time, with jitter.")
+    retry_max_s: float = Field(60.0, ge=0, le=86400, description="Longest retry delay, seconds.")
+    fallback: str | None = Field(None, description="Connection in the same fabric to use when this one is unreachable or rejects AUTH.")
     charset: str = Field("utf-8", description="Charset of text and HTML parts.")
     max_message_bytes: int = Field(25 * 1024 * 1024, gt=0, description="mailgem's own size cap when the server advertises no SIZE, bytes.")
 
@@ -171,6 +183,8 @@ class SmtpConnection(BaseModel):
                 )
         if self.allow_insecure_auth and self.security != "none":
             raise ValueError("allow_insecure_auth only applies to security none; remove it")
+        if self.fallback == self.name:
+            raise ValueError("a connection cannot be its own fallback")
         if self.ca_bundle is not None and not self.ca_bundle.is_file():
             raise ValueError(f"ca_bundle {str(self.ca_bundle)!r} is not a readable file")
         return self

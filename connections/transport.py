@@ -38,9 +38,12 @@ from .errors import (
 )
 from .model import SmtpConnection
 
-__all__ = ["SmtpTransport", "SmtpSession", "SendResult", "RecipientRefusal", "CheckReport"]
+__all__ = ["SmtpTransport", "SmtpSession", "SendResult", "RecipientRefusal", "CheckReport", "MAX_RCPT_PER_TRANSACTION"]
 
 log = logging.getLogger("mailgem.connections")
+
+# RFC 5321 §4.5.3.1.8: a server must accept at least 100 recipients per transaction.
+MAX_RCPT_PER_TRANSACTION = 100
 
 # Headers that carry the sender's identity; only the connection sets them.
 IDENTITY_HEADERS = ("From", "Sender", "Return-Path")
@@ -161,17 +164,8 @@ class SmtpSession:
         return int(raw) if raw.isdigit() and int(raw) > 0 else None
 
     def flatten(self, message: EmailMessage) -> bytes:
-        """Set the connection's identity on ``message`` and return its bytes as transmitted."""
-        connection = self._transport.connection
-        for name in (*IDENTITY_HEADERS, "Bcc"):
-            del message[name]
-        message["From"] = formataddr((connection.sender_name or "", connection.sender))
-        if "Date" not in message:
-            message["Date"] = formatdate(localtime=True)
-        if "Message-ID" not in message:
-            # RFC 5322 §3.6.4: the right-hand side names the sender's domain.
-            message["Message-ID"] = make_msgid(domain=connection.sender.rpartition("@")[2])
-        return message.as_bytes(policy=policy.SMTP)
+        """See :meth:`SmtpTransport.flatten`."""
+        return self._transport.flatten(message)
 
     async def send(self, message: EmailMessage, recipients: Sequence[str] | None = None) -> SendResult:
         """Send ``message`` to ``recipients`` (default: its To, Cc and Bcc; Bcc is never transmitted).
@@ -192,7 +186,43 @@ class SmtpSession:
         return await self.send_bytes(data, rcpts, message_id=str(message["Message-ID"]))
 
     async def send_bytes(self, data: bytes, recipients: Sequence[str], *, message_id: str | None = None) -> SendResult:
-        """Send an already flattened message (CRLF line endings) in one mail transaction."""
+        """Send an already flattened message (CRLF line endings).
+
+        More than :data:`MAX_RCPT_PER_TRANSACTION` recipients go in several mail transactions of
+        that many (RFC 5321 §4.5.3.1.8: servers need buffer only 100 recipients). A chunk that
+        fails after an earlier one was accepted is reported per recipient, not raised, so that
+        what was accepted is never sent again.
+        """
+        chunks = [list(recipients[i:i + MAX_RCPT_PER_TRANSACTION])
+                  for i in range(0, len(recipients), MAX_RCPT_PER_TRANSACTION)]
+        if len(chunks) <= 1:
+            return await self._transaction(data, list(recipients), message_id)
+        results: list[SendResult] = []
+        failures: dict[str, RecipientRefusal] = {}
+        last_error: SmtpError | None = None
+        for chunk in chunks:
+            try:
+                results.append(await self._transaction(data, chunk, message_id))
+            except MessageTooLargeError:
+                raise
+            except SmtpError as exc:
+                if isinstance(exc, RecipientsRefusedError) and exc.recipients:
+                    failures.update({r: RecipientRefusal(c, m, parse_enhanced_status(m)) for r, (c, m) in exc.recipients.items()})
+                else:
+                    code = exc.code if exc.code is not None else (451 if exc.transient else 554)
+                    failures.update({r: RecipientRefusal(code, exc.server_message or exc.message, exc.enhanced_status)
+                                     for r in chunk})
+                last_error = exc
+        if not results:
+            assert last_error is not None
+            raise last_error
+        refused = {r: v for res in results for r, v in res.refused.items()} | failures
+        last = results[-1]
+        return SendResult(tuple(a for res in results for a in res.accepted), refused, last.code, last.message,
+                          last.enhanced_status, message_id, len(data))
+
+    async def _transaction(self, data: bytes, recipients: list[str], message_id: str | None) -> SendResult:
+        """One mail transaction: MAIL FROM, RCPT TO each recipient, DATA."""
         transport = self._transport
         connection = transport.connection
         limit = self.size_limit_bytes
@@ -225,7 +255,7 @@ class SmtpSession:
                     {r: (v.code, v.message) for r, v in refused.items()},
                     code=first.code, server_message=first.message, **where)
             stage = "data"
-            response = await client.data(data)
+            response = await client.data(data, timeout=connection.data_timeout_s)
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset()
             raise from_aiosmtplib(exc, stage=stage, **where) from None
@@ -290,7 +320,7 @@ class SmtpTransport:
         client = self._client()
         stage = "connect"
         try:
-            greeting = await client.connect()
+            greeting = await client.connect(timeout=c.connect_timeout_s)
             if report is not None:
                 report.banner = greeting.message
             if client.last_ehlo_response is None:
@@ -347,6 +377,23 @@ class SmtpTransport:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 await session._client.quit()
             session._client.close()
+
+    def flatten(self, message: EmailMessage) -> bytes:
+        """Set this connection's identity on ``message`` and return its bytes as transmitted.
+
+        From becomes the connection's sender; Sender, Return-Path and Bcc are removed; Date and
+        Message-ID are added when missing (RFC 5322 §3.6.1, §3.6.4).
+        """
+        connection = self.connection
+        for name in (*IDENTITY_HEADERS, "Bcc"):
+            del message[name]
+        message["From"] = formataddr((connection.sender_name or "", connection.sender))
+        if "Date" not in message:
+            message["Date"] = formatdate(localtime=True)
+        if "Message-ID" not in message:
+            # RFC 5322 §3.6.4: the right-hand side names the sender's domain.
+            message["Message-ID"] = make_msgid(domain=connection.sender.rpartition("@")[2])
+        return message.as_bytes(policy=policy.SMTP)
 
     async def send(self, message: EmailMessage, recipients: Sequence[str] | None = None) -> SendResult:
         """Open a session, send one message, close. See :meth:`SmtpSession.send`."""

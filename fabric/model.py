@@ -145,3 +145,21 @@ class Fabric(BaseModel):
         password = self.store().get(conn.password.secret) if conn.password is not None else None
         log.info("user %s (team %s) uses connection %s of fabric %s", user, team.name, name, self.name)
         return SmtpTransport(conn, password)
+
+    def transports(self, name: str, user: str | None = None) -> list[SmtpTransport]:
+        """The transport of connection ``name`` followed by its fallback chain (``fallback:``).
+
+        Raises:
+            FabricConfigError: a fallback names a missing connection, or the chain loops.
+            AccessDeniedError, SecretNotFoundError, SecretStoreError: as :meth:`transport`.
+        """
+        chain = [self.transport(name, user)]
+        seen = {name}
+        fallback = chain[0].connection.fallback
+        while fallback is not None:
+            if fallback in seen:
+                raise FabricConfigError(f"fallback connections of {name!r} form a loop at {fallback!r}")
+            seen.add(fallback)
+            chain.append(self.transport(fallback, user))
+            fallback = chain[-1].connection.fallback
+        return chain

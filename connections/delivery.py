@@ -1,0 +1,157 @@
+"""Deliver messages with pooling, rate limits, retries and an optional fallback connection.
+
+Retries (tenacity: exponential backoff with full jitter) are for transient failures only:
+4xx replies, dropped connections and timeouts. A 5xx is never retried (RFC 5321 §4.2.1: "do
+not repeat the exact request"). When some recipients are refused with 4xx while others are
+accepted, only those recipients are retried, with the same Message-ID.
+
+The one duplicate window: the server accepted the message but its reply to the end of DATA was
+lost (dropped connection or timeout). The message is retried and the server receives it twice;
+both copies carry the same Message-ID, which mail clients such as Gmail use to collapse them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from .errors import AuthenticationError, SmtpConnectError, SmtpError, SmtpTimeoutError, TlsError
+from .pool import SmtpPool
+from .ratelimit import DailyLimitReached, RateLimiter, limiter_for
+from .transport import RecipientRefusal, SendResult, SmtpTransport
+
+__all__ = ["Deliverer", "Delivery"]
+
+log = logging.getLogger("mailgem.connections")
+
+
+class _TransientRecipients(SmtpError):
+    """Some recipients were refused with 4xx; retried alone."""
+
+    default_transient = True
+
+
+@dataclass
+class Delivery:
+    """The outcome of one message after every attempt.
+
+    Attributes:
+        status: ``sent`` (all accepted), ``partial`` (some refused), ``failed``, ``deferred``
+            (not tried: daily limit reached).
+        result: the server's answer (accepted and refused recipients) when anything was accepted.
+        error: the last error when nothing was accepted.
+        attempts: attempts made (1 = no retry).
+        connection: name of the connection that carried it (the fallback's when used).
+        message_id: the message's ``Message-ID``.
+    """
+
+    status: str
+    result: SendResult | None
+    error: SmtpError | None
+    attempts: int
+    connection: str
+    message_id: str | None
+    finished_at: dt.datetime
+
+
+def _falls_back(exc: BaseException) -> bool:
+    return bool(getattr(exc, "during_open", False)) and isinstance(
+        exc, (SmtpConnectError, SmtpTimeoutError, AuthenticationError, TlsError))
+
+
+class Deliverer:
+    """Send messages through a connection (and its fallback) with a shared pool and limiter.
+
+    Args:
+        transports: the primary transport, then fallbacks in order.
+        rate_share: this process's share of the connections' rate limits (Spark workers).
+
+    Use within one event loop; call :meth:`aclose` at the end.
+    """
+
+    def __init__(self, transports: Sequence[SmtpTransport], *, rate_share: float = 1.0) -> None:
+        if not transports:
+            raise ValueError("at least one transport is needed")
+        self.pools = [SmtpPool(t) for t in transports]
+        self.limiters: list[RateLimiter] = [limiter_for(t.connection, rate_share) for t in transports]
+        self._active = 0
+
+    @property
+    def connection(self) -> str:
+        """Name of the connection currently used."""
+        return self.pools[self._active].transport.connection.name
+
+    async def send(self, message: EmailMessage, recipients: Sequence[str]) -> Delivery:
+        """Deliver ``message`` to ``recipients``; never raises for SMTP failures (see :class:`Delivery`)."""
+        conn = self.pools[self._active].transport.connection
+        pending = list(dict.fromkeys(recipients))
+        accepted: list[str] = []
+        refused: dict[str, RecipientRefusal] = {}
+        last: SendResult | None = None
+        attempts = 0
+        data_by_pool: dict[int, bytes] = {}
+
+        async def attempt() -> None:
+            nonlocal pending, last, attempts
+            attempts += 1
+            index = self._active
+            pool = self.pools[index]
+            if index not in data_by_pool:
+                data_by_pool[index] = pool.transport.flatten(message)  # the identity of that connection
+            await self.limiters[index].acquire()
+            try:
+                async with pool.session() as session:
+                    result = await session.send_bytes(data_by_pool[index], pending, message_id=str(message["Message-ID"]))
+            except SmtpError as exc:
+                if _falls_back(exc) and index + 1 < len(self.pools):
+                    self._active = index + 1
+                    log.warning("connection %s failed (%s); falling back to %s", pool.transport.connection.name,
+                                exc.message, self.connection)
+                    exc.transient = True  # retry at once on the fallback
+                raise
+            last = result
+            accepted.extend(result.accepted)
+            transient = {r: v for r, v in result.refused.items() if v.transient}
+            refused.update({r: v for r, v in result.refused.items() if not v.transient})
+            if transient and attempts < conn.max_attempts:
+                pending = list(transient)
+                raise _TransientRecipients(f"{len(transient)} recipient(s) refused temporarily", code=next(iter(transient.values())).code)
+            refused.update(transient)
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(lambda e: isinstance(e, SmtpError) and e.transient),
+            stop=stop_after_attempt(conn.max_attempts),
+            wait=wait_random_exponential(multiplier=conn.retry_initial_s, max=conn.retry_max_s),
+            before_sleep=lambda state: log.info(
+                "attempt %d failed (%s); retrying", state.attempt_number,
+                state.outcome.exception() if state.outcome else "?"),
+            reraise=True,
+        )
+        now = lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None)  # noqa: E731
+        message_id = str(message["Message-ID"]) if message["Message-ID"] else None
+        try:
+            await retrying(attempt)
+        except DailyLimitReached as exc:
+            return Delivery("deferred", None, exc, attempts, self.connection, message_id, now())
+        except SmtpError as exc:
+            if accepted:
+                # Accepted for some recipients before a later attempt failed: never resend to them.
+                for r in pending:
+                    refused[r] = RecipientRefusal(exc.code or 451, exc.server_message or exc.message, exc.enhanced_status)
+            else:
+                return Delivery("failed", None, exc, attempts, self.connection, message_id or None, now())
+        assert last is not None
+        result = SendResult(tuple(accepted), refused, last.code, last.message, last.enhanced_status,
+                            message_id or last.message_id, last.size_bytes)
+        return Delivery("partial" if refused else "sent", result, None, attempts, self.connection,
+                        result.message_id, now())
+
+    async def aclose(self) -> None:
+        """Close every pool's idle sessions."""
+        for pool in self.pools:
+            await pool.aclose()

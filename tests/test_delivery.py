@@ -1,0 +1,163 @@
+"""The delivery engine against servers that misbehave on purpose: retries, partial failures,
+chunking, pooling, rate limits and fallback. Delays are tiny so every loop is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from email.message import EmailMessage
+
+import pytest
+from conftest import LOGIN, PASSWORD, connection_for, parse
+from pydantic import SecretStr
+
+from connections import SmtpConnection, SmtpTransport
+from connections.delivery import Deliverer
+from connections.local_server import LocalSmtpServer
+from connections.ratelimit import RateLimiter
+
+FAST = {"retry_initial_s": 0.01, "retry_max_s": 0.05}
+
+
+def _message(subject: str = "hi") -> EmailMessage:
+    msg = EmailMessage()
+    msg["To"] = "ops@example.com"
+    msg["Subject"] = subject
+    msg.set_content("body")
+    return msg
+
+
+def _deliver(server, messages, recipients=("ops@example.com",), **overrides):
+    transport = SmtpTransport(connection_for(server, **(FAST | overrides)), SecretStr(PASSWORD))
+
+    async def go():
+        deliverer = Deliverer([transport])
+        try:
+            return await asyncio.gather(*(deliverer.send(m, list(recipients)) for m in messages))
+        finally:
+            await deliverer.aclose()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("script, attempts", [
+    (["421 4.7.0 Try again later"], 2),
+    (["451 4.3.0 Temporary failure", "451 4.3.0 Temporary failure"], 3),
+    (["drop"], 2),
+])
+def test_transient_failures_are_retried_and_delivered_once(starttls_server, script, attempts):
+    starttls_server.data_script = list(script)
+    [d] = _deliver(starttls_server, [_message()])
+    assert d.status == "sent" and d.attempts == attempts and d.result.code == 250
+    assert len(starttls_server.wait_for_messages(1)) == 1
+    assert starttls_server.data_script == []
+
+
+def test_permanent_failure_is_reported_not_retried(starttls_server):
+    starttls_server.data_script = ["554 5.6.0 Message rejected"]
+    [d] = _deliver(starttls_server, [_message()])
+    assert d.status == "failed" and d.attempts == 1
+    assert d.error.code == 554 and d.error.enhanced_status == "5.6.0" and not d.error.transient
+    assert starttls_server.messages == []
+
+
+def test_retries_give_up_after_max_attempts(starttls_server):
+    starttls_server.data_script = ["451 4.3.0 busy"] * 5
+    [d] = _deliver(starttls_server, [_message()], max_attempts=3)
+    assert d.status == "failed" and d.attempts == 3 and d.error.transient
+    assert starttls_server.data_script == ["451 4.3.0 busy"] * 2 and starttls_server.messages == []
+
+
+def test_one_recipient_refused_with_550_is_partial_and_not_retried(starttls_server):
+    starttls_server.rcpt_refusals["gone@example.com"] = "550 5.1.1 No such user"
+    [d] = _deliver(starttls_server, [_message()], recipients=["ops@example.com", "gone@example.com"])
+    assert d.status == "partial" and d.attempts == 1
+    assert d.result.accepted == ("ops@example.com",) and d.result.refused["gone@example.com"].code == 550
+    assert len(starttls_server.messages) == 1
+
+
+def test_recipient_refused_with_4xx_is_retried_alone(starttls_server):
+    starttls_server.rcpt_replies["busy@example.com"] = ["450 4.2.1 Mailbox busy"]
+    [d] = _deliver(starttls_server, [_message()], recipients=["ops@example.com", "busy@example.com"])
+    assert d.status == "sent" and d.attempts == 2
+    assert sorted(d.result.accepted) == ["busy@example.com", "ops@example.com"]
+    first, second = starttls_server.wait_for_messages(2)
+    assert first.rcpt_tos == ("ops@example.com",) and second.rcpt_tos == ("busy@example.com",)
+    assert parse(first.data)["Message-ID"] == parse(second.data)["Message-ID"]
+
+
+def test_slow_accept_past_the_timeout_is_the_documented_duplicate_window(starttls_server):
+    # The server accepts after 1.5 s; the client gives up at 0.5 s and retries. The server holds
+    # two copies, with one Message-ID, which is what lets mail clients collapse them.
+    starttls_server.data_script = [1.5]
+    [d] = _deliver(starttls_server, [_message()], data_timeout_s=0.5)
+    assert d.status == "sent" and d.attempts == 2
+    copies = starttls_server.wait_for_messages(2, timeout_s=5)
+    assert len(copies) == 2
+    assert parse(copies[0].data)["Message-ID"] == parse(copies[1].data)["Message-ID"] == d.message_id
+
+
+def test_more_than_100_recipients_go_in_chunks_of_100(starttls_server):
+    recipients = [f"user{i}@example.com" for i in range(250)]
+    [d] = _deliver(starttls_server, [_message()], recipients=recipients)
+    assert d.status == "sent" and len(d.result.accepted) == 250
+    assert [len(m.rcpt_tos) for m in starttls_server.wait_for_messages(3)] == [100, 100, 50]
+
+
+def test_pool_reuses_sessions_and_reconnects_after_max_messages(starttls_server):
+    results = _deliver(starttls_server, [_message(f"m{i}") for i in range(10)], pool_size=2,
+                       max_messages_per_connection=3)
+    assert all(d.status == "sent" for d in results)
+    assert len(starttls_server.wait_for_messages(10)) == 10
+    assert 4 <= starttls_server.sessions_opened <= 5  # ceil(10 / 3) sessions, at most 2 at a time
+    assert len(starttls_server.auth_attempts) == starttls_server.sessions_opened
+
+
+def test_rate_limiter_spaces_messages_and_caps_the_day():
+    limiter = RateLimiter(rate_per_s=10, max_per_day=4)
+    delays = [limiter.reserve() for _ in range(4)]
+    assert delays[0] == pytest.approx(0, abs=0.01)
+    assert [round(b - a, 2) for a, b in zip(delays, delays[1:])] == [0.1, 0.1, 0.1]
+    from connections.ratelimit import DailyLimitReached
+    with pytest.raises(DailyLimitReached, match="daily limit of 4"):
+        limiter.reserve()
+
+
+def test_daily_cap_defers_the_rest(starttls_server):
+    results = _deliver(starttls_server, [_message(f"m{i}") for i in range(3)], max_per_day=2, pool_size=1,
+                       name="capped")
+    assert sorted(d.status for d in results) == ["deferred", "sent", "sent"]
+    assert len(starttls_server.wait_for_messages(2)) == 2
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("failure", ["unreachable", "auth"])
+def test_fallback_connection_is_used_and_reported(starttls_server, failure):
+    with LocalSmtpServer(security="starttls", users={"backup@example.com": "backup-pw"}) as backup:
+        primary_conn = connection_for(starttls_server, name="primary", fallback="backup", **FAST)
+        if failure == "unreachable":
+            primary_conn = primary_conn.model_copy(update={"port": _closed_port()})
+        primary = SmtpTransport(primary_conn, SecretStr(PASSWORD if failure == "unreachable" else "wrong"))
+        fallback = SmtpTransport(SmtpConnection(name="backup", host="127.0.0.1", port=backup.port,
+                                                ca_bundle=backup.ca_pem, username="backup@example.com",
+                                                password={"secret": "b"}, **FAST), SecretStr("backup-pw"))
+
+        async def go():
+            deliverer = Deliverer([primary, fallback])
+            try:
+                return await deliverer.send(_message(), ["ops@example.com"])
+            finally:
+                await deliverer.aclose()
+
+        d = asyncio.run(go())
+        assert d.status == "sent" and d.connection == "backup"
+        [received] = backup.wait_for_messages(1)
+        assert received.mail_from == "backup@example.com"
+        assert parse(received.data)["From"].addresses[0].addr_spec == "backup@example.com"
+        assert starttls_server.messages == []
+        assert LOGIN  # the primary's login was never used to send
