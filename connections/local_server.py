@@ -78,6 +78,10 @@ class _Handler:
             return "451 4.3.0 connection dropped"  # never reaches the client
         if isinstance(action, str):
             return action  # a scripted reply such as "451 4.3.0 Try again later"
+        if isinstance(action, tuple) and action[0] == "hold":
+            # Hold the reply *before* storing: if the client dies meanwhile, nothing was accepted.
+            server.holding += 1
+            await asyncio.sleep(action[1])
         reply = server._store(envelope, session)
         if isinstance(action, (int, float)):
             await asyncio.sleep(action)  # accepted and stored, but the reply comes late
@@ -120,11 +124,13 @@ class LocalSmtpServer:
         self.auth_attempts: list[AuthAttempt] = []
         # Misbehaviour on purpose, for tests: permanent RCPT refusals by address; RCPT replies
         # consumed in order by address; and per DATA, in order: a reply string, "drop" (close
-        # without replying, nothing stored) or a delay in seconds between storing and replying.
+        # without replying, nothing stored), a delay in seconds between storing and replying,
+        # ("hold", seconds) to wait before storing, or None to behave.
         self.rcpt_refusals: dict[str, str] = {}
         self.rcpt_replies: dict[str, list[str]] = {}
-        self.data_script: list[str | float] = []
+        self.data_script: list[str | float | tuple[str, float] | None] = []
         self.dropped = 0
+        self.holding = 0
         self.sessions_opened = 0
         self.port = 0
         self._counter = itertools.count(1)

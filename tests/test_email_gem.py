@@ -158,7 +158,7 @@ def test_subject_line_breaks_from_data_cannot_inject_headers(starttls_server):
 def test_forbidden_headers_are_rejected_and_nothing_is_sent(starttls_server, frame, headers, fragment):
     diagnostics = validate(_props(headers=headers))
     assert any(fragment in d.message and d.severity == "error" for d in diagnostics)
-    with pytest.raises(DeliveryError, match=fragment):
+    with pytest.raises(GemValidationError, match=fragment):
         _send(starttls_server, frame, headers=headers)
     assert starttls_server.messages == []
 

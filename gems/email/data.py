@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from connections.errors import MailgemError
 
-__all__ = ["FrameData", "collect", "is_spark_frame", "column_names", "GemInputError"]
+__all__ = ["FrameData", "collect", "is_spark_frame", "column_names", "normalise", "GemInputError"]
 
 
 class GemInputError(MailgemError, TypeError):
@@ -57,7 +57,8 @@ def column_names(frame: Any) -> list[str]:
     raise GemInputError(f"the Email gem takes a Spark or pandas DataFrame, got {type(frame).__name__}")
 
 
-def _normalise(table: pa.Table) -> pa.Table:
+def normalise(table: pa.Table) -> pa.Table:
+    """Float NaN to null, timestamps to naive microseconds (UTC wall time), large strings to strings."""
     columns = []
     for field, column in zip(table.schema, table.columns, strict=True):
         if pa.types.is_floating(field.type):
@@ -86,16 +87,16 @@ def collect(frame: Any, *, all_rows: bool, head_rows: int, columns: Sequence[str
             df = frame.select(*columns) if columns else frame
             if all_rows:
                 table = df.toArrow()
-                return FrameData(_normalise(table), table.num_rows, True)
+                return FrameData(normalise(table), table.num_rows, True)
             count = df.count()
             table = df.limit(head_rows).toArrow()
-            return FrameData(_normalise(table), count, table.num_rows == count)
+            return FrameData(normalise(table), count, table.num_rows == count)
         if not hasattr(frame, "columns") or not hasattr(frame, "iloc"):
             raise GemInputError(f"the Email gem takes a Spark or pandas DataFrame, got {type(frame).__name__}")
         pdf = frame[list(columns)] if columns else frame
         if not all_rows:
             pdf = pdf.iloc[:head_rows]
         table = pa.Table.from_pandas(pdf, preserve_index=False)
-        return FrameData(_normalise(table), len(frame), all_rows or len(frame) <= head_rows)
+        return FrameData(normalise(table), len(frame), all_rows or len(frame) <= head_rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise GemInputError(f"a column could not be converted for the email: {exc}") from None

@@ -1,12 +1,17 @@
-"""The Email gem: a write-only Report/target step that turns a DataFrame into one report email.
+"""The Email gem: a write-only Report/target step that turns a DataFrame into email.
+
+Modes: ``report`` (one email for the frame), ``per_group`` (one per group of ``group_by``,
+each with only its group's rows) and ``per_row`` (one per row, every column in templates).
 
 As YAML, in a job file (``mailgem run job.yaml``)::
 
     email:
       connection: reports-smtp
-      to: ops@example.com
-      subject: "{{ row_count }} late flights on {{ run_date }}"
-      attachments: [{file_name: "late-{{ run_date }}.csv", compression: gzip}]
+      mode: per_group
+      group_by: [team]
+      to_column: manager_email
+      subject: "{{ group.team }}: {{ row_count }} open tickets"
+      ledger: {path: state/mailgem-ledger.sqlite}
 
 As Python::
 
@@ -19,34 +24,33 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from email.utils import getaddresses
+from email.message import EmailMessage
+from itertools import islice
 from typing import Any
 
-import css_inline
-import pyarrow as pa
 from pydantic import ValidationError
 
-from connections.errors import MailgemError, MessageTooLargeError, SmtpError
+from connections.delivery import Deliverer
+from connections.errors import MailgemError
 from connections.model import format_validation_error
 from connections.sync import run_sync
 from connections.transport import SmtpTransport
 from fabric.model import Fabric
 
-from .attachments import build_csv
-from .data import FrameData, collect, column_names, is_spark_frame
-from .message import build_message
+from .compose import Composer
+from .data import collect, column_names, is_spark_frame
+from .distributed import PartitionSender, send_distributed
+from .ledger import SendLedger
+from .plan import count_units, units
+from .progress import Progress
 from .properties import EmailProperties
-from .render import DEFAULT_HTML, DEFAULT_TEXT, base_context, one_line, render
-from .report import DeliveryRow, to_pandas, to_spark
-from .table import fit_rows, format_rows, html_table, summarise, text_table
-from .validate import MAX_BODY_BYTES, MAX_SUBJECT_CHARS, Diagnostic, validate
+from .report import SPARK_SCHEMA, DeliveryRow, to_pandas, to_spark
+from .sender import SendContext, StopRun, send_units
+from .validate import Diagnostic, validate
 
-__all__ = ["EmailGem", "GemError", "GemValidationError", "DeliveryError"]
+__all__ = ["EmailGem", "GemError", "GemValidationError", "DeliveryError", "MessageCapError"]
 
 log = logging.getLogger("mailgem.gems")
-
-# The user's own <style> blocks become inline styles too; remote stylesheets are never fetched.
-_INLINER = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
 
 
 class GemError(MailgemError):
@@ -61,8 +65,17 @@ class GemValidationError(GemError, ValueError):
         super().__init__(message)
 
 
+class MessageCapError(GemError):
+    """The run would send more than ``max_messages``; nothing was sent."""
+
+
 class DeliveryError(GemError):
-    """Sending failed with ``on_error: stop``; ``report`` holds the delivery report rows so far."""
+    """A message failed with ``on_error: stop``.
+
+    Attributes:
+        report: the delivery report of every message handled (sent ones included).
+        cause: the first failure.
+    """
 
     def __init__(self, message: str, report: Any, cause: BaseException) -> None:
         self.report = report
@@ -71,13 +84,13 @@ class DeliveryError(GemError):
 
 
 class EmailGem:
-    """Send a DataFrame as a report email through a fabric's SMTP connection.
+    """Send a DataFrame as email through a fabric's SMTP connection.
 
     Args:
         properties: :class:`EmailProperties` or a dict of them.
         fabric: the fabric holding the connection and its secret.
         user: who runs the gem (default: the current user); must be in one of the fabric's teams.
-        name: the gem's name in messages and in templates (``job``).
+        name: the gem's name in messages, in templates (``job``) and in the ledger.
         params: extra values for templates (``params.x``).
 
     Raises:
@@ -98,7 +111,7 @@ class EmailGem:
         self.params = dict(params or {})
 
     def __repr__(self) -> str:
-        return f"EmailGem(name={self.name!r}, connection={self.properties.connection!r}, fabric={self.fabric.name!r})"
+        return f"EmailGem(name={self.name!r}, mode={self.properties.mode!r}, connection={self.properties.connection!r})"
 
     @staticmethod
     def schema() -> dict[str, Any]:
@@ -109,146 +122,121 @@ class EmailGem:
         """Diagnostics for these properties, checked against ``columns`` when given."""
         return validate(self.properties, columns)
 
-    # -- building -------------------------------------------------------------------------
-
-    def _collect(self, in0: Any) -> tuple[FrameData, pa.Table]:
-        """Collect the frame and the table to show (the summary, or the selected columns)."""
-        props = self.properties
-        needs_all = bool(props.attachments) or props.table.summary is not None
-        data = collect(in0, all_rows=needs_all, head_rows=props.table.max_rows)
-        shown = summarise(data.table, props.table.summary) if props.table.summary else data.table
-        if props.table.columns:
-            shown = shown.select(props.table.columns)
-        return data, shown
-
-    def build(self, in0: Any, run_ts: dt.datetime | None = None) -> tuple[Any, FrameData] | tuple[None, FrameData]:
-        """Render the message for ``in0`` without sending; ``(None, data)`` when skipped as empty.
-
-        Returns:
-            ``(EmailMessage or None, FrameData)``.
-
-        Raises:
-            GemValidationError, TemplateError, MessageTooLargeError (body over 10 MB).
-        """
-        props = self.properties
-        problems = [d for d in validate(props, column_names(in0)) if d.severity == "error"]
+    def _check(self, in0: Any) -> None:
+        problems = [d for d in validate(self.properties, column_names(in0)) if d.severity == "error"]
         if problems:
             raise GemValidationError(f"gem {self.name!r} has {len(problems)} problem(s):\n"
                                      + "\n".join(f"  {d}" for d in problems), problems)
-        data, shown_table = self._collect(in0)
-        if data.row_count == 0 and props.on_empty == "skip":
-            return None, data
-        run_ts = run_ts or dt.datetime.now(dt.UTC)
-        ctx = base_context(self.name, run_ts, self.params)
-        ctx.update(row_count=data.row_count, columns=data.columns)
-        rows = data.table.slice(0, props.table.max_rows).to_pylist()
-        attachments = [build_csv(data.table, spec, render(f"attachments[{i}].file_name", spec.file_name, ctx).strip())
-                       for i, spec in enumerate(props.attachments)]
-        table = format_rows(shown_table, props.table.max_rows, props.formats) if props.table.enabled else None
-        note = "the full data is attached" if attachments and not props.table.summary else ""
 
-        def bodies(n: int) -> tuple[str | None, str | None]:
-            page = dict(ctx, rows=rows, shown_rows=n, truncated=table is not None and n < table.total,
-                        table=html_table(table, n, note) if table else "",
-                        table_text=text_table(table, n) if table else "")
-            # Always a text part (the alternative mail clients fall back to); HTML unless the
-            # user chose text only.
-            text = render("text_body", props.text_body if props.text_body is not None else DEFAULT_TEXT, page)
-            html_src = props.html_body if props.html_body is not None else (DEFAULT_HTML if props.text_body is None else None)
-            if html_src is None:
-                return text, None
-            html = render("html_body", html_src, page, html=True)
-            return text, _INLINER.inline(html) if "<style" in html.lower() else html
+    def _composer(self, transport: SmtpTransport, run_ts: dt.datetime) -> Composer:
+        return Composer(self.properties, job=self.name, params=self.params, charset=transport.connection.charset,
+                        run_ts=run_ts)
 
-        shown_rows = min(props.table.max_rows, table.total) if table else 0
-        def html_bytes(n: int) -> bytes:
-            # Measured as transmitted: every line ends in CRLF on the wire (RFC 5322 §2.1).
-            return (bodies(n)[1] or "").replace("\n", "\r\n").encode()
+    def _cap(self, count: int) -> None:
+        cap = self.properties.max_messages
+        if cap is not None and count > cap:
+            raise MessageCapError(f"gem {self.name!r}: this run would send {count:,} messages, over max_messages "
+                                  f"{cap:,}; nothing was sent. Raise max_messages or filter the frame.")
 
-        if table is not None and len(html_bytes(shown_rows)) > props.table.max_html_bytes:
-            shown_rows, _ = fit_rows(html_bytes, shown_rows, props.table.max_html_bytes)
-            log.info("gem %s: body table cut to %d of %d rows to stay under %d bytes of HTML",
-                     self.name, shown_rows, table.total, props.table.max_html_bytes)
-        text, html = bodies(shown_rows)
-        for part, body in (("text_body", text), ("html_body", html)):
-            if body is not None and len(body.encode()) > MAX_BODY_BYTES:
-                raise MessageTooLargeError(f"gem {self.name!r}: rendered {part} is {len(body.encode()):,} bytes, over "
-                                           f"{MAX_BODY_BYTES:,}", size_bytes=len(body.encode()), limit_bytes=MAX_BODY_BYTES)
-        subject = one_line(render("subject", props.subject, dict(ctx, rows=rows)))
-        if len(subject) > MAX_SUBJECT_CHARS:
-            raise GemValidationError(f"gem {self.name!r}: rendered subject is {len(subject)} characters, over "
-                                     f"{MAX_SUBJECT_CHARS} (RFC 5322 §2.1.1)", [])
-        charset = self.fabric.connection(props.connection).charset
-        message = build_message(props, subject=subject, text=text, html=html, attachments=attachments, charset=charset)
-        return message, data
-
-    # -- sending --------------------------------------------------------------------------
+    def preview(self, in0: Any, limit: int = 3) -> list[EmailMessage]:
+        """Build the first ``limit`` messages without sending (From is set when sent)."""
+        self._check(in0)
+        props = self.properties
+        transport = self.fabric.transport(props.connection, self.user)
+        data = collect(in0, all_rows=True, head_rows=props.table.max_rows)
+        composer = self._composer(transport, dt.datetime.now(dt.UTC))
+        return [composer.compose(u)[0] for u in islice(units(data.table, props, data.row_count), limit)]
 
     def apply(self, spark: Any, in0: Any) -> Any:
-        """Send one report email for ``in0`` and return the delivery report.
+        """Send the frame's emails and return the delivery report.
 
         Args:
-            spark: the SparkSession (used to build a Spark report; may be ``None`` for pandas input).
-            in0: a Spark or pandas DataFrame; any columns.
+            spark: the SparkSession (may be ``None`` for pandas input).
+            in0: a Spark or pandas DataFrame; columns as the properties reference them.
 
         Returns:
-            the delivery report (see :mod:`gems.email.report`): a Spark DataFrame for Spark
-            input, pandas for pandas input; one row.
+            the delivery report (see :mod:`gems.email.report`), one row per message: a Spark
+            DataFrame for Spark input, pandas for pandas input.
 
         Raises:
             GemValidationError: before anything is read or sent.
             AccessDeniedError, SecretNotFoundError: the user may not use the connection.
-            DeliveryError: sending failed and ``on_error`` is ``stop`` (the cause is attached).
+            MessageCapError: more messages than ``max_messages``; nothing sent.
+            DeliveryError: a message failed and ``on_error`` is ``stop`` (sent ones are in its report).
         """
         props = self.properties
+        self._check(in0)
         # Access and secrets first: a user who may not send learns it before any data is read.
-        transport = self.fabric.transport(props.connection, self.user)
-        recipients = _envelope(props)
-        key = f"{self.name}:report"
-        row = DeliveryRow(message_key=key, status="failed", recipients=", ".join(recipients), connection=props.connection)
+        transports = self.fabric.transports(props.connection, self.user)
+        primary = transports[0]
+        run_ts = dt.datetime.now(dt.UTC)
+        composer = self._composer(primary, run_ts)
+        run_key = composer.run_key()
+        domain = primary.connection.sender.rpartition("@")[2]
+
+        if is_spark_frame(in0) and props.mode != "report" and props.distributed:
+            return self._apply_distributed(spark or in0.sparkSession, in0, transports, run_ts, run_key, domain)
+
+        needs_all = bool(props.mode != "report" or props.attachments or props.table.summary
+                         or props.to_column or props.cc_column or props.bcc_column)
+        data = collect(in0, all_rows=needs_all, head_rows=props.table.max_rows)
+        if data.row_count == 0 and props.on_empty == "skip":
+            log.info("gem %s: frame is empty, nothing sent (on_empty: skip)", self.name)
+            return self._report(spark, in0, [DeliveryRow("report" if props.mode == "report" else "(none)", "skipped",
+                                                         error="the frame is empty and on_empty is skip",
+                                                         connection=props.connection)])
+        total = count_units(data.table, props) if props.mode != "report" else 1
+        self._cap(total)
+        ledger = SendLedger(props.ledger.path, self.name, run_key) if props.ledger else None
+        progress = Progress(total, self.name)
+        ctx = SendContext(composer, self.name, run_key, domain, primary.connection.name, ledger,
+                          stop_on_error=props.on_error == "stop", on_done=progress)
+
+        async def run() -> list[DeliveryRow]:
+            deliverer = Deliverer(transports)
+            try:
+                work = units(data.table, props, data.row_count)
+                return await send_units(work, ctx, deliverer, concurrency=primary.connection.pool_size)
+            finally:
+                await deliverer.aclose()
+
         try:
-            message, data = self.build(in0)
-            if message is None:
-                row.status = "skipped"
-                row.error = "the frame is empty and on_empty is skip"
-                log.info("gem %s: frame is empty, nothing sent (on_empty: skip)", self.name)
-            else:
-                row.attempts = 1
-                result = run_sync(_send(transport, message, recipients))
-                row.status = "partial" if result.refused else "sent"
-                row.accepted = len(result.accepted)
-                row.refused = "; ".join(f"{r}: {v}" for r, v in result.refused.items())
-                row.reply_code, row.enhanced_status = result.code, result.enhanced_status
-                row.message_id, row.size_bytes = result.message_id, result.size_bytes
-                log.info("gem %s: report of %d rows sent to %d recipient(s) via %s (%s %s)", self.name,
-                         data.row_count, len(result.accepted), props.connection, result.code, result.message)
-        except (SmtpError, GemError, MailgemError) as exc:
-            row.error = str(exc)
-            if isinstance(exc, SmtpError):
-                row.reply_code, row.enhanced_status = exc.code, exc.enhanced_status
-            report = self._report(spark, in0, [row])
-            if props.on_error == "stop":
-                raise DeliveryError(f"gem {self.name!r}: {exc}", report, exc) from exc
-            log.warning("gem %s: %s (on_error: continue)", self.name, exc)
-            return report
-        return self._report(spark, in0, [row])
+            rows = run_sync(run())
+        except StopRun as exc:
+            report = self._report(spark, in0, exc.rows)
+            raise DeliveryError(f"gem {self.name!r}: {exc}", report, exc.cause) from exc.cause
+        finally:
+            progress.close()
+            if ledger is not None:
+                ledger.close()
+        return self._report(spark, in0, rows)
+
+    def _apply_distributed(self, spark: Any, frame: Any, transports: list[SmtpTransport], run_ts: dt.datetime,
+                           run_key: str, domain: str) -> Any:
+        props = self.properties
+        count = frame.count() if props.mode == "per_row" else frame.select(*props.group_by).distinct().count()
+        if count == 0 and props.on_empty == "skip":
+            return to_spark(spark, [DeliveryRow("(none)", "skipped", error="the frame is empty and on_empty is skip",
+                                                connection=props.connection)])
+        self._cap(count)
+        log.info("gem %s: sending %d %s messages from the Spark executors", self.name, count, props.mode)
+        sender = PartitionSender(props, transports, job=self.name, params=self.params, run_ts=run_ts, run_key=run_key,
+                                 domain=domain, rate_share=1 / max(1, spark.sparkContext.defaultParallelism))
+        report = send_distributed(spark, frame, sender)
+        counts = report["status"].value_counts().to_dict()
+        log.info("gem %s: %d messages: %s", self.name, len(report),
+                 ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        result = spark.createDataFrame(report, schema=SPARK_SCHEMA)
+        failed = report[report["status"] == "failed"]
+        if props.on_error == "stop" and len(failed):
+            first = failed.iloc[0]
+            raise DeliveryError(f"gem {self.name!r}: message {first.message_key}: {first.error}", result,
+                                GemError(str(first.error)))
+        return result
 
     @staticmethod
     def _report(spark: Any, in0: Any, rows: list[DeliveryRow]) -> Any:
         if is_spark_frame(in0):
-            session = spark if spark is not None else in0.sparkSession
-            return to_spark(session, rows)
+            return to_spark(spark if spark is not None else in0.sparkSession, rows)
         return to_pandas(rows)
 
-
-def _envelope(props: EmailProperties) -> list[str]:
-    seen: dict[str, None] = {}
-    for _, address in getaddresses(props.to + props.cc + props.bcc):
-        if address:
-            seen.setdefault(address, None)
-    return list(seen)
-
-
-async def _send(transport: SmtpTransport, message: Any, recipients: list[str]) -> Any:
-    async with transport.connect() as session:
-        return await session.send(message, recipients)

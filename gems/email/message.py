@@ -26,22 +26,26 @@ PRIORITY_HEADERS = {
 def build_message(
     props: EmailProperties,
     *,
+    to: Sequence[str],
+    cc: Sequence[str],
     subject: str,
     text: str | None,
     html: str | None,
     attachments: Sequence[Attachment],
     charset: str,
 ) -> EmailMessage:
-    """Build the message. Headers have been validated (:func:`gems.email.validate.validate`).
+    """Build the message to ``to`` and ``cc`` (Bcc stays in the envelope only).
+
+    Custom headers have been validated (:func:`gems.email.validate.validate`).
 
     Raises:
         ValueError: from the stdlib, for a header value it cannot encode safely.
     """
     msg = EmailMessage(policy=policy.SMTP)
-    if props.to:
-        msg["To"] = ", ".join(props.to)
-    if props.cc:
-        msg["Cc"] = ", ".join(props.cc)
+    if to:
+        msg["To"] = ", ".join(to)
+    if cc:
+        msg["Cc"] = ", ".join(cc)
     if props.reply_to:
         msg["Reply-To"] = ", ".join(props.reply_to)
     msg["Subject"] = subject

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "EmailProperties", "TableOptions", "Summary", "Aggregate", "Formats", "CsvAttachment",
-    "Priority", "split_addresses",
+    "Priority", "Mode", "LedgerOptions", "split_addresses",
 ]
 
 _MODEL = ConfigDict(frozen=True, extra="forbid")
@@ -31,7 +31,8 @@ def split_addresses(value: Any) -> list[str]:
     """Turn ``"A <a@x.com>, b@y.com"`` or a list of such strings into ``["A <a@x.com>", "b@y.com"]``.
 
     Splitting uses the stdlib RFC 5322 parser (:func:`email.utils.getaddresses`), so a quoted
-    display name may contain commas. Validity is checked by :func:`gems.email.validate.validate`.
+    display name may contain commas. Jinja2 templates are kept whole (rendered per message).
+    Validity is checked by :func:`gems.email.validate.validate`.
     """
     if value is None:
         return []
@@ -43,6 +44,9 @@ def split_addresses(value: Any) -> list[str]:
         if "\r" in item or "\n" in item:
             raise ValueError("addresses must not contain line breaks")
         if not item.strip():
+            continue
+        if "{{" in item or "{%" in item:
+            out.append(item.strip())  # a template: rendered per message, then split and validated
             continue
         parsed = [(n, a) for n, a in getaddresses([item]) if n or a]
         if not parsed:
@@ -120,6 +124,19 @@ class CsvAttachment(BaseModel):
 
 
 Priority = Literal["low", "normal", "high"]
+Mode = Literal["report", "per_group", "per_row"]
+
+
+class LedgerOptions(BaseModel):
+    """The send ledger that makes re-runs safe (see :mod:`gems.email.ledger`).
+
+    A message whose key was already accepted by the server in a run with the same ``run_key``
+    is not sent again.
+    """
+
+    model_config = _MODEL
+    path: str = Field(description="SQLite file of the ledger (created if missing).")
+    run_key: str = Field("{{ run_date }}", description="Jinja2 template naming one run: a re-run with the same key resumes it.")
 
 
 class EmailProperties(BaseModel):
@@ -148,6 +165,16 @@ class EmailProperties(BaseModel):
     attachments: list[CsvAttachment] = Field(default_factory=list)
     on_empty: Literal["skip", "send"] = Field("skip", description="What to do when the frame has no rows.")
     on_error: Literal["stop", "continue"] = Field("stop", description="stop: raise; continue: record the failure in the delivery report.")
+
+    mode: Mode = Field("report", description="report: one email for the frame; per_group: one per group of group_by; per_row: one per row.")
+    group_by: list[str] = Field(default_factory=list, description="Columns whose values make a group (per_group).")
+    key_columns: list[str] = Field(default_factory=list, description="Columns identifying a row (per_row message keys); default: all values.")
+    to_column: str | None = Field(None, description="Column holding To addresses (comma-separated allowed); added to `to`.")
+    cc_column: str | None = None
+    bcc_column: str | None = None
+    max_messages: int | None = Field(None, ge=1, description="Refuse the run, before sending anything, if it would send more messages.")
+    ledger: LedgerOptions | None = Field(None, description="Send ledger for safe re-runs; off when absent.")
+    distributed: bool = Field(True, description="Spark input, per_group/per_row: build and send on the executors.")
 
     @field_validator("to", "cc", "bcc", "reply_to", mode="before")
     @classmethod

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["DeliveryRow", "to_pandas", "to_spark", "REPORT_COLUMNS"]
+__all__ = ["DeliveryRow", "to_pandas", "to_spark", "REPORT_COLUMNS", "SPARK_SCHEMA"]
 
 
 def _now() -> dt.datetime:
@@ -42,7 +42,7 @@ class DeliveryRow:
 
 
 REPORT_COLUMNS = list(DeliveryRow.__dataclass_fields__)
-_SPARK_SCHEMA = (
+SPARK_SCHEMA = (
     "message_key string, status string, recipients string, accepted int, refused string, "
     "reply_code int, enhanced_status string, error string, message_id string, size_bytes long, "
     "connection string, attempts int, sent_at timestamp_ntz"
@@ -59,4 +59,4 @@ def to_pandas(rows: list[DeliveryRow]) -> pd.DataFrame:
 
 def to_spark(spark: Any, rows: list[DeliveryRow]) -> Any:
     """The report as a Spark DataFrame with a fixed schema."""
-    return spark.createDataFrame([tuple(asdict(r).values()) for r in rows], schema=_SPARK_SCHEMA)
+    return spark.createDataFrame([tuple(asdict(r).values()) for r in rows], schema=SPARK_SCHEMA)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,16 +34,30 @@ table.mailgem td.num, table.mailgem th.num { text-align: right; }
 p.mailgem-note { font-family: Arial, Helvetica, sans-serif; font-size: 12px; color: #667085; }
 """
 
-_INLINER = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
+_SAMPLE = ('<table class="mailgem"><thead><tr><th>h</th><th class="num">h</th></tr></thead><tbody><tr>'
+           '<td>c</td><td class="num">c</td></tr></tbody></table><p class="mailgem-note">n</p>')
+
+
+@functools.lru_cache(maxsize=1)
+def _styles() -> dict[str, str]:
+    """Inline styles per element kind, computed once by css-inline from :data:`TABLE_CSS`.
+
+    Inlining a sample once and reusing its ``style`` attributes gives every table the same
+    result as inlining it whole, at a fraction of the cost per message.
+    """
+    inlined = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False).inline_fragment(_SAMPLE, TABLE_CSS)
+    found = re.findall(r'<(table|th|td|p)( class="[^"]*")? style="([^"]*)"', inlined)
+    return {f"{tag}{'.num' if 'num' in cls else ''}": style for tag, cls, style in found}
+
 
 _TABLE = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True).from_string(
-    """<table class="mailgem" role="table">
-<thead><tr>{% for c in header %}<th{% if numeric[loop.index0] %} class="num"{% endif %}>{{ c }}</th>{% endfor %}</tr></thead>
+    """<table role="table" cellspacing="0" cellpadding="0" style="{{ s['table'] }}">
+<thead><tr>{% for c in header %}<th style="{{ s['th.num'] if numeric[loop.index0] else s['th'] }}">{{ c }}</th>{% endfor %}</tr></thead>
 <tbody>
-{% for row in rows %}<tr>{% for cell in row %}<td{% if numeric[loop.index0] %} class="num"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
+{% for row in rows %}<tr>{% for cell in row %}<td style="{{ cell_styles[loop.index0] }}">{{ cell }}</td>{% endfor %}</tr>
 {% endfor %}</tbody>
 </table>
-{% if shown < total %}<p class="mailgem-note">Showing {{ "{:,}".format(shown) }} of {{ "{:,}".format(total) }} rows{% if note %}; {{ note }}{% endif %}.</p>
+{% if shown < total %}<p style="{{ s['p'] }}">Showing {{ "{:,}".format(shown) }} of {{ "{:,}".format(total) }} rows{% if note %}; {{ note }}{% endif %}.</p>
 {% endif %}""")
 
 
@@ -85,9 +101,10 @@ def format_rows(table: pa.Table, limit: int, formats: Formats) -> Table:
 
 def html_table(table: Table, shown: int, note: str = "") -> Markup:
     """The first ``shown`` rows as an HTML table with inline styles, plus the "showing N of M" note."""
-    html = _TABLE.render(header=table.header, rows=table.rows[:shown], numeric=table.numeric,
-                         shown=shown, total=table.total, note=note)
-    return Markup(_INLINER.inline_fragment(html, TABLE_CSS))
+    styles = _styles()
+    cell_styles = [styles["td.num"] if n else styles["td"] for n in table.numeric]
+    return Markup(_TABLE.render(header=table.header, rows=table.rows[:shown], numeric=table.numeric, s=styles,
+                                cell_styles=cell_styles, shown=shown, total=table.total, note=note))
 
 
 def text_table(table: Table, shown: int, max_width: int = 40) -> str:

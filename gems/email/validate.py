@@ -16,7 +16,7 @@ from .render import template_environment
 
 __all__ = [
     "Diagnostic", "validate", "RESERVED_HEADERS", "MAX_CUSTOM_HEADERS", "MAX_SUBJECT_CHARS",
-    "MAX_BODY_BYTES", "check_header",
+    "MAX_BODY_BYTES", "check_header", "is_template", "address_problem",
 ]
 
 # Set by the connection (identity) or by the MIME builder (structure); never by users.
@@ -57,7 +57,7 @@ def check_header(name: str, value: str) -> str | None:
     return None
 
 
-def _address_problem(item: str) -> str | None:
+def address_problem(item: str) -> str | None:
     _, address = parseaddr(item)
     if not address:
         return f"{item!r} is not an email address"
@@ -75,7 +75,16 @@ def _templates(props: EmailProperties) -> list[tuple[str, str, bool]]:
     if props.html_body is not None:
         out.append(("html_body", props.html_body, True))
     out += [(f"attachments[{i}].file_name", a.file_name, False) for i, a in enumerate(props.attachments)]
+    out += [(f"{f}[{i}]", v, False) for f in ("to", "cc", "bcc", "reply_to") for i, v in enumerate(getattr(props, f))
+            if is_template(v)]
+    if props.ledger is not None:
+        out.append(("ledger.run_key", props.ledger.run_key, False))
     return out
+
+
+def is_template(value: str) -> bool:
+    """Whether an address entry is a Jinja2 template rendered per message."""
+    return "{{" in value or "{%" in value
 
 
 def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str] | None = None) -> list[Diagnostic]:
@@ -99,13 +108,21 @@ def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str
     out: list[Diagnostic] = []
     err = lambda path, msg: out.append(Diagnostic(path, "error", msg))  # noqa: E731
 
-    if not (props.to or props.cc or props.bcc):
-        err("to", "no recipients: set to, cc or bcc")
+    if not (props.to or props.cc or props.bcc or props.to_column or props.cc_column or props.bcc_column):
+        err("to", "no recipients: set to, cc or bcc (addresses or templates), or to_column")
     for field in ("to", "cc", "bcc", "reply_to"):
         for i, item in enumerate(getattr(props, field)):
-            problem = _address_problem(item)
+            if is_template(item):
+                continue  # rendered per message, then validated (a bad one fails that message only)
+            problem = address_problem(item)
             if problem:
                 err(f"{field}[{i}]", problem)
+    if props.mode == "per_group" and not props.group_by:
+        err("group_by", "mode per_group needs group_by: the columns whose values make a group")
+    if props.mode != "per_group" and props.group_by:
+        out.append(Diagnostic("group_by", "warning", f"group_by is only used by mode per_group, not {props.mode}"))
+    if props.mode == "report" and (props.to_column or props.cc_column or props.bcc_column):
+        out.append(Diagnostic("to_column", "warning", "in mode report, recipients from columns are the distinct values of the whole frame"))
 
     if len(props.headers) > MAX_CUSTOM_HEADERS:
         err("headers", f"{len(props.headers)} custom headers; at most {MAX_CUSTOM_HEADERS} are allowed")
@@ -142,6 +159,8 @@ def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str
             if props.table.columns:
                 refs[0] = ("table.columns", [c for c in props.table.columns if c not in outputs])
         refs += [(f"attachments[{i}].columns", a.columns or []) for i, a in enumerate(props.attachments)]
+        refs += [("group_by", props.group_by), ("key_columns", props.key_columns)]
+        refs += [(f, [getattr(props, f)]) for f in ("to_column", "cc_column", "bcc_column") if getattr(props, f)]
         for path, names in refs:
             for name in names:
                 if name not in known:

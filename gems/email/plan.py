@@ -1,0 +1,62 @@
+"""Which emails a frame makes: the whole frame (report), one per group, or one per row."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from .compose import Unit
+from .properties import EmailProperties
+
+__all__ = ["units", "count_units", "row_key", "group_key"]
+
+
+def _json(values: Any) -> str:
+    return json.dumps(values, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def group_key(values: dict[str, Any]) -> str:
+    """Message key of a group: ``group:`` and its values as JSON (stable across runs)."""
+    return "group:" + _json(list(values.values()))
+
+
+def row_key(row: dict[str, Any], key_columns: list[str]) -> str:
+    """Message key of a row: its key columns' values, or a hash of every value."""
+    if key_columns:
+        return "row:" + _json([row[c] for c in key_columns])
+    return "row:" + hashlib.sha256(_json(row).encode()).hexdigest()[:24]
+
+
+def units(table: pa.Table, props: EmailProperties, row_count: int | None = None) -> Iterator[Unit]:
+    """The emails of ``table`` in the gem's mode, in a stable order.
+
+    ``row_count`` is the whole frame's count when ``table`` holds only its first rows (report
+    mode without attachments).
+    """
+    if props.mode == "report":
+        yield Unit("report", table, table.num_rows if row_count is None else row_count)
+    elif props.mode == "per_group":
+        keys = table.select(props.group_by).to_pandas()
+        groups = keys.groupby(props.group_by, sort=True, dropna=False).indices
+        for index in groups.values():
+            sub = table.take(pa.array(index))
+            group = sub.select(props.group_by).slice(0, 1).to_pylist()[0]  # Arrow values: null is None
+            yield Unit(group_key(group), sub, sub.num_rows, {"group": group})
+    else:
+        for i in range(table.num_rows):
+            sub = table.slice(i, 1)
+            row = sub.to_pylist()[0]
+            yield Unit(row_key(row, props.key_columns), sub, 1, {"row": row})
+
+
+def count_units(table: pa.Table, props: EmailProperties) -> int:
+    """How many emails :func:`units` makes, without building them."""
+    if props.mode == "report":
+        return 1
+    if props.mode == "per_group":
+        return table.select(props.group_by).to_pandas().drop_duplicates().shape[0]
+    return table.num_rows

@@ -1,0 +1,182 @@
+"""per_group and per_row modes, recipients from data, the message cap, the ledger (re-runs and a
+killed run), and the Spark-distributed path delivering the same messages as the pandas path."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import PASSWORD, USER, fabric_for, parse
+
+from gems.email import DeliveryError, EmailGem
+from gems.email.gem import MessageCapError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tickets() -> pd.DataFrame:
+    return pd.DataFrame({
+        "team": ["core", "core", "web", "data", "web"],
+        "manager": ["ana@example.com", "ana@example.com", "ben@example.com", "cy@example.com", "ben@example.com"],
+        "ticket": [101, 102, 201, 301, 202],
+        "title": ["Disk full", "<b>Leak</b>", "CSS", "ETL late", "Login"],
+    })
+
+
+GROUP = {"connection": "reports", "mode": "per_group", "group_by": ["team"], "to_column": "manager",
+         "subject": "{{ group.team }}: {{ row_count }} open tickets",
+         "attachments": [{"file_name": "{{ group.team }}.csv"}]}
+ROW = {"connection": "reports", "mode": "per_row", "key_columns": ["ticket"], "to": "{{ row.manager }}",
+       "subject": "Ticket {{ row.ticket }}: {{ row.title }}", "text_body": "Hello, ticket {{ row.ticket }} is yours."}
+
+
+def _messages(server, n):
+    return [(m, parse(m.data)) for m in server.wait_for_messages(n, timeout_s=20)]
+
+
+def test_per_group_sends_each_group_only_its_rows(starttls_server, tickets):
+    report = EmailGem(GROUP, fabric_for(starttls_server), user=USER, name="tickets").apply(None, tickets)
+    assert sorted(report["message_key"]) == ['group:["core"]', 'group:["data"]', 'group:["web"]']
+    assert set(report["status"]) == {"sent"}
+    got = {}
+    for received, msg in _messages(starttls_server, 3):
+        [att] = list(msg.iter_attachments())
+        csv = pd.read_csv(io.StringIO(att.get_content()))
+        got[msg["Subject"]] = (received.rcpt_tos, sorted(csv["ticket"]), msg.get_body(("html",)).get_content())
+    assert set(got) == {"core: 2 open tickets", "web: 2 open tickets", "data: 1 open tickets"}
+    rcpts, ids, html = got["core: 2 open tickets"]
+    assert rcpts == ("ana@example.com",) and ids == [101, 102]
+    assert "Disk full" in html and "&lt;b&gt;Leak&lt;/b&gt;" in html and "CSS" not in html and "ETL" not in html
+    assert got["web: 2 open tickets"][:2] == (("ben@example.com",), [201, 202])
+
+
+def test_per_row_one_email_per_row_with_every_column(starttls_server, tickets):
+    report = EmailGem(ROW, fabric_for(starttls_server), user=USER, name="tickets").apply(None, tickets)
+    assert len(report) == 5 and set(report["status"]) == {"sent"}
+    assert list(report["message_key"]) == [f"row:[{t}]" for t in tickets["ticket"]]
+    by_subject = {msg["Subject"]: (r.rcpt_tos, msg) for r, msg in _messages(starttls_server, 5)}
+    rcpts, msg = by_subject["Ticket 102: <b>Leak</b>"]
+    assert rcpts == ("ana@example.com",) and msg.get_content().strip() == "Hello, ticket 102 is yours."
+
+
+def test_bad_address_in_data_fails_only_that_message(starttls_server, tickets):
+    tickets.loc[2, "manager"] = "not-an-address"
+    report = EmailGem(ROW | {"on_error": "continue"}, fabric_for(starttls_server), user=USER).apply(None, tickets)
+    bad = report[report["message_key"] == "row:[201]"].iloc[0]
+    assert bad.status == "failed" and "not-an-address" in bad.error and pd.isna(bad.reply_code)
+    assert (report["status"] == "sent").sum() == 4
+    assert len(_messages(starttls_server, 4)) == 4
+
+
+def test_bad_address_with_on_error_stop_raises_after_recording_what_was_sent(starttls_server, tickets):
+    tickets.loc[2, "manager"] = "not-an-address"
+    with pytest.raises(DeliveryError, match="not-an-address") as info:
+        EmailGem(ROW | {"connection": "reports"}, fabric_for(starttls_server, pool_size=1), user=USER).apply(None, tickets)
+    report = info.value.report
+    assert list(report["status"]) == ["sent", "sent", "failed"]  # nothing after the failure was scheduled
+    assert len(starttls_server.wait_for_messages(2)) == 2
+
+
+def test_max_messages_is_checked_before_sending_anything(starttls_server, tickets):
+    with pytest.raises(MessageCapError, match="5 messages, over max_messages 4; nothing was sent"):
+        EmailGem(ROW | {"max_messages": 4}, fabric_for(starttls_server), user=USER).apply(None, tickets)
+    assert starttls_server.messages == [] and starttls_server.sessions_opened == 0
+
+
+def test_ledger_makes_a_rerun_send_only_what_was_not_accepted(starttls_server, tickets, tmp_path):
+    props = ROW | {"ledger": {"path": str(tmp_path / "ledger.sqlite"), "run_key": "2024-05-01"}}
+    fab = fabric_for(starttls_server)
+    first = EmailGem(props, fab, user=USER, name="tickets").apply(None, tickets.iloc[:3])
+    assert list(first["status"]) == ["sent"] * 3
+    second = EmailGem(props, fab, user=USER, name="tickets").apply(None, tickets)
+    assert list(second["status"]) == ["already_sent"] * 3 + ["sent"] * 2
+    assert list(second["message_id"][:3]) == list(first["message_id"])
+    messages = _messages(starttls_server, 5)
+    assert len(messages) == 5 and len({m["Message-ID"] for _, m in messages}) == 5
+    other_run = EmailGem(props | {"ledger": {"path": str(tmp_path / "ledger.sqlite"), "run_key": "2024-05-02"}},
+                         fab, user=USER, name="tickets").apply(None, tickets.iloc[:1])
+    assert list(other_run["status"]) == ["sent"]
+
+
+CRASH_SCRIPT = """
+import sys, pandas as pd
+from fabric import load_fabric
+from gems.email import EmailGem
+frame = pd.DataFrame({"n": range(40), "to": [f"user{i}@example.com" for i in range(40)]})
+props = {"connection": "reports", "mode": "per_row", "key_columns": ["n"], "to_column": "to",
+         "subject": "message {{ row.n }}", "text_body": "hello {{ row.n }}",
+         "ledger": {"path": sys.argv[2], "run_key": "nightly-1"}}
+report = EmailGem(props, load_fabric(sys.argv[1]), user="alice", name="crashy").apply(None, frame)
+print(report["status"].value_counts().to_dict())
+"""
+
+
+def test_killed_run_then_rerun_sends_every_message_exactly_once(starttls_server, tmp_path):
+    (tmp_path / "fabric.yaml").write_text(textwrap.dedent(f"""
+        name: t
+        teams: [{{name: t, members: [alice]}}]
+        connections:
+          - {{name: reports, host: 127.0.0.1, port: {starttls_server.port}, ca_bundle: "{starttls_server.ca_pem}",
+              username: reports@example.com, password: {{secret: pw}}, pool_size: 1}}
+    """))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MAILGEM_SECRET_PW": PASSWORD}
+    args = [sys.executable, "-c", CRASH_SCRIPT, str(tmp_path / "fabric.yaml"), str(tmp_path / "ledger.sqlite")]
+    # The 16th DATA is held before the server stores it; the run is killed while it waits.
+    starttls_server.data_script = [None] * 15 + [("hold", 30.0)]
+    run = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while starttls_server.holding == 0 and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    assert starttls_server.holding == 1, run.stderr.read() if run.poll() is not None else "never reached the held message"
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=30)
+    assert len(starttls_server.messages) == 15
+
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "'already_sent': 15" in rerun.stdout and "'sent': 25" in rerun.stdout
+    received = starttls_server.wait_for_messages(40)
+    per_key = Counter(parse(m.data)["Subject"] for m in received)
+    assert len(per_key) == 40 and set(per_key.values()) == {1}
+
+
+def _fingerprint(messages):
+    out = []
+    for received, msg in messages:
+        atts = [gzip.decompress(a.get_content()) if a.get_content_type() == "application/gzip" else a.get_content()
+                for a in msg.iter_attachments()]
+        out.append((msg["Subject"], received.rcpt_tos, msg.get_body(("plain",)).get_content(),
+                    msg.get_body(("html",)).get_content() if msg.get_body(("html",)) else None, atts,
+                    msg["Message-ID"]))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("props", [GROUP, ROW | {"text_body": None, "attachments": [{"compression": "gzip"}]}],
+                         ids=["per_group", "per_row"])
+def test_spark_distributed_path_delivers_the_same_messages_as_pandas(spark, tickets, props, tmp_path):
+    from connections.local_server import LocalSmtpServer
+
+    results = []
+    for engine in ("pandas", "spark"):
+        with LocalSmtpServer(security="starttls", users={"reports@example.com": PASSWORD}) as server:
+            ledger = {"path": str(tmp_path / f"{engine}.sqlite"), "run_key": "same-run"}
+            gem = EmailGem(props | {"ledger": ledger}, fabric_for(server), user=USER, name="tickets")
+            frame = tickets if engine == "pandas" else spark.createDataFrame(tickets).repartition(3)
+            report = gem.apply(spark, frame)
+            if engine == "spark":
+                assert type(report).__module__.startswith("pyspark.sql")
+                report = report.toPandas()
+            assert set(report["status"]) == {"sent"}
+            results.append(_fingerprint(_messages(server, len(report))))
+    assert results[0] == results[1] and len(results[0]) in (3, 5)
