@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test bench install clean
 
 install: $(STAMP)
 
@@ -25,6 +25,12 @@ demo: $(STAMP) data/flights.parquet
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Benchmarks (not part of the tests): needs Postfix's smtp-sink (Debian package postfix) for
+# trustworthy throughput; falls back to an aiosmtpd sink and says so.
+bench: $(STAMP)
+	@command -v smtp-sink >/dev/null || echo "smtp-sink not found: apt-get install postfix (debconf: No configuration) for a fast sink"
+	$(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) outbox data .pytest_cache

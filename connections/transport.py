@@ -36,6 +36,7 @@ from .errors import (
     from_aiosmtplib,
     parse_enhanced_status,
 )
+from .headers import prefolded
 from .model import SmtpConnection
 
 __all__ = ["SmtpTransport", "SmtpSession", "SendResult", "RecipientRefusal", "CheckReport", "MAX_RCPT_PER_TRANSACTION"]
@@ -290,6 +291,8 @@ class SmtpTransport:
 
     def __init__(self, connection: SmtpConnection, password: SecretStr | None = None) -> None:
         self.connection = connection
+        # Parsed once: the stdlib reuses a header object given to it (policy.header_store_parse).
+        self._from = prefolded("From", formataddr((connection.sender_name or "", connection.sender)))
         self._password = password if password is not None else connection._inline_password
         if not connection.anonymous and self._password is None:
             raise InsecureAuthError(
@@ -387,7 +390,7 @@ class SmtpTransport:
         connection = self.connection
         for name in (*IDENTITY_HEADERS, "Bcc"):
             del message[name]
-        message["From"] = formataddr((connection.sender_name or "", connection.sender))
+        message["From"] = self._from
         if "Date" not in message:
             message["Date"] = formatdate(localtime=True)
         if "Message-ID" not in message:

@@ -213,3 +213,15 @@ def test_cli_connection_test_prints_diagnostics(fabric_file, capsys, monkeypatch
     assert "OK" in out and "TLSv1" in out and "AUTH" in out.upper() and "size limit" in out
     assert main(["connection", "test", "reports", "--fabric", str(fabric_file), "--user", "mallory"]) == 2
     assert "access denied" in capsys.readouterr().err
+
+
+def test_fallback_chain_and_loops(fabric_file):
+    text = FABRIC.replace("    timeout_s: 10\n", "    timeout_s: 10\n    fallback: gmail\n", 1)
+    fabric_file.write_text(text)
+    fab = load_fabric(fabric_file)
+    fab.store().set("gmail-app-password", SecretStr("x"))
+    assert [t.connection.name for t in fab.transports("reports", USER)] == ["reports", "gmail"]
+    fabric_file.write_text(text.replace("    password: {secret: gmail-app-password}\n",
+                                        "    password: {secret: gmail-app-password}\n    fallback: reports\n"))
+    with pytest.raises(FabricConfigError, match="loop"):
+        load_fabric(fabric_file).transports("reports", USER)

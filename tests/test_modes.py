@@ -180,3 +180,17 @@ def test_spark_distributed_path_delivers_the_same_messages_as_pandas(spark, tick
             assert set(report["status"]) == {"sent"}
             results.append(_fingerprint(_messages(server, len(report))))
     assert results[0] == results[1] and len(results[0]) in (3, 5)
+
+
+def test_progress_logs_counts_when_not_in_a_terminal(caplog):
+    import logging
+
+    from gems.email.progress import Progress
+    from gems.email.report import DeliveryRow
+
+    caplog.set_level(logging.INFO, logger="mailgem.gems")
+    progress = Progress(3, "bench", interval_s=0, interactive=False)
+    for status in ("sent", "sent", "failed"):
+        progress(DeliveryRow("k", status))
+    progress.close()
+    assert "3/3 messages: 1 failed, 2 sent" in caplog.text

@@ -10,16 +10,17 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.utils import getaddresses
+from email.utils import format_datetime, getaddresses
 from typing import Any
 
 import css_inline
 import pyarrow as pa
 
 from connections.errors import MailgemError, MessageTooLargeError
+from connections.headers import prefolded
 
 from .attachments import build_csv
-from .message import build_message
+from .message import build_message, run_headers
 from .properties import EmailProperties, split_addresses
 from .render import DEFAULT_HTML, DEFAULT_TEXT, base_context, one_line, render
 from .table import fit_rows, format_rows, html_table, summarise, text_table
@@ -97,6 +98,9 @@ class Composer:
         self.job = job
         self.charset = charset
         self.base = base_context(job, run_ts, params)
+        # One origination date per run (RFC 5322 §3.6.1), parsed once and shared by every message.
+        self._date = prefolded("Date", format_datetime(run_ts))
+        self._headers = run_headers(props)
 
     def run_key(self) -> str:
         """The ledger's run key, rendered from ``ledger.run_key``."""
@@ -189,6 +193,6 @@ class Composer:
         subject = one_line(render("subject", p.subject, ctx))
         if len(subject) > MAX_SUBJECT_CHARS:
             raise MailgemError(f"rendered subject is {len(subject)} characters, over {MAX_SUBJECT_CHARS} (RFC 5322 §2.1.1)")
-        message = build_message(p, to=envelope.to, cc=envelope.cc, subject=subject, text=text, html=html,
-                                attachments=attachments, charset=self.charset)
+        message = build_message(to=envelope.to, cc=envelope.cc, subject=subject, headers=[self._date, *self._headers],
+                                text=text, html=html, attachments=attachments, charset=self.charset)
         return message, envelope

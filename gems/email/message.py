@@ -10,10 +10,12 @@ from collections.abc import Sequence
 from email import policy
 from email.message import EmailMessage
 
+from connections.headers import PrefoldedHeader, prefolded
+
 from .attachments import Attachment
 from .properties import EmailProperties
 
-__all__ = ["build_message", "PRIORITY_HEADERS"]
+__all__ = ["build_message", "run_headers", "PRIORITY_HEADERS"]
 
 # X-Priority (1 highest .. 5 lowest) and Importance (RFC 2156 §5.3) are what clients read.
 PRIORITY_HEADERS = {
@@ -23,20 +25,31 @@ PRIORITY_HEADERS = {
 }
 
 
+def run_headers(props: EmailProperties) -> list[PrefoldedHeader]:
+    """Headers shared by every message of a run (Reply-To, priority, custom), parsed once.
+
+    Raises:
+        ValueError: from the stdlib, for a value it cannot encode safely.
+    """
+    out = [prefolded("Reply-To", ", ".join(props.reply_to))] if props.reply_to else []
+    out += [prefolded(name, value) for name, value in PRIORITY_HEADERS[props.priority].items()]
+    out += [prefolded(name, value) for name, value in props.headers.items()]
+    return out
+
+
 def build_message(
-    props: EmailProperties,
     *,
     to: Sequence[str],
     cc: Sequence[str],
     subject: str,
+    headers: Sequence[PrefoldedHeader],
     text: str | None,
     html: str | None,
     attachments: Sequence[Attachment],
     charset: str,
 ) -> EmailMessage:
-    """Build the message to ``to`` and ``cc`` (Bcc stays in the envelope only).
-
-    Custom headers have been validated (:func:`gems.email.validate.validate`).
+    """Build the message to ``to`` and ``cc`` (Bcc stays in the envelope only), with ``headers``
+    from :func:`run_headers` (validated by :func:`gems.email.validate.validate`).
 
     Raises:
         ValueError: from the stdlib, for a header value it cannot encode safely.
@@ -46,13 +59,9 @@ def build_message(
         msg["To"] = ", ".join(to)
     if cc:
         msg["Cc"] = ", ".join(cc)
-    if props.reply_to:
-        msg["Reply-To"] = ", ".join(props.reply_to)
     msg["Subject"] = subject
-    for name, value in PRIORITY_HEADERS[props.priority].items():
-        msg[name] = value
-    for name, value in props.headers.items():
-        msg[name] = value
+    for header in headers:
+        msg[header.name] = header
     if text is not None:
         msg.set_content(text, charset=charset)
         if html is not None:

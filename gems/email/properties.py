@@ -121,6 +121,7 @@ class CsvAttachment(BaseModel):
     delimiter: str = Field(",", min_length=1, max_length=1)
     header: bool = True
     compression: Literal["none", "gzip", "zip"] = "none"
+    compression_level: int = Field(6, ge=1, le=9, description="zlib level: 1 fastest, 9 smallest.")
 
 
 Priority = Literal["low", "normal", "high"]
