@@ -7,6 +7,10 @@ from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
 from .model import SecretRef, Security, SmtpConnection, TlsVersion, format_validation_error, is_mailbox
 from .presets import PRESETS, preset_fields
+from .delivery import Deliverer, Delivery
+from .headers import PrefoldedHeader, prefolded
+from .pool import SmtpPool
+from .ratelimit import DailyLimitReached, RateLimiter, limiter_for
 from .sync import run_sync
 from .transport import CheckReport, RecipientRefusal, SendResult, SmtpSession, SmtpTransport
 
@@ -15,4 +19,6 @@ __all__ = [
     "SecretRef", "Security", "SmtpConnection", "TlsVersion", "format_validation_error", "is_mailbox",
     "PRESETS", "preset_fields", "run_sync",
     "CheckReport", "RecipientRefusal", "SendResult", "SmtpSession", "SmtpTransport",
+    "Deliverer", "Delivery", "PrefoldedHeader", "prefolded", "SmtpPool", "DailyLimitReached", "RateLimiter",
+    "limiter_for",
 ]

@@ -1,13 +1,15 @@
 """The Email gem: DataFrame in, report email out, delivery report back."""
 
 from .data import GemInputError
-from .gem import DeliveryError, EmailGem, GemError, GemValidationError
-from .properties import Aggregate, CsvAttachment, EmailProperties, Formats, Summary, TableOptions
+from .gem import DeliveryError, EmailGem, GemError, GemValidationError, MessageCapError
+from .ledger import SendLedger
+from .properties import Aggregate, CsvAttachment, EmailProperties, Formats, LedgerOptions, Summary, TableOptions
 from .render import TemplateError
 from .validate import Diagnostic, validate
 
 __all__ = [
-    "GemInputError", "DeliveryError", "EmailGem", "GemError", "GemValidationError", "Aggregate",
+    "GemInputError", "DeliveryError", "EmailGem", "GemError", "GemValidationError", "MessageCapError",
+    "SendLedger", "LedgerOptions", "Aggregate",
     "CsvAttachment", "EmailProperties", "Formats", "Summary", "TableOptions", "TemplateError",
     "Diagnostic", "validate",
 ]

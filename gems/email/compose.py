@@ -149,8 +149,8 @@ class Composer:
         """Render ``unit`` into a message.
 
         Raises:
-            RecipientError, TemplateError, GemValidationError-like ``ValueError`` for the
-            subject, MessageTooLargeError (a body over 10 MB).
+            RecipientError, TemplateError, MessageTooLargeError (a body over 10 MB),
+            MailgemError (a rendered subject over 998 characters).
         """
         p = self.props
         ctx = self.context(unit)
@@ -160,9 +160,9 @@ class Composer:
         shown_table = summarise(unit.table, p.table.summary) if p.table.summary else unit.table
         if p.table.columns:
             shown_table = shown_table.select(p.table.columns)
-        table = format_rows(shown_table, p.table.max_rows, p.formats) if p.table.enabled else None
-        if table is not None and not p.table.summary:
-            table = type(table)(table.header, table.rows, table.numeric, unit.row_count)
+        # The "showing N of M" note counts the unit's rows (the table may hold only the first ones).
+        total = None if p.table.summary else unit.row_count
+        table = format_rows(shown_table, p.table.max_rows, p.formats, total=total) if p.table.enabled else None
         note = "the full data is attached" if attachments and not p.table.summary else ""
 
         def bodies(n: int) -> tuple[str, str | None]:

@@ -90,13 +90,13 @@ def format_cell(value: Any, formats: Formats) -> str:
     return str(value)
 
 
-def format_rows(table: pa.Table, limit: int, formats: Formats) -> Table:
-    """Format the first ``limit`` rows of ``table``."""
+def format_rows(table: pa.Table, limit: int, formats: Formats, total: int | None = None) -> Table:
+    """Format the first ``limit`` rows of ``table``, which stands for ``total`` rows (default: its own)."""
     head = table.slice(0, limit)
     numeric = [pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) for t in head.schema.types]
     columns = [[format_cell(v, formats) for v in col.to_pylist()] for col in head.columns]
     rows = [list(r) for r in zip(*columns, strict=True)] if columns else []
-    return Table(list(head.column_names), rows, numeric, table.num_rows)
+    return Table(list(head.column_names), rows, numeric, table.num_rows if total is None else total)
 
 
 def html_table(table: Table, shown: int, note: str = "") -> Markup:
