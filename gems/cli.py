@@ -92,20 +92,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
         finally:
             received = [m.path for m in local.server.messages]
     _print_report(report)
-    for path in received:
-        print(f"Delivered to the embedded SMTP server (127.0.0.1, STARTTLS + AUTH); saved as {path}")
+    where = "the embedded SMTP server (127.0.0.1, STARTTLS + AUTH)"
+    if len(received) == 1:
+        print(f"Delivered to {where}; saved as {received[0]}")
+    elif received:
+        print(f"Delivered {len(received)} messages to {where}; saved in {args.outbox}/ ({received[0].name} ...)")
     return 0 if (report["status"] != "failed").all() else 1
 
 
-def _print_report(report: object) -> None:
+def _print_report(report: object, limit: int = 20) -> None:
+    """One line per message (the first ``limit``), then counts by status."""
     import pandas as pd
 
     assert isinstance(report, pd.DataFrame)
-    for row in report.itertuples():
+    for row in report.head(limit).itertuples():
         detail = f"{row.reply_code} {row.enhanced_status or ''}".strip() if not pd.isna(row.reply_code) else ""
         print(f"{row.message_key}: {row.status} {detail} to {row.recipients}"
               + (f" ({row.size_bytes:,} bytes, {row.message_id})" if not pd.isna(row.size_bytes) else "")
               + (f" - {row.error}" if row.error else ""))
+    if len(report) > limit:
+        print(f"... and {len(report) - limit:,} more")
+    counts = report["status"].value_counts()
+    print(f"{len(report):,} message(s): " + ", ".join(f"{n:,} {status}" for status, n in counts.items()))
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

@@ -116,3 +116,13 @@ def test_every_source_kind_reads_the_same_rows(spark, tmp_path, fmt):
         spec = SourceSpec(path=str(path))
     rows = sorted((r.city, int(r.sales)) for r in read_source(spark, spec).collect())
     assert rows == [("Bergen", 5), ("Oslo", 10)]
+
+
+@pytest.mark.parametrize("job", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_files_are_valid(job, capsys):
+    if job.name == "fabric.yaml":
+        from fabric import load_fabric
+
+        assert load_fabric(job).connections
+    else:
+        assert main(["validate", str(job)]) == 0, capsys.readouterr()
