@@ -245,3 +245,16 @@ def test_spark_and_pandas_inputs_give_the_same_email(starttls_server, spark, fra
 def test_pandas_report_round_trips_through_spark_schema(spark, starttls_server, frame):
     report = EmailGem(_props(), fabric_for(starttls_server), user=USER).apply(spark, spark.createDataFrame(frame))
     assert report.columns == REPORT_COLUMNS and report.count() == 1
+
+
+def test_message_over_the_servers_size_is_refused_before_data(frame):
+    from connections.local_server import LocalSmtpServer
+    from conftest import PASSWORD
+
+    with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, data_size_limit=3_000) as server:
+        with pytest.raises(DeliveryError) as info:
+            EmailGem(_props(attachments=[{"file_name": "a.csv"}]), fabric_for(server), user=USER).apply(None, frame)
+        row = info.value.report.iloc[0]
+        assert row.status == "failed" and "SIZE limit (RFC 1870) of 3,000 bytes" in row.error
+        assert row.attempts == 1  # permanent: not retried
+        assert server.messages == []
