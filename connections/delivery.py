@@ -16,6 +16,7 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 from email.message import EmailMessage
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
@@ -25,9 +26,18 @@ from .pool import SmtpPool
 from .ratelimit import DailyLimitReached, RateLimiter, limiter_for
 from .transport import RecipientRefusal, SendResult, SmtpTransport
 
-__all__ = ["Deliverer", "Delivery"]
+__all__ = ["Deliverer", "Delivery", "Prepared"]
 
 log = logging.getLogger("mailgem.connections")
+
+
+@runtime_checkable
+class Prepared(Protocol):
+    """A message already rendered to bytes except for the connection's identity."""
+
+    def bytes_for(self, transport: SmtpTransport) -> bytes: ...
+
+    def __getitem__(self, name: str) -> str | None: ...
 
 
 class _TransientRecipients(SmtpError):
@@ -86,8 +96,12 @@ class Deliverer:
         """Name of the connection currently used."""
         return self.pools[self._active].transport.connection.name
 
-    async def send(self, message: EmailMessage, recipients: Sequence[str]) -> Delivery:
-        """Deliver ``message`` to ``recipients``; never raises for SMTP failures (see :class:`Delivery`)."""
+    async def send(self, message: EmailMessage | Prepared, recipients: Sequence[str]) -> Delivery:
+        """Deliver ``message`` to ``recipients``; never raises for SMTP failures (see :class:`Delivery`).
+
+        ``message`` is an ``EmailMessage`` (flattened with each connection's identity) or any
+        object with ``bytes_for(transport)`` and a ``Message-ID`` item (a prepared message).
+        """
         conn = self.pools[self._active].transport.connection
         pending = list(dict.fromkeys(recipients))
         accepted: list[str] = []
@@ -101,8 +115,9 @@ class Deliverer:
             attempts += 1
             index = self._active
             pool = self.pools[index]
-            if index not in data_by_pool:
-                data_by_pool[index] = pool.transport.flatten(message)  # the identity of that connection
+            if index not in data_by_pool:  # with the identity of that connection
+                data_by_pool[index] = (message.bytes_for(pool.transport) if isinstance(message, Prepared)
+                                       else pool.transport.flatten(message))
             await self.limiters[index].acquire()
             try:
                 async with pool.session() as session:
@@ -135,7 +150,21 @@ class Deliverer:
         now = lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None)  # noqa: E731
         message_id = str(message["Message-ID"]) if message["Message-ID"] else None
         try:
-            await retrying(attempt)
+            try:
+                await attempt()  # most messages succeed first time: no retry bookkeeping for them
+            except SmtpError as first:
+                replayed = False
+
+                async def again() -> None:
+                    # tenacity's loop starts by replaying the first failure, so its retry
+                    # predicate, backoff and attempt count apply exactly as if it had made it.
+                    nonlocal replayed
+                    if not replayed:
+                        replayed = True
+                        raise first
+                    await attempt()
+
+                await retrying(again)
         except DailyLimitReached as exc:
             return Delivery("deferred", None, exc, attempts, self.connection, message_id, now())
         except SmtpError as exc:

@@ -381,6 +381,10 @@ class SmtpTransport:
                 await session._client.quit()
             session._client.close()
 
+    def from_line(self) -> bytes:
+        """The From header line this connection writes, as transmitted (CRLF-terminated)."""
+        return self._from.fold(policy=policy.SMTP).encode("ascii", "surrogateescape")
+
     def flatten(self, message: EmailMessage) -> bytes:
         """Set this connection's identity on ``message`` and return its bytes as transmitted.
 

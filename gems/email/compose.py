@@ -7,6 +7,7 @@ A :class:`Composer` is made once per run (templates compile once and are cached)
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -20,6 +21,8 @@ from connections.errors import MailgemError, MessageTooLargeError
 from connections.headers import prefolded
 
 from .attachments import build_csv
+from .attachments import Attachment
+from .layout import Layout, LayoutMessage
 from .message import build_message, run_headers
 from .properties import EmailProperties, split_addresses
 from .render import DEFAULT_HTML, DEFAULT_TEXT, base_context, one_line, render
@@ -61,12 +64,12 @@ class Envelope:
     cc: list[str]
     bcc: list[str]
 
-    @property
+    @functools.cached_property
     def recipients(self) -> list[str]:
         """Envelope recipients (RCPT TO): To, Cc and Bcc addresses, de-duplicated."""
         return list(dict.fromkeys(a for _, a in getaddresses(self.to + self.cc + self.bcc) if a))
 
-    @property
+    @functools.cached_property
     def recipients_hash(self) -> str:
         return hashlib.sha256("\n".join(sorted(self.recipients)).encode()).hexdigest()[:16]
 
@@ -101,6 +104,7 @@ class Composer:
         # One origination date per run (RFC 5322 §3.6.1), parsed once and shared by every message.
         self._date = prefolded("Date", format_datetime(run_ts))
         self._headers = run_headers(props)
+        self._layouts: dict[tuple[bool, bool, bool], Layout] = {}
 
     def run_key(self) -> str:
         """The ledger's run key, rendered from ``ledger.run_key``."""
@@ -141,20 +145,52 @@ class Composer:
     def context(self, unit: Unit) -> dict[str, Any]:
         """Template context of ``unit`` (without the rendered table)."""
         ctx = dict(self.base, row_count=unit.row_count, columns=list(unit.table.column_names))
-        ctx["rows"] = unit.table.slice(0, self.props.table.max_rows).to_pylist()
+        row = unit.extra.get("row")
+        ctx["rows"] = [row] if row is not None else unit.table.slice(0, self.props.table.max_rows).to_pylist()
         ctx.update(unit.extra)
         return ctx
 
     def compose(self, unit: Unit, envelope: Envelope | None = None) -> tuple[EmailMessage, Envelope]:
-        """Render ``unit`` into a message.
+        """Render ``unit`` into an ``EmailMessage`` (no Message-ID or From yet).
 
         Raises:
             RecipientError, TemplateError, MessageTooLargeError (a body over 10 MB),
             MailgemError (a rendered subject over 998 characters).
         """
+        envelope = envelope or self.envelope(unit)
+        subject, text, html, attachments = self._render(unit)
+        message = build_message(to=envelope.to, cc=envelope.cc, subject=subject, headers=[self._date, *self._headers],
+                                text=text, html=html, attachments=attachments, charset=self.charset)
+        return message, envelope
+
+    def message(self, unit: Unit, envelope: Envelope, message_id: str,
+                ctx: dict[str, Any] | None = None) -> EmailMessage | LayoutMessage:
+        """Render ``unit`` for sending, with ``message_id``.
+
+        Messages without attachments are filled into the run's :class:`Layout` for their shape
+        (the same bytes, a fraction of the work); others are built as an ``EmailMessage``.
+        ``ctx`` is :meth:`context` of ``unit`` when the caller already has it.
+        """
+        subject, text, html, attachments = self._render(unit, ctx)
+        if not attachments:
+            shape = (bool(envelope.cc), text is not None, html is not None)
+            layout = self._layouts.get(shape)
+            if layout is None:
+                layout = self._layouts[shape] = Layout.build(headers=[self._date, *self._headers], charset=self.charset,
+                                                             has_cc=shape[0], has_text=shape[1], has_html=shape[2])
+            filled = layout.fill(to=envelope.to, cc=envelope.cc, subject=subject, message_id=message_id,
+                                 text=text, html=html)
+            if filled is not None:
+                return filled
+        message = build_message(to=envelope.to, cc=envelope.cc, subject=subject, headers=[self._date, *self._headers],
+                                text=text, html=html, attachments=attachments, charset=self.charset)
+        message["Message-ID"] = message_id
+        return message
+
+    def _render(self, unit: Unit, ctx: dict[str, Any] | None = None) -> tuple[str, str | None, str | None, list[Attachment]]:
+        """Subject, text body, HTML body and attachments of ``unit``."""
         p = self.props
-        ctx = self.context(unit)
-        envelope = envelope or self.envelope(unit, ctx)
+        ctx = ctx if ctx is not None else self.context(unit)
         attachments = [build_csv(unit.table, spec, render(f"attachments[{i}].file_name", spec.file_name, ctx).strip())
                        for i, spec in enumerate(p.attachments)]
         shown_table = summarise(unit.table, p.table.summary) if p.table.summary else unit.table
@@ -193,6 +229,4 @@ class Composer:
         subject = one_line(render("subject", p.subject, ctx))
         if len(subject) > MAX_SUBJECT_CHARS:
             raise MailgemError(f"rendered subject is {len(subject)} characters, over {MAX_SUBJECT_CHARS} (RFC 5322 §2.1.1)")
-        message = build_message(to=envelope.to, cc=envelope.cc, subject=subject, headers=[self._date, *self._headers],
-                                text=text, html=html, attachments=attachments, charset=self.charset)
-        return message, envelope
+        return subject, text, html, attachments

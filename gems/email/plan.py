@@ -47,10 +47,11 @@ def units(table: pa.Table, props: EmailProperties, row_count: int | None = None)
             group = sub.select(props.group_by).slice(0, 1).to_pylist()[0]  # Arrow values: null is None
             yield Unit(group_key(group), sub, sub.num_rows, {"group": group})
     else:
-        for i in range(table.num_rows):
-            sub = table.slice(i, 1)
-            row = sub.to_pylist()[0]
-            yield Unit(row_key(row, props.key_columns), sub, 1, {"row": row})
+        offset = 0
+        for batch in table.to_batches(max_chunksize=1024):  # to Python a batch at a time, not a row
+            for row in batch.to_pylist():
+                yield Unit(row_key(row, props.key_columns), table.slice(offset, 1), 1, {"row": row})
+                offset += 1
 
 
 def count_units(table: pa.Table, props: EmailProperties) -> int:

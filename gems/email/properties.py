@@ -14,6 +14,7 @@ There is no From field: From and the envelope sender are the connection's identi
 
 from __future__ import annotations
 
+import re
 from email.utils import formataddr, getaddresses
 from typing import Any, Literal
 
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 _MODEL = ConfigDict(frozen=True, extra="forbid")
+# Characters that make an address list more than one bare addr-spec (RFC 5322 §3.4).
+ADDRESS_SPECIALS = re.compile(r'[,<>"()\\;:\s{}%]')
 
 
 def split_addresses(value: Any) -> list[str]:
@@ -44,6 +47,9 @@ def split_addresses(value: Any) -> list[str]:
         if "\r" in item or "\n" in item:
             raise ValueError("addresses must not contain line breaks")
         if not item.strip():
+            continue
+        if not ADDRESS_SPECIALS.search(item):
+            out.append(item.strip())  # a bare addr-spec: nothing for the RFC 5322 parser to split
             continue
         if "{{" in item or "{%" in item:
             out.append(item.strip())  # a template: rendered per message, then split and validated

@@ -95,7 +95,8 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
         rows.append(row)
         rhash = ""
         try:
-            envelope = ctx.composer.envelope(unit)
+            context = ctx.composer.context(unit)
+            envelope = ctx.composer.envelope(unit, context)
             rhash = envelope.recipients_hash
             row.recipients = ", ".join(envelope.recipients)
             if ctx.ledger is not None and (done := ctx.ledger.done(unit.key, rhash)) is not None:
@@ -103,8 +104,8 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
                 row.error = f"accepted in an earlier run with run key {ctx.run_key!r} (status {done[0]})"
                 ctx.on_done(row)
                 continue
-            message, _ = ctx.composer.compose(unit, envelope)
-            message["Message-ID"] = message_id_for(ctx.job, ctx.run_key, unit.key, ctx.domain)
+            message_id = message_id_for(ctx.job, ctx.run_key, unit.key, ctx.domain)
+            message = ctx.composer.message(unit, envelope, message_id, context)
         except (MailgemError, ValueError) as exc:
             # Bad data for this message only (an invalid address, a template error): record it.
             row.error = str(exc)
@@ -114,7 +115,7 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
                 failure.append((row, exc))
             ctx.on_done(row)
             continue
-        row.message_id = str(message["Message-ID"])
+        row.message_id = message_id
         if ctx.ledger is not None:
             ctx.ledger.begin(unit.key, rhash, row.message_id)
         await slots.acquire()

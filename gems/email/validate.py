@@ -11,7 +11,7 @@ import jinja2
 from email_validator import EmailNotValidError, validate_email
 from pydantic import ValidationError
 
-from .properties import EmailProperties
+from .properties import ADDRESS_SPECIALS, EmailProperties
 from .render import template_environment
 
 __all__ = [
@@ -58,7 +58,9 @@ def check_header(name: str, value: str) -> str | None:
 
 
 def address_problem(item: str) -> str | None:
-    _, address = parseaddr(item)
+    """Why ``item`` (``addr`` or ``Name <addr>``) is not a valid address, or ``None``."""
+    # A bare addr-spec needs no RFC 5322 parsing; email-validator checks it either way.
+    _, address = (None, item) if not ADDRESS_SPECIALS.search(item) else parseaddr(item)
     if not address:
         return f"{item!r} is not an email address"
     try:

@@ -1,0 +1,62 @@
+"""Layouts give byte for byte what the stdlib gives for the same message (differential test)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from pydantic import SecretStr
+
+from connections import SmtpConnection, SmtpTransport
+from connections.headers import prefolded
+from gems.email.layout import Layout
+from gems.email.message import build_message
+
+TRANSPORT = SmtpTransport(SmtpConnection(name="t", host="h", port=587, username="reports@example.com",
+                                         password={"secret": "s"}, sender_name="Répört Bot"), SecretStr("x"))
+HEADERS = [prefolded("Date", "Sun, 29 Nov 2026 10:00:00 +0000"), prefolded("X-Job", "nightly")]
+
+TEXTS = [
+    "short ascii",
+    "",
+    "two\nlines\r\nand a CR\rend",
+    "long line " * 30,                       # > 78 characters: quoted-printable
+    "ünïcödé text with ß",                   # 8bit
+    "日本語のテキスト " * 20,                   # long non-Latin: base64
+    "trailing newline\n",
+    ".leading dot\nFrom here\n",
+]
+SUBJECTS = ["Order 1", "Ärger im Büro — Bericht", "a very long subject " * 8, "x"]
+TOS = [["a@example.com"], ["Ann Example <ann@example.com>", "b@example.com"], ['"Doe, J" <j@example.com>'],
+       ["Zoë Ölçer <zoe@example.com>"]]
+
+
+def _stdlib(to, cc, subject, mid, text, html, boundary):
+    msg = build_message(to=to, cc=cc, subject=subject, headers=HEADERS, text=text, html=html, attachments=[],
+                        charset="utf-8")
+    msg["Message-ID"] = mid
+    if boundary:
+        msg.set_boundary(boundary)
+    return TRANSPORT.flatten(msg)
+
+
+@pytest.mark.parametrize("has_text, has_html", [(True, False), (True, True), (False, True)])
+@pytest.mark.parametrize("has_cc", [False, True])
+def test_layout_bytes_equal_the_stdlib(has_text, has_html, has_cc):
+    layout = Layout.build(headers=HEADERS, charset="utf-8", has_cc=has_cc, has_text=has_text, has_html=has_html)
+    rng = random.Random(7)
+    for i in range(60):  # bounded
+        to, subject = rng.choice(TOS), rng.choice(SUBJECTS)
+        cc = rng.choice(TOS) if has_cc else []
+        text = rng.choice(TEXTS) if has_text else None
+        html = f"<p>{rng.choice(TEXTS)}</p>" if has_html else None
+        mid = f"<{i:032x}.mailgem@example.com>" if i % 2 else f"<other-{i}@example.com>"  # ours, and any
+        filled = layout.fill(to=to, cc=cc, subject=subject, message_id=mid, text=text, html=html)
+        assert filled is not None
+        assert filled.bytes_for(TRANSPORT) == _stdlib(to, cc, subject, mid, text, html, layout.boundary)
+
+
+def test_boundary_in_a_body_falls_back():
+    layout = Layout.build(headers=HEADERS, charset="utf-8", has_cc=False, has_text=True, has_html=True)
+    assert layout.fill(to=["a@example.com"], cc=[], subject="s", message_id="<1@example.com>",
+                       text=f"--{layout.boundary}", html="<p>x</p>") is None
