@@ -31,9 +31,9 @@ TOS = [["a@example.com"], ["Ann Example <ann@example.com>", "b@example.com"], ['
        ["Zoë Ölçer <zoe@example.com>"]]
 
 
-def _stdlib(to, cc, subject, mid, text, html, boundary):
+def _stdlib(to, cc, subject, mid, text, html, boundary, charset="utf-8"):
     msg = build_message(to=to, cc=cc, subject=subject, headers=HEADERS, text=text, html=html, attachments=[],
-                        charset="utf-8")
+                        charset=charset)
     msg["Message-ID"] = mid
     if boundary:
         msg.set_boundary(boundary)
@@ -60,3 +60,12 @@ def test_boundary_in_a_body_falls_back():
     layout = Layout.build(headers=HEADERS, charset="utf-8", has_cc=False, has_text=True, has_html=True)
     assert layout.fill(to=["a@example.com"], cc=[], subject="s", message_id="<1@example.com>",
                        text=f"--{layout.boundary}", html="<p>x</p>") is None
+
+
+def test_other_charsets_equal_the_stdlib():
+    layout = Layout.build(headers=HEADERS, charset="iso-8859-1", has_cc=False, has_text=True, has_html=True)
+    for i, text in enumerate(["plain", "Grüße aus Köln", "long ü line " * 20]):  # bounded
+        mid = f"<{i:032x}.mailgem@example.com>"
+        filled = layout.fill(to=["a@example.com"], cc=[], subject="Grüße", message_id=mid, text=text, html=f"<b>{text}</b>")
+        assert filled.bytes_for(TRANSPORT) == _stdlib(["a@example.com"], [], "Grüße", mid, text, f"<b>{text}</b>",
+                                                      layout.boundary, charset="iso-8859-1")
