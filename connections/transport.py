@@ -164,10 +164,6 @@ class SmtpSession:
         raw = self._client.esmtp_extensions.get("size", "").strip()
         return int(raw) if raw.isdigit() and int(raw) > 0 else None
 
-    def flatten(self, message: EmailMessage) -> bytes:
-        """See :meth:`SmtpTransport.flatten`."""
-        return self._transport.flatten(message)
-
     async def send(self, message: EmailMessage, recipients: Sequence[str] | None = None) -> SendResult:
         """Send ``message`` to ``recipients`` (default: its To, Cc and Bcc; Bcc is never transmitted).
 
@@ -183,7 +179,7 @@ class SmtpSession:
         if not rcpts:
             raise RecipientsRefusedError("the message has no recipients", {}, transient=False,
                                          hint="set to, cc or bcc")
-        data = self.flatten(message)
+        data = self._transport.flatten(message)  # Bcc was read above, before flatten drops it
         return await self.send_bytes(data, rcpts, message_id=str(message["Message-ID"]))
 
     async def send_bytes(self, data: bytes, recipients: Sequence[str], *, message_id: str | None = None) -> SendResult:
