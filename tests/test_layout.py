@@ -69,3 +69,10 @@ def test_other_charsets_equal_the_stdlib():
         filled = layout.fill(to=["a@example.com"], cc=[], subject="Grüße", message_id=mid, text=text, html=f"<b>{text}</b>")
         assert filled.bytes_for(TRANSPORT) == _stdlib(["a@example.com"], [], "Grüße", mid, text, f"<b>{text}</b>",
                                                       layout.boundary, charset="iso-8859-1")
+
+
+def test_public_fallback_encodes_like_the_stdlib_helper():
+    from gems.email import layout
+
+    for text in ["plain", "ünïcödé", "long line " * 30, "日本語 " * 40]:  # bounded
+        assert layout._stdlib_encode_text(text, "utf-8") == layout._encode_text(text, "utf-8", None, layout._POLICY)

@@ -194,3 +194,4 @@ def test_progress_logs_counts_when_not_in_a_terminal(caplog):
         progress(DeliveryRow("k", status))
     progress.close()
     assert "3/3 messages: 1 failed, 2 sent" in caplog.text
+

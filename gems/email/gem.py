@@ -219,6 +219,8 @@ class EmailGem:
             return to_spark(spark, [DeliveryRow("(none)", "skipped", error="the frame is empty and on_empty is skip",
                                                 connection=props.connection)])
         self._cap(count)
+        if props.ledger is not None:
+            SendLedger(props.ledger.path, self.name, run_key).close()  # create file and schema once, here
         log.info("gem %s: sending %d %s messages from the Spark executors", self.name, count, props.mode)
         sender = PartitionSender(props, transports, job=self.name, params=self.params, run_ts=run_ts, run_key=run_key,
                                  domain=domain, rate_share=1 / max(1, spark.sparkContext.defaultParallelism))

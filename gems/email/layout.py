@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email import contentmanager, policy
+from email.message import EmailMessage
 from typing import Any
 
 from connections.headers import PrefoldedHeader
@@ -55,9 +56,24 @@ def _fold(name: str, value: str) -> bytes:
     return _header_class(name)(name, value).fold(policy=_POLICY).encode("ascii", "surrogateescape")
 
 
+def _stdlib_encode_text(text: str, charset: str) -> tuple[str, str]:
+    # The public route to the same result, should the stdlib's helper ever move.
+    part = EmailMessage(policy=_POLICY)
+    part.set_content(text, charset=charset)
+    cte, payload = str(part["Content-Transfer-Encoding"]), str(part.get_payload())
+    if cte == "8bit":  # get_payload() decodes 8bit text; the generator writes its raw bytes
+        payload = payload.encode(charset).decode("ascii", "surrogateescape")
+    return cte, payload
+
+
+# set_content's own choice of transfer encoding and encoded payload (a private helper of
+# email.contentmanager, stable since Python 3.6; the public route above is the fallback).
+_encode_text = getattr(contentmanager, "_encode_text", None)
+
+
 def _encode_body(text: str, charset: str) -> tuple[bytes, bytes]:
     """``(Content-Transfer-Encoding line, body bytes)`` as ``set_content`` + ``as_bytes`` give them."""
-    cte, payload = contentmanager._encode_text(text, charset, None, _POLICY)  # the stdlib's own choice
+    cte, payload = _encode_text(text, charset, None, _POLICY) if _encode_text else _stdlib_encode_text(text, charset)
     body = _NEWLINES.sub("\r\n", payload).encode("ascii", "surrogateescape")
     return f"Content-Transfer-Encoding: {cte}\r\n".encode("ascii"), body
 

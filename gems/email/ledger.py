@@ -17,6 +17,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
+
 __all__ = ["SendLedger", "DONE_STATUSES"]
 
 DONE_STATUSES = ("sent", "partial")
@@ -56,8 +58,7 @@ class SendLedger:
         self.run_key = run_key
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._db() as db:
-            db.execute(_SCHEMA)
+        self._db().execute(_SCHEMA)
 
     def __repr__(self) -> str:
         return f"SendLedger(path={str(self.path)!r}, job={self.job!r}, run_key={self.run_key!r})"
@@ -65,8 +66,14 @@ class SendLedger:
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)  # waits up to 60 s for a lock
+            # WAL is a property of the file: set it once. Switching takes a lock that the busy
+            # timeout does not cover, so concurrent first opens (Spark workers) retry briefly.
+            for attempt in Retrying(retry=retry_if_exception_type(sqlite3.OperationalError),
+                                    stop=stop_after_attempt(50), wait=wait_random(0.01, 0.1), reraise=True):
+                with attempt:
+                    if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                        db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
         return db
