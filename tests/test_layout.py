@@ -76,3 +76,24 @@ def test_public_fallback_encodes_like_the_stdlib_helper():
 
     for text in ["plain", "ünïcödé", "long line " * 30, "日本語 " * 40]:  # bounded
         assert layout._stdlib_encode_text(text, "utf-8") == layout._encode_text(text, "utf-8", None, layout._POLICY)
+
+
+def test_verbatim_headers_equal_the_stdlib_fold():
+    from email import policy
+
+    from gems.email.layout import _fold
+
+    rng = random.Random(11)
+    text = [chr(c) for c in range(32, 127)] + [" "] * 8 + ["=?", "ü"]
+    local, domain = "abcXYZ019_%+-", "abcxyz09-"
+
+    def atom(alphabet, k):
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(1, k)))
+
+    for _ in range(3000):  # bounded
+        subject = "".join(rng.choice(text) for _ in range(rng.randint(1, 90)))
+        address = ".".join(atom(local, 8) for _ in range(rng.randint(1, 3))) + "@" + \
+            ".".join(atom(domain, 12) for _ in range(rng.randint(2, 4)))
+        for name, value in (("Subject", subject), ("To", address), ("Cc", address)):
+            expected = policy.SMTP.header_factory(name, value).fold(policy=policy.SMTP).encode("ascii", "surrogateescape")
+            assert _fold(name, value) == expected, (name, value)

@@ -24,7 +24,7 @@ from .attachments import build_csv
 from .attachments import Attachment
 from .layout import Layout, LayoutMessage
 from .message import build_message, run_headers
-from .properties import EmailProperties, split_addresses
+from .properties import ADDRESS_SPECIALS, EmailProperties, split_addresses
 from .render import DEFAULT_HTML, DEFAULT_TEXT, base_context, one_line, render
 from .table import fit_rows, format_rows, html_table, summarise, text_table
 from .validate import MAX_BODY_BYTES, MAX_SUBJECT_CHARS, address_problem, is_template
@@ -67,7 +67,10 @@ class Envelope:
     @functools.cached_property
     def recipients(self) -> list[str]:
         """Envelope recipients (RCPT TO): To, Cc and Bcc addresses, de-duplicated."""
-        return list(dict.fromkeys(a for _, a in getaddresses(self.to + self.cc + self.bcc) if a))
+        items = self.to + self.cc + self.bcc
+        if not any(ADDRESS_SPECIALS.search(i) for i in items):
+            return list(dict.fromkeys(items))  # bare addr-specs: nothing to parse
+        return list(dict.fromkeys(a for _, a in getaddresses(items) if a))
 
     @functools.cached_property
     def recipients_hash(self) -> str:

@@ -51,8 +51,21 @@ def _header_class(name: str) -> Any:
     return _POLICY.header_factory[name]
 
 
+# Values the stdlib writes verbatim on one line (checked against it by tests/test_layout.py):
+# printable-ASCII words with single spaces for Subject, one dot-atom address for To and Cc.
+_VERBATIM = {
+    "Subject": re.compile(r"[!-~]+(?: [!-~]+)*\Z"),
+    "To": re.compile(r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\Z"),
+}
+_VERBATIM["Cc"] = _VERBATIM["To"]
+
+
 def _fold(name: str, value: str) -> bytes:
-    # What BytesGenerator writes for a header (policy.fold_binary with an SMTP policy).
+    """What BytesGenerator writes for a header (``policy.fold_binary`` with the SMTP policy)."""
+    plain = _VERBATIM.get(name)
+    if plain is not None and len(name) + 2 + len(value) <= _POLICY.max_line_length and "=?" not in value \
+            and plain.match(value):
+        return f"{name}: {value}\r\n".encode("ascii")  # nothing to encode or fold
     return _header_class(name)(name, value).fold(policy=_POLICY).encode("ascii", "surrogateescape")
 
 
