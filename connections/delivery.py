@@ -138,22 +138,13 @@ class Deliverer:
                 raise _TransientRecipients(f"{len(transient)} recipient(s) refused temporarily", code=next(iter(transient.values())).code)
             refused.update(transient)
 
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(lambda e: isinstance(e, SmtpError) and e.transient),
-            stop=stop_after_attempt(conn.max_attempts),
-            wait=wait_random_exponential(multiplier=conn.retry_initial_s, max=conn.retry_max_s),
-            before_sleep=lambda state: log.info(
-                "attempt %d failed (%s); retrying", state.attempt_number,
-                state.outcome.exception() if state.outcome else "?"),
-            reraise=True,
-        )
         now = lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None)  # noqa: E731
         message_id = str(message["Message-ID"]) if message["Message-ID"] else None
         try:
             try:
                 await attempt()  # most messages succeed first time: no retry bookkeeping for them
-            except SmtpError as first:
-                replayed = False
+            except SmtpError as exc:
+                first, replayed = exc, False  # a plain name: the closure below outlives `except ... as`
 
                 async def again() -> None:
                     # tenacity's loop starts by replaying the first failure, so its retry
@@ -164,6 +155,15 @@ class Deliverer:
                         raise first
                     await attempt()
 
+                retrying = AsyncRetrying(  # built only when a message needs it
+                    retry=retry_if_exception(lambda e: isinstance(e, SmtpError) and e.transient),
+                    stop=stop_after_attempt(conn.max_attempts),
+                    wait=wait_random_exponential(multiplier=conn.retry_initial_s, max=conn.retry_max_s),
+                    before_sleep=lambda state: log.info(
+                        "attempt %d failed (%s); retrying", state.attempt_number,
+                        state.outcome.exception() if state.outcome else "?"),
+                    reraise=True,
+                )
                 await retrying(again)
         except DailyLimitReached as exc:
             return Delivery("deferred", None, exc, attempts, self.connection, message_id, now())
@@ -173,7 +173,7 @@ class Deliverer:
                 for r in pending:
                     refused[r] = RecipientRefusal(exc.code or 451, exc.server_message or exc.message, exc.enhanced_status)
             else:
-                return Delivery("failed", None, exc, attempts, self.connection, message_id or None, now())
+                return Delivery("failed", None, exc, attempts, self.connection, message_id, now())
         assert last is not None
         result = SendResult(tuple(accepted), refused, last.code, last.message, last.enhanced_status,
                             message_id or last.message_id, last.size_bytes)

@@ -29,7 +29,7 @@ from .data import normalise
 from .ledger import SendLedger
 from .plan import units
 from .properties import EmailProperties
-from .report import SPARK_SCHEMA, DeliveryRow, to_pandas
+from .report import SPARK_SCHEMA, DeliveryRow, to_pandas, with_nullable_ints
 from .sender import SendContext, StopRun, send_units
 
 __all__ = ["PartitionSender", "send_distributed"]
@@ -90,7 +90,4 @@ def send_distributed(spark: Any, frame: Any, sender: PartitionSender) -> pd.Data
     props = sender.props
     if props.mode == "per_group":
         frame = frame.repartition(spark.sparkContext.defaultParallelism, *props.group_by)
-    report = frame.mapInPandas(sender, schema=SPARK_SCHEMA).toPandas()
-    for col in ("accepted", "reply_code", "size_bytes", "attempts"):
-        report[col] = report[col].astype("Int64")
-    return report
+    return with_nullable_ints(frame.mapInPandas(sender, schema=SPARK_SCHEMA).toPandas())

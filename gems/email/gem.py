@@ -44,7 +44,7 @@ from .ledger import SendLedger
 from .plan import count_units, units
 from .progress import Progress
 from .properties import EmailProperties
-from .report import SPARK_SCHEMA, DeliveryRow, to_pandas, to_spark
+from .report import SPARK_SCHEMA, DeliveryRow, skipped_row, to_pandas, to_spark
 from .sender import SendContext, StopRun, send_units
 from .validate import Diagnostic, validate
 
@@ -182,9 +182,8 @@ class EmailGem:
         data = collect(in0, all_rows=needs_all, head_rows=props.table.max_rows)
         if data.row_count == 0 and props.on_empty == "skip":
             log.info("gem %s: frame is empty, nothing sent (on_empty: skip)", self.name)
-            return self._report(spark, in0, [DeliveryRow("report" if props.mode == "report" else "(none)", "skipped",
-                                                         error="the frame is empty and on_empty is skip",
-                                                         connection=props.connection)])
+            key = "report" if props.mode == "report" else "(none)"
+            return self._report(spark, in0, [skipped_row(key, props.connection)])
         total = count_units(data.table, props) if props.mode != "report" else 1
         self._cap(total)
         ledger = SendLedger(props.ledger.path, self.name, run_key) if props.ledger else None
@@ -216,8 +215,7 @@ class EmailGem:
         props = self.properties
         count = frame.count() if props.mode == "per_row" else frame.select(*props.group_by).distinct().count()
         if count == 0 and props.on_empty == "skip":
-            return to_spark(spark, [DeliveryRow("(none)", "skipped", error="the frame is empty and on_empty is skip",
-                                                connection=props.connection)])
+            return to_spark(spark, [skipped_row("(none)", props.connection)])
         self._cap(count)
         if props.ledger is not None:
             SendLedger(props.ledger.path, self.name, run_key).close()  # create file and schema once, here

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["DeliveryRow", "to_pandas", "to_spark", "REPORT_COLUMNS", "SPARK_SCHEMA"]
+__all__ = ["DeliveryRow", "to_pandas", "to_spark", "with_nullable_ints", "REPORT_COLUMNS", "SPARK_SCHEMA", "skipped_row"]
 
 
 def _now() -> dt.datetime:
@@ -51,12 +51,21 @@ SPARK_SCHEMA = (
 )
 
 
-def to_pandas(rows: list[DeliveryRow]) -> pd.DataFrame:
-    """The report as pandas (nullable integer columns for codes and sizes)."""
-    frame = pd.DataFrame([vars(r) for r in rows], columns=REPORT_COLUMNS)  # flat fields: no deep copy
+def with_nullable_ints(frame: pd.DataFrame) -> pd.DataFrame:
+    """Codes, counts and sizes as nullable integers (``Int64``): a missing reply code stays missing."""
     for col in ("accepted", "reply_code", "size_bytes", "attempts"):
         frame[col] = frame[col].astype("Int64")
     return frame
+
+
+def to_pandas(rows: list[DeliveryRow]) -> pd.DataFrame:
+    """The report as pandas."""
+    return with_nullable_ints(pd.DataFrame([vars(r) for r in rows], columns=REPORT_COLUMNS))  # flat: no deep copy
+
+
+def skipped_row(message_key: str, connection: str) -> DeliveryRow:
+    """The report's one row when an empty frame is skipped (``on_empty: skip``)."""
+    return DeliveryRow(message_key, "skipped", error="the frame is empty and on_empty is skip", connection=connection)
 
 
 def to_spark(spark: Any, rows: list[DeliveryRow]) -> Any:

@@ -73,7 +73,7 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
     failure: list[tuple[DeliveryRow, BaseException]] = []
 
     def finish(row: DeliveryRow, rhash: str, error: BaseException | None = None) -> None:
-        if ctx.ledger is not None and row.status != "already_sent":
+        if ctx.ledger is not None:
             ctx.ledger.finish(row.message_key, rhash, status=row.status, attempts=row.attempts,
                               reply_code=row.reply_code, message_id=row.message_id, error=row.error)
         if row.status in ("failed", "deferred") and error is not None and not failure:

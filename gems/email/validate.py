@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
@@ -57,6 +58,7 @@ def check_header(name: str, value: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)  # static recipients recur in every message of a run
 def address_problem(item: str) -> str | None:
     """Why ``item`` (``addr`` or ``Name <addr>``) is not a valid address, or ``None``."""
     # A bare addr-spec needs no RFC 5322 parsing; email-validator checks it either way.
