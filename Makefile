@@ -21,7 +21,7 @@ data/flights.parquet: $(STAMP) examples/prepare_flights.py
 	$(BIN)/python examples/prepare_flights.py $@
 
 demo: $(STAMP) data/flights.parquet
-	$(BIN)/mailgem run examples/flights_delay_report.yaml
+	$(BIN)/mailgem run examples/flights_delay_report.yaml --local
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -8,6 +8,10 @@ accepted, only those recipients are retried, with the same Message-ID.
 The one duplicate window: the server accepted the message but its reply to the end of DATA was
 lost (dropped connection or timeout). The message is retried and the server receives it twice;
 both copies carry the same Message-ID, which mail clients such as Gmail use to collapse them.
+Such a message is marked ``maybe_delivered`` when no later attempt settles it.
+
+Any other exception while sending one message (a value the SMTP client cannot encode, a bug)
+is that message's ``failed`` outcome, never the end of the run.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from email.message import EmailMessage
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from .errors import AuthenticationError, SmtpConnectError, SmtpError, SmtpTimeoutError, TlsError
+from .errors import AuthenticationError, MailgemError, SmtpConnectError, SmtpError, SmtpResponseError, SmtpTimeoutError, TlsError
 from .pool import SmtpPool
 from .ratelimit import DailyLimitReached, RateLimiter, limiter_for
 from .transport import RecipientRefusal, SendResult, SmtpTransport
@@ -35,7 +39,7 @@ log = logging.getLogger("mailgem.connections")
 class Prepared(Protocol):
     """A message already rendered to bytes except for the connection's identity."""
 
-    def bytes_for(self, transport: SmtpTransport) -> bytes: ...
+    def bytes_for(self, transport: SmtpTransport, *, utf8: bool = False) -> bytes: ...
 
     def __getitem__(self, name: str) -> str | None: ...
 
@@ -58,15 +62,18 @@ class Delivery:
         attempts: attempts made (1 = no retry).
         connection: name of the connection that carried it (the fallback's when used).
         message_id: the message's ``Message-ID``.
+        maybe_delivered: an attempt lost its connection after the content was sent, so the
+            server may hold a copy even though ``status`` is ``failed``.
     """
 
     status: str
     result: SendResult | None
-    error: SmtpError | None
+    error: MailgemError | None
     attempts: int
     connection: str
     message_id: str | None
     finished_at: dt.datetime
+    maybe_delivered: bool = False
 
 
 def _falls_back(exc: BaseException) -> bool:
@@ -108,21 +115,27 @@ class Deliverer:
         refused: dict[str, RecipientRefusal] = {}
         last: SendResult | None = None
         attempts = 0
-        data_by_pool: dict[int, bytes] = {}
+        maybe_delivered = False
+        data_by_pool: dict[int, tuple[bytes, bool]] = {}
 
         async def attempt() -> None:
-            nonlocal pending, last, attempts
+            nonlocal pending, last, attempts, maybe_delivered
             attempts += 1
             index = self._active
             pool = self.pools[index]
+            transport = pool.transport
             if index not in data_by_pool:  # with the identity of that connection
-                data_by_pool[index] = (message.bytes_for(pool.transport) if isinstance(message, Prepared)
-                                       else pool.transport.flatten(message))
+                utf8 = transport.needs_smtputf8(pending)  # UTF-8 headers go with SMTPUTF8 (RFC 6532)
+                data = (message.bytes_for(transport, utf8=utf8) if isinstance(message, Prepared)
+                        else transport.flatten(message, utf8=utf8))
+                data_by_pool[index] = data, utf8
+            data, utf8 = data_by_pool[index]
             await self.limiters[index].acquire()
             try:
                 async with pool.session() as session:
-                    result = await session.send_bytes(data_by_pool[index], pending, message_id=str(message["Message-ID"]))
+                    result = await session.send_bytes(data, pending, message_id=str(message["Message-ID"]), smtputf8=utf8)
             except SmtpError as exc:
+                maybe_delivered = maybe_delivered or exc.maybe_delivered
                 if _falls_back(exc) and index + 1 < len(self.pools):
                     self._active = index + 1
                     log.warning("connection %s failed (%s); falling back to %s", pool.transport.connection.name,
@@ -167,18 +180,21 @@ class Deliverer:
                 await retrying(again)
         except DailyLimitReached as exc:
             return Delivery("deferred", None, exc, attempts, self.connection, message_id, now())
-        except SmtpError as exc:
+        except Exception as exc:  # noqa: BLE001 - one message's problem is that message's outcome
+            error = exc if isinstance(exc, SmtpError) else SmtpResponseError(
+                f"could not send the message: {type(exc).__name__}: {exc}", transient=False)
             if accepted:
                 # Accepted for some recipients before a later attempt failed: never resend to them.
                 for r in pending:
-                    refused[r] = RecipientRefusal(exc.code or 451, exc.server_message or exc.message, exc.enhanced_status)
+                    refused[r] = RecipientRefusal(error.code or 451, error.server_message or error.message,
+                                                  error.enhanced_status)
             else:
-                return Delivery("failed", None, exc, attempts, self.connection, message_id, now())
+                return Delivery("failed", None, error, attempts, self.connection, message_id, now(), maybe_delivered)
         assert last is not None
         result = SendResult(tuple(accepted), refused, last.code, last.message, last.enhanced_status,
                             message_id or last.message_id, last.size_bytes)
         return Delivery("partial" if refused else "sent", result, None, attempts, self.connection,
-                        result.message_id, now())
+                        result.message_id, now(), maybe_delivered)
 
     async def aclose(self) -> None:
         """Close every pool's idle sessions."""

@@ -21,15 +21,18 @@ __all__ = [
     "SmtpTimeoutError",
     "SmtpDisconnectedError",
     "TlsError",
+    "SecurityModeMismatchError",
     "StartTlsNotOfferedError",
     "InsecureAuthError",
     "AuthenticationError",
     "AuthNotSupportedError",
     "SenderRefusedError",
+    "SmtpUtf8NotSupportedError",
     "RecipientsRefusedError",
     "MessageTooLargeError",
     "SmtpResponseError",
     "parse_enhanced_status",
+    "is_sender_refusal",
     "from_aiosmtplib",
 ]
 
@@ -45,8 +48,19 @@ def parse_enhanced_status(text: str | None) -> str | None:
     return match.group(1) if match else None
 
 
+def _restore(cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]) -> BaseException:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
 class MailgemError(Exception):
     """Root of every error mailgem raises on purpose."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickled (to Spark workers, by copy.copy) with every attribute, whatever __init__ takes.
+        return _restore, (type(self), self.args, dict(self.__dict__))
 
 
 class ConfigError(MailgemError, ValueError):
@@ -63,9 +77,12 @@ class SmtpError(MailgemError):
         transient: ``True`` for failures worth retrying later (4xx, dropped connection, timeout).
         hint: what to do about it, in words.
         host, port: the server the connection was talking to.
+        maybe_delivered: the connection failed after the message's content was sent and before
+            the server's reply to it (RFC 5321 §4.5.3.2.6): the server may have accepted it.
     """
 
     default_hint = ""
+    maybe_delivered = False
     # None: decided by the reply code (4xx transient, RFC 5321 §4.2.1); subclasses fix it.
     default_transient: bool | None = None
 
@@ -148,6 +165,15 @@ class TlsError(SmtpError):
     default_transient = False
 
 
+class SecurityModeMismatchError(TlsError):
+    """The port speaks another security mode than the connection's ``security`` (e.g. 465 is
+    implicit TLS, RFC 8314 §3.3, and never greets in plain text)."""
+
+    default_hint = (
+        "use port 465 with security implicit_tls, or port 587 with security starttls"
+    )
+
+
 class StartTlsNotOfferedError(SmtpError):
     """``security: starttls`` was required but the server does not advertise STARTTLS."""
 
@@ -192,11 +218,23 @@ class AuthNotSupportedError(SmtpError):
 
 
 class SenderRefusedError(SmtpError):
-    """``MAIL FROM`` was refused: the credential may not send as the connection's sender."""
+    """The server refused the connection's sender (at ``MAIL FROM``, or at ``RCPT TO`` when it
+    delays its checks, as Postfix's ``smtpd_delay_reject`` does): the login may not send as it."""
 
     default_hint = (
         "the server refused the envelope sender: set the connection's sender_address to an "
         "address this login is allowed to send as (a verified sender at SendGrid, SES, Mailgun)"
+    )
+
+
+class SmtpUtf8NotSupportedError(SmtpError):
+    """An address has a non-ASCII local part, which needs SMTPUTF8 (RFC 6531 §3.2), and the
+    server does not offer it; nothing was sent."""
+
+    default_transient = False
+    default_hint = (
+        "write that recipient's address in ASCII (ask for an ASCII alias), or send through a "
+        "server that offers SMTPUTF8 (Postfix does, with smtputf8_enable)"
     )
 
 
@@ -219,7 +257,8 @@ class MessageTooLargeError(SmtpError):
 
     Attributes:
         size_bytes: the message's size in bytes as it would be transmitted.
-        limit_bytes: the limit it exceeds, in bytes.
+        limit_bytes: the limit it exceeds, in bytes (``None`` when the server refused it after
+            DATA without advertising a SIZE).
     """
 
     default_transient = False
@@ -228,7 +267,7 @@ class MessageTooLargeError(SmtpError):
         "fewer columns, or filter the rows"
     )
 
-    def __init__(self, message: str, *, size_bytes: int, limit_bytes: int, **kwargs: object) -> None:
+    def __init__(self, message: str, *, size_bytes: int, limit_bytes: int | None, **kwargs: object) -> None:
         self.size_bytes = size_bytes
         self.limit_bytes = limit_bytes
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
@@ -236,6 +275,26 @@ class MessageTooLargeError(SmtpError):
 
 class SmtpResponseError(SmtpError):
     """Any other error reply from the server (e.g. to DATA)."""
+
+
+# Enhanced status codes about the sender (RFC 3463 §3.2: 5.1.7 bad sender's mailbox syntax,
+# 5.1.8 bad sender's system address) and reply texts servers use for a refused sender.
+_SENDER_STATUSES = frozenset({"5.1.7", "5.1.8", "4.1.7", "4.1.8"})
+_SENDER_TEXT = re.compile(r"sender address rejected|not owned by (auth )?user|sender (is )?not (allowed|authori[sz]ed)", re.I)
+
+
+def is_sender_refusal(text: str | None, sender: str) -> bool:
+    """Whether a ``MAIL``/``RCPT`` refusal is about the envelope sender, not the recipient.
+
+    True for enhanced status 5.1.7/5.1.8 (RFC 3463 §3.2), for reply texts such as Postfix's
+    ``Sender address rejected: not owned by user``, and for 5.7.1 ("delivery not authorized")
+    when the reply names the sender.
+    """
+    text = text or ""
+    status = parse_enhanced_status(text)
+    if status in _SENDER_STATUSES or _SENDER_TEXT.search(text):
+        return True
+    return status in ("5.7.1", "4.7.1") and f"<{sender.lower()}>" in text.lower()
 
 
 def _auth_hint(code: int, text: str, host: str | None) -> str:

@@ -40,23 +40,39 @@ class ReceivedMessage:
     login: str | None
     tls: bool
     path: Path | None = None
+    mail_options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class AuthAttempt:
-    """One AUTH attempt: the login and whether it succeeded (never the password)."""
+    """One AUTH attempt: the login, the mechanism and whether it succeeded (never the password)."""
 
     login: str
     success: bool
     tls: bool
+    mechanism: str = ""
 
 
 class _Handler:
     def __init__(self, server: LocalSmtpServer) -> None:
         self.server = server
 
+    async def handle_MAIL(self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+        with self.server._lock:
+            self.server.transactions += 1
+        refusal = self.server._sender_refusal(session, address) if self.server.sender_check == "mail" else None
+        if refusal:
+            return refusal
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_RCPT(self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
         server = self.server
+        if server.sender_check == "rcpt":  # Postfix's smtpd_delay_reject: sender restrictions at RCPT
+            refusal = server._sender_refusal(session, str(envelope.mail_from))
+            if refusal:
+                return refusal
         refusal = server.rcpt_refusals.get(address.lower())
         if refusal:
             return refusal
@@ -87,9 +103,26 @@ class _Handler:
             await asyncio.sleep(action)  # accepted and stored, but the reply comes late
         return reply
 
+    async def handle_QUIT(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.server._lock:
+            self.server.quits += 1
+        return "221 Bye"
+
+
+class _CountingSMTP(SMTP):
+    """aiosmtpd's SMTP session, counting closed connections (to check that clients QUIT first)."""
+
+    def __init__(self, owner: LocalSmtpServer, *args: Any, **kwargs: Any) -> None:
+        self._owner = owner
+        super().__init__(*args, **kwargs)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner._closed()
+        super().connection_lost(exc)
+
 
 class LocalSmtpServer:
-    """An in-process aiosmtpd server on 127.0.0.1 (or ::1), port chosen by the OS.
+    """An in-process aiosmtpd server on 127.0.0.1 (or ::1), port chosen by the OS unless given.
 
     Args:
         security: ``starttls`` (STARTTLS offered and required before MAIL), ``implicit_tls``
@@ -98,6 +131,11 @@ class LocalSmtpServer:
         outbox: folder to write each message to as ``<n>-<time>.eml``; ``None`` keeps them in memory only.
         data_size_limit: SIZE advertised and enforced, bytes (RFC 1870); 0 for no limit.
         auth_over_plaintext: offer AUTH without TLS (for testing clients that must refuse it).
+        smtputf8: offer SMTPUTF8 (RFC 6531) and take UTF-8 addresses.
+        senders: ``{login: addresses it may send as}``; with it, another envelope sender is
+            refused like Postfix's ``reject_sender_login_mismatch`` does, at RCPT time (as with
+            Postfix's default ``smtpd_delay_reject``) or, with ``sender_check="mail"``, at MAIL.
+        port: where to listen; 0 (default) lets the OS choose a free port.
 
     Use as a context manager; ``port``, ``ca_pem`` (path of the CA to trust) and ``messages``
     are available while it runs.
@@ -113,6 +151,10 @@ class LocalSmtpServer:
         data_size_limit: int = 32 * 1024 * 1024,
         auth_over_plaintext: bool = False,
         cert_dir: Path | None = None,
+        smtputf8: bool = False,
+        senders: dict[str, set[str]] | None = None,
+        sender_check: Literal["rcpt", "mail"] = "rcpt",
+        port: int = 0,
     ) -> None:
         self.security = security
         self._users = dict(users or {})
@@ -120,6 +162,9 @@ class LocalSmtpServer:
         self.host = host
         self.data_size_limit = data_size_limit
         self.auth_over_plaintext = auth_over_plaintext
+        self.smtputf8 = smtputf8
+        self.senders = senders
+        self.sender_check: Literal["rcpt", "mail"] | None = sender_check if senders is not None else None
         self.messages: list[ReceivedMessage] = []
         self.auth_attempts: list[AuthAttempt] = []
         # Misbehaviour on purpose, for tests: permanent RCPT refusals by address; RCPT replies
@@ -131,7 +176,11 @@ class LocalSmtpServer:
         self.data_script: list[str | float | tuple[str, float] | None] = []
         self.dropped = 0
         self.holding = 0
+        self._listen_port = port
         self.sessions_opened = 0
+        self.sessions_closed = 0
+        self.quits = 0
+        self.transactions = 0  # MAIL commands
         self.port = 0
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
@@ -163,9 +212,17 @@ class LocalSmtpServer:
         login = auth_data.login.decode("utf-8", "replace")
         expected = self._users.get(login)
         ok = expected is not None and auth_data.password == expected.encode("utf-8")
-        self.auth_attempts.append(AuthAttempt(login, ok, self._encrypted(session)))
+        self.auth_attempts.append(AuthAttempt(login, ok, self._encrypted(session), mechanism))
         # handled=False makes aiosmtpd answer 535 5.7.8 itself on failure.
         return AuthResult(success=ok, handled=False, auth_data=login if ok else None)
+
+    def _sender_refusal(self, session: Session, sender: str) -> str | None:
+        login = session.auth_data if isinstance(session.auth_data, str) else None
+        owned = (self.senders or {}).get(login or "", set())
+        if sender.lower() in {a.lower() for a in owned}:
+            return None
+        # Postfix's text for reject_sender_login_mismatch (smtpd_sender_login_maps).
+        return f"553 5.7.1 <{sender}>: Sender address rejected: not owned by user {login or '(anonymous)'}"
 
     def _encrypted(self, session: Session) -> bool:
         # aiosmtpd only records STARTTLS in session.ssl; implicit TLS is encrypted from the start.
@@ -179,8 +236,13 @@ class LocalSmtpServer:
             warnings.simplefilter("ignore", UserWarning)
             return self._smtp(offers_auth)
 
+    def _closed(self) -> None:
+        with self._lock:
+            self.sessions_closed += 1
+
     def _smtp(self, offers_auth: bool) -> SMTP:
-        return SMTP(
+        return _CountingSMTP(
+            self,
             _Handler(self),
             hostname="mailgem-local",
             ident="mailgem local SMTP (aiosmtpd)",
@@ -191,6 +253,7 @@ class LocalSmtpServer:
             auth_required=offers_auth,
             # With implicit TLS the socket is already encrypted; aiosmtpd only knows about STARTTLS.
             auth_require_tls=self.security == "starttls" and not self.auth_over_plaintext,
+            enable_SMTPUTF8=self.smtputf8,
             loop=self._loop,
         )
 
@@ -205,7 +268,7 @@ class LocalSmtpServer:
         login = session.auth_data if isinstance(session.auth_data, str) else None
         with self._lock:
             self.messages.append(ReceivedMessage(str(envelope.mail_from), tuple(envelope.rcpt_tos), data,
-                                                 login, self._encrypted(session), path))
+                                                 login, self._encrypted(session), path, tuple(envelope.mail_options)))
         return f"250 2.0.0 OK queued as mailgem-{number:04d}"
 
     def start(self) -> LocalSmtpServer:
@@ -220,7 +283,7 @@ class LocalSmtpServer:
             try:
                 ssl_ctx = self._server_ctx if self.security == "implicit_tls" else None
                 self._server = loop.run_until_complete(
-                    loop.create_server(self._factory, host=self.host, port=0, ssl=ssl_ctx))
+                    loop.create_server(self._factory, host=self.host, port=self._listen_port, ssl=ssl_ctx))
                 self.port = self._server.sockets[0].getsockname()[1]
             except BaseException as exc:  # reported to the starting thread
                 errors.append(exc)

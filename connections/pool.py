@@ -3,7 +3,10 @@
 At most ``pool_size`` sessions are open at once; each is reused for up to
 ``max_messages_per_connection`` messages, then closed (servers limit messages per session).
 A session that broke (dropped, timed out, 421 "closing") is discarded and the next message
-opens a new one. Pools belong to one event loop.
+opens a new one. Until one session of the transport has opened, sessions open one at a time:
+a wrong password or a wrong port then costs the server one attempt, not one per pool slot
+(the transport remembers a permanent refusal, so the waiting ones never ask). Pools belong to
+one event loop.
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-
-import aiosmtplib
 
 from .errors import SmtpConnectError, SmtpDisconnectedError, SmtpError, SmtpTimeoutError
 from .transport import SmtpSession, SmtpTransport
@@ -41,6 +42,7 @@ class SmtpPool:
         self.size = size or transport.connection.pool_size
         self._idle: list[tuple[SmtpSession, int]] = []
         self._slots: asyncio.Semaphore | None = None
+        self._first_open: asyncio.Lock | None = None
         self.opened = 0
 
     def __repr__(self) -> str:
@@ -55,17 +57,13 @@ class SmtpPool:
         """
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.size)
+            self._first_open = asyncio.Lock()
         async with self._slots:
             if self._idle:
                 session, used = self._idle.pop()
             else:
-                try:
-                    session = await self.transport._open()
-                except SmtpError as exc:
-                    exc.during_open = True  # type: ignore[attr-defined]
-                    raise
+                session = await self._open()
                 used = 0
-                self.opened += 1
             try:
                 yield session
             except SmtpError as exc:
@@ -83,11 +81,24 @@ class SmtpPool:
                 else:
                     self._idle.append((session, used + 1))
 
+    async def _open(self) -> SmtpSession:
+        """Open a session; one at a time until the first has opened (see the module docstring)."""
+        assert self._first_open is not None
+        try:
+            if self.opened:
+                session = await self.transport._open()
+            else:
+                async with self._first_open:
+                    session = await self.transport._open()
+        except SmtpError as exc:
+            exc.during_open = True  # type: ignore[attr-defined]
+            raise
+        self.opened += 1
+        return session
+
     @staticmethod
     async def _close(session: SmtpSession) -> None:
-        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-            await asyncio.wait_for(session._client.quit(), timeout=5)
-        session._client.close()
+        await session.close()
 
     async def aclose(self) -> None:
         """QUIT every idle session."""

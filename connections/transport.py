@@ -1,93 +1,84 @@
-"""``SmtpTransport``: reach one SMTP connection over aiosmtplib and send messages through it.
+"""``SmtpTransport``: reach one SMTP connection over aiosmtplib and open sessions on it.
 
-The transport owns the connection's TLS policy and identity:
+The transport owns the connection's TLS policy and identity, and is gentle with the server:
 
 * ``starttls`` is *required* (aiosmtplib's default is opportunistic): no STARTTLS offered means
   :class:`StartTlsNotOfferedError`, before any credential is sent.
 * Credentials are never sent over an unencrypted connection unless ``security: none`` and
   ``allow_insecure_auth: true`` were both set on the connection.
+* One AUTH attempt, with the best mechanism the server offers (aiosmtplib's ``login()`` tries
+  every mechanism in turn, which a wrong password turns into several failures per session).
+* A permanent refusal (rejected credentials, an untrusted certificate, the wrong security mode
+  for the port, a refused sender) is remembered: no other session of this transport asks the
+  server again. Providers lock accounts after repeated failed logins.
+* QUIT is sent before a session that got a greeting is closed, failed ones included.
 * From and the envelope sender (``MAIL FROM``) are always the connection's sender; any From,
   Sender or Return-Path on the message is replaced.
-* Before ``MAIL FROM``, the message size is checked against the server's advertised SIZE
-  (RFC 1870), which aiosmtplib sends but never checks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import copy
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate, getaddresses, make_msgid
+from email.utils import formataddr, formatdate
 
 import aiosmtplib
 from pydantic import SecretStr
 
+from .addresses import ascii_domain, envelope_address, needs_smtputf8
 from .errors import (
     AuthNotSupportedError,
     InsecureAuthError,
-    MessageTooLargeError,
-    RecipientsRefusedError,
+    SecurityModeMismatchError,
+    SenderRefusedError,
     SmtpError,
     StartTlsNotOfferedError,
     from_aiosmtplib,
-    parse_enhanced_status,
 )
 from .headers import prefolded
 from .model import SmtpConnection
+from .session import (
+    MAX_RCPT_PER_TRANSACTION,
+    RecipientRefusal,
+    SendResult,
+    SmtpSession,
+    envelope_recipients,
+)
 
-__all__ = ["SmtpTransport", "SmtpSession", "SendResult", "RecipientRefusal", "CheckReport", "MAX_RCPT_PER_TRANSACTION"]
+__all__ = ["SmtpTransport", "SmtpSession", "SendResult", "RecipientRefusal", "CheckReport", "MAX_RCPT_PER_TRANSACTION",
+           "envelope_recipients", "new_message_id"]
 
 log = logging.getLogger("mailgem.connections")
-
-# RFC 5321 §4.5.3.1.8: a server must accept at least 100 recipients per transaction.
-MAX_RCPT_PER_TRANSACTION = 100
 
 # Headers that carry the sender's identity; only the connection sets them.
 IDENTITY_HEADERS = ("From", "Sender", "Return-Path")
 
+# RFC 8314 §3.3: port 465 is implicit TLS. A plain-text client there waits for a greeting that
+# never comes, so on 465 the wait is short, and a missing greeting is followed by one TLS probe.
+IMPLICIT_TLS_PORT = 465
+MODE_PROBE_TIMEOUT_S = 5.0
+QUIT_TIMEOUT_S = 5.0
 
-@dataclass(frozen=True)
-class RecipientRefusal:
-    """One refused ``RCPT TO``: reply code, enhanced status code and the server's text."""
-
-    code: int
-    message: str
-    enhanced_status: str | None = None
-
-    @property
-    def transient(self) -> bool:
-        return 400 <= self.code < 500
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.message}"
+# SASL mechanisms, best first. Inside TLS, PLAIN (RFC 4616) is the standard one; CRAM-MD5
+# (RFC 2195) never sends the password, so it comes first on an unencrypted connection.
+_MECHANISMS_TLS = ("plain", "login", "cram-md5")
+_MECHANISMS_PLAIN = ("cram-md5", "plain", "login")
+# OpenSSL's reasons when the peer answered a TLS ClientHello in plain text.
+_PLAINTEXT_REPLY = frozenset({"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG",
+                              "RECORD_LAYER_FAILURE", "HTTP_REQUEST"})
 
 
-@dataclass(frozen=True)
-class SendResult:
-    """What the server said about one message.
-
-    Attributes:
-        accepted: recipients the server accepted (``RCPT TO`` 250/251).
-        refused: ``{recipient: RecipientRefusal}`` for recipients refused while others were
-            accepted (a partial success, RFC 5321 §3.3).
-        code: reply code to the end of DATA (250 when queued).
-        message: the server's reply text (often carries its queue id).
-        enhanced_status: RFC 3463 code from that reply, if any.
-        message_id: the message's ``Message-ID`` header.
-        size_bytes: bytes transmitted in DATA.
-    """
-
-    accepted: tuple[str, ...]
-    refused: dict[str, RecipientRefusal]
-    code: int
-    message: str
-    enhanced_status: str | None
-    message_id: str | None
-    size_bytes: int
+def new_message_id(domain: str) -> str:
+    """A new, globally unique Message-ID (RFC 5322 §3.6.4): 122 random bits and ``domain``."""
+    return f"<{uuid.uuid4().hex}.mailgem@{domain}>"
 
 
 @dataclass
@@ -95,13 +86,17 @@ class CheckReport:
     """Diagnostics for the "Test connection" button.
 
     Attributes:
-        ok: connected, TLS as required, authenticated (unless anonymous) and NOOP answered 250.
+        ok: connected, TLS as required, authenticated (unless anonymous), the sender not
+            refused and NOOP answered 250.
         banner: the server's greeting (220 reply text).
         extensions: EHLO extensions after TLS, ``{keyword: parameters}``.
         tls_version, cipher: negotiated TLS protocol and cipher suite, ``None`` for plain SMTP.
         auth_mechanisms: AUTH mechanisms the server offers.
         size_limit_bytes: the SIZE the server advertises (RFC 1870), ``None`` when absent or 0.
         authenticated: whether AUTH succeeded (``False`` for anonymous connections).
+        sender: the connection's sender; ``sender_accepted`` whether ``MAIL FROM`` and
+            ``RCPT TO`` it were accepted (``None``: not checked); ``sender_note`` what the
+            server said when only the ``RCPT TO`` was refused for reasons of its own.
         elapsed_s: time taken, seconds.
         error: the typed error when ``ok`` is false.
     """
@@ -117,6 +112,9 @@ class CheckReport:
     auth_mechanisms: list[str] = field(default_factory=list)
     size_limit_bytes: int | None = None
     authenticated: bool = False
+    sender: str | None = None
+    sender_accepted: bool | None = None
+    sender_note: str | None = None
     elapsed_s: float = 0.0
     error: SmtpError | None = None
 
@@ -135,142 +133,13 @@ class CheckReport:
         out.append("auth        " + (", ".join(self.auth_mechanisms) or "(not offered)")
                    + (" - authenticated" if self.authenticated else ""))
         out.append("size limit  " + (f"{self.size_limit_bytes:,} bytes" if self.size_limit_bytes else "(none advertised)"))
+        if self.sender_accepted is not None:
+            verdict = "sender accepted" if self.sender_accepted else "sender refused"
+            note = f" (RCPT TO it was refused: {self.sender_note})" if self.sender_note else ""
+            out.append(f"sender      <{self.sender}>: {verdict} (MAIL FROM, RCPT TO, RSET; nothing sent){note}")
         if self.error is not None:
             out.append(f"error       {self.error}")
         return out
-
-
-def envelope_recipients(message: EmailMessage) -> list[str]:
-    """Addresses from To, Cc and Bcc (RFC 5322 §3.6.3), de-duplicated, in order."""
-    fields = [str(v) for name in ("To", "Cc", "Bcc") for v in message.get_all(name, [])]
-    seen: dict[str, None] = {}
-    for _, address in getaddresses(fields):
-        if address:
-            seen.setdefault(address, None)
-    return list(seen)
-
-
-class SmtpSession:
-    """One connected, secured and authenticated aiosmtplib client. Use via :meth:`SmtpTransport.connect`."""
-
-    def __init__(self, transport: SmtpTransport, client: aiosmtplib.SMTP, banner: str | None) -> None:
-        self._transport = transport
-        self._client = client
-        self.banner = banner
-
-    @property
-    def size_limit_bytes(self) -> int | None:
-        """SIZE advertised by the server (RFC 1870 §4), ``None`` when absent or 0 (no limit)."""
-        raw = self._client.esmtp_extensions.get("size", "").strip()
-        return int(raw) if raw.isdigit() and int(raw) > 0 else None
-
-    async def send(self, message: EmailMessage, recipients: Sequence[str] | None = None) -> SendResult:
-        """Send ``message`` to ``recipients`` (default: its To, Cc and Bcc; Bcc is never transmitted).
-
-        Returns:
-            a :class:`SendResult`; recipients refused while others are accepted are in ``refused``.
-
-        Raises:
-            MessageTooLargeError: larger than the server's SIZE; nothing was sent.
-            RecipientsRefusedError: every recipient refused; nothing was sent.
-            SmtpError: any other failure, typed (see :mod:`connections.errors`).
-        """
-        rcpts = list(recipients) if recipients is not None else envelope_recipients(message)
-        if not rcpts:
-            raise RecipientsRefusedError("the message has no recipients", {}, transient=False,
-                                         hint="set to, cc or bcc")
-        data = self._transport.flatten(message)  # Bcc was read above, before flatten drops it
-        return await self.send_bytes(data, rcpts, message_id=str(message["Message-ID"]))
-
-    async def send_bytes(self, data: bytes, recipients: Sequence[str], *, message_id: str | None = None) -> SendResult:
-        """Send an already flattened message (CRLF line endings).
-
-        More than :data:`MAX_RCPT_PER_TRANSACTION` recipients go in several mail transactions of
-        that many (RFC 5321 §4.5.3.1.8: servers need buffer only 100 recipients). A chunk that
-        fails after an earlier one was accepted is reported per recipient, not raised, so that
-        what was accepted is never sent again.
-        """
-        chunks = [list(recipients[i:i + MAX_RCPT_PER_TRANSACTION])
-                  for i in range(0, len(recipients), MAX_RCPT_PER_TRANSACTION)]
-        if len(chunks) <= 1:
-            return await self._transaction(data, list(recipients), message_id)
-        results: list[SendResult] = []
-        failures: dict[str, RecipientRefusal] = {}
-        last_error: SmtpError | None = None
-        for chunk in chunks:
-            try:
-                results.append(await self._transaction(data, chunk, message_id))
-            except MessageTooLargeError:
-                raise
-            except SmtpError as exc:
-                if isinstance(exc, RecipientsRefusedError) and exc.recipients:
-                    failures.update({r: RecipientRefusal(c, m, parse_enhanced_status(m)) for r, (c, m) in exc.recipients.items()})
-                else:
-                    code = exc.code if exc.code is not None else (451 if exc.transient else 554)
-                    failures.update({r: RecipientRefusal(code, exc.server_message or exc.message, exc.enhanced_status)
-                                     for r in chunk})
-                last_error = exc
-        if not results:
-            assert last_error is not None
-            raise last_error
-        refused = {r: v for res in results for r, v in res.refused.items()} | failures
-        last = results[-1]
-        return SendResult(tuple(a for res in results for a in res.accepted), refused, last.code, last.message,
-                          last.enhanced_status, message_id, len(data))
-
-    async def _transaction(self, data: bytes, recipients: list[str], message_id: str | None) -> SendResult:
-        """One mail transaction: MAIL FROM, RCPT TO each recipient, DATA."""
-        transport = self._transport
-        connection = transport.connection
-        limit = self.size_limit_bytes
-        where = {"host": connection.host, "port": connection.port}
-        effective = limit or connection.max_message_bytes
-        if len(data) > effective:
-            source = "the server's SIZE limit (RFC 1870)" if limit else "the connection's max_message_bytes"
-            raise MessageTooLargeError(
-                f"message is {len(data):,} bytes, over {source} of {effective:,} bytes; nothing was sent",
-                size_bytes=len(data), limit_bytes=effective, **where)
-        client = self._client
-        stage = "mail"
-        try:
-            options = [f"SIZE={len(data)}"] if self._client.supports_extension("size") else []
-            await client.mail(connection.sender, options=options)
-            stage = "rcpt"
-            refused: dict[str, RecipientRefusal] = {}
-            accepted: list[str] = []
-            for rcpt in recipients:
-                try:
-                    await client.rcpt(rcpt)
-                    accepted.append(rcpt)
-                except aiosmtplib.SMTPRecipientRefused as exc:
-                    refused[rcpt] = RecipientRefusal(exc.code, exc.message, parse_enhanced_status(exc.message))
-            if not accepted:
-                await self._reset()
-                first = next(iter(refused.values()))
-                raise RecipientsRefusedError(
-                    "every recipient was refused; nothing was sent",
-                    {r: (v.code, v.message) for r, v in refused.items()},
-                    code=first.code, server_message=first.message, **where)
-            stage = "data"
-            response = await client.data(data, timeout=connection.data_timeout_s)
-        except aiosmtplib.SMTPResponseException as exc:
-            await self._reset()
-            raise from_aiosmtplib(exc, stage=stage, **where) from None
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise from_aiosmtplib(exc, stage=stage, **where) from None
-        log.debug("message %s accepted by %s:%s for %d recipient(s), %d refused",
-                  message_id, connection.host, connection.port, len(accepted), len(refused))
-        return SendResult(tuple(accepted), refused, response.code, response.message,
-                          parse_enhanced_status(response.message), message_id, len(data))
-
-    async def _reset(self) -> None:
-        # RSET leaves the session usable for the next message; a failure here is not the story.
-        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-            await self._client.rset()
-
-    async def noop(self) -> int:
-        """Send NOOP and return the reply code (250 when the session is healthy)."""
-        return (await self._client.noop()).code
 
 
 class SmtpTransport:
@@ -287,9 +156,15 @@ class SmtpTransport:
 
     def __init__(self, connection: SmtpConnection, password: SecretStr | None = None) -> None:
         self.connection = connection
+        # MAIL FROM and From: a non-ASCII domain as its A-label; a non-ASCII local part needs SMTPUTF8.
+        self.envelope_sender, self.sender_smtputf8 = envelope_address(connection.sender)
+        # The right-hand side of Message-IDs (RFC 5322 §3.6.4): the sender's domain, in ASCII.
+        self.domain = ascii_domain(connection.sender)
         # Parsed once: the stdlib reuses a header object given to it (policy.header_store_parse).
-        self._from = prefolded("From", formataddr((connection.sender_name or "", connection.sender)))
+        self._from = prefolded("From", formataddr((connection.sender_name or "", self.envelope_sender)))
         self._password = password if password is not None else connection._inline_password
+        # The first permanent refusal of this run (see remember_refusal); pickled with the transport.
+        self.refusal: SmtpError | None = None
         if not connection.anonymous and self._password is None:
             raise InsecureAuthError(
                 f"connection {connection.name!r} needs a password to authenticate but none was resolved",
@@ -299,6 +174,26 @@ class SmtpTransport:
     def __repr__(self) -> str:
         c = self.connection
         return f"SmtpTransport(name={c.name!r}, host={c.host!r}, port={c.port}, security={c.security!r}, user={c.username!r})"
+
+    def needs_smtputf8(self, recipients: Iterable[str]) -> bool:
+        """Whether a message from this connection to ``recipients`` needs SMTPUTF8 (RFC 6531)."""
+        return self.sender_smtputf8 or needs_smtputf8(recipients)
+
+    # -- permanent refusals --------------------------------------------------------------
+
+    def remember_refusal(self, error: SmtpError) -> None:
+        """Keep the first permanent refusal: later sessions raise it without asking the server."""
+        if not error.transient and self.refusal is None:
+            self.refusal = error
+            log.warning("connection %s: %s; not asking the server again in this run", self.connection.name,
+                        error.message)
+
+    def raise_if_refused(self) -> None:
+        """Raise (a copy of) the remembered permanent refusal, if any."""
+        if self.refusal is not None:
+            raise copy.copy(self.refusal)
+
+    # -- sessions ------------------------------------------------------------------------
 
     def _client(self) -> aiosmtplib.SMTP:
         c = self.connection
@@ -313,13 +208,82 @@ class SmtpTransport:
             tls_context=c.tls_context() if secured else None,
         )
 
+    async def quit(self, client: aiosmtplib.SMTP) -> None:
+        """QUIT (waiting at most :data:`QUIT_TIMEOUT_S`), then close the socket."""
+        if client.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await asyncio.wait_for(client.quit(), timeout=QUIT_TIMEOUT_S)
+        client.close()
+
+    async def _speaks_implicit_tls(self) -> bool:
+        """Whether the port greets inside a TLS handshake (certificates not checked: a probe only)."""
+        c = self.connection
+        probe = aiosmtplib.SMTP(hostname=c.host, port=c.port, local_hostname=c.ehlo_hostname, use_tls=True,
+                                validate_certs=False, start_tls=False, timeout=MODE_PROBE_TIMEOUT_S)
+        try:
+            await probe.connect()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            return False
+        await self.quit(probe)
+        return True
+
+    async def _greet(self, client: aiosmtplib.SMTP) -> aiosmtplib.SMTPResponse:
+        """Connect and read the greeting, telling a mismatched security mode from a slow server."""
+        c = self.connection
+        where = {"host": c.host, "port": c.port}
+        plain_on_465 = c.security != "implicit_tls" and c.port == IMPLICIT_TLS_PORT
+        timeout = min(c.connect_timeout_s, MODE_PROBE_TIMEOUT_S) if plain_on_465 else c.connect_timeout_s
+        try:
+            return await client.connect(timeout=timeout)
+        except aiosmtplib.SMTPConnectTimeoutError as exc:
+            # aiosmtplib chains a read timeout when TCP connected but no greeting came.
+            no_greeting = isinstance(exc.__cause__, aiosmtplib.SMTPTimeoutError)
+            if c.security != "implicit_tls" and no_greeting and await self._speaks_implicit_tls():
+                raise SecurityModeMismatchError(
+                    f"no plain-text greeting within {timeout:g} s, but port {c.port} answers a TLS handshake "
+                    f"with an SMTP greeting: it expects implicit_tls (RFC 8314), not {c.security}",
+                    hint="set security: implicit_tls for this port (465 is implicit TLS), or use port 587 "
+                         "with security starttls", **where) from None
+            raise
+        except aiosmtplib.SMTPResponseException as exc:
+            if c.security != "implicit_tls" and ("\x15\x03" in exc.message or "\x16\x03" in exc.message):
+                raise SecurityModeMismatchError(
+                    f"port {c.port} sent a TLS record where an SMTP greeting was expected: it expects "
+                    f"implicit_tls, not {c.security}", **where) from None
+            raise
+        except aiosmtplib.SMTPConnectError as exc:
+            reason = getattr(exc.__cause__, "reason", None)
+            if c.security == "implicit_tls" and reason in _PLAINTEXT_REPLY:
+                raise SecurityModeMismatchError(
+                    f"port {c.port} answered the TLS handshake in plain text: it expects starttls (or none), "
+                    "not implicit_tls", hint="set security: starttls for this port (587 is STARTTLS), or use "
+                    "port 465 with security implicit_tls", **where) from None
+            raise
+
+    async def _authenticate(self, client: aiosmtplib.SMTP, encrypted: bool) -> str:
+        """One AUTH attempt with the best mechanism the server offers; returns its name."""
+        c = self.connection
+        offered = {m.lower() for m in client.server_auth_methods}
+        order = _MECHANISMS_TLS if encrypted else _MECHANISMS_PLAIN
+        mechanism = next((m for m in order if m in offered), None)
+        if mechanism is None:
+            raise AuthNotSupportedError(
+                f"the server offers AUTH {' '.join(sorted(offered)).upper() or '(none)'}, none of which mailgem "
+                "speaks (PLAIN, LOGIN, CRAM-MD5)", host=c.host, port=c.port)
+        method = {"plain": client.auth_plain, "login": client.auth_login, "cram-md5": client.auth_crammd5}[mechanism]
+        assert self._password is not None
+        await method(str(c.username), self._password.get_secret_value())
+        return mechanism
+
     async def _open(self, report: CheckReport | None = None) -> SmtpSession:
+        self.raise_if_refused()
         c = self.connection
         where = {"host": c.host, "port": c.port}
         client = self._client()
         stage = "connect"
         try:
-            greeting = await client.connect(timeout=c.connect_timeout_s)
+            greeting = await self._greet(client)
+            stage = "ehlo"
             if report is not None:
                 report.banner = greeting.message
             if client.last_ehlo_response is None:
@@ -327,7 +291,6 @@ class SmtpTransport:
             if c.security == "starttls":
                 stage = "starttls"
                 if not client.supports_extension("starttls"):
-                    client.close()
                     raise StartTlsNotOfferedError("security is starttls but the server does not offer STARTTLS", **where)
                 await client.starttls(tls_context=c.tls_context())
                 await client.ehlo()  # RFC 3207 §4.2: extensions must be learned again after TLS
@@ -339,26 +302,27 @@ class SmtpTransport:
                     report.cipher = (ssl_object.cipher() or (None,))[0]
                 report.extensions = dict(client.esmtp_extensions)
                 report.auth_mechanisms = [m.upper() for m in client.server_auth_methods]
+            mechanism = None
             if not c.anonymous:
                 stage = "auth"
                 if not encrypted and not (c.security == "none" and c.allow_insecure_auth):
-                    client.close()
                     raise InsecureAuthError("refusing to send credentials over an unencrypted connection", **where)
                 if not client.supports_extension("auth"):
-                    client.close()
                     raise AuthNotSupportedError("the server offers no AUTH on this connection", **where)
-                assert self._password is not None
-                await client.login(str(c.username), self._password.get_secret_value())
+                mechanism = await self._authenticate(client, encrypted)
                 if report is not None:
                     report.authenticated = True
-        except SmtpError:
-            raise
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            client.close()
-            raise from_aiosmtplib(exc, stage=stage, **where) from None
+        except (SmtpError, aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            error = exc if isinstance(exc, SmtpError) else from_aiosmtplib(exc, stage=stage, **where)
+            if stage == "connect":
+                client.close()  # no greeting: nothing to QUIT
+            else:
+                await self.quit(client)
+            self.remember_refusal(error)
+            raise error from None
         log.info("connected to %s:%s (%s%s)%s", c.host, c.port, c.security,
                  f", {client.get_transport_info('ssl_object').version()}" if encrypted else "",
-                 "" if c.anonymous else f" as {c.username}")
+                 f" as {c.username} (AUTH {mechanism.upper()})" if mechanism else "")
         return SmtpSession(self, client, greeting.message)
 
     @contextlib.asynccontextmanager
@@ -366,37 +330,35 @@ class SmtpTransport:
         """Open a secured, authenticated session; QUIT on exit.
 
         Raises:
-            SmtpConnectError, SmtpTimeoutError, TlsError, StartTlsNotOfferedError,
-            InsecureAuthError, AuthNotSupportedError, AuthenticationError.
+            SmtpConnectError, SmtpTimeoutError, TlsError, SecurityModeMismatchError,
+            StartTlsNotOfferedError, InsecureAuthError, AuthNotSupportedError, AuthenticationError.
         """
         session = await self._open()
         try:
             yield session
         finally:
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                await session._client.quit()
-            session._client.close()
+            await session.close()
 
-    def from_line(self) -> bytes:
+    def from_line(self, utf8: bool = False) -> bytes:
         """The From header line this connection writes, as transmitted (CRLF-terminated)."""
-        return self._from.fold(policy=policy.SMTP).encode("ascii", "surrogateescape")
+        folded = self._from.fold(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
+        return folded.encode("utf-8" if utf8 else "ascii", "surrogateescape")
 
-    def flatten(self, message: EmailMessage) -> bytes:
+    def flatten(self, message: EmailMessage, *, utf8: bool = False) -> bytes:
         """Set this connection's identity on ``message`` and return its bytes as transmitted.
 
         From becomes the connection's sender; Sender, Return-Path and Bcc are removed; Date and
-        Message-ID are added when missing (RFC 5322 §3.6.1, §3.6.4).
+        Message-ID are added when missing (RFC 5322 §3.6.1, §3.6.4). ``utf8`` writes UTF-8
+        headers (RFC 6532), for messages sent with SMTPUTF8.
         """
-        connection = self.connection
         for name in (*IDENTITY_HEADERS, "Bcc"):
             del message[name]
         message["From"] = self._from
         if "Date" not in message:
             message["Date"] = formatdate(localtime=True)
         if "Message-ID" not in message:
-            # RFC 5322 §3.6.4: the right-hand side names the sender's domain.
-            message["Message-ID"] = make_msgid(domain=connection.sender.rpartition("@")[2])
-        return message.as_bytes(policy=policy.SMTP)
+            message["Message-ID"] = new_message_id(self.domain)
+        return message.as_bytes(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
 
     async def send(self, message: EmailMessage, recipients: Sequence[str] | None = None) -> SendResult:
         """Open a session, send one message, close. See :meth:`SmtpSession.send`."""
@@ -404,22 +366,28 @@ class SmtpTransport:
             return await session.send(message, recipients)
 
     async def check(self) -> CheckReport:
-        """Connect and authenticate without sending; report what the server offers.
+        """Connect, authenticate and check the sender without sending; report what the server offers.
 
+        The sender check is ``MAIL FROM`` and ``RCPT TO`` the connection's sender, then ``RSET``.
         Never raises for SMTP failures: they are in ``report.error`` with ``ok`` false.
         """
         c = self.connection
-        report = CheckReport(host=c.host, port=c.port, security=c.security)
+        report = CheckReport(host=c.host, port=c.port, security=c.security, sender=c.sender)
         started = time.perf_counter()
         try:
             session = await self._open(report)
             try:
                 report.size_limit_bytes = session.size_limit_bytes
+                try:
+                    note = await session.check_sender()
+                except SenderRefusedError:
+                    report.sender_accepted = False
+                    raise
+                report.sender_accepted = True
+                report.sender_note = str(note) if note else None
                 report.ok = await session.noop() == 250
             finally:
-                with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                    await session._client.quit()
-                session._client.close()
+                await session.close()
         except SmtpError as exc:
             report.error = exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:

@@ -16,6 +16,9 @@ from connections.model import format_validation_error
 from .errors import FabricConfigError
 from .model import Fabric
 
+# The embedded local server's connection (fabric.local); a fabric file may not define its own.
+LOCAL_CONNECTION = "local"
+
 __all__ = ["load_fabric", "load_yaml", "interpolate"]
 
 # ${NAME} or ${NAME:-default}
@@ -101,7 +104,13 @@ def load_fabric(path: str | Path) -> Fabric:
     for conn in doc.get("connections") or []:
         if isinstance(conn, dict) and "ca_bundle" in conn:
             conn["ca_bundle"] = _relative_to(base, conn["ca_bundle"])
+    for i, conn in enumerate(doc.get("connections") or []):
+        if isinstance(conn, dict) and conn.get("name") == LOCAL_CONNECTION:
+            raise FabricConfigError(f"{path}: connections[{i}].name: {LOCAL_CONNECTION!r} is reserved for the embedded "
+                                    "local SMTP server (`mailgem run --local`); choose another name")
     try:
-        return Fabric.model_validate(doc)
+        fabric = Fabric.model_validate(doc)
     except ValidationError as exc:
         raise FabricConfigError(format_validation_error(exc, str(path))) from None
+    fabric._source = path
+    return fabric

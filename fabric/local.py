@@ -18,12 +18,12 @@ from pydantic import SecretStr
 from connections.local_server import LocalSmtpServer
 from connections.model import SmtpConnection
 
+from .loader import LOCAL_CONNECTION
 from .model import Fabric, Team, current_user
 from .secrets import MemorySecretStore
 
 __all__ = ["LocalFabric", "local_fabric", "LOCAL_CONNECTION", "LOCAL_SENDER"]
 
-LOCAL_CONNECTION = "local"
 LOCAL_SENDER = "mailgem-dev@example.com"
 
 

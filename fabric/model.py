@@ -43,7 +43,7 @@ class EnvStoreConfig(BaseModel):
     type: Literal["env"] = "env"
     prefix: str = "MAILGEM_SECRET_"
 
-    def build(self) -> SecretStore:
+    def build(self, fabric_path: Path | None = None) -> SecretStore:
         return EnvSecretStore(self.prefix)
 
 
@@ -54,21 +54,30 @@ class DirectoryStoreConfig(BaseModel):
     type: Literal["directory"]
     path: Path
 
-    def build(self) -> SecretStore:
+    def build(self, fabric_path: Path | None = None) -> SecretStore:
         return DirectorySecretStore(self.path)
 
 
 class EncryptedFileStoreConfig(BaseModel):
-    """Secrets in an AES-256-GCM encrypted file; the key from ``key_env`` or ``key_file``."""
+    """Secrets in an AES-256-GCM encrypted file. The key is ``key_file`` when given, otherwise
+    the environment variable ``key_env`` (default ``MAILGEM_SECRETS_KEY``); naming both is an
+    error, so there is one place the key can come from."""
 
     model_config = _FROZEN
     type: Literal["encrypted_file"]
     path: Path
-    key_env: str = "MAILGEM_SECRETS_KEY"
+    key_env: str | None = None
     key_file: Path | None = None
 
-    def build(self) -> SecretStore:
-        return EncryptedFileSecretStore(self.path, self.key_env, self.key_file)
+    @model_validator(mode="after")
+    def _one_key_source(self) -> EncryptedFileStoreConfig:
+        if self.key_env is not None and self.key_file is not None:
+            raise ValueError("give key_env (an environment variable holding the key) or key_file, not both: "
+                             "the key comes from one place")
+        return self
+
+    def build(self, fabric_path: Path | None = None) -> SecretStore:
+        return EncryptedFileSecretStore(self.path, self.key_env, self.key_file, fabric_path=fabric_path)
 
 
 StoreConfig = Annotated[EnvStoreConfig | DirectoryStoreConfig | EncryptedFileStoreConfig, Field(discriminator="type")]
@@ -88,6 +97,7 @@ class Fabric(BaseModel):
     connections: list[SmtpConnection] = Field(default_factory=list)
 
     _store: SecretStore | None = PrivateAttr(default=None)
+    _source: Path | None = PrivateAttr(default=None)  # the YAML file, for hints (--fabric PATH)
 
     def with_store(self, store: SecretStore) -> Fabric:
         """Use ``store`` instead of the configured one (embedded fabric, Python-built fabrics)."""
@@ -104,7 +114,7 @@ class Fabric(BaseModel):
 
     def store(self) -> SecretStore:
         """The fabric's secret store."""
-        return self._store if self._store is not None else self.secrets.build()
+        return self._store if self._store is not None else self.secrets.build(self._source)
 
     def check_access(self, user: str) -> Team:
         """Return the first team of ``user``.

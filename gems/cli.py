@@ -1,12 +1,16 @@
 """The ``mailgem`` command.
 
-    mailgem run JOB.yaml [--fabric FABRIC.yaml] [--user NAME] [--outbox DIR]
+    mailgem run JOB.yaml [--fabric FABRIC.yaml | --local] [--user NAME] [--outbox DIR]
     mailgem validate JOB.yaml
-    mailgem connection test NAME --fabric FABRIC.yaml [--user NAME]
-    mailgem secrets set NAME --fabric FABRIC.yaml        (value from stdin or a prompt, never argv)
-    mailgem secrets list --fabric FABRIC.yaml            (names only)
+    mailgem connection test NAME [--fabric FABRIC.yaml] [--user NAME]
+    mailgem secrets set NAME [--fabric FABRIC.yaml]      (value from stdin or a prompt, never argv)
+    mailgem secrets list [--fabric FABRIC.yaml]          (names only)
     mailgem secrets keygen [--key-file PATH]
     mailgem schema
+
+``--fabric`` defaults to ``$MAILGEM_FABRIC``. A job runs against its fabric; the embedded local
+SMTP server is used only when the job names the ``local`` connection or ``--local`` is given, so
+a scheduled run never ends up somewhere its job does not say.
 
 Exit codes: 0 success, 1 delivery failed, 2 configuration or access error.
 """
@@ -25,9 +29,10 @@ from pydantic import SecretStr
 
 from connections.errors import MailgemError
 from connections.sync import run_sync
-from fabric.errors import AccessDeniedError
-from fabric.loader import load_fabric
-from fabric.local import LOCAL_CONNECTION, local_fabric
+from fabric.errors import AccessDeniedError, FabricConfigError
+from fabric.loader import LOCAL_CONNECTION, load_fabric
+from fabric.local import local_fabric
+from fabric.model import Fabric
 from fabric.secrets import generate_key
 
 from .email.gem import DeliveryError, EmailGem
@@ -37,6 +42,26 @@ from .job import load_job, run_job
 __all__ = ["main"]
 
 
+FABRIC_ENV = "MAILGEM_FABRIC"
+
+
+def _fabric_option(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
+    default = os.environ.get(FABRIC_ENV)
+    parser.add_argument("--fabric", type=Path, default=Path(default) if default else None,
+                        help=f"fabric YAML (default: ${FABRIC_ENV})")
+
+
+def _fabric(args: argparse.Namespace) -> Fabric:
+    """The fabric named by ``--fabric`` or ``$MAILGEM_FABRIC``.
+
+    Raises:
+        FabricConfigError: neither is given, or the file is wrong.
+    """
+    if args.fabric is None:
+        raise FabricConfigError(f"no fabric: pass --fabric FABRIC.yaml or set {FABRIC_ENV}")
+    return load_fabric(args.fabric)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mailgem", description="Send DataFrame reports by email from pipelines.")
     p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
@@ -44,7 +69,11 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a job: read data, transform, send the Email gem's report")
     run.add_argument("job", type=Path)
-    run.add_argument("--fabric", type=Path, help="fabric YAML; without it, the embedded local SMTP server is used")
+    where = run.add_mutually_exclusive_group()
+    _fabric_option(where)
+    where.add_argument("--local", action="store_true",
+                       help="send through the embedded local SMTP server (saved in --outbox) instead of the "
+                            "job's connection")
     run.add_argument("--user", help="who runs the job (default: $MAILGEM_USER or the OS login)")
     run.add_argument("--outbox", type=Path, default=Path("outbox"), help="embedded server's outbox folder")
     run.add_argument("--master", default=os.environ.get("MAILGEM_SPARK_MASTER", "local[2]"), help="Spark master")
@@ -56,16 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     conn_sub = conn.add_subparsers(dest="action", required=True)
     test = conn_sub.add_parser("test", help="connect and authenticate without sending; print diagnostics")
     test.add_argument("name")
-    test.add_argument("--fabric", type=Path, required=True)
+    _fabric_option(test)
     test.add_argument("--user")
 
     sec = sub.add_parser("secrets", help="manage the fabric's secret store")
     sec_sub = sec.add_subparsers(dest="action", required=True)
     s_set = sec_sub.add_parser("set", help="store a secret; the value is read from stdin or a prompt")
     s_set.add_argument("name")
-    s_set.add_argument("--fabric", type=Path, required=True)
+    _fabric_option(s_set)
     s_list = sec_sub.add_parser("list", help="list secret names (never values)")
-    s_list.add_argument("--fabric", type=Path, required=True)
+    _fabric_option(s_list)
     keygen = sec_sub.add_parser("keygen", help="generate a 256-bit key for an encrypted_file store")
     keygen.add_argument("--key-file", type=Path, help="write the key to this file (mode 0600) instead of stdout")
 
@@ -77,20 +106,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .spark import local_spark
 
     job = load_job(args.job)
-    spark = local_spark(args.master, app_name=f"mailgem:{job.name}")
-    if args.fabric:
-        report = run_job(job, load_fabric(args.fabric), spark, user=args.user).toPandas()
+    local = args.local or job.email.connection == LOCAL_CONNECTION
+    if not local:
+        if args.fabric is None:
+            raise FabricConfigError(
+                f"{args.job}: email.connection is {job.email.connection!r}, which lives in a fabric, and no fabric "
+                f"was given: pass --fabric FABRIC.yaml or set {FABRIC_ENV}; to try the job on the embedded "
+                "local SMTP server instead, pass --local")
+        # Before Spark starts: the fabric, the connection, the user's access and its secrets.
+        fabric = _fabric(args)
+        fabric.transports(job.email.connection, args.user)
+        spark = local_spark(args.master, app_name=f"mailgem:{job.name}")
+        report = run_job(job, fabric, spark, user=args.user).toPandas()
         _print_report(report)
         return 0 if (report["status"] != "failed").all() else 1
-    with local_fabric(args.outbox, user=args.user) as local:
+    spark = local_spark(args.master, app_name=f"mailgem:{job.name}")
+    with local_fabric(args.outbox, user=args.user) as local_run:
         if job.email.connection != LOCAL_CONNECTION:
-            print(f"No --fabric given: sending through the embedded local SMTP server instead of "
-                  f"connection {job.email.connection!r}.")
+            print(f"--local: sending through the embedded local SMTP server instead of connection "
+                  f"{job.email.connection!r}.")
             job = job.model_copy(update={"email": job.email.model_copy(update={"connection": LOCAL_CONNECTION})})
         try:
-            report = run_job(job, local.fabric, spark, user=args.user).toPandas()
+            report = run_job(job, local_run.fabric, spark, user=args.user).toPandas()
         finally:
-            received = [m.path for m in local.server.messages]
+            received = [m.path for m in local_run.server.messages]
     _print_report(report)
     where = "the embedded SMTP server (127.0.0.1, STARTTLS + AUTH)"
     if len(received) == 1:
@@ -126,7 +165,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_connection_test(args: argparse.Namespace) -> int:
-    fab = load_fabric(args.fabric)
+    fab = _fabric(args)
     transport = fab.transport(args.name, args.user)
     report = run_sync(transport.check())
     print("\n".join(report.lines()))
@@ -154,7 +193,7 @@ def _cmd_secrets(args: argparse.Namespace) -> int:
         else:
             print(key)
         return 0
-    store = load_fabric(args.fabric).store()
+    store = _fabric(args).store()
     if args.action == "set":
         store.set(args.name, _read_secret_value(args.name))
         print(f"stored secret {args.name!r} in {store!r}")

@@ -4,8 +4,10 @@ that reach them, and one session-wide local SparkSession."""
 from __future__ import annotations
 
 import email
+import email.errors
 import email.policy
 import os
+import re
 import sys
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -82,3 +84,30 @@ def fabric_for(server: LocalSmtpServer, password: str = PASSWORD, **overrides) -
 
 def parse(data: bytes) -> EmailMessage:
     return email.message_from_bytes(data, policy=email.policy.default)  # type: ignore[return-value]
+
+
+@pytest.fixture
+def smtputf8_server() -> Iterator[LocalSmtpServer]:
+    """STARTTLS + AUTH, offering SMTPUTF8 (RFC 6531) as Postfix does."""
+    yield from _server(security="starttls", users={LOGIN: PASSWORD}, smtputf8=True)
+
+
+def parse_strict(data: bytes) -> EmailMessage:
+    """Parse what a server received and fail on any defect the stdlib finds, in the message, any
+    part or any header. Messages with UTF-8 headers (RFC 6532) are parsed as text; in those, a
+    non-ASCII local part is allowed (the stdlib's parser knows only RFC 5322 and flags it)."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    # RFC 5322 §2.2, §3.2.2: printable characters and WSP only (control characters are obsolete syntax).
+    assert re.search(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n", head) is None, head
+    utf8 = not head.isascii()
+    if utf8:
+        msg = email.message_from_string(data.decode("utf-8"), policy=email.policy.strict)
+    else:
+        msg = email.message_from_bytes(data, policy=email.policy.strict)
+    allowed = (email.errors.NonASCIILocalPartDefect,) if utf8 else ()
+    for part in msg.walk():
+        assert not part.defects, part.defects
+        for name, value in part.items():
+            defects = [d for d in getattr(value, "defects", ()) if not isinstance(d, allowed)]
+            assert not defects, (name, value, defects)
+    return msg  # type: ignore[return-value]

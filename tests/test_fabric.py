@@ -225,3 +225,51 @@ def test_fallback_chain_and_loops(fabric_file):
                                         "    password: {secret: gmail-app-password}\n    fallback: reports\n"))
     with pytest.raises(FabricConfigError, match="loop"):
         load_fabric(fabric_file).transports("reports", USER)
+
+
+def test_a_fabric_key_file_wins_over_the_environment_variable(fabric_file, monkeypatch, caplog):
+    monkeypatch.setenv("MAILGEM_SECRETS_KEY", generate_key())  # someone else's key in the environment
+    fab = load_fabric(fabric_file)
+    assert fab.store().get("smtp-password").get_secret_value() == PASSWORD
+    assert "MAILGEM_SECRETS_KEY is set but the secret store" in caplog.text and "key file" in caplog.text
+
+
+def test_key_env_and_key_file_together_are_refused(fabric_file):
+    fabric_file.write_text(FABRIC.replace("  key_file: secrets.key\n", "  key_file: secrets.key\n  key_env: OTHER_KEY\n"))
+    with pytest.raises(FabricConfigError, match="secrets.encrypted_file: give key_env .* or key_file, not both"):
+        load_fabric(fabric_file)
+
+
+def test_a_wrong_key_is_named_and_secrets_set_refuses_it(fabric_file, monkeypatch, capsys):
+    key_file = fabric_file.parent / "secrets.key"
+    store_file = fabric_file.parent / "secrets.json"
+    before = store_file.read_bytes()
+    key_file.write_text(generate_key())  # not the key the store was sealed with
+    with pytest.raises(SecretStoreError, match=f"with the key from key file {key_file}: the key is not the one"):
+        load_fabric(fabric_file).store().get("smtp-password")
+    monkeypatch.setattr("sys.stdin", io.StringIO("another-secret\n"))
+    assert main(["secrets", "set", "gmail-app-password", "--fabric", str(fabric_file)]) == 2
+    err = capsys.readouterr().err
+    assert f"the key from key file {key_file} does not open the secrets already in" in err
+    assert "'smtp-password'" in err and "Nothing was written" in err and "another-secret" not in err
+    assert store_file.read_bytes() == before
+
+
+def test_a_missing_secret_says_how_to_add_it_to_this_fabric(fabric_file):
+    fab = load_fabric(fabric_file)
+    with pytest.raises(SecretNotFoundError, match=f"`mailgem secrets set gmail-app-password --fabric {fabric_file}`"):
+        fab.transport("gmail", USER)
+
+
+def test_mailgem_fabric_is_the_default_fabric(fabric_file, monkeypatch, capsys):
+    monkeypatch.setenv("MAILGEM_FABRIC", str(fabric_file))
+    assert main(["secrets", "list"]) == 0 and "smtp-password" in capsys.readouterr().out
+    monkeypatch.delenv("MAILGEM_FABRIC")
+    assert main(["secrets", "list"]) == 2
+    assert "pass --fabric FABRIC.yaml or set MAILGEM_FABRIC" in capsys.readouterr().err
+
+
+def test_local_is_reserved_for_the_embedded_server(fabric_file):
+    fabric_file.write_text(FABRIC.replace("  - name: reports\n", "  - name: local\n"))
+    with pytest.raises(FabricConfigError, match=r"connections\[0\].name: 'local' is reserved"):
+        load_fabric(fabric_file)

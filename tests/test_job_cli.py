@@ -45,9 +45,10 @@ def job_dir(tmp_path):
 
 def test_run_on_the_embedded_local_fabric(job_dir):
     (job_dir / "job.yaml").write_text(JOB.format(csv="sales.csv", connection="team-smtp"))
-    done = _run("run", "job.yaml", "--outbox", "out", cwd=job_dir, env={"MIN_SALES": "1"})
+    done = _run("run", "job.yaml", "--local", "--outbox", "out", cwd=job_dir, env={"MIN_SALES": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "embedded local SMTP server" in done.stdout and "report: sent 250" in done.stdout
+    assert "--local: sending through the embedded local SMTP server instead of connection 'team-smtp'" in done.stdout
+    assert "report: sent 250" in done.stdout
     [eml] = sorted((job_dir / "out").glob("*.eml"))
     assert str(Path("out") / eml.name) in done.stdout
     msg = parse(eml.read_bytes())
@@ -126,3 +127,41 @@ def test_example_files_are_valid(job, capsys):
         assert load_fabric(job).connections
     else:
         assert main(["validate", str(job)]) == 0, capsys.readouterr()
+
+
+def test_a_job_whose_connection_is_in_a_fabric_needs_one(job_dir, monkeypatch, capsys):
+    # A cron line missing --fabric must not send to the embedded server and exit 0: it is an
+    # error, found before Spark starts.
+    (job_dir / "job.yaml").write_text(JOB.format(csv="sales.csv", connection="team-smtp"))
+    monkeypatch.delenv("MAILGEM_FABRIC", raising=False)
+
+    def no_spark(*args, **kwargs):
+        raise AssertionError("Spark was started")
+
+    monkeypatch.setattr("gems.spark.local_spark", no_spark)
+    monkeypatch.chdir(job_dir)
+    assert main(["run", "job.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "email.connection is 'team-smtp'" in err
+    assert "--fabric" in err and "MAILGEM_FABRIC" in err and "--local" in err
+    assert not (job_dir / "outbox").exists()
+
+
+def test_mailgem_fabric_names_the_fabric_and_local_jobs_need_no_flag(job_dir, starttls_server):
+    (job_dir / "fabric.yaml").write_text(f"""
+name: t
+teams: [{{name: sales, members: [{USER}]}}]
+connections:
+  - {{name: team-smtp, host: 127.0.0.1, port: {starttls_server.port}, ca_bundle: "{starttls_server.ca_pem}",
+      username: reports@example.com, password: {{secret: pw}}}}
+""")
+    (job_dir / "job.yaml").write_text(JOB.format(csv="sales.csv", connection="team-smtp"))
+    done = _run("run", "job.yaml", "--user", USER, cwd=job_dir,
+                env={"MAILGEM_FABRIC": "fabric.yaml", "MAILGEM_SECRET_PW": PASSWORD})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(starttls_server.wait_for_messages(1)) == 1 and not (job_dir / "outbox").exists()
+    # A job that names the `local` connection runs on the embedded server, MAILGEM_FABRIC or not.
+    (job_dir / "local.yaml").write_text(JOB.format(csv="sales.csv", connection="local"))
+    done = _run("run", "local.yaml", "--outbox", "out", cwd=job_dir, env={"MAILGEM_FABRIC": "fabric.yaml"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list((job_dir / "out").glob("*.eml"))) == 1 and len(starttls_server.messages) == 1

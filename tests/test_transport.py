@@ -98,7 +98,9 @@ def test_wrong_password_is_a_typed_error_with_hint_and_nothing_is_sent(starttls_
     assert "App Password" in err.hint
     assert "535" in str(err) and "not-the-password" not in str(err)
     assert starttls_server.messages == []
-    assert [a.success for a in starttls_server.auth_attempts] == [False, False]  # PLAIN, then LOGIN
+    # One attempt, with the best mechanism offered (aiosmtplib's login() would try PLAIN, then LOGIN).
+    assert [(a.success, a.mechanism) for a in starttls_server.auth_attempts] == [(False, "PLAIN")]
+    assert starttls_server.quits == 1  # QUIT before closing, failed sessions included
 
 
 def test_gmail_host_gets_the_app_password_hint():

@@ -1,5 +1,6 @@
 """The Email gem: DataFrame in, report email out, delivery report back."""
 
+from .compose import MessageBuildError, RecipientError
 from .data import GemInputError
 from .gem import DeliveryError, EmailGem, GemError, GemValidationError, MessageCapError
 from .ledger import SendLedger
@@ -8,7 +9,7 @@ from .render import TemplateError
 from .validate import Diagnostic, validate
 
 __all__ = [
-    "GemInputError", "DeliveryError", "EmailGem", "GemError", "GemValidationError", "MessageCapError",
+    "GemInputError", "MessageBuildError", "RecipientError", "DeliveryError", "EmailGem", "GemError", "GemValidationError", "MessageCapError",
     "SendLedger", "LedgerOptions", "Aggregate",
     "CsvAttachment", "EmailProperties", "Formats", "Summary", "TableOptions", "TemplateError",
     "Diagnostic", "validate",

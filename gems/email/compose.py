@@ -11,25 +11,26 @@ import functools
 import hashlib
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.utils import format_datetime, getaddresses
+from email.utils import format_datetime
 from typing import Any
 
 import css_inline
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from connections.addresses import AddressError, Mailbox, parse_mailbox
 from connections.errors import MailgemError, MessageTooLargeError
 from connections.headers import prefolded
 
-from .attachments import build_csv
-from .attachments import Attachment
+from .attachments import Attachment, build_csv, safe_file_name
 from .layout import Layout, LayoutMessage
 from .message import build_message, run_headers
-from .properties import ADDRESS_SPECIALS, EmailProperties, split_addresses
+from .properties import EmailProperties, split_addresses
 from .render import DEFAULT_HTML, DEFAULT_TEXT, base_context, one_line, render
 from .table import fit_rows, format_rows, html_table, summarise, text_table
-from .validate import MAX_BODY_BYTES, MAX_SUBJECT_CHARS, address_problem, is_template
+from .validate import MAX_BODY_BYTES, MAX_SUBJECT_CHARS, is_template
 
-__all__ = ["Composer", "Unit", "Envelope", "RecipientError", "message_id_for"]
+__all__ = ["Composer", "Unit", "Envelope", "RecipientError", "MessageBuildError"]
 
 # The user's own <style> blocks become inline styles too; remote stylesheets are never fetched.
 _INLINER = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
@@ -37,6 +38,11 @@ _INLINER = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=
 
 class RecipientError(MailgemError, ValueError):
     """A recipient taken from data (a column or a template) is not a valid address."""
+
+
+class MessageBuildError(MailgemError, ValueError):
+    """One message could not be built; the message names the part (``subject``,
+    ``attachments[0]``, a column) and why. Only that message fails."""
 
 
 @dataclass(frozen=True)
@@ -48,43 +54,61 @@ class Unit:
         table: Arrow table of the rows (all of them, or the first ones when ``row_count`` says more).
         row_count: rows this email is about.
         extra: template context added for this email (``group`` or ``row``).
+        problem: why this email cannot be built from its data (e.g. a value that is not valid
+            text); set, the message fails with it.
     """
 
     key: str
     table: pa.Table
     row_count: int
     extra: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
 class Envelope:
-    """Header and envelope recipients of one email."""
+    """Header and envelope recipients of one email.
+
+    Attributes:
+        to, cc, bcc: mailboxes as written in the headers (IDN domains as A-labels).
+        recipients: ``RCPT TO`` addresses (To, Cc and Bcc), de-duplicated, in order.
+        smtputf8: an address has a non-ASCII local part: the message needs SMTPUTF8 (RFC 6531).
+    """
 
     to: list[str]
     cc: list[str]
     bcc: list[str]
+    recipients: list[str]
+    smtputf8: bool
 
-    @functools.cached_property
-    def recipients(self) -> list[str]:
-        """Envelope recipients (RCPT TO): To, Cc and Bcc addresses, de-duplicated."""
-        items = self.to + self.cc + self.bcc
-        if not any(ADDRESS_SPECIALS.search(i) for i in items):
-            return list(dict.fromkeys(items))  # bare addr-specs: nothing to parse
-        return list(dict.fromkeys(a for _, a in getaddresses(items) if a))
+    @classmethod
+    def of(cls, to: list[Mailbox], cc: list[Mailbox], bcc: list[Mailbox]) -> Envelope:
+        def headers(boxes: list[Mailbox]) -> list[str]:
+            return list(dict.fromkeys(b.header for b in boxes))
+
+        every = to + cc + bcc
+        return cls(headers(to), headers(cc), headers(bcc), list(dict.fromkeys(b.address for b in every)),
+                   any(b.smtputf8 for b in every))
 
     @functools.cached_property
     def recipients_hash(self) -> str:
         return hashlib.sha256("\n".join(sorted(self.recipients)).encode()).hexdigest()[:16]
 
 
-def message_id_for(job: str, run_key: str, key: str, domain: str) -> str:
-    """A Message-ID stable for one message key of one run (RFC 5322 §3.6.4).
-
-    A message retried or re-sent after a lost reply carries the same Message-ID, so mail
-    clients that de-duplicate by it (Gmail does) show it once.
-    """
-    digest = hashlib.sha256(f"{job}\0{run_key}\0{key}".encode()).hexdigest()[:32]
-    return f"<{digest}.mailgem@{domain}>"
+def _encodable(part: str, value: str, charset: str, table: pa.Table) -> None:
+    """Raise :class:`MessageBuildError` naming ``part`` (and the column the character came from)
+    when ``value`` cannot be written in ``charset``."""
+    try:
+        value.encode(charset)
+    except UnicodeEncodeError as exc:
+        char = value[exc.start]
+        columns = [name for name, column in zip(table.column_names, table.columns, strict=True)
+                   if pa.types.is_string(column.type) and pc.any(pc.match_substring(column, char)).as_py()]
+        origin = f" (from column {', '.join(map(repr, columns))})" if columns else ""
+        fix = "set the connection's charset to utf-8" if charset.lower().replace("_", "-") != "utf-8" else \
+            "remove it from the data or the template"
+        raise MessageBuildError(f"{part}: character {char!r} (U+{ord(char):04X}){origin} cannot be written in "
+                                f"{charset}: {fix}") from None
 
 
 class Composer:
@@ -116,29 +140,51 @@ class Composer:
 
     # -- recipients -----------------------------------------------------------------------
 
-    def _addresses(self, field_name: str, column: str | None, ctx: dict[str, Any], table: pa.Table) -> list[str]:
-        out: list[str] = []
+    def _address_items(self, field_name: str, column: str | None, ctx: dict[str, Any],
+                       table: pa.Table) -> list[tuple[str, str]]:
+        """``(where it came from, item)`` for each address of one field, in order."""
+        out: list[tuple[str, str]] = []
         for i, item in enumerate(getattr(self.props, field_name)):
-            out += split_addresses(render(f"{field_name}[{i}]", item, ctx)) if is_template(item) else [item]
+            if not is_template(item):
+                out.append((f"{field_name}[{i}]", item))
+                continue
+            rendered = render(f"{field_name}[{i}]", item, ctx)
+            try:
+                out += [(f"{field_name}[{i}] (template)", a) for a in split_addresses(rendered)]
+            except ValueError as exc:
+                raise RecipientError(f"{field_name}[{i}] (template): {exc}") from None
         if column:
-            values = [v for v in table.column(column).to_pylist() if v not in (None, "")]
-            out += split_addresses([str(v) for v in dict.fromkeys(values)])
-        return list(dict.fromkeys(out))
+            values = [str(v) for v in dict.fromkeys(table.column(column).to_pylist()) if v not in (None, "")]
+            try:
+                out += [(f"{field_name}_column {column!r}", a) for a in split_addresses(values)]
+            except ValueError as exc:
+                raise RecipientError(f"{field_name}_column {column!r}: {exc}") from None
+        return out
 
     def envelope(self, unit: Unit, ctx: dict[str, Any] | None = None) -> Envelope:
         """Recipients of ``unit``: static addresses, rendered templates and column values.
 
+        Non-ASCII domains become IDNA A-labels; a non-ASCII local part marks the message as
+        needing SMTPUTF8 (RFC 6531).
+
         Raises:
-            RecipientError: an address from data is invalid (email-validator, no DNS lookups).
+            RecipientError: an address from data is invalid (email-validator, no DNS lookups);
+                the message names the field, template or column it came from.
         """
         p = self.props
         ctx = ctx if ctx is not None else self.context(unit)
-        env = Envelope(self._addresses("to", p.to_column, ctx, unit.table),
-                       self._addresses("cc", p.cc_column, ctx, unit.table),
-                       self._addresses("bcc", p.bcc_column, ctx, unit.table))
-        problems = [problem for item in env.to + env.cc + env.bcc if (problem := address_problem(item))]
+        boxes: dict[str, list[Mailbox]] = {}
+        problems: list[str] = []
+        for field_name, column in (("to", p.to_column), ("cc", p.cc_column), ("bcc", p.bcc_column)):
+            boxes[field_name] = []
+            for source, item in self._address_items(field_name, column, ctx, unit.table):
+                try:
+                    boxes[field_name].append(parse_mailbox(item))
+                except AddressError as exc:
+                    problems.append(f"{source}: {exc}")
         if problems:
             raise RecipientError("invalid recipient: " + "; ".join(problems))
+        env = Envelope.of(boxes["to"], boxes["cc"], boxes["bcc"])
         if not env.recipients:
             raise RecipientError("no recipients for this message (empty recipient column or template)")
         return env
@@ -146,7 +192,13 @@ class Composer:
     # -- bodies ---------------------------------------------------------------------------
 
     def context(self, unit: Unit) -> dict[str, Any]:
-        """Template context of ``unit`` (without the rendered table)."""
+        """Template context of ``unit`` (without the rendered table).
+
+        Raises:
+            MessageBuildError: the unit's data cannot make an email (:attr:`Unit.problem`).
+        """
+        if unit.problem is not None:
+            raise MessageBuildError(unit.problem)
         ctx = dict(self.base, row_count=unit.row_count, columns=list(unit.table.column_names))
         row = unit.extra.get("row")
         ctx["rows"] = [row] if row is not None else unit.table.slice(0, self.props.table.max_rows).to_pylist()
@@ -175,7 +227,7 @@ class Composer:
         ``ctx`` is :meth:`context` of ``unit`` when the caller already has it.
         """
         subject, text, html, attachments = self._render(unit, ctx)
-        if not attachments:
+        if not attachments and not envelope.smtputf8:  # UTF-8 headers (RFC 6532) take the ordinary path
             shape = (bool(envelope.cc), text is not None, html is not None)
             layout = self._layouts.get(shape)
             if layout is None:
@@ -194,8 +246,13 @@ class Composer:
         """Subject, text body, HTML body and attachments of ``unit``."""
         p = self.props
         ctx = ctx if ctx is not None else self.context(unit)
-        attachments = [build_csv(unit.table, spec, render(f"attachments[{i}].file_name", spec.file_name, ctx).strip())
-                       for i, spec in enumerate(p.attachments)]
+        attachments = []
+        for i, spec in enumerate(p.attachments):
+            name = safe_file_name(render(f"attachments[{i}].file_name", spec.file_name, ctx))
+            try:
+                attachments.append(build_csv(unit.table, spec, name))
+            except ValueError as exc:
+                raise MessageBuildError(f"attachments[{i}] ({name}): {exc}") from None
         shown_table = summarise(unit.table, p.table.summary) if p.table.summary else unit.table
         if p.table.columns:
             shown_table = shown_table.select(p.table.columns)
@@ -231,5 +288,11 @@ class Composer:
                                            size_bytes=size, limit_bytes=MAX_BODY_BYTES)
         subject = one_line(render("subject", p.subject, ctx))
         if len(subject) > MAX_SUBJECT_CHARS:
-            raise MailgemError(f"rendered subject is {len(subject)} characters, over {MAX_SUBJECT_CHARS} (RFC 5322 §2.1.1)")
+            raise MessageBuildError(f"subject: rendered subject is {len(subject)} characters, over {MAX_SUBJECT_CHARS} "
+                                    "(RFC 5322 §2.1.1)")
+        # Header text is UTF-8 (RFC 2047 encoded words or RFC 6532); bodies are in the connection's charset.
+        _encodable("subject", subject, "utf-8", unit.table)
+        for part, body in (("text_body", text), ("html_body", html)):
+            if body is not None:
+                _encodable(part, body, self.charset, unit.table)
         return subject, text, html, attachments

@@ -9,7 +9,7 @@ timestamps become naive (time-zone-aware ones are converted to UTC first).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -32,11 +32,14 @@ class FrameData:
         table: Arrow table of the collected rows (all rows when ``complete``, else the first ones).
         row_count: rows in the whole input frame.
         complete: whether ``table`` holds every row.
+        invalid_rows: ``{row position in table: why}`` for rows holding a value that is not
+            valid text (emptied in ``table``); the emails made from them fail with that reason.
     """
 
     table: pa.Table
     row_count: int
     complete: bool
+    invalid_rows: dict[int, str] = field(default_factory=dict)
 
     @property
     def columns(self) -> list[str]:
@@ -60,16 +63,43 @@ def column_names(frame: Any) -> list[str]:
 def normalise(table: pa.Table) -> pa.Table:
     """Float NaN to null, timestamps to naive microseconds (UTC wall time), large strings to strings."""
     columns = []
-    for field, column in zip(table.schema, table.columns, strict=True):
-        if pa.types.is_floating(field.type):
-            column = pc.if_else(pc.is_nan(column), pa.scalar(None, field.type), column)
-        elif pa.types.is_timestamp(field.type):
+    for spec, column in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_floating(spec.type):
+            column = pc.if_else(pc.is_nan(column), pa.scalar(None, spec.type), column)
+        elif pa.types.is_timestamp(spec.type):
             # Arrow keeps zoned timestamps in UTC, so dropping the zone gives UTC wall time.
             column = column.cast(pa.timestamp("us"), safe=False)
-        elif pa.types.is_large_string(field.type):
+        elif pa.types.is_large_string(spec.type):
             column = column.cast(pa.string())
         columns.append(column)
     return pa.table(columns, names=table.column_names)
+
+
+def _without_invalid_text(pdf: Any) -> tuple[Any, dict[int, str]]:
+    """Empty the cells holding strings that are not valid Unicode (lone surrogates, e.g. from
+    ``surrogateescape`` decoding), which Arrow cannot hold; say which rows and columns they were."""
+    pdf = pdf.copy()
+    invalid: dict[int, str] = {}
+    for position, name in enumerate(pdf.columns):
+        column = pdf.iloc[:, position]
+        if column.dtype != object:
+            continue
+        bad = column.map(lambda v: isinstance(v, str) and not _is_valid_text(v)).to_numpy(dtype=bool)
+        for row in bad.nonzero()[0]:
+            value = column.iloc[row]
+            invalid.setdefault(int(row), f"column {str(name)!r} holds text that is not valid Unicode ({value!r}); "
+                               "fix it upstream, e.g. .str.encode('utf-8', 'replace').str.decode('utf-8')")
+        if bad.any():
+            pdf.iloc[bad.nonzero()[0], position] = None
+    return pdf, invalid
+
+
+def _is_valid_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def collect(frame: Any, *, all_rows: bool, head_rows: int, columns: Sequence[str] | None = None) -> FrameData:
@@ -96,7 +126,12 @@ def collect(frame: Any, *, all_rows: bool, head_rows: int, columns: Sequence[str
         pdf = frame[list(columns)] if columns else frame
         if not all_rows:
             pdf = pdf.iloc[:head_rows]
-        table = pa.Table.from_pandas(pdf, preserve_index=False)
-        return FrameData(normalise(table), len(frame), all_rows or len(frame) <= head_rows)
+        invalid: dict[int, str] = {}
+        try:
+            table = pa.Table.from_pandas(pdf, preserve_index=False)
+        except UnicodeEncodeError:
+            pdf, invalid = _without_invalid_text(pdf)
+            table = pa.Table.from_pandas(pdf, preserve_index=False)
+        return FrameData(normalise(table), len(frame), all_rows or len(frame) <= head_rows, invalid)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise GemInputError(f"a column could not be converted for the email: {exc}") from None

@@ -7,7 +7,8 @@ collects the input frame. For ``per_group``, rows are first repartitioned by the
 so each group lives in one partition.
 
 The report is collected once on the driver, so sending can never run twice because a lazy
-DataFrame was evaluated twice.
+DataFrame was evaluated twice. Nothing a worker meets takes the Spark job down: a message's
+problem is its failed row, and a partition that cannot be read becomes one failed row that says why.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from connections.delivery import Deliverer
+from connections.errors import SmtpError
 from connections.transport import SmtpTransport
 
 from .compose import Composer
@@ -30,18 +32,33 @@ from .ledger import SendLedger
 from .plan import units
 from .properties import EmailProperties
 from .report import SPARK_SCHEMA, DeliveryRow, to_pandas, with_nullable_ints
-from .sender import SendContext, StopRun, send_units
+from .sender import SendContext, StopRun, describe_error, send_units
 
-__all__ = ["PartitionSender", "send_distributed"]
+__all__ = ["PartitionSender", "send_distributed", "preflight"]
 
 log = logging.getLogger("mailgem.gems")
+
+
+async def preflight(transports: list[SmtpTransport]) -> None:
+    """Open and close one session on each transport of the chain until one opens.
+
+    A permanent refusal (a rejected login, the wrong security mode) is remembered by that
+    transport, so the Spark workers it is pickled to never ask the server again; a transient
+    failure is left for them to retry. Never raises.
+    """
+    for transport in transports:
+        try:
+            async with transport.connect():
+                return
+        except SmtpError as exc:
+            log.warning("connection %s: %s", transport.connection.name, exc)
 
 
 class PartitionSender:
     """The function ``mapInPandas`` runs on each partition (picklable: plain data only)."""
 
     def __init__(self, props: EmailProperties, transports: list[SmtpTransport], *, job: str, params: dict[str, Any],
-                 run_ts: dt.datetime, run_key: str, domain: str, rate_share: float) -> None:
+                 run_ts: dt.datetime, run_key: str, domain: str, destination: str, rate_share: float) -> None:
         self.props = props
         self.transports = transports
         self.job = job
@@ -49,6 +66,7 @@ class PartitionSender:
         self.run_ts = run_ts
         self.run_key = run_key
         self.domain = domain
+        self.destination = destination
         self.rate_share = rate_share
 
     def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -56,33 +74,41 @@ class PartitionSender:
         primary = self.transports[0].connection
         loop = asyncio.new_event_loop()
         deliverer = Deliverer(self.transports, rate_share=self.rate_share)
-        ledger = SendLedger(props.ledger.path, self.job, self.run_key) if props.ledger else None
-        composer = Composer(props, job=self.job, params=self.params, charset=primary.charset, run_ts=self.run_ts)
-        ctx = SendContext(composer, self.job, self.run_key, self.domain, primary.name, ledger,
-                          stop_on_error=props.on_error == "stop")
+        ledger = None
         try:
-            if props.mode == "per_group":
-                # A partition holds whole groups (repartitioned by the group columns).
-                frames = [f for f in batches if len(f)]
-                tables = [pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)] if frames else []
-            else:
-                tables = (pa.Table.from_pandas(f, preserve_index=False) for f in batches if len(f))
-            for table in tables:
-                rows = self._send(loop, units(normalise(table), props), ctx, deliverer)
-                yield to_pandas(rows)
-                if any(r.status == "failed" for r in rows) and ctx.stop_on_error:
-                    break
+            ledger = SendLedger(props.ledger.path, self.job, self.run_key, self.destination) if props.ledger else None
+            composer = Composer(props, job=self.job, params=self.params, charset=primary.charset, run_ts=self.run_ts)
+            ctx = SendContext(composer, self.job, self.run_key, self.domain, primary.name, ledger,
+                              stop_on_error=props.on_error == "stop")
+            yield from self._partition(batches, loop, ctx, deliverer)
+        except Exception as exc:  # noqa: BLE001 - reported as a row, never a failed Spark job
+            log.exception("a partition could not be sent")
+            yield to_pandas([DeliveryRow("(partition)", "failed", error=f"the partition could not be sent: "
+                                         f"{describe_error(exc)}", connection=primary.name)])
         finally:
             loop.run_until_complete(deliverer.aclose())
             loop.close()
             if ledger is not None:
                 ledger.close()
 
-    def _send(self, loop: asyncio.AbstractEventLoop, work: Any, ctx: SendContext, deliverer: Deliverer) -> list[DeliveryRow]:
-        try:
-            return loop.run_until_complete(send_units(work, ctx, deliverer, concurrency=self.transports[0].connection.pool_size))
-        except StopRun as exc:
-            return exc.rows
+    def _partition(self, batches: Iterator[pd.DataFrame], loop: asyncio.AbstractEventLoop, ctx: SendContext,
+                   deliverer: Deliverer) -> Iterator[pd.DataFrame]:
+        props = self.props
+        if props.mode == "per_group":
+            # A partition holds whole groups (repartitioned by the group columns).
+            frames = [f for f in batches if len(f)]
+            tables = [pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)] if frames else []
+        else:
+            tables = (pa.Table.from_pandas(f, preserve_index=False) for f in batches if len(f))
+        for table in tables:
+            try:
+                work = send_units(units(normalise(table), props), ctx, deliverer,
+                                  concurrency=self.transports[0].connection.pool_size)
+                yield to_pandas(loop.run_until_complete(work))
+            except StopRun as exc:
+                yield to_pandas(exc.rows)
+                if exc.fatal or ctx.stop_on_error:
+                    break
 
 
 def send_distributed(spark: Any, frame: Any, sender: PartitionSender) -> pd.DataFrame:

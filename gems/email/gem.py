@@ -39,8 +39,8 @@ from fabric.model import Fabric
 
 from .compose import Composer
 from .data import collect, column_names, is_spark_frame
-from .distributed import PartitionSender, send_distributed
-from .ledger import SendLedger
+from .distributed import PartitionSender, preflight, send_distributed
+from .ledger import SendLedger, destination_of
 from .plan import count_units, units
 from .progress import Progress
 from .properties import EmailProperties
@@ -145,7 +145,7 @@ class EmailGem:
         transport = self.fabric.transport(props.connection, self.user)
         data = collect(in0, all_rows=True, head_rows=props.table.max_rows)
         composer = self._composer(transport, dt.datetime.now(dt.UTC))
-        return [composer.compose(u)[0] for u in islice(units(data.table, props, data.row_count), limit)]
+        return [composer.compose(u)[0] for u in islice(units(data.table, props, data.row_count, data.invalid_rows), limit)]
 
     def apply(self, spark: Any, in0: Any) -> Any:
         """Send the frame's emails and return the delivery report.
@@ -172,10 +172,12 @@ class EmailGem:
         run_ts = dt.datetime.now(dt.UTC)
         composer = self._composer(primary, run_ts)
         run_key = composer.run_key()
-        domain = primary.connection.sender.rpartition("@")[2]
+        domain = primary.domain
+        destination = destination_of(self.fabric.name, primary.connection)
 
         if is_spark_frame(in0) and props.mode != "report" and props.distributed:
-            return self._apply_distributed(spark or in0.sparkSession, in0, transports, run_ts, run_key, domain)
+            return self._apply_distributed(spark or in0.sparkSession, in0, transports, run_ts, run_key, domain,
+                                           destination)
 
         needs_all = bool(props.mode != "report" or props.attachments or props.table.summary
                          or props.to_column or props.cc_column or props.bcc_column)
@@ -186,7 +188,7 @@ class EmailGem:
             return self._report(spark, in0, [skipped_row(key, props.connection)])
         total = count_units(data.table, props) if props.mode != "report" else 1
         self._cap(total)
-        ledger = SendLedger(props.ledger.path, self.name, run_key) if props.ledger else None
+        ledger = self._ledger(run_key, destination)
         progress = Progress(total, self.name)
         ctx = SendContext(composer, self.name, run_key, domain, primary.connection.name, ledger,
                           stop_on_error=props.on_error == "stop", on_done=progress)
@@ -194,7 +196,7 @@ class EmailGem:
         async def run() -> list[DeliveryRow]:
             deliverer = Deliverer(transports)
             try:
-                work = units(data.table, props, data.row_count)
+                work = units(data.table, props, data.row_count, data.invalid_rows)
                 return await send_units(work, ctx, deliverer, concurrency=primary.connection.pool_size)
             finally:
                 await deliverer.aclose()
@@ -210,18 +212,34 @@ class EmailGem:
                 ledger.close()
         return self._report(spark, in0, rows)
 
+    def _ledger(self, run_key: str, destination: str) -> SendLedger | None:
+        """The run's ledger, if any; says when entries for other destinations do not count."""
+        if self.properties.ledger is None:
+            return None
+        ledger = SendLedger(self.properties.ledger.path, self.name, run_key, destination)
+        elsewhere = ledger.elsewhere()
+        if elsewhere:
+            log.warning("gem %s: the ledger holds messages of run key %r sent to %s; they do not count for %s",
+                        self.name, run_key, "; ".join(elsewhere), destination)
+        return ledger
+
     def _apply_distributed(self, spark: Any, frame: Any, transports: list[SmtpTransport], run_ts: dt.datetime,
-                           run_key: str, domain: str) -> Any:
+                           run_key: str, domain: str, destination: str) -> Any:
         props = self.properties
         count = frame.count() if props.mode == "per_row" else frame.select(*props.group_by).distinct().count()
         if count == 0 and props.on_empty == "skip":
             return to_spark(spark, [skipped_row("(none)", props.connection)])
         self._cap(count)
-        if props.ledger is not None:
-            SendLedger(props.ledger.path, self.name, run_key).close()  # create file and schema once, here
+        ledger = self._ledger(run_key, destination)
+        if ledger is not None:
+            ledger.close()  # file and schema created once, here, before the workers open it
+        # One login from the driver first: a refused one is remembered by the transport, which
+        # travels to the workers with that knowledge, so none of them asks the server again.
+        run_sync(preflight(transports))
         log.info("gem %s: sending %d %s messages from the Spark executors", self.name, count, props.mode)
         sender = PartitionSender(props, transports, job=self.name, params=self.params, run_ts=run_ts, run_key=run_key,
-                                 domain=domain, rate_share=1 / max(1, spark.sparkContext.defaultParallelism))
+                                 domain=domain, destination=destination,
+                                 rate_share=1 / max(1, spark.sparkContext.defaultParallelism))
         report = send_distributed(spark, frame, sender)
         counts = report["status"].value_counts().to_dict()
         log.info("gem %s: %d messages: %s", self.name, len(report),

@@ -43,7 +43,7 @@ _SUBJECT, _MID = "MAILGEMSLOTSUBJECT", "<slot-mid@mailgem.invalid>"
 _TEXT, _HTML = "MAILGEMSLOTTEXTBODY", "MAILGEMSLOTHTMLBODY"
 _CTE_7BIT = b"Content-Transfer-Encoding: 7bit\r\n"
 _NEWLINES = re.compile(r"\r\n|\r|\n")
-# Message-IDs from message_id_for(): one short ASCII token, which the stdlib writes unfolded.
+# Message-IDs from new_message_id(): one short ASCII token, which the stdlib writes unfolded.
 _OWN_MESSAGE_ID = re.compile(r"<[0-9a-f]{32}\.mailgem@[A-Za-z0-9.-]{1,200}>\Z")
 
 
@@ -184,7 +184,8 @@ class LayoutMessage:
     def __getitem__(self, name: str) -> str | None:
         return self.message_id if name.lower() == "message-id" else None
 
-    def bytes_for(self, transport: SmtpTransport) -> bytes:
-        """The message as transmitted through ``transport`` (its identity in From)."""
-        values = dict(self.values, **{"from": transport.from_line()})
+    def bytes_for(self, transport: SmtpTransport, *, utf8: bool = False) -> bytes:
+        """The message as transmitted through ``transport`` (its identity in From; ``utf8``:
+        From in UTF-8 (RFC 6532), for a sender whose local part is not ASCII)."""
+        values = dict(self.values, **{"from": transport.from_line(utf8)})
         return b"".join(s if isinstance(s, bytes) else values[s] for s in self.layout.segments)

@@ -1,10 +1,17 @@
-"""The send ledger: one SQLite row per message key, so re-running a job never sends twice.
+"""The send ledger: one SQLite row per message key and destination, so re-running a job never
+sends twice.
 
 Each message is recorded as ``sending`` just before it goes to the server and as ``sent`` /
-``partial`` (accepted) or ``failed`` right after. A re-run with the same job and run key skips
-what was accepted and sends the rest, including messages left ``sending`` by a crash: that is
-the one window where a duplicate is possible (the server accepted, the reply was lost). The
-Message-ID is stable per key, so such a duplicate carries the same Message-ID.
+``partial`` (accepted) or ``failed`` (refused, or never reached the server) right after. A row
+stays ``sending`` only when the message may have reached the server: the run was killed while
+sending it, or the connection was lost after its content was sent (``maybe_delivered``). A
+re-run with the same job and run key skips what was accepted and sends the rest; a message
+that may have been delivered is sent again *with the same Message-ID*, so mail clients that
+de-duplicate by it (Gmail does) show it once. Every other message gets a new Message-ID.
+
+An entry counts only for its **destination**: the fabric, connection, host, port and sender
+the job sends through. Trying a job on the embedded local server never marks the real run's
+messages as sent.
 
 SQLite in WAL mode with a busy timeout lets several processes (Spark Python workers on one
 machine) share the file. On a cluster, point ``ledger.path`` at storage every executor sees.
@@ -15,11 +22,15 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
 
-__all__ = ["SendLedger", "DONE_STATUSES"]
+from connections.errors import ConfigError
+from connections.model import SmtpConnection
+
+__all__ = ["SendLedger", "PriorSend", "DONE_STATUSES", "destination_of"]
 
 DONE_STATUSES = ("sent", "partial")
 
@@ -27,41 +38,80 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sends (
     job TEXT NOT NULL,
     run_key TEXT NOT NULL,
+    destination TEXT NOT NULL,
     message_key TEXT NOT NULL,
     recipients_hash TEXT NOT NULL,
     status TEXT NOT NULL,
+    maybe_delivered INTEGER NOT NULL DEFAULT 0,
     reply_code INTEGER,
     message_id TEXT,
+    connection TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     first_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    PRIMARY KEY (job, run_key, message_key, recipients_hash)
+    PRIMARY KEY (job, run_key, destination, message_key, recipients_hash)
 )"""
+_KEY = "job=? AND run_key=? AND destination=? AND message_key=? AND recipients_hash=?"
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
-class SendLedger:
-    """A ledger in the SQLite file ``path`` for one job and run key.
+def destination_of(fabric: str, connection: SmtpConnection) -> str:
+    """Where a job's messages go: ``fabric/connection host:port as sender``."""
+    return f"{fabric}/{connection.name} {connection.host}:{connection.port} as {connection.sender}"
 
-    Columns: job, run_key, message_key, recipients_hash, status (``sending`` | ``sent`` |
-    ``partial`` | ``failed`` | ``deferred``), reply_code, message_id, attempts, error,
-    first_at, updated_at (UTC ISO 8601).
+
+@dataclass(frozen=True)
+class PriorSend:
+    """What an earlier run recorded for one message."""
+
+    status: str
+    message_id: str | None
+    maybe_delivered: bool
+
+    @property
+    def done(self) -> bool:
+        """The server accepted it (for some or all recipients)."""
+        return self.status in DONE_STATUSES
+
+    @property
+    def possibly_delivered(self) -> bool:
+        """The server may hold it: a resend must keep its Message-ID."""
+        return self.status == "sending" or self.maybe_delivered
+
+
+class SendLedger:
+    """A ledger in the SQLite file ``path`` for one job, run key and destination.
+
+    Columns: job, run_key, destination (see :func:`destination_of`), message_key,
+    recipients_hash, status (``sending`` | ``sent`` | ``partial`` | ``failed`` | ``deferred``),
+    maybe_delivered (0/1), reply_code, message_id, connection (the one that carried it: the
+    fallback's when used), attempts, error, first_at, updated_at (UTC ISO 8601).
+
+    Raises:
+        ConfigError: the file holds a ledger from an earlier mailgem without destinations.
     """
 
-    def __init__(self, path: str | Path, job: str, run_key: str) -> None:
+    def __init__(self, path: str | Path, job: str, run_key: str, destination: str) -> None:
         self.path = Path(path)
         self.job = job
         self.run_key = run_key
+        self.destination = destination
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._db().execute(_SCHEMA)
+        db = self._db()
+        db.execute(_SCHEMA)
+        if "destination" not in {row[1] for row in db.execute("PRAGMA table_info(sends)")}:
+            raise ConfigError(
+                f"ledger {self.path} was written by an earlier mailgem that did not record where messages "
+                "went, so its entries cannot be matched to a destination: move the file aside to start a new "
+                "ledger (what it recorded as sent would then be sent again), or point ledger.path elsewhere")
 
     def __repr__(self) -> str:
-        return f"SendLedger(path={str(self.path)!r}, job={self.job!r}, run_key={self.run_key!r})"
+        return f"SendLedger(path={str(self.path)!r}, job={self.job!r}, run_key={self.run_key!r}, destination={self.destination!r})"
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -78,33 +128,49 @@ class SendLedger:
             self._local.db = db
         return db
 
-    def done(self, message_key: str, recipients_hash: str) -> tuple[str, str | None] | None:
-        """``(status, message_id)`` if this message was already accepted in this run, else ``None``."""
-        row = self._db().execute(
-            "SELECT status, message_id FROM sends WHERE job=? AND run_key=? AND message_key=? AND recipients_hash=?",
-            (self.job, self.run_key, message_key, recipients_hash)).fetchone()
-        return (row[0], row[1]) if row and row[0] in DONE_STATUSES else None
+    def _key(self, message_key: str, recipients_hash: str) -> tuple[str, ...]:
+        return self.job, self.run_key, self.destination, message_key, recipients_hash
+
+    def prior(self, message_key: str, recipients_hash: str) -> PriorSend | None:
+        """What an earlier run recorded for this message at this destination, or ``None``."""
+        row = self._db().execute(f"SELECT status, message_id, maybe_delivered FROM sends WHERE {_KEY}",
+                                 self._key(message_key, recipients_hash)).fetchone()
+        return PriorSend(row[0], row[1], bool(row[2])) if row else None
+
+    def elsewhere(self) -> list[str]:
+        """Other destinations this job and run key sent to (they do not count here)."""
+        rows = self._db().execute(
+            "SELECT DISTINCT destination FROM sends WHERE job=? AND run_key=? AND destination<>? AND status IN (?, ?)",
+            (self.job, self.run_key, self.destination, *DONE_STATUSES)).fetchall()
+        return sorted(r[0] for r in rows)
 
     def begin(self, message_key: str, recipients_hash: str, message_id: str | None) -> None:
         """Record that the message is about to be sent (durably, before the first byte)."""
         now = _now()
         self._db().execute(
-            "INSERT INTO sends (job, run_key, message_key, recipients_hash, status, message_id, attempts, first_at, updated_at)"
-            " VALUES (?, ?, ?, ?, 'sending', ?, 0, ?, ?)"
-            " ON CONFLICT (job, run_key, message_key, recipients_hash) DO UPDATE SET status='sending', updated_at=excluded.updated_at",
-            (self.job, self.run_key, message_key, recipients_hash, message_id, now, now))
+            "INSERT INTO sends (job, run_key, destination, message_key, recipients_hash, status, message_id, attempts,"
+            " first_at, updated_at) VALUES (?, ?, ?, ?, ?, 'sending', ?, 0, ?, ?)"
+            " ON CONFLICT (job, run_key, destination, message_key, recipients_hash) DO UPDATE SET status='sending',"
+            " message_id=excluded.message_id, updated_at=excluded.updated_at",
+            (*self._key(message_key, recipients_hash), message_id, now, now))
 
     def finish(self, message_key: str, recipients_hash: str, *, status: str, attempts: int,
-               reply_code: int | None, message_id: str | None, error: str | None) -> None:
-        """Record the outcome."""
+               reply_code: int | None, message_id: str | None, error: str | None, connection: str | None = None,
+               maybe_delivered: bool = False) -> None:
+        """Record the outcome. A message that failed but may have reached the server stays
+        ``sending`` (see the module docstring); ``maybe_delivered`` is never cleared."""
+        if status == "failed" and maybe_delivered:
+            status = "sending"
         self._db().execute(
             "UPDATE sends SET status=?, attempts=attempts+?, reply_code=?, message_id=COALESCE(?, message_id), error=?,"
-            " updated_at=? WHERE job=? AND run_key=? AND message_key=? AND recipients_hash=?",
-            (status, attempts, reply_code, message_id, error, _now(), self.job, self.run_key, message_key, recipients_hash))
+            f" connection=COALESCE(?, connection), maybe_delivered=MAX(maybe_delivered, ?), updated_at=? WHERE {_KEY}",
+            (status, attempts, reply_code, message_id, error, connection, int(maybe_delivered), _now(),
+             *self._key(message_key, recipients_hash)))
 
     def rows(self) -> list[dict[str, object]]:
-        """Every row of this job and run key (for reports and tests)."""
-        cur = self._db().execute("SELECT * FROM sends WHERE job=? AND run_key=? ORDER BY first_at", (self.job, self.run_key))
+        """Every row of this job, run key and destination (for reports and tests)."""
+        cur = self._db().execute("SELECT * FROM sends WHERE job=? AND run_key=? AND destination=? ORDER BY first_at",
+                                 (self.job, self.run_key, self.destination))
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from email import policy
 from email.message import EmailMessage
 
+from connections.addresses import parse_mailbox
 from connections.headers import PrefoldedHeader, prefolded
 
 from .attachments import Attachment
@@ -29,9 +30,12 @@ def run_headers(props: EmailProperties) -> list[PrefoldedHeader]:
     """Headers shared by every message of a run (Reply-To, priority, custom), parsed once.
 
     Raises:
-        ValueError: from the stdlib, for a value it cannot encode safely.
+        ValueError: from the stdlib, for a value it cannot encode safely; ``AddressError`` for
+            an invalid Reply-To (both reported by :func:`gems.email.validate.validate` first).
     """
-    out = [prefolded("Reply-To", ", ".join(props.reply_to))] if props.reply_to else []
+    # IDN domains as A-labels, as for recipients (connections.addresses).
+    reply_to = [parse_mailbox(item).header for item in props.reply_to]
+    out = [prefolded("Reply-To", ", ".join(reply_to))] if reply_to else []
     out += [prefolded(name, value) for name, value in PRIORITY_HEADERS[props.priority].items()]
     out += [prefolded(name, value) for name, value in props.headers.items()]
     return out

@@ -31,26 +31,35 @@ def row_key(row: dict[str, Any], key_columns: list[str]) -> str:
     return "row:" + hashlib.sha256(_json(row).encode()).hexdigest()[:24]
 
 
-def units(table: pa.Table, props: EmailProperties, row_count: int | None = None) -> Iterator[Unit]:
+def units(table: pa.Table, props: EmailProperties, row_count: int | None = None,
+          invalid_rows: dict[int, str] | None = None) -> Iterator[Unit]:
     """The emails of ``table`` in the gem's mode, in a stable order.
 
     ``row_count`` is the whole frame's count when ``table`` holds only its first rows (report
-    mode without attachments).
+    mode without attachments). ``invalid_rows`` (row position: why) marks the emails made from
+    those rows as failing with that reason (see :attr:`FrameData.invalid_rows`).
     """
+    invalid = invalid_rows or {}
+
+    def problem(positions: Any) -> str | None:
+        return next((invalid[p] for p in positions if p in invalid), None) if invalid else None
+
     if props.mode == "report":
-        yield Unit("report", table, table.num_rows if row_count is None else row_count)
+        yield Unit("report", table, table.num_rows if row_count is None else row_count,
+                   problem=problem(sorted(invalid)))
     elif props.mode == "per_group":
         keys = table.select(props.group_by).to_pandas()
         groups = keys.groupby(props.group_by, sort=True, dropna=False).indices
         for index in groups.values():
             sub = table.take(pa.array(index))
             group = sub.select(props.group_by).slice(0, 1).to_pylist()[0]  # Arrow values: null is None
-            yield Unit(group_key(group), sub, sub.num_rows, {"group": group})
+            yield Unit(group_key(group), sub, sub.num_rows, {"group": group}, problem(index.tolist()))
     else:
         offset = 0
         for batch in table.to_batches(max_chunksize=1024):  # to Python a batch at a time, not a row
             for row in batch.to_pylist():
-                yield Unit(row_key(row, props.key_columns), table.slice(offset, 1), 1, {"row": row})
+                yield Unit(row_key(row, props.key_columns), table.slice(offset, 1), 1, {"row": row},
+                           invalid.get(offset))
                 offset += 1
 
 

@@ -15,10 +15,12 @@ There is no From field: From and the envelope sender are the connection's identi
 from __future__ import annotations
 
 import re
-from email.utils import formataddr, getaddresses
+from email.utils import getaddresses
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from connections.addresses import CONTROL_CHARACTERS, format_mailbox
 
 __all__ = [
     "EmailProperties", "TableOptions", "Summary", "Aggregate", "Formats", "CsvAttachment",
@@ -44,8 +46,8 @@ def split_addresses(value: Any) -> list[str]:
     for item in items:
         if not isinstance(item, str):
             raise ValueError(f"addresses must be strings, got {type(item).__name__}")
-        if "\r" in item or "\n" in item:
-            raise ValueError("addresses must not contain line breaks")
+        if CONTROL_CHARACTERS.search(item):
+            raise ValueError(f"{item!r}: addresses must not contain line breaks or other control characters")
         if not item.strip():
             continue
         if not ADDRESS_SPECIALS.search(item):
@@ -59,7 +61,7 @@ def split_addresses(value: Any) -> list[str]:
             # The parser gave up (e.g. "x@"): keep the text so validate() reports it, never drop it.
             out.append(item.strip())
         for name, address in parsed:
-            out.append(formataddr((name, address)) if name else address)
+            out.append(format_mailbox(name, address))
     return out
 
 

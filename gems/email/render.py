@@ -55,9 +55,15 @@ def render(name: str, source: str, context: dict[str, Any], *, html: bool = Fals
         raise TemplateError(f"{name}: {type(exc).__name__}: {exc}") from None
 
 
+# C0 and C1 control characters other than whitespace: meaningless in a header line, and
+# obsolete syntax there (RFC 5322 §4.1), so they are dropped.
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
+
+
 def one_line(text: str) -> str:
-    """Fold line breaks and runs of whitespace to single spaces (a subject is one header line)."""
-    return re.sub(r"\s+", " ", text).strip()
+    """Fold line breaks and runs of whitespace to single spaces and drop control characters (a
+    subject is one header line)."""
+    return re.sub(r"\s+", " ", _CONTROLS.sub("", text)).strip()
 
 
 def base_context(job: str, run_ts: dt.datetime, params: dict[str, Any]) -> dict[str, Any]:

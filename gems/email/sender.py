@@ -1,6 +1,12 @@
 """Send a stream of emails: compose each unit, skip what the ledger says was accepted, deliver
 through a :class:`~connections.delivery.Deliverer`, record the outcome. Used by the local path
-and by every Spark Python worker alike."""
+and by every Spark Python worker alike.
+
+One message's problem is that message's failed row: any exception while composing it (a
+template error on one row, an invalid address, a value that will not encode, a column the CSV
+writer refuses) or sending it is recorded with its reason, and the run goes on, unless
+``on_error: stop``, when no new message starts and :class:`StopRun` carries every row so far.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +17,28 @@ from dataclasses import dataclass, field
 
 from connections.delivery import Deliverer, Delivery
 from connections.errors import MailgemError, SmtpError
+from connections.transport import new_message_id
 
-from .compose import Composer, Unit, message_id_for
+from .compose import Composer, Unit
 from .ledger import SendLedger
 from .report import DeliveryRow
 
-__all__ = ["SendContext", "send_units", "StopRun"]
+__all__ = ["SendContext", "send_units", "StopRun", "describe_error"]
 
 log = logging.getLogger("mailgem.gems")
 
+MAYBE_DELIVERED_NOTE = (" The server may have accepted it (the connection was lost after its content was sent); "
+                        "with a ledger, a re-run sends it again with the same Message-ID.")
+
 
 class StopRun(MailgemError):
-    """``on_error: stop`` and a message failed; ``rows`` holds every outcome so far."""
+    """``on_error: stop`` and a message failed, or (``fatal``) the ledger could not be written;
+    ``rows`` holds every outcome so far."""
 
-    def __init__(self, message: str, rows: list[DeliveryRow], cause: BaseException) -> None:
+    def __init__(self, message: str, rows: list[DeliveryRow], cause: BaseException, *, fatal: bool = False) -> None:
         self.rows = rows
         self.cause = cause
+        self.fatal = fatal
         super().__init__(message)
 
 
@@ -44,6 +56,14 @@ class SendContext:
     on_done: Callable[[DeliveryRow], None] = field(default=lambda row: None)
 
 
+def describe_error(exc: BaseException) -> str:
+    """The reason recorded for a failed message: mailgem's own message, or the exception's type
+    and text for anything unexpected."""
+    if isinstance(exc, MailgemError):
+        return str(exc)
+    return f"could not build the message: {type(exc).__name__}: {exc}"
+
+
 def _apply(row: DeliveryRow, delivery: Delivery) -> None:
     row.status = delivery.status
     row.attempts = delivery.attempts
@@ -56,8 +76,9 @@ def _apply(row: DeliveryRow, delivery: Delivery) -> None:
         row.refused = "; ".join(f"{addr}: {why}" for addr, why in r.refused.items())
         row.reply_code, row.enhanced_status, row.size_bytes = r.code, r.enhanced_status, r.size_bytes
     if delivery.error is not None:
-        row.error = str(delivery.error)
-        row.reply_code, row.enhanced_status = delivery.error.code, delivery.error.enhanced_status
+        row.error = str(delivery.error) + (MAYBE_DELIVERED_NOTE if delivery.maybe_delivered else "")
+        row.reply_code = getattr(delivery.error, "code", None)
+        row.enhanced_status = getattr(delivery.error, "enhanced_status", None)
 
 
 async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliverer, *, concurrency: int) -> list[DeliveryRow]:
@@ -65,66 +86,91 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
 
     At most ``concurrency`` messages are in flight. With ``stop_on_error``, the first failure
     stops scheduling new messages; those in flight finish and are recorded, then
-    :class:`StopRun` is raised.
+    :class:`StopRun` is raised. A ledger that cannot be written stops the run whatever
+    ``on_error`` says: without it, a re-run could send twice.
     """
     rows: list[DeliveryRow] = []
     slots = asyncio.Semaphore(concurrency)
     tasks: set[asyncio.Task[None]] = set()
     failure: list[tuple[DeliveryRow, BaseException]] = []
+    fatal: list[tuple[DeliveryRow, BaseException]] = []
+    ledger = ctx.ledger
 
-    def finish(row: DeliveryRow, rhash: str, error: BaseException | None = None) -> None:
-        if ctx.ledger is not None:
-            ctx.ledger.finish(row.message_key, rhash, status=row.status, attempts=row.attempts,
-                              reply_code=row.reply_code, message_id=row.message_id, error=row.error)
-        if row.status in ("failed", "deferred") and error is not None and not failure:
+    def failed(row: DeliveryRow, error: BaseException) -> None:
+        if not failure:
             failure.append((row, error))
-        ctx.on_done(row)
 
     async def deliver(row: DeliveryRow, message: object, recipients: list[str], rhash: str) -> None:
         try:
             delivery = await deliverer.send(message, recipients)  # type: ignore[arg-type]
             _apply(row, delivery)
-            finish(row, rhash, delivery.error)
+            if ledger is not None:
+                ledger.finish(row.message_key, rhash, status=row.status, attempts=row.attempts,
+                              reply_code=row.reply_code, message_id=row.message_id, error=row.error,
+                              connection=row.connection, maybe_delivered=delivery.maybe_delivered)
+            if row.status in ("failed", "deferred") and delivery.error is not None:
+                failed(row, delivery.error)
+        except Exception as exc:  # noqa: BLE001 - the ledger, or a bug: recorded, and the run stops
+            row.status = "failed" if row.status not in ("sent", "partial") else row.status
+            row.error = f"{row.error + '; ' if row.error else ''}{describe_error(exc)}"
+            fatal.append((row, exc))
         finally:
             slots.release()
+            ctx.on_done(row)
 
     for unit in units:
-        if failure and ctx.stop_on_error:
+        if fatal or (failure and ctx.stop_on_error):
             break
         row = DeliveryRow(message_key=unit.key, status="failed", connection=ctx.connection)
         rows.append(row)
-        rhash = ""
         try:
             context = ctx.composer.context(unit)
             envelope = ctx.composer.envelope(unit, context)
             rhash = envelope.recipients_hash
             row.recipients = ", ".join(envelope.recipients)
-            if ctx.ledger is not None and (done := ctx.ledger.done(unit.key, rhash)) is not None:
-                row.status, row.message_id = "already_sent", done[1]
-                row.error = f"accepted in an earlier run with run key {ctx.run_key!r} (status {done[0]})"
+            prior = ledger.prior(unit.key, rhash) if ledger is not None else None
+            if prior is not None and prior.done:
+                row.status, row.message_id = "already_sent", prior.message_id
+                row.error = (f"accepted in an earlier run with run key {ctx.run_key!r} (status {prior.status}) "
+                             f"via {ledger.destination}")  # type: ignore[union-attr]
                 ctx.on_done(row)
                 continue
-            message_id = message_id_for(ctx.job, ctx.run_key, unit.key, ctx.domain)
+            # A new Message-ID for every new message; the old one only for a message the server
+            # may already hold (RFC 5322 §3.6.4), so clients de-duplicate that one and nothing else.
+            keep = prior is not None and prior.possibly_delivered and prior.message_id
+            message_id = prior.message_id if keep else new_message_id(ctx.domain)
             message = ctx.composer.message(unit, envelope, message_id, context)
-        except (MailgemError, ValueError) as exc:
-            # Bad data for this message only (an invalid address, a template error): record it.
-            row.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - one message's problem is that message's failed row
+            row.error = describe_error(exc)
             if isinstance(exc, SmtpError):
                 row.reply_code = exc.code
-            if not failure:
-                failure.append((row, exc))
+            failed(row, exc)
             ctx.on_done(row)
             continue
-        row.message_id = message_id
-        if ctx.ledger is not None:
-            ctx.ledger.begin(unit.key, rhash, row.message_id)
         await slots.acquire()
+        if fatal or (failure and ctx.stop_on_error):  # a message in flight failed meanwhile
+            slots.release()
+            rows.pop()
+            break
+        row.message_id = message_id
+        if ledger is not None:
+            try:
+                ledger.begin(unit.key, rhash, message_id)
+            except Exception as exc:  # noqa: BLE001
+                row.error = f"the ledger could not be written, so the message was not sent: {describe_error(exc)}"
+                fatal.append((row, exc))
+                slots.release()
+                ctx.on_done(row)
+                break
         task = asyncio.create_task(deliver(row, message, envelope.recipients, rhash))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
         await asyncio.gather(*tasks)
+    if fatal:
+        row, cause = fatal[0]
+        raise StopRun(f"message {row.message_key}: {row.error}", rows, cause, fatal=True)
     if failure and ctx.stop_on_error:
         row, cause = failure[0]
-        raise StopRun(f"message {row.message_key}: {cause}", rows, cause)
+        raise StopRun(f"message {row.message_key}: {row.error or cause}", rows, cause)
     return rows

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.utils import parseaddr
 from typing import Any, Literal
 
 import jinja2
-from email_validator import EmailNotValidError, validate_email
 from pydantic import ValidationError
 
-from .properties import ADDRESS_SPECIALS, EmailProperties
+from connections.addresses import CONTROL_CHARACTERS, AddressError, parse_mailbox
+from connections.headers import prefolded
+
+from .properties import EmailProperties
 from .render import template_environment
 
 __all__ = [
@@ -20,12 +20,15 @@ __all__ = [
     "MAX_BODY_BYTES", "check_header", "is_template", "address_problem",
 ]
 
-# Set by the connection (identity) or by the MIME builder (structure); never by users.
+# Set by the connection (identity) or by the MIME builder (structure); never by users. Errors-To,
+# Disposition-Notification-To (RFC 8098) and Return-Receipt-To send replies and bounces elsewhere;
+# every Resent-* field (RFC 5322 §3.6.6) restates the identity, so the whole family is reserved.
 RESERVED_HEADERS = frozenset(h.lower() for h in (
     "From", "Sender", "To", "Cc", "Bcc", "Reply-To", "Return-Path", "Message-ID", "Date",
     "Subject", "Content-Type", "Content-Transfer-Encoding", "MIME-Version", "DKIM-Signature",
-    "Received", "Resent-From", "Resent-Sender", "X-Priority", "Importance",
+    "Received", "X-Priority", "Importance", "Errors-To", "Disposition-Notification-To", "Return-Receipt-To",
 ))
+RESERVED_PREFIXES = ("resent-",)
 MAX_CUSTOM_HEADERS = 50
 MAX_SUBJECT_CHARS = 998  # RFC 5322 §2.1.1: a line is at most 998 characters
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -49,26 +52,28 @@ def check_header(name: str, value: str) -> str | None:
     """Return why a custom header is not allowed, or ``None`` when it is."""
     if not name or any(ch not in _FTEXT for ch in name):
         return f"header name {name!r} must be printable ASCII without spaces or ':' (RFC 5322 §3.6.8)"
-    if name.lower() in RESERVED_HEADERS:
+    if name.lower() in RESERVED_HEADERS or name.lower().startswith(RESERVED_PREFIXES):
         return f"header {name!r} is reserved: mailgem or the connection sets it"
     if "\r" in value or "\n" in value or "\x00" in value:
         return f"header {name!r} contains a line break or NUL (header injection); remove it"
+    if CONTROL_CHARACTERS.search(value):
+        return f"header {name!r} contains a control character; remove it (RFC 5322 §3.2.2)"
     if len(name) + 2 + len(value) > MAX_SUBJECT_CHARS:
         return f"header {name!r} is longer than {MAX_SUBJECT_CHARS} characters"
+    try:
+        value.encode("utf-8")
+        prefolded(name, value)  # what the stdlib will do with it in every message
+    except (ValueError, TypeError) as exc:
+        return f"header {name!r} cannot be encoded: {exc}"
     return None
 
 
-@functools.lru_cache(maxsize=4096)  # static recipients recur in every message of a run
 def address_problem(item: str) -> str | None:
     """Why ``item`` (``addr`` or ``Name <addr>``) is not a valid address, or ``None``."""
-    # A bare addr-spec needs no RFC 5322 parsing; email-validator checks it either way.
-    _, address = (None, item) if not ADDRESS_SPECIALS.search(item) else parseaddr(item)
-    if not address:
-        return f"{item!r} is not an email address"
     try:
-        validate_email(address, check_deliverability=False)
-    except EmailNotValidError as exc:
-        return f"{address!r} is not a valid email address: {exc}"
+        parse_mailbox(item)
+    except AddressError as exc:
+        return str(exc)
     return None
 
 
@@ -121,6 +126,9 @@ def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str
             problem = address_problem(item)
             if problem:
                 err(f"{field}[{i}]", problem)
+            elif field == "reply_to" and parse_mailbox(item).smtputf8:
+                err(f"{field}[{i}]", f"{item!r} has a non-ASCII local part; Reply-To must be an ASCII address "
+                                     "(it is in every message, and not every server offers SMTPUTF8)")
     if props.mode == "per_group" and not props.group_by:
         err("group_by", "mode per_group needs group_by: the columns whose values make a group")
     if props.mode != "per_group" and props.group_by:

@@ -1,0 +1,128 @@
+"""Mailboxes as they go into headers and into ``RCPT TO``: internationalised addresses included.
+
+An address such as ``user@exämple.com`` (ASCII local part, non-ASCII domain) is written with
+the domain's IDNA A-label, ``user@xn--exmple-cua.com``, in the header and in the envelope: that
+works with every server. An address whose *local part* is not ASCII (``josé@example.org``)
+cannot be written in ASCII at all; it needs the server's ``SMTPUTF8`` extension (RFC 6531) and
+UTF-8 headers (RFC 6532), and without it the message cannot be sent (RFC 6531 §3.2).
+
+Parsing is the stdlib's RFC 5322 parser (display name and addr-spec); checking and the A-label
+are email-validator's (no DNS lookups).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from email.utils import formataddr, getaddresses
+
+from email_validator import EmailNotValidError, validate_email
+
+from .errors import MailgemError
+
+__all__ = ["Mailbox", "AddressError", "parse_mailbox", "envelope_address", "needs_smtputf8", "ascii_domain",
+           "format_mailbox", "CONTROL_CHARACTERS"]
+
+# Characters that make an item more than one bare addr-spec (RFC 5322 §3.4).
+_SPECIALS = re.compile(r'[,<>"()\\;:\s{}%\[\]]')
+# Control characters: never in a header (RFC 5322 §3.2: VCHAR and WSP only); tab is WSP.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+class AddressError(MailgemError, ValueError):
+    """An address is not valid; the message quotes it and says why."""
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    """One mailbox ready to send.
+
+    Attributes:
+        header: the form for To/Cc (``Name <local@domain>``), domain as an A-label unless the
+            local part needs SMTPUTF8.
+        address: the addr-spec for ``RCPT TO``.
+        smtputf8: the local part is not ASCII: only a server offering SMTPUTF8 can take it.
+    """
+
+    header: str
+    address: str
+    smtputf8: bool
+
+
+def format_mailbox(name: str, address: str) -> str:
+    """``Name <address>`` for a header, the name quoted when it must be (RFC 5322 §3.4).
+
+    The stdlib's ``formataddr`` when both are ASCII. Otherwise the name is written as a
+    quoted-string as it is: ``formataddr`` would hide a non-ASCII name in an RFC 2047 encoded
+    word (and refuses non-ASCII addresses); the header's own folding encodes it when the message
+    is sent without SMTPUTF8.
+    """
+    if not name:
+        return address
+    if name.isascii() and address.isascii():
+        return formataddr((name, address))
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}" <{address}>'
+
+
+@functools.lru_cache(maxsize=8192)  # the same recipients recur in every message of a run
+def parse_mailbox(item: str) -> Mailbox:
+    """Parse ``addr`` or ``Display Name <addr>`` into a :class:`Mailbox`.
+
+    Raises:
+        AddressError: not exactly one address, or an address email-validator refuses (the
+            reason is email-validator's, e.g. a quoted local part or a reserved domain).
+    """
+    if CONTROL_CHARACTERS.search(item):
+        raise AddressError(f"{item!r} contains a control character (a line break, NUL, ...)")
+    if _SPECIALS.search(item) is None:
+        name, address = "", item.strip()  # a bare addr-spec: nothing for the RFC 5322 parser to do
+    else:
+        parsed = [pair for pair in getaddresses([item]) if any(pair)]
+        if len(parsed) != 1 or not parsed[0][1]:
+            what = "no address" if not parsed or not parsed[0][1] else f"{len(parsed)} addresses"
+            raise AddressError(f"{item!r} is not one email address ({what} found)")
+        name, address = parsed[0]
+    try:
+        valid = validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise AddressError(f"{address!r} is not a valid email address: {exc}") from None
+    # Keep the local part as written; only the domain changes (to its A-label) when it must.
+    smtputf8 = bool(valid.smtputf8)
+    domain = address.rpartition("@")[2]
+    if not smtputf8 and not domain.isascii():
+        address = f"{valid.local_part}@{valid.ascii_domain}"
+    return Mailbox(format_mailbox(name, address), address, smtputf8)
+
+
+@functools.lru_cache(maxsize=8192)
+def envelope_address(address: str) -> tuple[str, bool]:
+    """``(address for RCPT TO / MAIL FROM, needs SMTPUTF8)`` of a bare addr-spec.
+
+    ASCII addresses are returned as they are; a non-ASCII domain becomes its A-label. Addresses
+    email-validator refuses are returned unchanged (the server will say what it thinks).
+    """
+    if address.isascii():
+        return address, False
+    try:
+        mailbox = parse_mailbox(address)
+    except AddressError:
+        return address, True
+    return mailbox.address, mailbox.smtputf8
+
+
+def needs_smtputf8(addresses: Iterable[str]) -> bool:
+    """Whether any of these envelope addresses has a non-ASCII local part (RFC 6531)."""
+    return any(envelope_address(a)[1] for a in addresses if not a.isascii())
+
+
+def ascii_domain(address: str) -> str:
+    """The domain of ``address`` in ASCII: its IDNA A-label when it is not ASCII.
+
+    Raises:
+        AddressError: the domain is not a valid one.
+    """
+    domain = address.rpartition("@")[2]
+    return domain if domain.isascii() else parse_mailbox("postmaster@" + domain).address.rpartition("@")[2]

@@ -1,0 +1,339 @@
+"""One authenticated SMTP session and its mail transactions (``MAIL FROM``, ``RCPT TO``, ``DATA``).
+
+What the transaction adds to aiosmtplib's commands:
+
+* SIZE (RFC 1870) is checked before ``MAIL FROM`` against what the server will count: the
+  message as transmitted (dot-stuffed, RFC 5321 §4.5.2) plus :data:`TRACE_HEADROOM_BYTES` for
+  the trace fields the server adds before it compares (Postfix 3.7 adds about 1,040 bytes,
+  measured). A 552 after ``DATA`` is the same :class:`MessageTooLargeError`.
+* ``BODY=8BITMIME`` (RFC 6152) when the message has 8-bit content and the server offers it;
+  ``SMTPUTF8`` (RFC 6531) when an address needs it, or a clear per-message error when the
+  server does not offer it (RFC 6531 §3.2).
+* A refusal that is about the sender (at ``MAIL``, or at ``RCPT`` when the server delays its
+  checks) is a :class:`SenderRefusedError`, not "every recipient refused".
+* A connection lost or timed out after the content was sent is marked ``maybe_delivered``: the
+  server may have accepted the message (RFC 5321 §4.5.3.2.6).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import getaddresses
+from typing import TYPE_CHECKING
+
+import aiosmtplib
+
+from .addresses import envelope_address
+from .errors import (
+    MessageTooLargeError,
+    RecipientsRefusedError,
+    SenderRefusedError,
+    SmtpError,
+    SmtpUtf8NotSupportedError,
+    from_aiosmtplib,
+    is_sender_refusal,
+    parse_enhanced_status,
+)
+
+if TYPE_CHECKING:
+    from .transport import SmtpTransport
+
+__all__ = ["SmtpSession", "SendResult", "RecipientRefusal", "MAX_RCPT_PER_TRANSACTION", "TRACE_HEADROOM_BYTES",
+           "envelope_recipients", "wire_size"]
+
+log = logging.getLogger("mailgem.connections")
+
+# RFC 5321 §4.5.3.1.8: a server must accept at least 100 recipients per transaction.
+MAX_RCPT_PER_TRANSACTION = 100
+
+# Room for the trace fields a server adds before comparing a message with its SIZE (Received:,
+# Return-Path:, Authentication-Results:, ...; Postfix also counts queue-file records).
+TRACE_HEADROOM_BYTES = 4096
+
+# RFC 3463 §3.4: 5.3.4 "message too big for system"; RFC 1870 §6.1: 552 to MAIL or after DATA.
+_TOO_BIG = "5.3.4"
+
+
+def wire_size(data: bytes) -> int:
+    """Bytes sent after 354 for ``data`` (CRLF line ends): dot-stuffed lines (RFC 5321 §4.5.2)
+    and the final ``CRLF.CRLF``."""
+    return len(data) + data.count(b"\n.") + data.startswith(b".") + 5
+
+
+@dataclass(frozen=True)
+class RecipientRefusal:
+    """One refused ``RCPT TO``: reply code, enhanced status code and the server's text."""
+
+    code: int
+    message: str
+    enhanced_status: str | None = None
+
+    @property
+    def transient(self) -> bool:
+        return 400 <= self.code < 500
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.message}"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What the server said about one message.
+
+    Attributes:
+        accepted: recipients the server accepted (``RCPT TO`` 250/251).
+        refused: ``{recipient: RecipientRefusal}`` for recipients refused while others were
+            accepted (a partial success, RFC 5321 §3.3).
+        code: reply code to the end of DATA (250 when queued).
+        message: the server's reply text (often carries its queue id).
+        enhanced_status: RFC 3463 code from that reply, if any.
+        message_id: the message's ``Message-ID`` header.
+        size_bytes: bytes transmitted in DATA.
+    """
+
+    accepted: tuple[str, ...]
+    refused: dict[str, RecipientRefusal]
+    code: int
+    message: str
+    enhanced_status: str | None
+    message_id: str | None
+    size_bytes: int
+
+
+def envelope_recipients(message: EmailMessage) -> list[str]:
+    """Addresses from To, Cc and Bcc (RFC 5322 §3.6.3), de-duplicated, in order."""
+    fields = [str(v) for name in ("To", "Cc", "Bcc") for v in message.get_all(name, [])]
+    seen: dict[str, None] = {}
+    for _, address in getaddresses(fields):
+        if address:
+            seen.setdefault(address, None)
+    return list(seen)
+
+
+class SmtpSession:
+    """One connected, secured and authenticated aiosmtplib client. Use via :meth:`SmtpTransport.connect`."""
+
+    def __init__(self, transport: SmtpTransport, client: aiosmtplib.SMTP, banner: str | None) -> None:
+        self._transport = transport
+        self._client = client
+        self.banner = banner
+
+    @property
+    def size_limit_bytes(self) -> int | None:
+        """SIZE advertised by the server (RFC 1870 §4), ``None`` when absent or 0 (no limit)."""
+        raw = self._client.esmtp_extensions.get("size", "").strip()
+        return int(raw) if raw.isdigit() and int(raw) > 0 else None
+
+    @property
+    def supports_smtputf8(self) -> bool:
+        """Whether the server offers SMTPUTF8 (RFC 6531)."""
+        return self._client.supports_extension("smtputf8")
+
+    async def send(self, message: EmailMessage, recipients: Sequence[str] | None = None) -> SendResult:
+        """Send ``message`` to ``recipients`` (default: its To, Cc and Bcc; Bcc is never transmitted).
+
+        Returns:
+            a :class:`SendResult`; recipients refused while others are accepted are in ``refused``.
+
+        Raises:
+            MessageTooLargeError: larger than the server's SIZE; nothing was sent.
+            RecipientsRefusedError: every recipient refused; nothing was sent.
+            SmtpError: any other failure, typed (see :mod:`connections.errors`).
+        """
+        rcpts = list(recipients) if recipients is not None else envelope_recipients(message)
+        if not rcpts:
+            raise RecipientsRefusedError("the message has no recipients", {}, transient=False,
+                                         hint="set to, cc or bcc")
+        utf8 = self._transport.needs_smtputf8(rcpts)
+        data = self._transport.flatten(message, utf8=utf8)  # Bcc was read above, before flatten drops it
+        return await self.send_bytes(data, rcpts, message_id=str(message["Message-ID"]), smtputf8=utf8)
+
+    async def send_bytes(self, data: bytes, recipients: Sequence[str], *, message_id: str | None = None,
+                         smtputf8: bool = False) -> SendResult:
+        """Send an already flattened message (CRLF line endings).
+
+        ``smtputf8``: the message has UTF-8 headers or addresses (RFC 6531/6532).
+
+        More than :data:`MAX_RCPT_PER_TRANSACTION` recipients go in several mail transactions of
+        that many (RFC 5321 §4.5.3.1.8: servers need buffer only 100 recipients). A chunk that
+        fails after an earlier one was accepted is reported per recipient, not raised, so that
+        what was accepted is never sent again.
+        """
+        chunks = [list(recipients[i:i + MAX_RCPT_PER_TRANSACTION])
+                  for i in range(0, len(recipients), MAX_RCPT_PER_TRANSACTION)]
+        if len(chunks) <= 1:
+            return await self._transaction(data, list(recipients), message_id, smtputf8)
+        results: list[SendResult] = []
+        failures: dict[str, RecipientRefusal] = {}
+        last_error: SmtpError | None = None
+        for chunk in chunks:
+            try:
+                results.append(await self._transaction(data, chunk, message_id, smtputf8))
+            except (MessageTooLargeError, SenderRefusedError, SmtpUtf8NotSupportedError):
+                raise  # the same for every chunk
+            except SmtpError as exc:
+                if isinstance(exc, RecipientsRefusedError) and exc.recipients:
+                    failures.update({r: RecipientRefusal(c, m, parse_enhanced_status(m)) for r, (c, m) in exc.recipients.items()})
+                else:
+                    code = exc.code if exc.code is not None else (451 if exc.transient else 554)
+                    failures.update({r: RecipientRefusal(code, exc.server_message or exc.message, exc.enhanced_status)
+                                     for r in chunk})
+                last_error = exc
+        if not results:
+            assert last_error is not None
+            raise last_error
+        refused = {r: v for res in results for r, v in res.refused.items()} | failures
+        last = results[-1]
+        return SendResult(tuple(a for res in results for a in res.accepted), refused, last.code, last.message,
+                          last.enhanced_status, message_id, len(data))
+
+    def _check_size(self, data: bytes, where: dict[str, object]) -> None:
+        limit = self.size_limit_bytes
+        if limit is not None:
+            wire = wire_size(data)
+            if wire + TRACE_HEADROOM_BYTES > limit:
+                raise MessageTooLargeError(
+                    f"message is {len(data):,} bytes ({wire:,} as transmitted); with {TRACE_HEADROOM_BYTES:,} "
+                    f"bytes of headroom for the trace headers the server adds, it is over the server's SIZE "
+                    f"limit (RFC 1870) of {limit:,} bytes; nothing was sent",
+                    size_bytes=len(data), limit_bytes=limit, **where)  # type: ignore[arg-type]
+        elif len(data) > self._transport.connection.max_message_bytes:
+            cap = self._transport.connection.max_message_bytes
+            raise MessageTooLargeError(
+                f"message is {len(data):,} bytes, over the connection's max_message_bytes of {cap:,} bytes; "
+                "nothing was sent", size_bytes=len(data), limit_bytes=cap, **where)  # type: ignore[arg-type]
+
+    def _too_large(self, exc: aiosmtplib.SMTPResponseException, data: bytes, where: dict[str, object]) -> MessageTooLargeError:
+        limit = self.size_limit_bytes
+        stated = f"the server's SIZE is {limit:,} bytes" if limit else "the server advertises no SIZE"
+        return MessageTooLargeError(
+            f"the server refused the message as too large: it is {len(data):,} bytes ({wire_size(data):,} as "
+            f"transmitted) and {stated}; it adds its own trace headers before comparing",
+            size_bytes=len(data), limit_bytes=limit, code=exc.code, server_message=exc.message, **where)  # type: ignore[arg-type]
+
+    def _sender_refused(self, exc: aiosmtplib.SMTPResponseException, where: dict[str, object]) -> SenderRefusedError:
+        connection = self._transport.connection
+        error = SenderRefusedError(
+            f"the server refused the sender <{connection.sender}> of connection {connection.name!r}",
+            code=exc.code, server_message=exc.message, **where,  # type: ignore[arg-type]
+            hint=f"the login {connection.username or '(anonymous)'!s} may not send as <{connection.sender}>: set "
+                 f"sender_address on connection {connection.name!r} to an address this login owns (a verified "
+                 "sender at SendGrid, SES or Mailgun); `mailgem connection test` checks it without sending")
+        self._transport.remember_refusal(error)
+        return error
+
+    async def _transaction(self, data: bytes, recipients: list[str], message_id: str | None,
+                           smtputf8: bool) -> SendResult:
+        """One mail transaction: MAIL FROM, RCPT TO each recipient, DATA."""
+        transport = self._transport
+        transport.raise_if_refused()
+        connection = transport.connection
+        where: dict[str, object] = {"host": connection.host, "port": connection.port}
+        self._check_size(data, where)
+        client = self._client
+        if smtputf8 and not self.supports_smtputf8:
+            wide = [r for r in recipients if envelope_address(r)[1]] or [connection.sender]
+            raise SmtpUtf8NotSupportedError(
+                f"{', '.join(wide)} has a non-ASCII local part, which needs SMTPUTF8 (RFC 6531 §3.2), and the "
+                "server does not offer it; nothing was sent", **where)  # type: ignore[arg-type]
+        options = [f"SIZE={len(data)}"] if client.supports_extension("size") else []
+        if not data.isascii() and client.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")  # RFC 6152: 8-bit content is declared
+        if smtputf8:
+            options.append("SMTPUTF8")
+        encoding = "utf-8" if smtputf8 else "ascii"
+        sender = transport.envelope_sender
+        stage = "mail"
+        accepted: list[str] = []
+        refused: dict[str, RecipientRefusal] = {}
+        try:
+            try:
+                await client.mail(sender, options=options, encoding=encoding)
+            except aiosmtplib.SMTPSenderRefused as exc:
+                await self._reset()
+                if exc.code == 552 or parse_enhanced_status(exc.message) == _TOO_BIG:
+                    raise self._too_large(exc, data, where) from None
+                raise self._sender_refused(exc, where) from None
+            stage = "rcpt"
+            for rcpt in recipients:
+                try:
+                    await client.rcpt(envelope_address(rcpt)[0], encoding=encoding)
+                    accepted.append(rcpt)
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    if is_sender_refusal(exc.message, sender):  # checked late (Postfix smtpd_delay_reject)
+                        await self._reset()
+                        raise self._sender_refused(exc, where) from None
+                    refused[rcpt] = RecipientRefusal(exc.code, exc.message, parse_enhanced_status(exc.message))
+            if not accepted:
+                await self._reset()
+                first = next(iter(refused.values()))
+                raise RecipientsRefusedError(
+                    "every recipient was refused; nothing was sent",
+                    {r: (v.code, v.message) for r, v in refused.items()},
+                    code=first.code, server_message=first.message, **where)  # type: ignore[arg-type]
+            stage = "data"
+            response = await client.data(data, timeout=connection.data_timeout_s)
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._reset()
+            if stage == "data" and (exc.code == 552 or parse_enhanced_status(exc.message) == _TOO_BIG):
+                raise self._too_large(exc, data, where) from None
+            raise from_aiosmtplib(exc, stage=stage, **where) from None  # type: ignore[arg-type]
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            error = from_aiosmtplib(exc, stage=stage, **where)  # type: ignore[arg-type]
+            # After DATA began, a lost connection or a missing reply leaves it open whether the
+            # server accepted the message (RFC 5321 §4.5.3.2.6).
+            error.maybe_delivered = stage == "data"
+            raise error from None
+        log.debug("message %s accepted by %s:%s for %d recipient(s), %d refused",
+                  message_id, connection.host, connection.port, len(accepted), len(refused))
+        return SendResult(tuple(accepted), refused, response.code, response.message,
+                          parse_enhanced_status(response.message), message_id, len(data))
+
+    async def check_sender(self) -> RecipientRefusal | None:
+        """``MAIL FROM`` the sender, ``RCPT TO`` the sender, ``RSET``: nothing is sent.
+
+        Returns:
+            ``None`` when both were accepted; the RCPT refusal when it is about the recipient
+            (e.g. the sender's mailbox takes no mail), which says nothing against the sender.
+
+        Raises:
+            SenderRefusedError: the server refused the sender.
+            SmtpError: any other failure.
+        """
+        connection = self._transport.connection
+        where: dict[str, object] = {"host": connection.host, "port": connection.port}
+        sender = self._transport.envelope_sender
+        encoding = "utf-8" if self._transport.sender_smtputf8 else "ascii"
+        options = ["SMTPUTF8"] if self._transport.sender_smtputf8 and self.supports_smtputf8 else []
+        try:
+            try:
+                await self._client.mail(sender, options=options, encoding=encoding)
+                await self._client.rcpt(sender, encoding=encoding)
+            except aiosmtplib.SMTPSenderRefused as exc:
+                raise self._sender_refused(exc, where) from None
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                if is_sender_refusal(exc.message, sender):
+                    raise self._sender_refused(exc, where) from None
+                return RecipientRefusal(exc.code, exc.message, parse_enhanced_status(exc.message))
+            finally:
+                await self._reset()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise from_aiosmtplib(exc, stage="mail", **where) from None  # type: ignore[arg-type]
+        return None
+
+    async def _reset(self) -> None:
+        # RSET leaves the session usable for the next message; a failure here is not the story.
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await self._client.rset()
+
+    async def noop(self) -> int:
+        """Send NOOP and return the reply code (250 when the session is healthy)."""
+        return (await self._client.noop()).code
+
+    async def close(self) -> None:
+        """QUIT (bounded wait), then close the socket."""
+        await self._transport.quit(self._client)

@@ -1,0 +1,142 @@
+"""One message's problem is that message's failed row, never the end of the run: internationalised
+addresses (RFC 6531/6532) on servers with and without SMTPUTF8, and any other exception while
+building or sending one message, locally and on Spark executors, with what the ledger keeps."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from conftest import USER, fabric_for, parse_strict
+
+from gems.email import DeliveryError, EmailGem
+from gems.email.ledger import SendLedger, destination_of
+
+PER_ROW = {"connection": "reports", "mode": "per_row", "key_columns": ["n"], "to_column": "to",
+           "subject": "Message {{ row.n }}", "text_body": "Hello {{ row.n }}", "on_error": "continue"}
+
+
+def _frame(*addresses: str) -> pd.DataFrame:
+    return pd.DataFrame({"n": range(len(addresses)), "to": list(addresses)})
+
+
+def _by_key(report):
+    return {row.message_key: row for row in report.itertuples()}
+
+
+@pytest.mark.parametrize("server_fixture", ["starttls_server", "smtputf8_server"])
+def test_idn_domain_goes_out_as_its_a_label_on_every_server(request, server_fixture):
+    server = request.getfixturevalue(server_fixture)
+    report = EmailGem(PER_ROW, fabric_for(server), user=USER).apply(None, _frame("user@exämple.com", "ops@example.com"))
+    assert list(report["status"]) == ["sent", "sent"]
+    assert report.iloc[0].recipients == "user@xn--exmple-cua.com"
+    received = {m.rcpt_tos: m for m in server.wait_for_messages(2)}
+    idn = received[("user@xn--exmple-cua.com",)]
+    assert "SMTPUTF8" not in idn.mail_options  # an A-label needs no extension
+    msg = parse_strict(idn.data)
+    assert msg["To"] == "user@xn--exmple-cua.com" and msg["Subject"] == "Message 0"
+
+
+def test_non_ascii_local_part_uses_smtputf8_when_the_server_offers_it(smtputf8_server):
+    frame = _frame("josé@example.org", "ops@example.com", "Zoë Ünal <zoë@exämple.com>")
+    report = EmailGem(PER_ROW, fabric_for(smtputf8_server), user=USER).apply(None, frame)
+    assert list(report["status"]) == ["sent"] * 3, report["error"].tolist()
+    received = {m.rcpt_tos[0]: m for m in smtputf8_server.wait_for_messages(3)}
+    jose = received["josé@example.org"]
+    assert "SMTPUTF8" in jose.mail_options and "BODY=8BITMIME" in jose.mail_options
+    assert parse_strict(jose.data)["To"].addresses[0].addr_spec == "josé@example.org"
+    zoe = parse_strict(received["zoë@exämple.com"].data)  # U-labels stay as written with SMTPUTF8
+    assert zoe["To"].addresses[0].display_name == "Zoë Ünal"
+    assert "SMTPUTF8" not in received["ops@example.com"].mail_options
+
+
+def test_non_ascii_local_part_fails_only_that_message_without_smtputf8(starttls_server):
+    frame = _frame("ops@example.com", "josé@example.org", "ana@example.com")
+    report = EmailGem(PER_ROW, fabric_for(starttls_server), user=USER).apply(None, frame)
+    assert list(report["status"]) == ["sent", "failed", "sent"]
+    failed = report.iloc[1]
+    assert "josé@example.org" in failed.error and "SMTPUTF8" in failed.error and "RFC 6531" in failed.error
+    assert pd.isna(failed.reply_code) and failed.attempts == 1  # permanent: not retried
+    assert sorted(m.rcpt_tos for m in starttls_server.wait_for_messages(2)) == [("ana@example.com",), ("ops@example.com",)]
+
+
+def test_on_error_stop_still_returns_the_report(starttls_server):
+    frame = _frame("ops@example.com", "josé@example.org", "ana@example.com")
+    with pytest.raises(DeliveryError, match="SMTPUTF8") as info:
+        EmailGem(PER_ROW | {"on_error": "stop"}, fabric_for(starttls_server, pool_size=1), user=USER).apply(None, frame)
+    assert list(info.value.report["status"]) == ["sent", "failed"]
+
+
+def test_a_template_error_on_one_row_fails_that_row_only(starttls_server):
+    frame = pd.DataFrame({"n": [1, 0, 2], "to": ["a@example.com", "b@example.com", "c@example.com"]})
+    props = PER_ROW | {"subject": "{{ 10 // row.n }} per unit"}
+    report = EmailGem(props, fabric_for(starttls_server), user=USER).apply(None, frame)
+    assert list(report["status"]) == ["sent", "failed", "sent"]
+    assert report.iloc[1].error.startswith("subject: ZeroDivisionError")
+    assert len(starttls_server.wait_for_messages(2)) == 2
+
+
+def test_a_value_the_charset_cannot_hold_names_the_part_and_column(starttls_server):
+    frame = pd.DataFrame({"n": [1, 2], "to": ["a@example.com", "b@example.com"], "city": ["Zürich", "東京"]})
+    props = PER_ROW | {"text_body": "City: {{ row.city }}"}
+    report = EmailGem(props, fabric_for(starttls_server, charset="iso-8859-1"), user=USER).apply(None, frame)
+    assert list(report["status"]) == ["sent", "failed"]
+    error = report.iloc[1].error
+    assert error.startswith("text_body: character '東'") and "column 'city'" in error and "utf-8" in error
+    [received] = starttls_server.wait_for_messages(1)
+    assert parse_strict(received.data).get_content().strip() == "City: Zürich"
+
+
+def test_text_that_is_not_valid_unicode_fails_only_its_row(starttls_server):
+    frame = pd.DataFrame({"n": [1, 2, 3], "to": ["a@example.com", "b@example.com", "c@example.com"],
+                          "name": ["Ann", "bad \udc80 bytes", "Cy"]})
+    props = PER_ROW | {"text_body": "Hi {{ row.name }}"}
+    report = EmailGem(props, fabric_for(starttls_server), user=USER).apply(None, frame)
+    assert list(report["status"]) == ["sent", "failed", "sent"]
+    assert "column 'name'" in report.iloc[1].error and "not valid Unicode" in report.iloc[1].error
+    assert len(starttls_server.wait_for_messages(2)) == 2
+
+
+def test_a_column_the_csv_writer_refuses_is_named(starttls_server):
+    frame = pd.DataFrame({"team": ["a", "b"], "to": ["a@example.com", "b@example.com"], "tags": [["x"], ["y", "z"]]})
+    props = {"connection": "reports", "mode": "per_group", "group_by": ["team"], "to_column": "to",
+             "subject": "{{ group.team }}", "attachments": [{"file_name": "{{ group.team }}.csv"}], "on_error": "continue"}
+    report = EmailGem(props, fabric_for(starttls_server), user=USER).apply(None, frame)
+    assert set(report["status"]) == {"failed"}
+    error = report.iloc[0].error
+    assert error.startswith("attachments[0] (a.csv): ") and "'tags' (list<item: string>)" in error
+    assert "columns option" in error
+    assert starttls_server.messages == []
+
+
+def test_ledger_is_failed_unless_data_may_have_reached_the_server(starttls_server, tmp_path):
+    # Message 0: 554 after DATA (definitely refused). Message 1: accepted, but the reply comes after
+    # the client gave up (may be delivered). Message 2: josé without SMTPUTF8 (refused before MAIL
+    # FROM, nothing left). Message 3: sent.
+    starttls_server.data_script = ["554 5.6.0 Message rejected", 1.5, None]
+    props = PER_ROW | {"ledger": {"path": str(tmp_path / "l.sqlite"), "run_key": "r1"}}
+    fabric = fabric_for(starttls_server, pool_size=1, data_timeout_s=0.5, max_attempts=1)
+    frame = _frame("a@example.com", "b@example.com", "josé@example.org", "d@example.com")
+    report = EmailGem(props, fabric, user=USER, name="job").apply(None, frame)
+    assert list(report["status"]) == ["failed", "failed", "failed", "sent"]
+    assert "may have accepted it" in report.iloc[1].error and "may have" not in report.iloc[0].error
+    ledger = SendLedger(tmp_path / "l.sqlite", "job", "r1", destination_of("analytics", fabric.connection("reports")))
+    rows = {r["message_key"]: r for r in ledger.rows()}
+    assert [(rows[f"row:[{n}]"]["status"], rows[f"row:[{n}]"]["maybe_delivered"]) for n in range(4)] \
+        == [("failed", 0), ("sending", 1), ("failed", 0), ("sent", 0)]
+
+
+def test_spark_executors_record_a_bad_message_and_go_on(spark, starttls_server, tmp_path):
+    frame = spark.createDataFrame(_frame("ops@example.com", "josé@example.org", "user@exämple.com",
+                                         "ana@example.com")).repartition(2)
+    props = PER_ROW | {"ledger": {"path": str(tmp_path / "l.sqlite"), "run_key": "r1"}}
+    fabric = fabric_for(starttls_server)
+    report = _by_key(EmailGem(props, fabric, user=USER, name="job").apply(spark, frame).toPandas())
+    assert {k: r.status for k, r in report.items()} == {
+        "row:[0]": "sent", "row:[1]": "failed", "row:[2]": "sent", "row:[3]": "sent"}
+    assert "SMTPUTF8" in report["row:[1]"].error
+    assert len(starttls_server.wait_for_messages(3)) == 3
+    ledger = SendLedger(tmp_path / "l.sqlite", "job", "r1", destination_of("analytics", fabric.connection("reports")))
+    assert sorted(r["status"] for r in ledger.rows()) == ["failed"] + ["sent"] * 3  # nothing left "sending"
+    again = EmailGem(props, fabric, user=USER, name="job").apply(spark, frame).toPandas()
+    assert sorted(again["status"]) == ["already_sent"] * 3 + ["failed"]
+    assert len(starttls_server.messages) == 3  # nobody got a second copy
