@@ -291,6 +291,8 @@ def is_sender_refusal(text: str | None, sender: str) -> bool:
     when the reply names the sender.
     """
     text = text or ""
+    if "recipient address rejected" in text.lower():
+        return False
     status = parse_enhanced_status(text)
     if status in _SENDER_STATUSES or _SENDER_TEXT.search(text):
         return True

@@ -140,3 +140,24 @@ def test_spark_executors_record_a_bad_message_and_go_on(spark, starttls_server, 
     again = EmailGem(props, fabric, user=USER, name="job").apply(spark, frame).toPandas()
     assert sorted(again["status"]) == ["already_sent"] * 3 + ["failed"]
     assert len(starttls_server.messages) == 3  # nobody got a second copy
+
+
+def test_a_ledger_that_cannot_be_written_stops_the_run_even_under_continue(starttls_server, tmp_path, monkeypatch):
+    import sqlite3
+
+    calls = []
+    begin = SendLedger.begin
+
+    def failing_begin(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise sqlite3.OperationalError("disk I/O error")
+        return begin(self, *args, **kwargs)
+
+    monkeypatch.setattr(SendLedger, "begin", failing_begin)
+    props = PER_ROW | {"ledger": {"path": str(tmp_path / "l.sqlite")}}
+    with pytest.raises(DeliveryError, match="writing the ledger: OperationalError: disk I/O error") as info:
+        EmailGem(props, fabric_for(starttls_server, pool_size=1), user=USER).apply(
+            None, _frame("a@example.com", "b@example.com", "c@example.com"))
+    assert list(info.value.report["status"]) == ["sent", "failed"]  # without a ledger, a re-run could send twice
+    assert len(starttls_server.wait_for_messages(1)) == 1

@@ -222,3 +222,18 @@ def test_headers_that_redirect_replies_or_restate_identity_are_reserved(starttls
         EmailGem(props, fabric_for(starttls_server), user=USER).apply(None, _frame(1))
     assert starttls_server.messages == []
 
+
+
+@pytest.mark.parametrize("reply, about_sender", [
+    ("5.7.1 <boss@example.com>: Sender address rejected: not owned by user reports@example.com", True),
+    ("5.1.8 <boss@example.com>: Sender address rejected: Domain not found", True),
+    ("5.7.1 Sender not authorized", True),
+    ("5.7.1 <boss@example.com>... you may not send as this address", True),  # 5.7.1 naming the sender
+    ("5.7.1 <ops@example.com>: Relay access denied", False),
+    ("4.1.2 <ops@example.com>: Recipient address rejected: Domain not found", False),
+    ("5.1.1 <ops@example.com>: Recipient address rejected: User unknown", False),
+])
+def test_which_refusals_are_about_the_sender(reply, about_sender):
+    from connections.errors import is_sender_refusal
+
+    assert is_sender_refusal(reply, "boss@example.com") is about_sender

@@ -83,8 +83,8 @@ class PartitionSender:
             yield from self._partition(batches, loop, ctx, deliverer)
         except Exception as exc:  # noqa: BLE001 - reported as a row, never a failed Spark job
             log.exception("a partition could not be sent")
-            yield to_pandas([DeliveryRow("(partition)", "failed", error=f"the partition could not be sent: "
-                                         f"{describe_error(exc)}", connection=primary.name)])
+            yield to_pandas([DeliveryRow("(partition)", "failed", connection=primary.name,
+                                         error=describe_error(exc, "reading this Spark partition"))])
         finally:
             loop.run_until_complete(deliverer.aclose())
             loop.close()

@@ -1,7 +1,8 @@
 """The delivery report: one row per message, as a pandas or Spark DataFrame.
 
 Columns: ``message_key`` (str: ``report``, ``group:[values]``, ``row:[key values]`` or
-``row:<hash>``), ``status`` (``sent`` | ``partial`` | ``failed`` | ``deferred`` (daily limit) |
+``row:<hash>``; ``(partition)`` for a Spark partition that could not be read at all),
+``status`` (``sent`` | ``partial`` | ``failed`` | ``deferred`` (daily limit) |
 ``already_sent`` (ledger) | ``skipped`` (empty frame)),
 ``recipients`` (str, comma-separated envelope recipients), ``accepted`` (int), ``refused`` (str,
 ``addr: code text`` pairs), ``reply_code`` (int, null if none), ``enhanced_status`` (str),

@@ -56,12 +56,12 @@ class SendContext:
     on_done: Callable[[DeliveryRow], None] = field(default=lambda row: None)
 
 
-def describe_error(exc: BaseException) -> str:
-    """The reason recorded for a failed message: mailgem's own message, or the exception's type
-    and text for anything unexpected."""
+def describe_error(exc: BaseException, doing: str = "building the message") -> str:
+    """The reason recorded for a failed message: mailgem's own message, or what was being done
+    and the exception's type and text for anything unexpected."""
     if isinstance(exc, MailgemError):
         return str(exc)
-    return f"could not build the message: {type(exc).__name__}: {exc}"
+    return f"unexpected error while {doing}: {type(exc).__name__}: {exc}"
 
 
 def _apply(row: DeliveryRow, delivery: Delivery) -> None:
@@ -111,8 +111,8 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
             if row.status in ("failed", "deferred") and delivery.error is not None:
                 failed(row, delivery.error)
         except Exception as exc:  # noqa: BLE001 - the ledger, or a bug: recorded, and the run stops
-            row.status = "failed" if row.status not in ("sent", "partial") else row.status
-            row.error = f"{row.error + '; ' if row.error else ''}{describe_error(exc)}"
+            reason = describe_error(exc, "recording the outcome in the ledger")
+            row.error = f"{row.error}; {reason}" if row.error else reason
             fatal.append((row, exc))
         finally:
             slots.release()
@@ -157,7 +157,7 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
             try:
                 ledger.begin(unit.key, rhash, message_id)
             except Exception as exc:  # noqa: BLE001
-                row.error = f"the ledger could not be written, so the message was not sent: {describe_error(exc)}"
+                row.error = f"not sent: {describe_error(exc, 'writing the ledger')}"
                 fatal.append((row, exc))
                 slots.release()
                 ctx.on_done(row)
