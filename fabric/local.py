@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import PrivateAttr, SecretStr
 
 from connections.local_server import LocalSmtpServer
 from connections.model import SmtpConnection
@@ -22,9 +22,20 @@ from .loader import LOCAL_CONNECTION
 from .model import Fabric, Team, current_user
 from .secrets import MemorySecretStore
 
-__all__ = ["LocalFabric", "local_fabric", "LOCAL_CONNECTION", "LOCAL_SENDER"]
+__all__ = ["LocalFabric", "EmbeddedFabric", "local_fabric", "LOCAL_CONNECTION", "LOCAL_SENDER"]
 
 LOCAL_SENDER = "mailgem-dev@example.com"
+
+
+class EmbeddedFabric(Fabric):
+    """The embedded fabric. Its server listens on a new port every run, so a destination names
+    the outbox folder instead: re-running a job on it is a re-run to the same place."""
+
+    _outbox: Path | None = PrivateAttr(default=None)
+
+    def destination(self, name: str) -> str:
+        conn = self.connection(name)
+        return f"{self.name}/{conn.name} embedded server, outbox {self._outbox} as {conn.sender}"
 
 
 @dataclass
@@ -53,7 +64,8 @@ def local_fabric(outbox: str | Path = "outbox", user: str | None = None) -> Iter
             ca_bundle=server.ca_pem, username=LOCAL_SENDER, password={"secret": "local-smtp-password"},
             sender_name="mailgem (local)", timeout_s=30,
         )
-        fabric = Fabric(name="local", teams=[Team(name="local", members=[user or current_user()])],
-                        connections=[connection])
+        fabric = EmbeddedFabric(name="local", teams=[Team(name="local", members=[user or current_user()])],
+                                connections=[connection])
+        fabric._outbox = outbox.resolve()
         fabric.with_store(MemorySecretStore({"local-smtp-password": SecretStr(password)}))
         yield LocalFabric(fabric, server, outbox)

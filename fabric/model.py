@@ -116,6 +116,16 @@ class Fabric(BaseModel):
         """The fabric's secret store."""
         return self._store if self._store is not None else self.secrets.build(self._source)
 
+    def destination(self, name: str) -> str:
+        """Where connection ``name`` delivers, as the send ledger keys it:
+        ``fabric/connection host:port as sender``.
+
+        Raises:
+            FabricConfigError: no such connection.
+        """
+        conn = self.connection(name)
+        return f"{self.name}/{conn.name} {conn.host}:{conn.port} as {conn.sender}"
+
     def check_access(self, user: str) -> Team:
         """Return the first team of ``user``.
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import USER, fabric_for, parse_strict
 
 from gems.email import DeliveryError, EmailGem
-from gems.email.ledger import SendLedger, destination_of
+from gems.email.ledger import SendLedger
 
 PER_ROW = {"connection": "reports", "mode": "per_row", "key_columns": ["n"], "to_column": "to",
            "subject": "Message {{ row.n }}", "text_body": "Hello {{ row.n }}", "on_error": "continue"}
@@ -119,7 +119,7 @@ def test_ledger_is_failed_unless_data_may_have_reached_the_server(starttls_serve
     report = EmailGem(props, fabric, user=USER, name="job").apply(None, frame)
     assert list(report["status"]) == ["failed", "failed", "failed", "sent"]
     assert "may have accepted it" in report.iloc[1].error and "may have" not in report.iloc[0].error
-    ledger = SendLedger(tmp_path / "l.sqlite", "job", "r1", destination_of("analytics", fabric.connection("reports")))
+    ledger = SendLedger(tmp_path / "l.sqlite", "job", "r1", fabric.destination("reports"))
     rows = {r["message_key"]: r for r in ledger.rows()}
     assert [(rows[f"row:[{n}]"]["status"], rows[f"row:[{n}]"]["maybe_delivered"]) for n in range(4)] \
         == [("failed", 0), ("sending", 1), ("failed", 0), ("sent", 0)]
@@ -135,7 +135,7 @@ def test_spark_executors_record_a_bad_message_and_go_on(spark, starttls_server, 
         "row:[0]": "sent", "row:[1]": "failed", "row:[2]": "sent", "row:[3]": "sent"}
     assert "SMTPUTF8" in report["row:[1]"].error
     assert len(starttls_server.wait_for_messages(3)) == 3
-    ledger = SendLedger(tmp_path / "l.sqlite", "job", "r1", destination_of("analytics", fabric.connection("reports")))
+    ledger = SendLedger(tmp_path / "l.sqlite", "job", "r1", fabric.destination("reports"))
     assert sorted(r["status"] for r in ledger.rows()) == ["failed"] + ["sent"] * 3  # nothing left "sending"
     again = EmailGem(props, fabric, user=USER, name="job").apply(spark, frame).toPandas()
     assert sorted(again["status"]) == ["already_sent"] * 3 + ["failed"]

@@ -40,7 +40,7 @@ from fabric.model import Fabric
 from .compose import Composer
 from .data import collect, column_names, is_spark_frame
 from .distributed import PartitionSender, preflight, send_distributed
-from .ledger import SendLedger, destination_of
+from .ledger import SendLedger
 from .plan import count_units, units
 from .progress import Progress
 from .properties import EmailProperties
@@ -173,7 +173,7 @@ class EmailGem:
         composer = self._composer(primary, run_ts)
         run_key = composer.run_key()
         domain = primary.domain
-        destination = destination_of(self.fabric.name, primary.connection)
+        destination = self.fabric.destination(props.connection)
 
         if is_spark_frame(in0) and props.mode != "report" and props.distributed:
             return self._apply_distributed(spark or in0.sparkSession, in0, transports, run_ts, run_key, domain,

@@ -10,8 +10,8 @@ that may have been delivered is sent again *with the same Message-ID*, so mail c
 de-duplicate by it (Gmail does) show it once. Every other message gets a new Message-ID.
 
 An entry counts only for its **destination**: the fabric, connection, host, port and sender
-the job sends through. Trying a job on the embedded local server never marks the real run's
-messages as sent.
+the job sends through (:meth:`fabric.model.Fabric.destination`; for the embedded server, its
+outbox). Trying a job on the embedded local server never marks the real run's messages as sent.
 
 SQLite in WAL mode with a busy timeout lets several processes (Spark Python workers on one
 machine) share the file. On a cluster, point ``ledger.path`` at storage every executor sees.
@@ -28,9 +28,8 @@ from pathlib import Path
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
 
 from connections.errors import ConfigError
-from connections.model import SmtpConnection
 
-__all__ = ["SendLedger", "PriorSend", "DONE_STATUSES", "destination_of"]
+__all__ = ["SendLedger", "PriorSend", "DONE_STATUSES"]
 
 DONE_STATUSES = ("sent", "partial")
 
@@ -59,11 +58,6 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
-def destination_of(fabric: str, connection: SmtpConnection) -> str:
-    """Where a job's messages go: ``fabric/connection host:port as sender``."""
-    return f"{fabric}/{connection.name} {connection.host}:{connection.port} as {connection.sender}"
-
-
 @dataclass(frozen=True)
 class PriorSend:
     """What an earlier run recorded for one message."""
@@ -86,7 +80,7 @@ class PriorSend:
 class SendLedger:
     """A ledger in the SQLite file ``path`` for one job, run key and destination.
 
-    Columns: job, run_key, destination (see :func:`destination_of`), message_key,
+    Columns: job, run_key, destination (:meth:`fabric.model.Fabric.destination`), message_key,
     recipients_hash, status (``sending`` | ``sent`` | ``partial`` | ``failed`` | ``deferred``),
     maybe_delivered (0/1), reply_code, message_id, connection (the one that carried it: the
     fallback's when used), attempts, error, first_at, updated_at (UTC ISO 8601).
