@@ -217,12 +217,14 @@ class SmtpSession:
 
     def _sender_refused(self, exc: aiosmtplib.SMTPResponseException, where: dict[str, object]) -> SenderRefusedError:
         connection = self._transport.connection
+        hint = (f"the login {connection.username or '(anonymous)'!s} may not send as <{connection.sender}>: set "
+                f"sender_address on connection {connection.name!r} to an address this login owns (a verified "
+                "sender at SendGrid, SES or Mailgun); `mailgem connection test` checks it without sending")
+        if 400 <= exc.code < 500:
+            hint = "a temporary refusal (RFC 5321 §4.2.1): it is retried"
         error = SenderRefusedError(
             f"the server refused the sender <{connection.sender}> of connection {connection.name!r}",
-            code=exc.code, server_message=exc.message, **where,  # type: ignore[arg-type]
-            hint=f"the login {connection.username or '(anonymous)'!s} may not send as <{connection.sender}>: set "
-                 f"sender_address on connection {connection.name!r} to an address this login owns (a verified "
-                 "sender at SendGrid, SES or Mailgun); `mailgem connection test` checks it without sending")
+            code=exc.code, server_message=exc.message, hint=hint, **where)  # type: ignore[arg-type]
         self._transport.remember_refusal(error)
         return error
 
