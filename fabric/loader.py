@@ -101,13 +101,14 @@ def load_fabric(path: str | Path) -> Fabric:
         for key in ("path", "key_file"):
             if key in secrets:
                 secrets[key] = _relative_to(base, secrets[key])
-    for conn in doc.get("connections") or []:
-        if isinstance(conn, dict) and "ca_bundle" in conn:
-            conn["ca_bundle"] = _relative_to(base, conn["ca_bundle"])
     for i, conn in enumerate(doc.get("connections") or []):
-        if isinstance(conn, dict) and conn.get("name") == LOCAL_CONNECTION:
+        if not isinstance(conn, dict):
+            continue
+        if conn.get("name") == LOCAL_CONNECTION:
             raise FabricConfigError(f"{path}: connections[{i}].name: {LOCAL_CONNECTION!r} is reserved for the embedded "
                                     "local SMTP server (`mailgem run --local`); choose another name")
+        if "ca_bundle" in conn:
+            conn["ca_bundle"] = _relative_to(base, conn["ca_bundle"])
     try:
         fabric = Fabric.model_validate(doc)
     except ValidationError as exc:

@@ -66,6 +66,11 @@ def relay_server() -> Iterator[LocalSmtpServer]:
     yield from _server(security="none")
 
 
+# One email per row to the address in column "to", failures recorded (tests of runs and reruns).
+PER_ROW = {"connection": "reports", "mode": "per_row", "key_columns": ["n"], "to_column": "to",
+           "subject": "Message {{ row.n }}", "text_body": "Hello {{ row.n }}", "on_error": "continue"}
+
+
 def connection_for(server: LocalSmtpServer, name: str = "reports", **overrides) -> SmtpConnection:
     fields = dict(name=name, host=server.host, port=server.port, security=server.security,
                   ca_bundle=server.ca_pem, username=LOGIN, password={"secret": "smtp-password"},

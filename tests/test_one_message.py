@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import USER, fabric_for, parse_strict
+from conftest import PER_ROW, USER, fabric_for, parse_strict
 
 from gems.email import DeliveryError, EmailGem
 from gems.email.ledger import SendLedger
-
-PER_ROW = {"connection": "reports", "mode": "per_row", "key_columns": ["n"], "to_column": "to",
-           "subject": "Message {{ row.n }}", "text_body": "Hello {{ row.n }}", "on_error": "continue"}
 
 
 def _frame(*addresses: str) -> pd.DataFrame:

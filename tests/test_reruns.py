@@ -4,14 +4,12 @@ only for the destination it was sent to."""
 from __future__ import annotations
 
 import pandas as pd
-from conftest import PASSWORD, USER, fabric_for, parse
+from conftest import PASSWORD, PER_ROW, USER, fabric_for, parse
 
 from connections.local_server import LocalSmtpServer
 from fabric import local_fabric
 from gems.email import EmailGem
 
-PER_ROW = {"connection": "reports", "mode": "per_row", "key_columns": ["n"], "to_column": "to",
-           "subject": "Message {{ row.n }}", "text_body": "Hello {{ row.n }}", "on_error": "continue"}
 FRAME = pd.DataFrame({"n": [1, 2], "to": ["a@example.com", "b@example.com"]})
 
 

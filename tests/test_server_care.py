@@ -10,7 +10,7 @@ import socket
 
 import pandas as pd
 import pytest
-from conftest import LOGIN, PASSWORD, USER, connection_for, fabric_for
+from conftest import LOGIN, PASSWORD, PER_ROW, USER, connection_for, fabric_for
 from pydantic import SecretStr
 
 from connections import (
@@ -26,8 +26,6 @@ from fabric import Fabric, MemorySecretStore, Team
 from gems.cli import main
 from gems.email import EmailGem, validate
 
-PER_ROW = {"connection": "reports", "mode": "per_row", "key_columns": ["n"], "to_column": "to",
-           "subject": "Message {{ row.n }}", "text_body": "Hello {{ row.n }}", "on_error": "continue"}
 FAST = {"retry_initial_s": 0.01, "retry_max_s": 0.05}
 
 
@@ -113,11 +111,12 @@ connections:
         assert server.messages == [] and server.transactions == 2
 
 
-def _deliver(transport: SmtpTransport, count: int = 1):
+def _deliver(transport: SmtpTransport, *messages):
+    """Deliver ``messages`` (default: one small one) to ops@example.com through one Deliverer."""
     async def go():
         deliverer = Deliverer([transport])
         try:
-            return await asyncio.gather(*(deliverer.send(_message(), ["ops@example.com"]) for _ in range(count)))
+            return await asyncio.gather(*(deliverer.send(m, ["ops@example.com"]) for m in messages or [_message()]))
         finally:
             await deliverer.aclose()
 
@@ -136,7 +135,7 @@ def _message(body: str = "body"):
 
 def test_starttls_on_an_implicit_tls_port_is_found_once(implicit_tls_server):
     conn = connection_for(implicit_tls_server, security="starttls", connect_timeout_s=1, **FAST)
-    deliveries = _deliver(SmtpTransport(conn, SecretStr(PASSWORD)), count=4)
+    deliveries = _deliver(SmtpTransport(conn, SecretStr(PASSWORD)), *[_message()] * 4)
     assert {d.status for d in deliveries} == {"failed"} and {d.attempts for d in deliveries} == {1}
     error = deliveries[0].error
     assert isinstance(error, SecurityModeMismatchError) and not error.transient
@@ -185,28 +184,20 @@ def test_size_counts_what_the_server_counts():
         transport = SmtpTransport(connection_for(server, **FAST), SecretStr(PASSWORD))
         data = transport.flatten(_dotted_message(limit - 1_000))
         assert len(data) < limit < wire_size(data)  # under the SIZE as it stands, over it as transmitted
-        [d] = asyncio.run(_one(transport, _dotted_message(limit - 1_000)))
+        [d] = _deliver(transport, _dotted_message(limit - 1_000))
         assert d.status == "failed" and isinstance(d.error, MessageTooLargeError) and d.attempts == 1
         assert f"{limit:,}" in str(d.error) and "as transmitted" in str(d.error)
         assert server.transactions == 0 and server.messages == []  # refused before MAIL FROM
         # Within the headroom for the server's own trace headers: refused too, and said why.
         small = _message("y" * (limit - TRACE_HEADROOM_BYTES // 2))
-        [d] = asyncio.run(_one(transport, small))
+        [d] = _deliver(transport, small)
         assert isinstance(d.error, MessageTooLargeError) and "trace headers" in str(d.error)
-
-
-async def _one(transport, message):
-    deliverer = Deliverer([transport])
-    try:
-        return [await deliverer.send(message, ["ops@example.com"])]
-    finally:
-        await deliverer.aclose()
 
 
 def test_552_after_data_is_the_same_too_large_error(starttls_server):
     starttls_server.data_script = ["552 5.3.4 Message file too big"]
     transport = SmtpTransport(connection_for(starttls_server, **FAST), SecretStr(PASSWORD))
-    [d] = asyncio.run(_one(transport, _message("z" * 5_000)))
+    [d] = _deliver(transport, _message("z" * 5_000))
     assert d.status == "failed" and isinstance(d.error, MessageTooLargeError) and d.attempts == 1
     assert d.error.code == 552 and d.error.size_bytes > 5_000
     assert f"{d.error.size_bytes:,} bytes" in str(d.error) and "too large" in str(d.error)
@@ -221,7 +212,6 @@ def test_headers_that_redirect_replies_or_restate_identity_are_reserved(starttls
     with pytest.raises(Exception, match="reserved"):
         EmailGem(props, fabric_for(starttls_server), user=USER).apply(None, _frame(1))
     assert starttls_server.messages == []
-
 
 
 @pytest.mark.parametrize("reply, about_sender", [

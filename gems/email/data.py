@@ -84,13 +84,13 @@ def _without_invalid_text(pdf: Any) -> tuple[Any, dict[int, str]]:
         column = pdf.iloc[:, position]
         if column.dtype != object:
             continue
-        bad = column.map(lambda v: isinstance(v, str) and not _is_valid_text(v)).to_numpy(dtype=bool)
-        for row in bad.nonzero()[0]:
-            value = column.iloc[row]
-            invalid.setdefault(int(row), f"column {str(name)!r} holds text that is not valid Unicode ({value!r}); "
-                               "fix it upstream, e.g. .str.encode('utf-8', 'replace').str.decode('utf-8')")
-        if bad.any():
-            pdf.iloc[bad.nonzero()[0], position] = None
+        rows = column.map(lambda v: isinstance(v, str) and not _is_valid_text(v)).to_numpy(dtype=bool).nonzero()[0]
+        for row in rows:
+            invalid.setdefault(int(row), f"column {str(name)!r} holds text that is not valid Unicode "
+                               f"({column.iloc[row]!r}); fix it upstream, e.g. "
+                               ".str.encode('utf-8', 'replace').str.decode('utf-8')")
+        if len(rows):
+            pdf.iloc[rows, position] = None
     return pdf, invalid
 
 
