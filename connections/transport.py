@@ -37,6 +37,7 @@ from .addresses import ascii_domain, envelope_address, needs_smtputf8
 from .errors import (
     AuthNotSupportedError,
     InsecureAuthError,
+    MailgemError,
     SecurityModeMismatchError,
     SenderRefusedError,
     SmtpError,
@@ -154,8 +155,11 @@ class SmtpTransport:
             result = await session.send(message)
     """
 
-    def __init__(self, connection: SmtpConnection, password: SecretStr | None = None) -> None:
+    def __init__(self, connection: SmtpConnection, password: SecretStr | None = None, *,
+                 identity_only: bool = False) -> None:
         self.connection = connection
+        # Previews and dry runs: the connection's From and envelope sender, no secret, no session.
+        self.identity_only = identity_only
         # MAIL FROM and From: a non-ASCII domain as its A-label; a non-ASCII local part needs SMTPUTF8.
         self.envelope_sender, self.sender_smtputf8 = envelope_address(connection.sender)
         # The right-hand side of Message-IDs (RFC 5322 §3.6.4): the sender's domain, in ASCII.
@@ -165,7 +169,7 @@ class SmtpTransport:
         self._password = password if password is not None else connection._inline_password
         # The first permanent refusal of this run (see remember_refusal); pickled with the transport.
         self.refusal: SmtpError | None = None
-        if not connection.anonymous and self._password is None:
+        if not connection.anonymous and self._password is None and not identity_only:
             raise InsecureAuthError(
                 f"connection {connection.name!r} needs a password to authenticate but none was resolved",
                 hint="resolve the connection through its fabric so the password secret is looked up",
@@ -276,6 +280,8 @@ class SmtpTransport:
         return mechanism
 
     async def _open(self, report: CheckReport | None = None) -> SmtpSession:
+        if self.identity_only:
+            raise MailgemError(f"connection {self.connection.name!r} was set up for a preview (no secret): it cannot send")
         self.raise_if_refused()
         c = self.connection
         where = {"host": c.host, "port": c.port}

@@ -10,16 +10,18 @@ A job file::
     params: {report_date: "2013-07-01"}
     email: { ...Email gem properties... }
 
-Relative paths are relative to the current directory. ``${ENV_VAR}`` is interpolated.
+Relative paths (``source.path``, ``email.ledger.path``) are relative to the job file, as a
+fabric's paths are relative to the fabric file, so a scheduler may start the job from any
+directory. ``${ENV_VAR}`` is interpolated.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from connections.model import format_validation_error
 from fabric.errors import FabricConfigError
@@ -28,30 +30,13 @@ from fabric.model import Fabric
 
 from .email.gem import EmailGem
 from .email.properties import EmailProperties
+from .source import SourceInfo, SourceSpec, inspect_source, read_source
 
-__all__ = ["JobSpec", "SourceSpec", "load_job", "run_job", "read_source"]
+__all__ = ["JobSpec", "SourceSpec", "load_job", "run_job", "read_source", "job_frame"]
 
 log = logging.getLogger("mailgem.job")
 
 _MODEL = ConfigDict(frozen=True, extra="forbid")
-
-
-class SourceSpec(BaseModel):
-    """Where the data comes from: a file ``path`` (csv, parquet, json) or a Spark SQL ``sql`` query."""
-
-    model_config = _MODEL
-    path: str | None = None
-    format: Literal["csv", "parquet", "json"] | None = None
-    options: dict[str, str] = Field(default_factory=dict, description="Spark reader options (CSV defaults: header, inferSchema).")
-    sql: str | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SourceSpec:
-        if (self.path is None) == (self.sql is None):
-            raise ValueError("give exactly one of source.path (a csv/parquet/json file) or source.sql (a Spark SQL query)")
-        if self.path is not None and self.format is None and Path(self.path).suffix.lower().lstrip(".") not in {"csv", "parquet", "json"}:
-            raise ValueError(f"cannot tell the format of {self.path!r} from its suffix: set source.format to csv, parquet or json")
-        return self
 
 
 class JobSpec(BaseModel):
@@ -65,6 +50,22 @@ class JobSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     email: EmailProperties
 
+    _file: Path | None = PrivateAttr(default=None)
+
+    @property
+    def file(self) -> Path | None:
+        """The job file this job was loaded from (``None`` when built in Python)."""
+        return self._file
+
+    @property
+    def base_dir(self) -> Path:
+        """Where relative paths start: the job file's folder, else the current directory."""
+        return self._file.absolute().parent if self._file is not None else Path.cwd()
+
+    def inspect_source(self) -> SourceInfo:
+        """The source's resolved path, cheap schema and problems (:func:`gems.source.inspect_source`)."""
+        return inspect_source(self.source, self.base_dir, str(self._file or "job"))
+
 
 def load_job(path: str | Path) -> JobSpec:
     """Load a job YAML file.
@@ -72,35 +73,32 @@ def load_job(path: str | Path) -> JobSpec:
     Raises:
         FabricConfigError: file, YAML or validation problem, naming ``file: yaml.path``.
     """
-    doc = load_yaml(Path(path))
+    path = Path(path)
+    doc = load_yaml(path)
     try:
-        return JobSpec.model_validate(doc)
+        job = JobSpec.model_validate(doc)
     except ValidationError as exc:
         raise FabricConfigError(format_validation_error(exc, str(path))) from None
+    ledger = job.email.ledger
+    if ledger is not None and not Path(ledger.path).expanduser().is_absolute():
+        resolved = str(path.absolute().parent / Path(ledger.path).expanduser())
+        email = job.email.model_copy(update={"ledger": ledger.model_copy(update={"path": resolved})})
+        job = job.model_copy(update={"email": email})
+    job._file = path
+    return job
 
 
-def read_source(spark: Any, source: SourceSpec) -> Any:
-    """The source as a Spark DataFrame.
-
-    Raises:
-        FabricConfigError: the file does not exist.
-    """
-    if source.sql is not None:
-        return spark.sql(source.sql)
-    assert source.path is not None
-    if not Path(source.path).exists():
-        raise FabricConfigError(f"source.path {source.path!r} does not exist")
-    fmt = source.format or Path(source.path).suffix.lower().lstrip(".")
-    reader = spark.read
-    options = ({"header": "true", "inferSchema": "true"} if fmt == "csv" else {}) | source.options
-    return reader.options(**options).format(fmt).load(source.path)
+def job_frame(job: JobSpec, spark: Any, info: SourceInfo | None = None) -> Any:
+    """The job's input to the gem: its source, through ``transform`` when given (a Spark DataFrame)."""
+    frame = read_source(spark, job.source, info if info is not None else job.inspect_source())
+    if job.transform:
+        frame.createOrReplaceTempView("source")
+        frame = spark.sql(job.transform)
+    return frame
 
 
 def run_job(job: JobSpec, fabric: Fabric, spark: Any, *, user: str | None = None) -> Any:
     """Run ``job`` against ``fabric`` and return the delivery report (a Spark DataFrame)."""
-    frame = read_source(spark, job.source)
-    if job.transform:
-        frame.createOrReplaceTempView("source")
-        frame = spark.sql(job.transform)
+    frame = job_frame(job, spark)
     gem = EmailGem(job.email, fabric, user=user, name=job.name, params=job.params)
     return gem.apply(spark, frame)

@@ -2,35 +2,83 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
-__all__ = ["local_spark"]
+__all__ = ["local_spark", "new_log_file", "quiet_python_loggers", "spark_error_line"]
+
+_CONF = {
+    "spark.ui.enabled": "false",
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
 
 
-def local_spark(master: str = "local[2]", app_name: str = "mailgem", conf: dict[str, str] | None = None) -> Any:
+def local_spark(master: str = "local[2]", app_name: str = "mailgem", conf: dict[str, str] | None = None, *,
+                log_file: str | Path | None = None) -> Any:
     """Get or create a SparkSession: UI off, UTC session time zone, Arrow transfers on.
 
     ``PYSPARK_PYTHON`` is set to this interpreter so Python workers see the same packages.
+
+    Args:
+        log_file: when given and no JVM runs yet, the JVM's own output (start-up lines, log4j,
+            stack traces, Python workers' stderr) goes to this file instead of the terminal.
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # loopback only; also silences the hostname warning
+    from pyspark import SparkConf
+    from pyspark.core.context import SparkContext
     from pyspark.sql import SparkSession
 
-    builder = (
-        SparkSession.builder.master(master).appName(app_name)
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.driver.extraJavaOptions", "-Dlog4j.rootLogger=ERROR")
-    )
-    for key, value in (conf or {}).items():
+    settings = {"spark.master": master, "spark.app.name": app_name, **_CONF, **(conf or {})}
+    if log_file is not None and SparkContext._gateway is None:
+        from pyspark.java_gateway import launch_gateway
+
+        # PySpark launches the JVM with the terminal as its stdout/stderr; launched here, it
+        # writes to the log file instead. The same settings go to spark-submit as PySpark would pass.
+        with SparkContext._lock, open(log_file, "ab") as out:
+            if SparkContext._gateway is None:
+                gateway = launch_gateway(SparkConf(loadDefaults=False).setAll(settings.items()),
+                                         popen_kwargs={"stdout": out, "stderr": out})
+                SparkContext._gateway = gateway
+                SparkContext._jvm = gateway.jvm
+    builder = SparkSession.builder
+    for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def new_log_file() -> Path:
+    """A new file for the JVM's output of one run (kept, so a failure can point at it)."""
+    fd, name = tempfile.mkstemp(prefix="mailgem-spark-", suffix=".log")
+    os.close(fd)
+    return Path(name)
+
+
+def quiet_python_loggers(verbose: bool) -> None:
+    """PySpark's Python-side loggers stay quiet unless ``verbose``: py4j's chatter, and the SQL
+    error loggers that print the JVM stack trace as JSON (mailgem prints the error's one line)."""
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    if verbose:
+        return
+    logging.getLogger("pyspark").setLevel(logging.ERROR)
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        # Created here as disabled loggers; PySpark finds and uses them, and they drop every record.
+        logging.getLogger(name).disabled = True
+
+
+def spark_error_line(exc: BaseException) -> str:
+    """The one useful line of a Spark error: its first line, without the JVM's ``SQLSTATE`` tail
+    position details when they add nothing (``[UNRESOLVED_COLUMN...] ... Did you mean ...``)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return first.rstrip("; ").strip()

@@ -94,7 +94,7 @@ def test_a_refused_sender_is_a_sender_error_not_a_recipient_one(check_at):
 def test_connection_test_checks_the_sender_without_sending(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MAILGEM_SECRET_PW", PASSWORD)
     with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, senders={LOGIN: {LOGIN}}) as server:
-        for sender, code in ((LOGIN, 0), ("boss@example.com", 1)):
+        for sender, code in ((LOGIN, 0), ("boss@example.com", 3)):  # 3: the connection cannot send
             (tmp_path / "fabric.yaml").write_text(f"""
 name: t
 teams: [{{name: t, members: [{USER}]}}]

@@ -43,6 +43,16 @@ class SecretStore(ABC):
             "is managed, or use an encrypted_file store"
         )
 
+    def delete(self, name: str) -> None:
+        """Remove the secret ``name``. Read-only stores raise :class:`SecretStoreError`.
+
+        Raises:
+            SecretNotFoundError: there is no such secret.
+        """
+        raise SecretStoreError(
+            f"the {self.kind} secret store is read-only for mailgem; remove {name!r} where that store is managed"
+        )
+
     @staticmethod
     def check_name(name: str) -> str:
         if not SECRET_NAME.match(name):

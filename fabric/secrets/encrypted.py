@@ -151,6 +151,20 @@ class EncryptedFileSecretStore(SecretStore):
         nonce = os.urandom(NONCE_BYTES)
         sealed = aead.encrypt(nonce, value.get_secret_value().encode("utf-8"), name.encode())
         secrets[name] = {"nonce": base64.b64encode(nonce).decode(), "ciphertext": base64.b64encode(sealed).decode()}
+        self._write(secrets)
+
+    def delete(self, name: str) -> None:
+        """Remove ``name`` (no key needed: nothing is decrypted or sealed).
+
+        Raises:
+            SecretNotFoundError: the store has no such secret.
+        """
+        secrets = self._read()
+        if secrets.pop(self.check_name(name), None) is None:
+            raise SecretNotFoundError(f"secret {name!r} not found in {self.path} (it has: {', '.join(sorted(secrets)) or 'none'})")
+        self._write(secrets)
+
+    def _write(self, secrets: dict[str, dict[str, str]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         # Write-then-rename so a crash never leaves a half-written store; 0600 as it holds secrets.

@@ -30,5 +30,9 @@ class MemorySecretStore(SecretStore):
     def set(self, name: str, value: SecretStr) -> None:
         self._values[self.check_name(name)] = value
 
+    def delete(self, name: str) -> None:
+        if self._values.pop(name, None) is None:
+            raise SecretNotFoundError(f"secret {name!r} not found in the in-memory store")
+
     def names(self) -> list[str]:
         return sorted(self._values)

@@ -83,7 +83,7 @@ class PartitionSender:
             yield from self._partition(batches, loop, ctx, deliverer)
         except Exception as exc:  # noqa: BLE001 - reported as a row, never a failed Spark job
             log.exception("a partition could not be sent")
-            yield to_pandas([DeliveryRow("(partition)", "failed", connection=primary.name,
+            yield to_pandas([DeliveryRow("(partition)", "failed", connection=primary.name, error_type=type(exc).__name__,
                                          error=describe_error(exc, "reading this Spark partition"))])
         finally:
             loop.run_until_complete(deliverer.aclose())
@@ -114,6 +114,10 @@ class PartitionSender:
 def send_distributed(spark: Any, frame: Any, sender: PartitionSender) -> pd.DataFrame:
     """Run ``sender`` over ``frame``'s partitions; return the delivery report rows (pandas)."""
     props = sender.props
+    parallelism = spark.sparkContext.defaultParallelism
     if props.mode == "per_group":
-        frame = frame.repartition(spark.sparkContext.defaultParallelism, *props.group_by)
+        frame = frame.repartition(parallelism, *props.group_by)
+    elif frame.rdd.getNumPartitions() < parallelism:
+        # A small file is one partition: spread its rows so every executor core sends.
+        frame = frame.repartition(parallelism)
     return with_nullable_ints(frame.mapInPandas(sender, schema=SPARK_SCHEMA).toPandas())

@@ -25,6 +25,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from email.message import EmailMessage
+from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
@@ -34,8 +36,8 @@ from connections.delivery import Deliverer
 from connections.errors import MailgemError
 from connections.model import format_validation_error
 from connections.sync import run_sync
-from connections.transport import SmtpTransport
-from fabric.model import Fabric
+from connections.transport import SmtpTransport, new_message_id
+from fabric.model import Fabric, current_user
 
 from .compose import Composer
 from .data import collect, column_names, is_spark_frame
@@ -45,12 +47,80 @@ from .plan import count_units, units
 from .progress import Progress
 from .properties import EmailProperties
 from .report import SPARK_SCHEMA, DeliveryRow, skipped_row, to_pandas, to_spark
-from .sender import SendContext, StopRun, send_units
+from .sender import SendContext, StopRun, describe_error, send_units
 from .validate import Diagnostic, validate
 
-__all__ = ["EmailGem", "GemError", "GemValidationError", "DeliveryError", "MessageCapError"]
+__all__ = ["EmailGem", "Built", "GemError", "GemValidationError", "DeliveryError", "MessageCapError"]
 
 log = logging.getLogger("mailgem.gems")
+
+
+_NO_FRAME: Any = object()
+
+
+@dataclass(repr=False)
+class Built:
+    """One message built but not sent (:meth:`EmailGem.build`).
+
+    Attributes:
+        key: the message key, as in the delivery report.
+        recipients: ``RCPT TO`` addresses (To, Cc and Bcc).
+        message: the message with From, Date and Message-ID set (Bcc is not a header); ``None``
+            when it could not be built.
+        raw: its bytes as they would be sent (RFC 5322, CRLF line ends); ``size_bytes`` is their length.
+        error: why it could not be built, else ``None``.
+    """
+
+    key: str
+    recipients: list[str]
+    message: EmailMessage | None
+    raw: bytes | None
+    error: BaseException | None = None
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.raw or b"")
+
+    def __repr__(self) -> str:
+        return f"Built({self.summary()})"
+
+    @property
+    def subject(self) -> str:
+        return str(self.message["Subject"]) if self.message is not None else ""
+
+    def html(self) -> str | None:
+        """The HTML part, if any."""
+        part = self.message.get_body(("html",)) if self.message is not None else None
+        return part.get_content() if part is not None else None
+
+    def attachment_names(self) -> list[str]:
+        if self.message is None:
+            return []
+        return [a.get_filename() or "(unnamed)" for a in self.message.iter_attachments()]
+
+    def summary(self) -> str:
+        """One line: key, recipients, subject, size and attachments (or the error)."""
+        if self.error is not None:
+            return f"{self.key}: cannot be built: {describe_error(self.error)}"
+        attached = f", attachments: {', '.join(self.attachment_names())}" if self.attachment_names() else ""
+        return (f"{self.key}: to {', '.join(self.recipients)} | {self.subject!r} | {self.size_bytes:,} bytes"
+                f"{attached}")
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        if self.error is not None:
+            return f"<p><b>{escape(self.key)}</b>: cannot be built: {escape(describe_error(self.error))}</p>"
+        head = (f"<p><b>To:</b> {escape(', '.join(self.recipients))}<br><b>Subject:</b> {escape(self.subject)}"
+                f"<br><b>Size:</b> {self.size_bytes:,} bytes"
+                + (f"<br><b>Attachments:</b> {escape(', '.join(self.attachment_names()))}" if self.attachment_names()
+                   else "") + "</p>")
+        body = self.html()
+        if body is None:
+            text = self.message.get_body(("plain",)) if self.message is not None else None
+            body = f"<pre>{escape(text.get_content())}</pre>" if text is not None else ""
+        # The message's HTML in a sandboxed frame: its styles stay inside, its scripts never run.
+        return head + f'<iframe sandbox srcdoc="{escape(body)}" style="width:100%;height:420px;border:1px solid #ccc"></iframe>'
 
 
 class GemError(MailgemError):
@@ -118,12 +188,16 @@ class EmailGem:
         """JSON Schema of the properties (for a gem dialog)."""
         return EmailProperties.model_json_schema()
 
-    def validate(self, columns: list[str] | None = None) -> list[Diagnostic]:
-        """Diagnostics for these properties, checked against ``columns`` when given."""
-        return validate(self.properties, columns)
+    def validate(self, columns: Any = None) -> list[Diagnostic]:
+        """Diagnostics for these properties (templates rendered against a sample context with
+        this gem's ``params``), checked against ``columns`` when given: column names, a
+        ``{name: type}`` dict, or a Spark/pandas DataFrame (only its schema is used)."""
+        if columns is not None and not isinstance(columns, dict | list | tuple):
+            columns = column_names(columns)
+        return validate(self.properties, columns, job=self.name, params=self.params)
 
     def _check(self, in0: Any) -> None:
-        problems = [d for d in validate(self.properties, column_names(in0)) if d.severity == "error"]
+        problems = [d for d in self.validate(column_names(in0)) if d.severity == "error"]
         if problems:
             raise GemValidationError(f"gem {self.name!r} has {len(problems)} problem(s):\n"
                                      + "\n".join(f"  {d}" for d in problems), problems)
@@ -138,20 +212,47 @@ class EmailGem:
             raise MessageCapError(f"gem {self.name!r}: this run would send {count:,} messages, over max_messages "
                                   f"{cap:,}; nothing was sent. Raise max_messages or filter the frame.")
 
-    def preview(self, in0: Any, limit: int = 3) -> list[EmailMessage]:
-        """Build the first ``limit`` messages without sending (From is set when sent)."""
-        self._check(in0)
-        props = self.properties
-        transport = self.fabric.transport(props.connection, self.user)
-        data = collect(in0, all_rows=True, head_rows=props.table.max_rows)
-        composer = self._composer(transport, dt.datetime.now(dt.UTC))
-        return [composer.compose(u)[0] for u in islice(units(data.table, props, data.row_count, data.invalid_rows), limit)]
-
-    def apply(self, spark: Any, in0: Any) -> Any:
-        """Send the frame's emails and return the delivery report.
+    def build(self, in0: Any, limit: int | None = None) -> Iterator[Built]:
+        """Build the frame's messages exactly as :meth:`apply` would, without sending and without
+        reading any secret: same composer, same From and envelope sender (the connection's), a
+        new Message-ID each. A message that cannot be built comes with its error instead.
 
         Args:
-            spark: the SparkSession (may be ``None`` for pandas input).
+            in0: a Spark or pandas DataFrame.
+            limit: at most this many messages (``None``: all).
+
+        Raises:
+            GemValidationError, AccessDeniedError, FabricConfigError: as :meth:`apply`.
+        """
+        self._check(in0)
+        props = self.properties
+        self.fabric.check_access(self.user or current_user())
+        transport = SmtpTransport(self.fabric.connection(props.connection), identity_only=True)  # no secret read
+        data = collect(in0, all_rows=True, head_rows=props.table.max_rows)
+        composer = self._composer(transport, dt.datetime.now(dt.UTC))
+        work = units(data.table, props, data.row_count, data.invalid_rows)
+        for unit in islice(work, limit):
+            try:
+                message, envelope = composer.compose(unit)
+                message["Message-ID"] = new_message_id(transport.domain)
+                raw = transport.flatten(message, utf8=transport.needs_smtputf8(envelope.recipients))
+                yield Built(unit.key, envelope.recipients, message, raw)
+            except Exception as exc:  # noqa: BLE001 - that message's problem, as in a real run
+                yield Built(unit.key, [], None, None, exc)
+
+    def preview(self, in0: Any, limit: int = 3) -> list[Built]:
+        """The first ``limit`` messages, built but not sent (see :meth:`build`). In a notebook,
+        ``Built._repr_html_`` shows each one (subject, recipients, HTML body)."""
+        return list(self.build(in0, limit))
+
+    def apply(self, spark: Any, in0: Any = _NO_FRAME) -> Any:
+        """Send the frame's emails and return the delivery report.
+
+        ``apply(df)`` and ``apply(spark, df)`` both work; the SparkSession is needed only to
+        return a Spark report for a Spark frame, and a Spark frame knows its own.
+
+        Args:
+            spark: the SparkSession (may be ``None`` for pandas input), or the frame itself.
             in0: a Spark or pandas DataFrame; columns as the properties reference them.
 
         Returns:
@@ -164,6 +265,8 @@ class EmailGem:
             MessageCapError: more messages than ``max_messages``; nothing sent.
             DeliveryError: a message failed and ``on_error`` is ``stop`` (sent ones are in its report).
         """
+        if in0 is _NO_FRAME:
+            spark, in0 = None, spark
         props = self.properties
         self._check(in0)
         # Access and secrets first: a user who may not send learns it before any data is read.

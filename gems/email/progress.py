@@ -34,10 +34,12 @@ class Progress:
         self._bar: Any = None
         interactive = sys.stderr.isatty() if interactive is None else interactive
         if interactive and total > 1:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TimeRemainingColumn
 
+            # On stderr, like the log lines: stdout is the command's result (``--json``, ``| head``).
             self._bar = RichProgress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), transient=False)
+                                     TimeRemainingColumn(), transient=False, console=Console(stderr=True))
             self._bar.start()
             self._task = self._bar.add_task(f"{label}: sending", total=total)
 

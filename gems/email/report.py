@@ -3,10 +3,11 @@
 Columns: ``message_key`` (str: ``report``, ``group:[values]``, ``row:[key values]`` or
 ``row:<hash>``; ``(partition)`` for a Spark partition that could not be read at all),
 ``status`` (``sent`` | ``partial`` | ``failed`` | ``deferred`` (daily limit) |
-``already_sent`` (ledger) | ``skipped`` (empty frame)),
+``already_sent`` (ledger) | ``skipped`` (empty frame) | ``dry_run`` (built, not sent)),
 ``recipients`` (str, comma-separated envelope recipients), ``accepted`` (int), ``refused`` (str,
 ``addr: code text`` pairs), ``reply_code`` (int, null if none), ``enhanced_status`` (str),
-``error`` (str), ``message_id`` (str), ``size_bytes`` (int), ``connection`` (str),
+``error`` (str), ``error_type`` (str: the error's class, e.g. ``AuthenticationError``,
+``RecipientError``, ``TemplateError``; see :data:`CONNECTION_ERRORS`), ``message_id`` (str), ``size_bytes`` (int), ``connection`` (str),
 ``attempts`` (int), ``sent_at`` (UTC timestamp).
 """
 
@@ -18,7 +19,17 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["DeliveryRow", "to_pandas", "to_spark", "with_nullable_ints", "REPORT_COLUMNS", "SPARK_SCHEMA", "skipped_row"]
+__all__ = ["CONNECTION_ERRORS", "DELIVERED", "DeliveryRow", "to_pandas", "to_spark", "with_nullable_ints", "REPORT_COLUMNS", "SPARK_SCHEMA", "skipped_row"]
+
+
+# Failures of the connection itself, not of one message: nothing can be sent while they last.
+CONNECTION_ERRORS = frozenset({
+    "SmtpConnectError", "SmtpTimeoutError", "SmtpDisconnectedError", "TlsError", "SecurityModeMismatchError",
+    "StartTlsNotOfferedError", "InsecureAuthError", "AuthenticationError", "AuthNotSupportedError",
+    "SenderRefusedError",
+})
+# Statuses of a message the destination has (or had, in an earlier run).
+DELIVERED = frozenset({"sent", "partial", "already_sent"})
 
 
 def _now() -> dt.datetime:
@@ -37,6 +48,7 @@ class DeliveryRow:
     reply_code: int | None = None
     enhanced_status: str | None = None
     error: str | None = None
+    error_type: str | None = None
     message_id: str | None = None
     size_bytes: int | None = None
     connection: str = ""
@@ -47,7 +59,7 @@ class DeliveryRow:
 REPORT_COLUMNS = list(DeliveryRow.__dataclass_fields__)
 SPARK_SCHEMA = (
     "message_key string, status string, recipients string, accepted int, refused string, "
-    "reply_code int, enhanced_status string, error string, message_id string, size_bytes long, "
+    "reply_code int, enhanced_status string, error string, error_type string, message_id string, size_bytes long, "
     "connection string, attempts int, sent_at timestamp_ntz"
 )
 

@@ -77,6 +77,7 @@ def _apply(row: DeliveryRow, delivery: Delivery) -> None:
         row.reply_code, row.enhanced_status, row.size_bytes = r.code, r.enhanced_status, r.size_bytes
     if delivery.error is not None:
         row.error = str(delivery.error) + (MAYBE_DELIVERED_NOTE if delivery.maybe_delivered else "")
+        row.error_type = type(delivery.error).__name__
         row.reply_code = getattr(delivery.error, "code", None)
         row.enhanced_status = getattr(delivery.error, "enhanced_status", None)
 
@@ -142,6 +143,7 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
             message = ctx.composer.message(unit, envelope, message_id, context)
         except Exception as exc:  # noqa: BLE001 - one message's problem is that message's failed row
             row.error = describe_error(exc)
+            row.error_type = type(exc).__name__
             if isinstance(exc, SmtpError):
                 row.reply_code = exc.code
             failed(row, exc)

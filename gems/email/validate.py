@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import jinja2
 from pydantic import ValidationError
 
 from connections.addresses import CONTROL_CHARACTERS, AddressError, parse_mailbox
 from connections.headers import prefolded
 
 from .properties import EmailProperties
-from .render import template_environment
+from .templates import check_templates, is_template
 
 __all__ = [
     "Diagnostic", "validate", "RESERVED_HEADERS", "MAX_CUSTOM_HEADERS", "MAX_SUBJECT_CHARS",
@@ -77,31 +76,19 @@ def address_problem(item: str) -> str | None:
     return None
 
 
-def _templates(props: EmailProperties) -> list[tuple[str, str, bool]]:
-    out = [("subject", props.subject, False)]
-    if props.text_body is not None:
-        out.append(("text_body", props.text_body, False))
-    if props.html_body is not None:
-        out.append(("html_body", props.html_body, True))
-    out += [(f"attachments[{i}].file_name", a.file_name, False) for i, a in enumerate(props.attachments)]
-    out += [(f"{f}[{i}]", v, False) for f in ("to", "cc", "bcc", "reply_to") for i, v in enumerate(getattr(props, f))
-            if is_template(v)]
-    if props.ledger is not None:
-        out.append(("ledger.run_key", props.ledger.run_key, False))
-    return out
-
-
-def is_template(value: str) -> bool:
-    """Whether an address entry is a Jinja2 template rendered per message."""
-    return "{{" in value or "{%" in value
-
-
-def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str] | None = None) -> list[Diagnostic]:
+def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str] | Mapping[str, str | None] | None = None,
+             *, job: str = "email", params: Mapping[str, Any] | None = None) -> list[Diagnostic]:
     """Check the gem's properties before a run; return every problem found (empty when fine).
+
+    Templates are compiled, checked for names their context lacks and rendered against a
+    sample context (see :mod:`gems.email.templates`).
 
     Args:
         properties: the properties, or a dict to validate into them.
-        columns: the input frame's column names, to check column references; ``None`` skips that.
+        columns: the input frame's column names (or ``{name: type name}``), to check column
+            references and templates' ``row.x``; ``None`` skips that.
+        job: the job's name (``job`` in templates).
+        params: the job's params (``params`` in templates); ``None`` when unknown.
 
     Returns:
         diagnostics with severity ``error`` (the run would fail) or ``warning``.
@@ -143,11 +130,13 @@ def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str
         if problem:
             err(f"headers.{name}", problem)
 
-    for path, source, html in _templates(props):
-        try:
-            template_environment(html).parse(source)
-        except jinja2.TemplateSyntaxError as exc:
-            err(path, f"template syntax error on line {exc.lineno}: {exc.message}")
+    for i, item in enumerate(props.reply_to):
+        if is_template(item):
+            err(f"reply_to[{i}]", "reply_to is the same in every message and cannot be a template; give an address")
+    types: Mapping[str, str | None] | None = (
+        None if columns is None else columns if isinstance(columns, Mapping) else dict.fromkeys(columns))
+    for problem in check_templates(props, job=job, params=params, columns=types):
+        out.append(Diagnostic(problem.path, problem.severity, problem.message))  # type: ignore[arg-type]
     if len(props.subject) > MAX_SUBJECT_CHARS:
         err("subject", f"subject is {len(props.subject)} characters; at most {MAX_SUBJECT_CHARS} (RFC 5322 §2.1.1)")
     for path in ("text_body", "html_body"):
@@ -158,6 +147,7 @@ def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str
         out.append(Diagnostic("table.enabled", "warning", "no body, no table and no attachment: the email will say only the row count"))
 
     if columns is not None:
+        columns = list(columns)
         known = set(columns)
         refs: list[tuple[str, list[str]]] = [("table.columns", props.table.columns or [])]
         summary = props.table.summary

@@ -1,0 +1,210 @@
+"""What each template sees, and checking every template before a run.
+
+A template is checked in two steps, both before any data is read or any message built:
+
+1. Statically: names it uses that its context does not have (``jinja2.meta``) are errors, with
+   "did you mean" (difflib) and the names that template has. This covers branches a sample
+   render would not take.
+2. Rendered once against a *sample context*: the real ``job``, ``params`` and run date, and a
+   sample row made from the frame's columns (and their types, when known). A missing attribute
+   (``row.citty``, ``params.regoin``) is an error; any other failure with made-up values is only
+   a warning, since real data may well render (``mailgem preview`` shows the real thing).
+
+When the columns are not known (a ``transform`` changes them and Spark has not run), ``row`` and
+``group`` accept any attribute, and only the first step and ``params`` are checked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+import jinja2.meta
+from markupsafe import Markup
+
+from .properties import EmailProperties
+from .render import base_context, template_environment
+
+__all__ = ["BASE_NAMES", "MESSAGE_NAMES", "BODY_NAMES", "template_names", "templates_of", "check_templates",
+           "sample_value", "TemplateProblem", "is_template"]
+
+# Every template of a run: the job's name, the run's UTC timestamp and date, and the job's params.
+BASE_NAMES = ("job", "run_ts", "run_date", "params")
+# Every template of one message (subject, recipients, attachment file names): plus its rows.
+MESSAGE_NAMES = (*BASE_NAMES, "row_count", "columns", "rows")
+# Bodies: plus the rendered table and how much of it is shown.
+BODY_NAMES = (*MESSAGE_NAMES, "table", "table_text", "shown_rows", "truncated")
+_MODE_NAMES = {"report": (), "per_group": ("group",), "per_row": ("row",)}
+
+
+def template_names(template: str, mode: str) -> tuple[str, ...]:
+    """The names template ``template`` (``subject``, ``html_body``, ``to[0]``,
+    ``attachments[0].file_name``, ``ledger.run_key``) sees in ``mode``, in documentation order."""
+    if template == "ledger.run_key":
+        return BASE_NAMES
+    names = BODY_NAMES if template in ("text_body", "html_body") else MESSAGE_NAMES
+    return names + _MODE_NAMES[mode]
+
+
+def is_template(value: str) -> bool:
+    """Whether an address entry is a Jinja2 template rendered per message."""
+    return "{{" in value or "{%" in value
+
+
+def templates_of(props: EmailProperties) -> list[tuple[str, str, bool]]:
+    """``(path, source, is_html)`` of every template in the properties."""
+    out = [("subject", props.subject, False)]
+    if props.text_body is not None:
+        out.append(("text_body", props.text_body, False))
+    if props.html_body is not None:
+        out.append(("html_body", props.html_body, True))
+    out += [(f"attachments[{i}].file_name", a.file_name, False) for i, a in enumerate(props.attachments)]
+    out += [(f"{f}[{i}]", v, False) for f in ("to", "cc", "bcc") for i, v in enumerate(getattr(props, f))
+            if is_template(v)]
+    if props.ledger is not None:
+        out.append(("ledger.run_key", props.ledger.run_key, False))
+    return out
+
+
+class _AnyColumn(dict[str, Any]):
+    """``row``/``group`` when the columns are unknown: every attribute is a sample string."""
+
+    def __missing__(self, key: str) -> str:
+        return "sample"
+
+
+class _Named(dict[str, Any]):
+    """A sample mapping that remembers what it stands for and which keys were asked for and
+    missing (Jinja2's message says only "'dict object' has no attribute ..."), for "did you mean"."""
+
+    def __init__(self, name: str, values: Mapping[str, Any]) -> None:
+        super().__init__(values)
+        self.name = name
+        self.missed: list[str] = []
+
+    def __missing__(self, key: str) -> Any:
+        self.missed.append(key)
+        raise KeyError(key)
+
+
+def sample_value(type_name: str | None) -> Any:
+    """A made-up value of a column type (Arrow or Spark type names); a string when unknown."""
+    t = (type_name or "").lower()
+    if t.startswith(("int", "uint", "long", "short", "byte", "bigint", "smallint", "tinyint")):
+        return 1
+    if t.startswith(("double", "float", "halffloat")):
+        return 1.5
+    if t.startswith("decimal"):
+        return decimal.Decimal("1.50")
+    if t.startswith(("bool",)):
+        return True
+    if t.startswith("timestamp"):
+        return dt.datetime(2024, 1, 31, 12, 0)
+    if t.startswith(("date",)):
+        return dt.date(2024, 1, 31)
+    return "sample"
+
+
+@dataclass(frozen=True)
+class TemplateProblem:
+    """One finding about a template: ``path``, ``severity`` (``error``/``warning``), ``message``."""
+
+    path: str
+    severity: str
+    message: str
+
+
+def _did_you_mean(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+
+
+_MISSING_ATTRIBUTE = re.compile(r"has no attribute '(?P<name>[^']*)'|'(?P<undef>[^']*)' is undefined")
+
+
+def _sample_context(props: EmailProperties, template: str, *, job: str, params: Mapping[str, Any] | None,
+                    columns: Mapping[str, str | None] | None) -> dict[str, Any]:
+    ctx = base_context(job, dt.datetime.now(dt.UTC), {})
+    ctx["params"] = _Named("params", params) if params is not None else _AnyColumn()
+    if template == "ledger.run_key":
+        return ctx
+    row: dict[str, Any] = (_Named("row", {c: sample_value(t) for c, t in columns.items()})
+                           if columns is not None else _AnyColumn())
+    ctx.update(row_count=1, columns=list(columns or []), rows=[row])
+    if props.mode == "per_row":
+        ctx["row"] = row
+    elif props.mode == "per_group":
+        ctx["group"] = (_Named("group", {g: row[g] for g in props.group_by if g in row}) if columns is not None
+                        else _AnyColumn())
+    if template in ("text_body", "html_body"):
+        ctx.update(table=Markup("<table></table>"), table_text="", shown_rows=1, truncated=False)
+    return ctx
+
+
+def check_templates(props: EmailProperties, *, job: str = "email", params: Mapping[str, Any] | None = None,
+                    columns: Mapping[str, str | None] | None = None) -> list[TemplateProblem]:
+    """Check every template of ``props``; see the module docstring.
+
+    Args:
+        job: the job's (gem's) name, ``job`` in templates.
+        params: the job's params; ``None`` when not known (any ``params.x`` passes).
+        columns: the input frame's columns and their type names (``None`` for unknown types);
+            ``None`` when the columns are not known.
+
+    Returns:
+        problems: ``error`` for syntax errors and undefined names, ``warning`` for a sample
+        render that failed otherwise.
+    """
+    out: list[TemplateProblem] = []
+    for path, source, html in templates_of(props):
+        env = template_environment(html)
+        try:
+            ast = env.parse(source)
+            compiled = env.from_string(source)  # also finds unknown filters and tests
+        except jinja2.TemplateSyntaxError as exc:
+            out.append(TemplateProblem(path, "error", f"template syntax error on line {exc.lineno}: {exc.message}"))
+            continue
+        available = list(template_names(path, props.mode))
+        unknown = sorted(jinja2.meta.find_undeclared_variables(ast) - set(available))
+        for name in unknown:
+            out.append(TemplateProblem(path, "error", f"{name!r} is undefined{_did_you_mean(name, available)}; "
+                                                      f"this template sees: {', '.join(available)}"))
+        if unknown:
+            continue
+        ctx = _sample_context(props, path, job=job, params=params, columns=columns)
+        try:
+            compiled.render(ctx)
+        except jinja2.UndefinedError as exc:
+            known = _undefined_message(exc.message or "", ctx)
+            out.append(TemplateProblem(path, "error", known) if known else TemplateProblem(
+                path, "warning", f"rendering with a sample row: {exc.message}; it may depend on the data (e.g. "
+                                 "rows[5] of a short frame): check the real messages with `mailgem preview`"))
+        except Exception as exc:  # noqa: BLE001 - made-up values may fail where real ones do not
+            out.append(TemplateProblem(path, "warning", f"rendering with sample values raised {type(exc).__name__}: "
+                                                        f"{exc}; check the real messages with `mailgem preview`"))
+    return out
+
+
+def _undefined_message(message: str, ctx: dict[str, Any]) -> str | None:
+    """For a column or param that does not exist: what is missing and what exists instead
+    (columns for ``row``/``group``, params keys). ``None`` for anything else."""
+    match = _MISSING_ATTRIBUTE.search(message)
+    name = (match.group("name") or match.group("undef")) if match else None
+    if name is None:
+        return None
+    owners = [ctx.get("params"), ctx.get("group"), ctx.get("row"), *(ctx.get("rows") or [])]
+    for value in owners:
+        if isinstance(value, _Named) and name in value.missed:
+            what = "param" if value.name == "params" else "column"
+            keys = list(value)
+            have = ", ".join(keys) or "none"
+            if value.name == "group":
+                have += " (a group has only its group_by columns)"
+            return f"{value.name}.{name}: no {what} {name!r}{_did_you_mean(name, keys)}; there are: {have}"
+    return None

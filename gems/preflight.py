@@ -1,0 +1,138 @@
+"""Every check that can run before Spark starts, in the order a run needs them.
+
+job file → fabric → connection (and its fallbacks) → the user's access → secrets resolvable →
+source exists (relative to the job file) and what it holds → the Email gem's properties and
+templates, rendered against a sample context built from the source's columns when they are
+cheap to read. ``mailgem run``, ``validate``, ``preview`` and ``run --dry-run`` all start here,
+so a mistake is found in seconds, reported once, with the file, the field and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from connections.errors import MailgemError
+from connections.transport import SmtpTransport
+from fabric.errors import AccessDeniedError, FabricConfigError
+from fabric.loader import LOCAL_CONNECTION, load_fabric
+from fabric.model import Fabric, current_user
+
+from .email.validate import validate
+from .job import JobSpec, load_job
+from .source import SourceInfo
+
+__all__ = ["Finding", "Preflight", "check_job", "FABRIC_ENV"]
+
+FABRIC_ENV = "MAILGEM_FABRIC"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: ``severity`` (``error``/``warning``), ``kind`` (``config`` or ``access``) and
+    a message that starts with the file and the field."""
+
+    severity: str
+    message: str
+    kind: str = "config"
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.message}"
+
+
+@dataclass
+class Preflight:
+    """What :func:`check_job` found.
+
+    Attributes:
+        job: the parsed job (``None`` when the file itself is wrong).
+        fabric: the fabric (``None`` for the embedded local fabric, or when it failed to load).
+        local: the run goes to the embedded local server.
+        source: the source's resolved path and cheap schema.
+        transports: the connection's transports with secrets resolved (only when asked for).
+        findings: every problem, in check order.
+    """
+
+    job_file: Path
+    job: JobSpec | None = None
+    fabric: Fabric | None = None
+    local: bool = False
+    source: SourceInfo | None = None
+    transports: list[SmtpTransport] | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        """True when the run would start."""
+        return not self.errors
+
+
+def check_job(job_file: str | Path, *, fabric_file: Path | None, local: bool = False, user: str | None = None,
+              read_secrets: bool = True) -> Preflight:
+    """Run every check that needs no Spark and no SMTP server; see the module docstring.
+
+    Args:
+        job_file: the job YAML.
+        fabric_file: the fabric YAML (``--fabric`` / ``$MAILGEM_FABRIC``), if any.
+        local: send through the embedded local server whatever connection the job names.
+        user: who runs the job (default: :func:`fabric.model.current_user`).
+        read_secrets: resolve the connection's secrets (``preview`` reads none).
+
+    Returns:
+        the findings; never raises for a user's mistake.
+    """
+    pre = Preflight(Path(job_file))
+    name = str(job_file)
+    try:
+        pre.job = job = load_job(job_file)
+    except MailgemError as exc:
+        pre.findings.append(Finding("error", str(exc)))
+        return pre
+    pre.local = local or job.email.connection == LOCAL_CONNECTION
+    if not pre.local:
+        _check_fabric(pre, fabric_file, user or current_user(), read_secrets)
+    pre.source = job.inspect_source()
+    pre.findings += [Finding(severity, message) for severity, message in pre.source.problems]
+    columns = pre.source.columns if not job.transform and job.source.path is not None else None
+    for d in validate(job.email, columns, job=job.name, params=job.params):
+        pre.findings.append(Finding(d.severity, f"{name}: email.{d.path}: {d.message}"))
+    return pre
+
+
+def _check_fabric(pre: Preflight, fabric_file: Path | None, user: str, read_secrets: bool) -> None:
+    assert pre.job is not None
+    connection = pre.job.email.connection
+    if fabric_file is None:
+        pre.findings.append(Finding("error", (
+            f"{pre.job_file}: email.connection is {connection!r}, which lives in a fabric, and no fabric was given: "
+            f"pass --fabric FABRIC.yaml or set {FABRIC_ENV}; to try the job on the embedded local SMTP server "
+            "instead, pass --local")))
+        return
+    try:
+        pre.fabric = fabric = load_fabric(fabric_file)
+    except MailgemError as exc:
+        pre.findings.append(Finding("error", str(exc)))
+        return
+    try:
+        if read_secrets:
+            pre.transports = fabric.transports(connection, user)
+        else:
+            fabric.check_access(user)
+            fabric.destination(connection)  # the connection exists
+    except AccessDeniedError as exc:
+        pre.findings.append(Finding("error", f"{fabric_file}: access denied: {exc}", kind="access"))
+    except FabricConfigError as exc:
+        pre.findings.append(Finding("error", f"{pre.job_file}: email.connection: {exc}"))
+    except MailgemError as exc:  # a secret that cannot be resolved
+        pre.findings.append(Finding("error", f"{fabric_file}: {exc}"))
+
+
+def default_fabric() -> Path | None:
+    """``$MAILGEM_FABRIC`` as a path, if set."""
+    value = os.environ.get(FABRIC_ENV)
+    return Path(value) if value else None
