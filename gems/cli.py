@@ -43,8 +43,9 @@ __all__ = ["main", "EXIT_OK", "EXIT_FAILED", "EXIT_CONFIG", "EXIT_UNREACHABLE", 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
 EXIT_CODES = """exit codes:
   0  every message was sent, or skipped by rule (empty frame, accepted in an earlier run)
-  1  some messages failed or were deferred (the delivery report says which and why)
+  1  some messages failed, were partly refused or deferred (the delivery report says which and why)
   2  configuration or input error: job, fabric, access, secret, source, template, SQL; nothing sent
+     (also when every message failed on a template error that only the data revealed)
   3  nothing could be sent: the connection failed (unreachable, TLS, AUTH, refused sender)"""
 REPORT_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -241,8 +242,11 @@ def exit_code(report: Any) -> int:
     if statuses <= {"sent", "already_sent", "skipped", "dry_run"}:
         return EXIT_OK
     failed = report[report["status"] == "failed"]
-    if not report["status"].isin(DELIVERED).any() and len(failed) and failed["error_type"].isin(CONNECTION_ERRORS).all():
-        return EXIT_UNREACHABLE
+    if not report["status"].isin(DELIVERED).any() and len(failed):
+        if failed["error_type"].isin(CONNECTION_ERRORS).all():
+            return EXIT_UNREACHABLE
+        if (failed["error_type"] == "TemplateError").all():
+            return EXIT_CONFIG  # a template no message could render is the job's mistake, not delivery's
     return EXIT_FAILED
 
 
@@ -279,6 +283,7 @@ def _spark_errors(args: argparse.Namespace, what: str, sql: str | None, log_file
             raise
         if args.verbose:
             traceback.print_exc()
+        args.keep_spark_log = True
         where = f"\n  SQL: {' '.join(sql.split())}" if sql else ""
         more = f"\n  (Spark's own log: {log_file}; -v shows the full trace)" if log_file else ""
         raise SparkJobError(f"{args.job}: {what}: {spark_error_line(exc)}{where}{more}") from None
@@ -293,6 +298,7 @@ def _spark(args: argparse.Namespace, app: str) -> tuple[Any, Path | None]:
 
     quiet_python_loggers(args.verbose)
     log_file = None if args.verbose else new_log_file()
+    args.spark_log = log_file  # removed after the command unless a Spark error points at it
     return local_spark(args.master, app_name=f"mailgem:{app}", log_file=log_file), log_file
 
 
@@ -574,7 +580,15 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.verbose:
             traceback.print_exc()
-        return _fail(args, f"Spark could not run the job: {spark_error_line(exc)}")
+        args.keep_spark_log = True
+        log_file = getattr(args, "spark_log", None)
+        more = f" (Spark's own log: {log_file}; -v shows the full trace)" if log_file else ""
+        return _fail(args, f"Spark could not run the job: {spark_error_line(exc)}{more}")
+    finally:
+        log_file = getattr(args, "spark_log", None)
+        if log_file is not None and not getattr(args, "keep_spark_log", False):
+            with contextlib.suppress(OSError):
+                log_file.unlink()
 
 
 if __name__ == "__main__":

@@ -23,19 +23,18 @@ from .email.validate import validate
 from .job import JobSpec, load_job
 from .source import SourceInfo
 
-__all__ = ["Finding", "Preflight", "check_job", "FABRIC_ENV"]
+__all__ = ["Finding", "Preflight", "check_job", "default_fabric", "FABRIC_ENV"]
 
 FABRIC_ENV = "MAILGEM_FABRIC"
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One problem: ``severity`` (``error``/``warning``), ``kind`` (``config`` or ``access``) and
-    a message that starts with the file and the field."""
+    """One problem: ``severity`` (``error``/``warning``) and a message that starts with the file
+    and the field."""
 
     severity: str
     message: str
-    kind: str = "config"
 
     def __str__(self) -> str:
         return f"{self.severity}: {self.message}"
@@ -125,7 +124,7 @@ def _check_fabric(pre: Preflight, fabric_file: Path | None, user: str, read_secr
             fabric.check_access(user)
             fabric.destination(connection)  # the connection exists
     except AccessDeniedError as exc:
-        pre.findings.append(Finding("error", f"{fabric_file}: access denied: {exc}", kind="access"))
+        pre.findings.append(Finding("error", f"{fabric_file}: access denied: {exc}"))
     except FabricConfigError as exc:
         pre.findings.append(Finding("error", f"{pre.job_file}: email.connection: {exc}"))
     except MailgemError as exc:  # a secret that cannot be resolved

@@ -169,6 +169,18 @@ def test_a_template_error_is_a_configuration_error_reported_once(work):
     assert not (work / "out").exists()
 
 
+def test_a_template_error_only_the_data_reveals_on_every_row_is_exit_2_said_once(work, spark, capsys):
+    (work / "data" / "many.csv").write_text("n,email\n" + "".join(f"{i},u{i}@example.com\n" for i in range(30)))
+    # With made-up sample values this is only a warning; every real row then fails the same way.
+    email = PER_ROW.replace("team-smtp", "local").replace("{{ row.city }} sold {{ row.sales }}", "{{ row.n // 0 }}")
+    job = _job(work, email.replace("{{ row.city }}", "{{ row.n }}"), source="data/many.csv")
+    assert main(["run", str(job), "--outbox", str(work / "out")]) == 2
+    out = capsys.readouterr()
+    assert "warning:" in out.err and "email.text_body: rendering with sample values raised" in out.err
+    assert out.out.count("integer division or modulo by zero") == 1, out.out
+    assert "error #1 (30 messages): text_body: ZeroDivisionError" in out.out
+
+
 def test_spark_noise_stays_out_of_the_terminal_and_sql_errors_are_one_line(work):
     email = PER_ROW.replace("team-smtp", "local")
     _job(work, email, transform="transform: SELECT citty, email FROM source\n")
