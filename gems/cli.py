@@ -14,7 +14,6 @@ import getpass
 import json
 import logging
 import os
-import re
 import sys
 import time
 import traceback
@@ -33,8 +32,15 @@ from fabric.loader import LOCAL_CONNECTION, load_fabric
 from fabric.model import Fabric
 from fabric.secrets import generate_key
 
-from .email.gem import Built, DeliveryError, EmailGem
-from .email.report import CONNECTION_ERRORS, DELIVERED, DeliveryRow, to_pandas, with_nullable_ints
+from .email.gem import DeliveryError, EmailGem
+from .email.preview import write_previews
+from .email.report import (
+    CONNECTION_ERRORS,
+    DELIVERED,
+    DeliveryRow,
+    to_pandas,
+    with_nullable_ints,
+)
 from .email.validate import validate
 from .preflight import FABRIC_ENV, Finding, Preflight, check_job, default_fabric
 
@@ -178,38 +184,6 @@ class Output:
 def _print_findings(pre: Preflight, out: Output) -> None:
     for finding in pre.findings:
         out.note(f"mailgem: {finding}")
-
-
-def _sanitise(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_")[:60] or "message"
-
-
-def write_built(built: list[Built] | Iterator[Built], folder: Path) -> Iterator[tuple[Built, Path | None]]:
-    """Write each built message as ``NNN-key.eml`` and ``NNN-key.html``; yield it with the .html path."""
-    from html import escape
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for n, b in enumerate(built, 1):
-        if b.raw is None:
-            yield b, None
-            continue
-        stem = folder / f"{n:04d}-{_sanitise(b.key)}"
-        stem.with_suffix(".eml").write_bytes(b.raw)
-        fields = "".join(f"<tr><th align=left>{escape(name)}</th><td>{escape(str(b.message[name]))}</td></tr>"
-                         for name in ("From", "To", "Cc", "Subject", "Date") if b.message and b.message[name])
-        attachments = "".join(f"<li>{escape(a)}</li>" for a in b.attachment_names())
-        body = b.html()
-        if body is None:
-            text = b.message.get_body(("plain",)) if b.message is not None else None
-            body = f"<pre>{escape(text.get_content() if text is not None else '')}</pre>"
-        page = (f"<!doctype html><meta charset=utf-8><title>{escape(b.subject)}</title>"
-                f"<table style='font-family:sans-serif;font-size:13px'>{fields}"
-                f"<tr><th align=left>Bcc/RCPT TO</th><td>{escape(', '.join(b.recipients))}</td></tr></table>"
-                + (f"<p style='font-family:sans-serif;font-size:13px'>Attachments:</p><ul>{attachments}</ul>"
-                   if attachments else "") + "<hr>" + body)
-        html_path = stem.with_suffix(".html")
-        html_path.write_text(page, encoding="utf-8")
-        yield b, html_path
 
 
 def _report_lines(report: Any, out: Output, limit: int = 20) -> None:
@@ -394,7 +368,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _dry_run(gem: EmailGem, frame: Any, folder: Path, out: Output, connection: str) -> Any:
     rows = []
-    for b, _ in write_built(gem.build(frame), folder):
+    for b, _ in write_previews(gem.build(frame), folder):
         if b.error is not None:
             rows.append(DeliveryRow(b.key, "failed", connection=connection, error=str(b.error),
                                     error_type=type(b.error).__name__))
@@ -459,7 +433,7 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     failed = 0
     with _target(args, pre, out) as (fabric, _, connection):
         gem = _gem(pre, fabric, connection, args.user)
-        for b, html_path in write_built(gem.build(frame, args.limit), args.out):
+        for b, html_path in write_previews(gem.build(frame, args.limit), args.out):
             out.say(b.summary())
             if html_path is not None:
                 out.say(f"  {html_path.with_suffix('.eml')}  {html_path}")

@@ -442,3 +442,16 @@ def test_a_sent_message_from_run_is_what_preview_showed(work, starttls_server):
     for header in ("From", "To", "Subject", "Content-Type"):
         assert str(preview[header]).split(";")[0] == str(real[header]).split(";")[0], header
     assert preview.get_body(("plain",)).get_content() == real.get_body(("plain",)).get_content()
+
+
+def test_preview_of_per_row_reads_only_the_rows_it_shows(spark, starttls_server):
+    from conftest import PER_ROW as ROW_PROPS
+    from conftest import fabric_for
+
+    from gems.email.gem import EmailGem
+
+    # Row 3 onward cannot even be computed: a preview of 2 messages must never get there.
+    frame = spark.range(1, 1001, numPartitions=1).selectExpr(
+        "id AS n", "IF(id <= 2, concat('u', id, '@example.com'), raise_error('read past the preview')) AS to")
+    built = EmailGem(ROW_PROPS, fabric_for(starttls_server), user=USER).preview(frame, limit=2)
+    assert [b.recipients for b in built] == [["u1@example.com"], ["u2@example.com"]]

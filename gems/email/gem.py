@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from email.message import EmailMessage
 from collections.abc import Iterator
-from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
@@ -44,10 +42,11 @@ from .data import collect, column_names, is_spark_frame
 from .distributed import PartitionSender, preflight, send_distributed
 from .ledger import SendLedger
 from .plan import count_units, units
+from .preview import Built
 from .progress import Progress
 from .properties import EmailProperties
 from .report import SPARK_SCHEMA, DeliveryRow, skipped_row, to_pandas, to_spark
-from .sender import SendContext, StopRun, describe_error, send_units
+from .sender import SendContext, StopRun, send_units
 from .validate import Diagnostic, validate
 
 __all__ = ["EmailGem", "Built", "GemError", "GemValidationError", "DeliveryError", "MessageCapError"]
@@ -56,71 +55,6 @@ log = logging.getLogger("mailgem.gems")
 
 
 _NO_FRAME: Any = object()
-
-
-@dataclass(repr=False)
-class Built:
-    """One message built but not sent (:meth:`EmailGem.build`).
-
-    Attributes:
-        key: the message key, as in the delivery report.
-        recipients: ``RCPT TO`` addresses (To, Cc and Bcc).
-        message: the message with From, Date and Message-ID set (Bcc is not a header); ``None``
-            when it could not be built.
-        raw: its bytes as they would be sent (RFC 5322, CRLF line ends); ``size_bytes`` is their length.
-        error: why it could not be built, else ``None``.
-    """
-
-    key: str
-    recipients: list[str]
-    message: EmailMessage | None
-    raw: bytes | None
-    error: BaseException | None = None
-
-    @property
-    def size_bytes(self) -> int:
-        return len(self.raw or b"")
-
-    def __repr__(self) -> str:
-        return f"Built({self.summary()})"
-
-    @property
-    def subject(self) -> str:
-        return str(self.message["Subject"]) if self.message is not None else ""
-
-    def html(self) -> str | None:
-        """The HTML part, if any."""
-        part = self.message.get_body(("html",)) if self.message is not None else None
-        return part.get_content() if part is not None else None
-
-    def attachment_names(self) -> list[str]:
-        if self.message is None:
-            return []
-        return [a.get_filename() or "(unnamed)" for a in self.message.iter_attachments()]
-
-    def summary(self) -> str:
-        """One line: key, recipients, subject, size and attachments (or the error)."""
-        if self.error is not None:
-            return f"{self.key}: cannot be built: {describe_error(self.error)}"
-        attached = f", attachments: {', '.join(self.attachment_names())}" if self.attachment_names() else ""
-        return (f"{self.key}: to {', '.join(self.recipients)} | {self.subject!r} | {self.size_bytes:,} bytes"
-                f"{attached}")
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        if self.error is not None:
-            return f"<p><b>{escape(self.key)}</b>: cannot be built: {escape(describe_error(self.error))}</p>"
-        head = (f"<p><b>To:</b> {escape(', '.join(self.recipients))}<br><b>Subject:</b> {escape(self.subject)}"
-                f"<br><b>Size:</b> {self.size_bytes:,} bytes"
-                + (f"<br><b>Attachments:</b> {escape(', '.join(self.attachment_names()))}" if self.attachment_names()
-                   else "") + "</p>")
-        body = self.html()
-        if body is None:
-            text = self.message.get_body(("plain",)) if self.message is not None else None
-            body = f"<pre>{escape(text.get_content())}</pre>" if text is not None else ""
-        # The message's HTML in a sandboxed frame: its styles stay inside, its scripts never run.
-        return head + f'<iframe sandbox srcdoc="{escape(body)}" style="width:100%;height:420px;border:1px solid #ccc"></iframe>'
 
 
 class GemError(MailgemError):
@@ -228,6 +162,9 @@ class EmailGem:
         props = self.properties
         self.fabric.check_access(self.user or current_user())
         transport = SmtpTransport(self.fabric.connection(props.connection), identity_only=True)  # no secret read
+        if limit is not None and props.mode == "per_row":
+            # The first N messages are the first N rows: read no more (a preview of a huge frame stays quick).
+            in0 = in0.limit(limit) if is_spark_frame(in0) else in0.head(limit)
         data = collect(in0, all_rows=True, head_rows=props.table.max_rows)
         composer = self._composer(transport, dt.datetime.now(dt.UTC))
         work = units(data.table, props, data.row_count, data.invalid_rows)

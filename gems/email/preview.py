@@ -1,0 +1,117 @@
+"""Messages built but not sent: what ``preview``, ``run --dry-run`` and notebooks show.
+
+:class:`Built` holds one message as it would be sent (the bytes, with the connection's From);
+:func:`write_previews` writes each as ``.eml`` (open it in any mail client) and ``.html`` (the
+headers, the attachments' names and the HTML part, for a browser).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from html import escape
+from pathlib import Path
+
+from .sender import describe_error
+
+__all__ = ["Built", "write_previews"]
+
+
+@dataclass(repr=False)
+class Built:
+    """One message built but not sent (:meth:`EmailGem.build`).
+
+    Attributes:
+        key: the message key, as in the delivery report.
+        recipients: ``RCPT TO`` addresses (To, Cc and Bcc).
+        message: the message with From, Date and Message-ID set (Bcc is not a header); ``None``
+            when it could not be built.
+        raw: its bytes as they would be sent (RFC 5322, CRLF line ends); ``size_bytes`` is their length.
+        error: why it could not be built, else ``None``.
+    """
+
+    key: str
+    recipients: list[str]
+    message: EmailMessage | None
+    raw: bytes | None
+    error: BaseException | None = None
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.raw or b"")
+
+    def __repr__(self) -> str:
+        return f"Built({self.summary()})"
+
+    @property
+    def subject(self) -> str:
+        return str(self.message["Subject"]) if self.message is not None else ""
+
+    def html(self) -> str | None:
+        """The HTML part, if any."""
+        part = self.message.get_body(("html",)) if self.message is not None else None
+        return part.get_content() if part is not None else None
+
+    def attachment_names(self) -> list[str]:
+        if self.message is None:
+            return []
+        return [a.get_filename() or "(unnamed)" for a in self.message.iter_attachments()]
+
+    def summary(self) -> str:
+        """One line: key, recipients, subject, size and attachments (or the error)."""
+        if self.error is not None:
+            return f"{self.key}: cannot be built: {describe_error(self.error)}"
+        attached = f", attachments: {', '.join(self.attachment_names())}" if self.attachment_names() else ""
+        return (f"{self.key}: to {', '.join(self.recipients)} | {self.subject!r} | {self.size_bytes:,} bytes"
+                f"{attached}")
+
+    def _body_html(self) -> str:
+        body = self.html()
+        if body is None:
+            text = self.message.get_body(("plain",)) if self.message is not None else None
+            body = f"<pre>{escape(text.get_content())}</pre>" if text is not None else ""
+        return body
+
+    def page(self) -> str:
+        """A standalone HTML page: the headers, the attachments' names, then the HTML part (or
+        the text part, preformatted)."""
+        fields = "".join(f"<tr><th align=left>{escape(name)}</th><td>{escape(str(self.message[name]))}</td></tr>"
+                         for name in ("From", "To", "Cc", "Subject", "Date") if self.message and self.message[name])
+        attachments = "".join(f"<li>{escape(a)}</li>" for a in self.attachment_names())
+        return (f"<!doctype html><meta charset=utf-8><title>{escape(self.subject)}</title>"
+                f"<table style='font-family:sans-serif;font-size:13px'>{fields}"
+                f"<tr><th align=left>RCPT TO</th><td>{escape(', '.join(self.recipients))}</td></tr></table>"
+                + (f"<p style='font-family:sans-serif;font-size:13px'>Attachments:</p><ul>{attachments}</ul>"
+                   if attachments else "") + "<hr>" + self._body_html())
+
+    def _repr_html_(self) -> str:
+        if self.error is not None:
+            return f"<p><b>{escape(self.key)}</b>: cannot be built: {escape(describe_error(self.error))}</p>"
+        head = (f"<p><b>To:</b> {escape(', '.join(self.recipients))}<br><b>Subject:</b> {escape(self.subject)}"
+                f"<br><b>Size:</b> {self.size_bytes:,} bytes"
+                + (f"<br><b>Attachments:</b> {escape(', '.join(self.attachment_names()))}" if self.attachment_names()
+                   else "") + "</p>")
+        body = self._body_html()
+        # The message's HTML in a sandboxed frame: its styles stay inside, its scripts never run.
+        return head + f'<iframe sandbox srcdoc="{escape(body)}" style="width:100%;height:420px;border:1px solid #ccc"></iframe>'
+
+
+def _file_stem(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_")[:60] or "message"
+
+
+def write_previews(built: Iterable[Built], folder: Path) -> Iterator[tuple[Built, Path | None]]:
+    """Write each message as ``NNNN-key.eml`` and ``NNNN-key.html`` in ``folder`` (created);
+    yield it with its ``.html`` path (``None`` for a message that could not be built)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, b in enumerate(built, 1):
+        if b.raw is None:
+            yield b, None
+            continue
+        stem = folder / f"{n:04d}-{_file_stem(b.key)}"
+        stem.with_suffix(".eml").write_bytes(b.raw)
+        html_path = stem.with_suffix(".html")
+        html_path.write_text(b.page(), encoding="utf-8")
+        yield b, html_path
