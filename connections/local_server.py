@@ -325,3 +325,11 @@ class LocalSmtpServer:
         while len(self.messages) < count and time.monotonic() < deadline:
             time.sleep(0.01)
         return list(self.messages)
+
+    def wait_for_closed_sessions(self, timeout_s: float = 10.0) -> int:
+        """Wait until every opened session has closed on the server's side (the client's QUIT
+        reply arrives before the server sees the close), bounded by ``timeout_s``; return how many closed."""
+        deadline = time.monotonic() + timeout_s
+        while self.sessions_closed < self.sessions_opened and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.sessions_closed
