@@ -94,13 +94,15 @@ def test_text_that_is_not_valid_unicode_fails_only_its_row(starttls_server):
 
 
 def test_a_column_the_csv_writer_refuses_is_named(starttls_server):
-    frame = pd.DataFrame({"team": ["a", "b"], "to": ["a@example.com", "b@example.com"], "tags": [["x"], ["y", "z"]]})
+    # Nested columns are written as JSON (issue 9); an interval is something CSV still cannot hold.
+    frame = pd.DataFrame({"team": ["a", "b"], "to": ["a@example.com", "b@example.com"],
+                          "tags": [pd.DateOffset(months=1), pd.DateOffset(days=2)]})
     props = {"connection": "reports", "mode": "per_group", "group_by": ["team"], "to_column": "to",
              "subject": "{{ group.team }}", "attachments": [{"file_name": "{{ group.team }}.csv"}], "on_error": "continue"}
     report = EmailGem(props, fabric_for(starttls_server), user=USER).apply(None, frame)
     assert set(report["status"]) == {"failed"}
     error = report.iloc[0].error
-    assert error.startswith("attachments[0] (a.csv): ") and "'tags' (list<item: string>)" in error
+    assert error.startswith("attachments[0] (a.csv): ") and "'tags' (month_day_nano_interval)" in error
     assert "columns option" in error
     assert starttls_server.messages == []
 

@@ -26,7 +26,7 @@ from .attachments import Attachment, build_csv, safe_file_name
 from .layout import Layout, LayoutMessage
 from .message import build_message, run_headers
 from .properties import EmailProperties, split_addresses
-from .render import DEFAULT_HTML, DEFAULT_TEXT, base_context, one_line, render
+from .render import DEFAULT_HTML, DEFAULT_TEXT, base_context, nulls_refused, one_line, render
 from .table import fit_rows, format_rows, html_table, summarise, text_table
 from .validate import MAX_BODY_BYTES, MAX_SUBJECT_CHARS, is_template
 
@@ -148,7 +148,7 @@ class Composer:
             if not is_template(item):
                 out.append((f"{field_name}[{i}]", item))
                 continue
-            rendered = render(f"{field_name}[{i}]", item, ctx)
+            rendered = render(f"{field_name}[{i}]", item, nulls_refused(ctx))
             try:
                 out += [(f"{field_name}[{i}] (template)", a) for a in split_addresses(rendered)]
             except ValueError as exc:
@@ -258,7 +258,8 @@ class Composer:
             shown_table = shown_table.select(p.table.columns)
         # The "showing N of M" note counts the unit's rows (the table may hold only the first ones).
         total = None if p.table.summary else unit.row_count
-        table = format_rows(shown_table, p.table.max_rows, p.formats, total=total) if p.table.enabled else None
+        table = (format_rows(shown_table, p.table.max_rows, p.formats, total=total, max_cell_chars=p.table.max_cell_chars)
+                 if p.table.enabled else None)
         note = "the full data is attached" if attachments and not p.table.summary else ""
 
         def bodies(n: int) -> tuple[str, str | None]:

@@ -16,8 +16,11 @@ from connections.headers import PrefoldedHeader, prefolded
 from .attachments import Attachment
 from .properties import EmailProperties
 
-__all__ = ["build_message", "run_headers", "PRIORITY_HEADERS"]
+__all__ = ["build_message", "run_headers", "PRIORITY_HEADERS", "AUTOMATED_HEADERS"]
 
+# On every message: a report is machine-made, so auto-responders and out-of-office replies must
+# not answer it (RFC 3834 §5); Exchange reads its own header for the same.
+AUTOMATED_HEADERS = {"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All"}
 # X-Priority (1 highest .. 5 lowest) and Importance (RFC 2156 §5.3) are what clients read.
 PRIORITY_HEADERS = {
     "high": {"X-Priority": "1 (Highest)", "Importance": "high"},
@@ -36,6 +39,7 @@ def run_headers(props: EmailProperties) -> list[PrefoldedHeader]:
     # IDN domains as A-labels, as for recipients (connections.addresses).
     reply_to = [parse_mailbox(item).header for item in props.reply_to]
     out = [prefolded("Reply-To", ", ".join(reply_to))] if reply_to else []
+    out += [prefolded(name, value) for name, value in AUTOMATED_HEADERS.items()]
     out += [prefolded(name, value) for name, value in PRIORITY_HEADERS[props.priority].items()]
     out += [prefolded(name, value) for name, value in props.headers.items()]
     return out
@@ -73,5 +77,6 @@ def build_message(
     elif html is not None:
         msg.set_content(html, subtype="html", charset=charset)
     for att in attachments:
-        msg.add_attachment(att.data, maintype=att.maintype, subtype=att.subtype, filename=att.file_name)
+        msg.add_attachment(att.data, maintype=att.maintype, subtype=att.subtype, filename=att.file_name,
+                           params=dict(att.params))
     return msg

@@ -117,6 +117,8 @@ class TableOptions(BaseModel):
     columns: list[str] | None = None
     max_rows: int = Field(100, ge=1, le=10_000)
     max_html_bytes: int = Field(90_000, ge=2_000, le=10 * 1024 * 1024)
+    max_cell_chars: int = Field(200, ge=10, le=100_000, description=(
+        "Longer cells are cut with '…' in the body's tables (the attachment keeps the whole value)."))
     summary: Summary | None = None
 
 
@@ -130,6 +132,10 @@ class CsvAttachment(BaseModel):
     header: bool = True
     compression: Literal["none", "gzip", "zip"] = "none"
     compression_level: int = Field(6, ge=1, le=9, description="zlib level: 1 fastest, 9 smallest.")
+    csv_formula_escape: bool = Field(True, description=(
+        "Prefix text cells starting with = + - @ tab or CR with ' so spreadsheets show them instead of running "
+        "them as formulas (OWASP CSV Injection); numbers are never changed."))
+    bom: bool = Field(False, description="Start the file with a UTF-8 byte order mark (Excel on Windows needs it).")
 
 
 Priority = Literal["low", "normal", "high"]

@@ -12,30 +12,52 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from connections.errors import MailgemError
 
-__all__ = ["template_environment", "render", "TemplateError", "DEFAULT_TEXT", "DEFAULT_HTML", "one_line"]
+__all__ = ["template_environment", "render", "TemplateError", "DEFAULT_TEXT", "DEFAULT_HTML", "one_line", "nulls_refused"]
 
-DEFAULT_TEXT = """{{ job }}: {{ "{:,}".format(row_count) }} rows ({{ run_date }}).
+DEFAULT_TEXT = """{{ job }}: {{ "{:,}".format(row_count) }} {{ "row" if row_count == 1 else "rows" }} ({{ run_date }}).
+{% if row_count == 0 %}
+The result was empty: no rows matched.
+{% else %}
 
 {{ table_text }}
-"""
-DEFAULT_HTML = """<p style="font-family: Arial, Helvetica, sans-serif; font-size: 14px;">{{ job }}: {{ "{:,}".format(row_count) }} rows ({{ run_date }}).</p>
-{{ table }}
-"""
+{% endif %}"""
+DEFAULT_HTML = """<p style="font-family: Arial, Helvetica, sans-serif; font-size: 14px;">{{ job }}: {{ "{:,}".format(row_count) }} {{ "row" if row_count == 1 else "rows" }} ({{ run_date }}).{% if row_count == 0 %} The result was empty: no rows matched.{% endif %}</p>
+{% if row_count %}{{ table }}
+{% endif %}"""
 
 
 class TemplateError(MailgemError, ValueError):
     """A template failed to render (undefined variable, bad filter); names the template."""
 
 
+def _null_as_empty(value: Any) -> Any:
+    # A null (a null group key, an empty cell) prints as nothing, never as "None".
+    return "" if value is None else value
+
+
 @functools.lru_cache(maxsize=2)
 def template_environment(html: bool) -> jinja2.Environment:
-    """The sandboxed Jinja2 environment: autoescape for HTML, undefined variables are errors."""
-    return SandboxedEnvironment(autoescape=html, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    """The sandboxed Jinja2 environment: autoescape for HTML, undefined variables are errors,
+    null values print as nothing."""
+    return SandboxedEnvironment(autoescape=html, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                                finalize=_null_as_empty)
 
 
 @functools.lru_cache(maxsize=256)
 def _compile(source: str, html: bool) -> jinja2.Template:
     return template_environment(html).from_string(source)
+
+
+def nulls_refused(context: dict[str, Any]) -> dict[str, Any]:
+    """``context`` for an address template: a null in ``row`` or ``group`` is an error when used
+    (printed, filtered or tested), so a null key never makes up an address like ``-leads@...``."""
+    out = dict(context)
+    for owner in ("row", "group"):
+        values = context.get(owner)
+        if isinstance(values, dict):
+            out[owner] = {k: jinja2.StrictUndefined(hint=f"{owner}.{k} is null, so this message has no address from it")
+                          if v is None else v for k, v in values.items()}
+    return out
 
 
 def render(name: str, source: str, context: dict[str, Any], *, html: bool = False) -> str:
@@ -56,8 +78,10 @@ def render(name: str, source: str, context: dict[str, Any], *, html: bool = Fals
 
 
 # C0 and C1 control characters other than whitespace: meaningless in a header line, and
-# obsolete syntax there (RFC 5322 §4.1), so they are dropped.
-_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
+# obsolete syntax there (RFC 5322 §4.1), so they are dropped. So are Unicode's bidirectional
+# controls (LRM/RLM, ALM, embeddings and overrides, isolates): from data, a right-to-left
+# override makes a subject read differently from what it says (Trojan Source, CVE-2021-42574).
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]")
 
 
 def one_line(text: str) -> str:

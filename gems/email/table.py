@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import functools
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -24,12 +25,12 @@ from markupsafe import Markup
 
 from .properties import Formats, Summary
 
-__all__ = ["Table", "format_cell", "format_rows", "html_table", "text_table", "summarise", "TABLE_CSS", "fit_rows"]
+__all__ = ["Table", "format_cell", "json_text", "is_nested", "format_rows", "html_table", "text_table", "summarise", "TABLE_CSS", "fit_rows"]
 
 TABLE_CSS = """
 table.mailgem { border-collapse: collapse; font-family: Arial, Helvetica, sans-serif; font-size: 13px; }
 table.mailgem th { background-color: #f2f4f7; color: #1d2939; text-align: left; padding: 6px 10px; border: 1px solid #d0d5dd; }
-table.mailgem td { padding: 4px 10px; border: 1px solid #e4e7ec; color: #101828; }
+table.mailgem td { padding: 4px 10px; border: 1px solid #e4e7ec; color: #101828; overflow-wrap: anywhere; word-break: break-word; }
 table.mailgem td.num, table.mailgem th.num { text-align: right; }
 p.mailgem-note { font-family: Arial, Helvetica, sans-serif; font-size: 12px; color: #667085; }
 """
@@ -71,30 +72,68 @@ class Table:
     total: int
 
 
+# Past this magnitude a fixed-point format is unreadable (1.797e308 would be 414 characters).
+_HUGE = 1e15
+
+
+def _number(value: float | decimal.Decimal, spec: str) -> str:
+    """A float in the configured format; infinities as ∞, huge values in scientific notation,
+    and no negative zero (``-0.00``) from rounding."""
+    if isinstance(value, float) and math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    if abs(value) >= _HUGE:
+        return format(float(value), ".4g")
+    text = format(value, spec)
+    if text.startswith("-") and not any(ch in "123456789" for ch in text):
+        text = text[1:]
+    return text
+
+
+def json_text(value: Any) -> str:
+    """Nested values (lists, structs, maps) as compact JSON."""
+    if isinstance(value, list) and value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
+        value = {str(k): v for k, v in value}  # an Arrow map comes as (key, value) pairs
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def is_nested(data_type: pa.DataType) -> bool:
+    """Lists, structs and maps: shown and written as compact JSON."""
+    return pa.types.is_nested(data_type)
+
+
 def format_cell(value: Any, formats: Formats) -> str:
-    """Format one value for display: numbers with the format specs, dates with ``strftime``."""
+    """Format one value for display: numbers with the format specs, dates with ``strftime``,
+    nested values as compact JSON."""
     if value is None:
         return formats.na_rep
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return formats.na_rep if math.isnan(value) else format(value, formats.float_format)
+        return formats.na_rep if math.isnan(value) else _number(value, formats.float_format)
     if isinstance(value, int):
         return format(value, formats.int_format)
     if isinstance(value, decimal.Decimal):
-        return format(value, formats.float_format)
+        return _number(value, formats.float_format)
     if isinstance(value, dt.datetime):
         return value.strftime(formats.datetime_format)
     if isinstance(value, dt.date):
         return value.strftime(formats.date_format)
+    if isinstance(value, list | dict | tuple):
+        return json_text(value)
     return str(value)
 
 
-def format_rows(table: pa.Table, limit: int, formats: Formats, total: int | None = None) -> Table:
-    """Format the first ``limit`` rows of ``table``, which stands for ``total`` rows (default: its own)."""
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def format_rows(table: pa.Table, limit: int, formats: Formats, total: int | None = None,
+                max_cell_chars: int = 200) -> Table:
+    """Format the first ``limit`` rows of ``table``, which stands for ``total`` rows (default: its own);
+    cells past ``max_cell_chars`` are cut with "…"."""
     head = table.slice(0, limit)
     numeric = [pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) for t in head.schema.types]
-    columns = [[format_cell(v, formats) for v in col.to_pylist()] for col in head.columns]
+    columns = [[_clip(format_cell(v, formats), max_cell_chars) for v in col.to_pylist()] for col in head.columns]
     rows = [list(r) for r in zip(*columns, strict=True)] if columns else []
     return Table(list(head.column_names), rows, numeric, table.num_rows if total is None else total)
 
@@ -107,9 +146,13 @@ def html_table(table: Table, shown: int, note: str = "") -> Markup:
                                 cell_styles=cell_styles, shown=shown, total=table.total, note=note))
 
 
+_LINE_BREAKS = re.compile(r"\s*[\r\n\u2028\u2029]+\s*")
+
+
 def text_table(table: Table, shown: int, max_width: int = 40) -> str:
-    """The first ``shown`` rows as a fixed-width text table, for the text/plain alternative."""
-    clip = lambda s: s if len(s) <= max_width else s[: max_width - 1] + "…"  # noqa: E731
+    """The first ``shown`` rows as a fixed-width text table, for the text/plain alternative.
+    Line breaks inside a cell become spaces, so every row stays one line."""
+    clip = lambda s: _clip(_LINE_BREAKS.sub(" ", s), max_width)  # noqa: E731
     header = [clip(h) for h in table.header]
     rows = [[clip(c) for c in r] for r in table.rows[:shown]]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]

@@ -26,6 +26,7 @@ RESERVED_HEADERS = frozenset(h.lower() for h in (
     "From", "Sender", "To", "Cc", "Bcc", "Reply-To", "Return-Path", "Message-ID", "Date",
     "Subject", "Content-Type", "Content-Transfer-Encoding", "MIME-Version", "DKIM-Signature",
     "Received", "X-Priority", "Importance", "Errors-To", "Disposition-Notification-To", "Return-Receipt-To",
+    "Auto-Submitted", "X-Auto-Response-Suppress",
 ))
 RESERVED_PREFIXES = ("resent-",)
 MAX_CUSTOM_HEADERS = 50
