@@ -33,8 +33,8 @@ from fabric.model import Fabric
 from fabric.secrets import generate_key
 
 from .email.gem import DeliveryError, EmailGem
-from .email.preview import write_previews
-from .email.report import (
+from .email.content.preview import write_previews
+from .email.run.report import (
     CONNECTION_ERRORS,
     DELIVERED,
     DeliveryRow,

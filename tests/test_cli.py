@@ -148,7 +148,7 @@ def test_schema_from_data_checks_columns_after_a_transform(work, spark, capsys):
 
 
 def test_template_names_in_the_readme_are_what_each_template_sees():
-    from gems.email.templates import BASE_NAMES, BODY_NAMES, MESSAGE_NAMES, template_names
+    from gems.email.content.templates import BASE_NAMES, BODY_NAMES, MESSAGE_NAMES, template_names
 
     readme = (ROOT / "README.md").read_text()
     for label, names in (("all templates", BASE_NAMES), ("message templates", MESSAGE_NAMES[len(BASE_NAMES):]),

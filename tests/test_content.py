@@ -146,3 +146,96 @@ def test_one_row_is_singular_and_an_empty_result_says_so(starttls_server):
     text = empty.get_body(("plain",)).get_content()
     assert "daily: 0 rows (" in text and "The result was empty" in text
     assert "The result was empty" in empty.get_body(("html",)).get_content()
+
+
+# -- 3. formats -------------------------------------------------------------------------------
+
+def test_xlsx_attachment_has_typed_cells_a_frozen_header_and_no_formulas(starttls_server):
+    import datetime as dt
+
+    import openpyxl
+
+    frame = pd.DataFrame({
+        "carrier": ["UA", '=HYPERLINK("http://evil.example")'], "delay": [12.5, -3.0], "flights": [1200, 7],
+        "on_time": [False, True], "day": [dt.date(2013, 7, 22), None],
+        "at": pd.to_datetime(["2013-07-22 05:00", "2013-07-22 06:30"]), "tags": [["a"], []],
+    })
+    _, [msg] = _send(starttls_server, frame, attachments=[{"file_name": "delays.xlsx", "format": "xlsx"}])
+    [part] = list(msg.iter_attachments())
+    assert part.get_content_type() == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    assert part.get_filename() == "delays.xlsx"
+    book = openpyxl.load_workbook(io.BytesIO(part.get_content()))
+    sheet = book.active
+    rows = list(sheet.iter_rows(values_only=True))
+    assert rows[0] == ("carrier", "delay", "flights", "on_time", "day", "at", "tags")
+    assert rows[1] == ("UA", 12.5, 1200, False, dt.datetime(2013, 7, 22), dt.datetime(2013, 7, 22, 5), '["a"]')
+    assert rows[2][0] == '=HYPERLINK("http://evil.example")' and sheet["A3"].data_type == "s"  # text, not a formula
+    assert rows[2][4] is None and sheet["E2"].number_format == "yyyy-mm-dd"
+    assert sheet.freeze_panes == "A2" and sheet.auto_filter.ref == "A1:G3"
+    assert sheet["A1"].font.b and sheet.column_dimensions["B"].width >= 8
+
+
+def test_parquet_attachment_keeps_types(starttls_server):
+    import pyarrow.parquet as pq
+
+    frame = pd.DataFrame({"carrier": ["UA", None], "delay": [12.5, None], "flights": pd.array([1200, None], "Int64")})
+    _, [msg] = _send(starttls_server, frame, attachments=[{"file_name": "delays.parquet", "format": "parquet"}])
+    [part] = list(msg.iter_attachments())
+    assert part.get_content_type() == "application/vnd.apache.parquet"
+    table = pq.read_table(io.BytesIO(part.get_content()))
+    assert table.to_pydict() == {"carrier": ["UA", None], "delay": [12.5, None], "flights": [1200, None]}
+    assert str(table.schema.field("flights").type) == "int64"
+
+
+@pytest.mark.parametrize("attachment,message", [
+    ({"file_name": "report.xlsx"}, "ends in .xlsx but format is csv: set format: xlsx, or name the file report.csv"),
+    ({"file_name": "report.csv", "format": "xlsx"}, "ends in .csv but format is xlsx"),
+    ({"file_name": "r.parquet", "format": "parquet", "compression": "gzip"}, "compression is for CSV"),
+])
+def test_attachment_format_mistakes_are_validation_errors(attachment, message):
+    from gems.email import validate
+
+    [problem] = validate(REPORT | {"attachments": [attachment]})
+    assert problem.path == "attachments.0" and message in problem.message
+
+
+def test_xlsx_refuses_more_rows_than_a_worksheet_holds_before_sending(starttls_server, monkeypatch):
+    from gems.email.content import xlsx_format
+
+    monkeypatch.setattr(xlsx_format, "MAX_ROWS", 3)  # the real limit is 1,048,576 rows
+    report, _ = _send(starttls_server, pd.DataFrame({"a": range(3)}), attachments=[{"file_name": "d.xlsx", "format": "xlsx"}])
+    assert list(report["status"]) == ["failed"] and starttls_server.sessions_opened == 0
+    assert "3 rows x 1 columns do not fit an Excel worksheet (3 rows" in report.iloc[0].error
+
+
+def test_header_values_are_templates_and_a_line_break_from_data_names_the_header(starttls_server):
+    frame = pd.DataFrame({"n": [1, 2], "to": ["a@example.com", "b@example.com"], "team": ["north", "south\r\nBcc: x@evil.example"]})
+    report, [msg] = _send(starttls_server, frame, mode="per_row", to_column="to", subject="{{ row.n }}",
+                          headers={"X-Team": "team-{{ row.team }}", "X-Static": "yes"})
+    assert msg["X-Team"] == "team-north" and msg["X-Static"] == "yes" and msg["Bcc"] is None
+    assert list(report["status"]) == ["sent", "failed"]
+    assert report.iloc[1].error.startswith("headers.X-Team: the rendered value 'team-south\\r\\nBcc: x@evil.example' "
+                                           "is not allowed: header 'X-Team' contains a line break")
+    from gems.email import validate
+
+    [problem] = validate(REPORT | {"headers": {"X-Team": "{{ row.team }}"}})
+    assert problem.path == "headers.X-Team" and "'row' is undefined" in problem.message  # report mode has no row
+
+
+def test_time_zone_aware_timestamps_keep_their_instant_and_zone(starttls_server):
+    berlin = pd.to_datetime(["2024-03-01 12:00:00", "2024-07-01 12:00:00.250"], format="ISO8601").tz_localize("Europe/Berlin")
+    naive = pd.to_datetime(["2024-03-01 12:00:00", "2024-03-01 12:00:00.000005"], format="ISO8601")
+    frame = pd.DataFrame({"at": berlin, "naive": naive})
+    _, [msg] = _send(starttls_server, frame, attachments=[{"file_name": "d.csv"}])
+    text = msg.get_body(("plain",)).get_content()
+    assert "2024-03-01 12:00:00+01:00" in text and "2024-07-01 12:00:00.250000+02:00" in text
+    assert "2024-03-01 12:00:00.000005" in text and "11:00:00" not in text
+    assert [r[0] for r in _csv(msg)[1:]] == ["2024-03-01 12:00:00.000000+0100", "2024-07-01 12:00:00.250000+0200"]
+    _, [_, utc] = _send(starttls_server, frame, formats={"timezone": "America/New_York"},
+                        attachments=[{"file_name": "d.csv"}])
+    text = utc.get_body(("plain",)).get_content()
+    assert "2024-03-01 06:00:00-05:00" in text and "2024-07-01 06:00:00.250000-04:00" in text
+    assert _csv(utc)[1][0] == "2024-03-01 06:00:00.000000-0500"
+    from gems.email import validate
+
+    assert "unknown time zone 'Mars/Olympus'" in validate(REPORT | {"formats": {"timezone": "Mars/Olympus"}})[0].message

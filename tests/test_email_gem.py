@@ -15,7 +15,7 @@ from conftest import LOGIN, USER, fabric_for, parse
 
 from fabric import AccessDeniedError
 from gems.email import DeliveryError, EmailGem, GemValidationError, validate
-from gems.email.report import REPORT_COLUMNS
+from gems.email.run.report import REPORT_COLUMNS
 
 
 @pytest.fixture

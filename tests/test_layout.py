@@ -9,8 +9,8 @@ from pydantic import SecretStr
 
 from connections import SmtpConnection, SmtpTransport
 from connections.headers import prefolded
-from gems.email.layout import Layout
-from gems.email.message import build_message
+from gems.email.content.layout import Layout
+from gems.email.content.message import build_message
 
 TRANSPORT = SmtpTransport(SmtpConnection(name="t", host="h", port=587, username="reports@example.com",
                                          password={"secret": "s"}, sender_name="Répört Bot"), SecretStr("x"))
@@ -72,7 +72,7 @@ def test_other_charsets_equal_the_stdlib():
 
 
 def test_public_fallback_encodes_like_the_stdlib_helper():
-    from gems.email import layout
+    from gems.email.content import layout
 
     for text in ["plain", "ünïcödé", "long line " * 30, "日本語 " * 40]:  # bounded
         assert layout._stdlib_encode_text(text, "utf-8") == layout._encode_text(text, "utf-8", None, layout._POLICY)
@@ -81,7 +81,7 @@ def test_public_fallback_encodes_like_the_stdlib_helper():
 def test_verbatim_headers_equal_the_stdlib_fold():
     from email import policy
 
-    from gems.email.layout import _fold
+    from gems.email.content.layout import _fold
 
     rng = random.Random(11)
     text = [chr(c) for c in range(32, 127)] + [" "] * 8 + ["=?", "ü"]

@@ -186,8 +186,8 @@ def test_spark_distributed_path_delivers_the_same_messages_as_pandas(spark, tick
 def test_progress_logs_counts_when_not_in_a_terminal(caplog):
     import logging
 
-    from gems.email.progress import Progress
-    from gems.email.report import DeliveryRow
+    from gems.email.run.progress import Progress
+    from gems.email.run.report import DeliveryRow
 
     caplog.set_level(logging.INFO, logger="mailgem.gems")
     progress = Progress(3, "bench", interval_s=0, interactive=False)

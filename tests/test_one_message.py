@@ -9,7 +9,7 @@ import pytest
 from conftest import PER_ROW, USER, fabric_for, parse_strict
 
 from gems.email import DeliveryError, EmailGem
-from gems.email.ledger import SendLedger
+from gems.email.run.ledger import SendLedger
 
 
 def _frame(*addresses: str) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from connections.local_server import LocalSmtpServer
 from gems.email import EmailGem, GemValidationError
-from gems.email.render import one_line
+from gems.email.content.render import one_line
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                             HealthCheck.too_slow])

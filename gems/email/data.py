@@ -2,8 +2,8 @@
 
 Spark frames are collected as Arrow (``DataFrame.toArrow``) only as far as the email needs:
 the first rows and a count when there is no attachment, every row when there is.
-Values are normalised so both engines give the same email: float NaN becomes null, and
-timestamps become naive (time-zone-aware ones are converted to UTC first).
+Values are normalised so both engines give the same email: float NaN becomes null; Spark
+timestamps become naive UTC wall time, and pandas time-zone-aware ones keep their zone.
 """
 
 from __future__ import annotations
@@ -60,15 +60,21 @@ def column_names(frame: Any) -> list[str]:
     raise GemInputError(f"the Email gem takes a Spark or pandas DataFrame, got {type(frame).__name__}")
 
 
-def normalise(table: pa.Table) -> pa.Table:
-    """Float NaN to null, timestamps to naive microseconds (UTC wall time), large strings to strings."""
+def normalise(table: pa.Table, *, keep_zones: bool = False) -> pa.Table:
+    """Float NaN to null, timestamps to microseconds, large strings to strings.
+
+    With ``keep_zones`` (pandas input), a time-zone-aware column keeps its zone, so the email
+    shows the instant with its offset. Without (Spark: a ``TIMESTAMP`` has no zone of its own
+    and Arrow hands it over in UTC), timestamps become naive UTC wall time, as Spark shows them
+    in a UTC session.
+    """
     columns = []
     for spec, column in zip(table.schema, table.columns, strict=True):
         if pa.types.is_floating(spec.type):
             column = pc.if_else(pc.is_nan(column), pa.scalar(None, spec.type), column)
         elif pa.types.is_timestamp(spec.type):
-            # Arrow keeps zoned timestamps in UTC, so dropping the zone gives UTC wall time.
-            column = column.cast(pa.timestamp("us"), safe=False)
+            zone = spec.type.tz if keep_zones else None
+            column = column.cast(pa.timestamp("us", tz=zone), safe=False)
         elif pa.types.is_large_string(spec.type):
             column = column.cast(pa.string())
         columns.append(column)
@@ -132,6 +138,6 @@ def collect(frame: Any, *, all_rows: bool, head_rows: int, columns: Sequence[str
         except UnicodeEncodeError:
             pdf, invalid = _without_invalid_text(pdf)
             table = pa.Table.from_pandas(pdf, preserve_index=False)
-        return FrameData(normalise(table), len(frame), all_rows or len(frame) <= head_rows, invalid)
+        return FrameData(normalise(table, keep_zones=True), len(frame), all_rows or len(frame) <= head_rows, invalid)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise GemInputError(f"a column could not be converted for the email: {exc}") from None

@@ -37,16 +37,16 @@ from connections.sync import run_sync
 from connections.transport import SmtpTransport, new_message_id
 from fabric.model import Fabric, current_user
 
-from .compose import Composer
+from .content.compose import Composer
 from .data import collect, column_names, is_spark_frame
-from .distributed import PartitionSender, preflight, send_distributed
-from .ledger import SendLedger
-from .plan import count_units, units
-from .preview import Built
-from .progress import Progress
+from .run.distributed import PartitionSender, preflight, send_distributed
+from .run.ledger import SendLedger
+from .run.plan import count_units, units
+from .content.preview import Built
+from .run.progress import Progress
 from .properties import EmailProperties
-from .report import SPARK_SCHEMA, DeliveryRow, skipped_row, to_pandas, to_spark
-from .sender import SendContext, StopRun, send_units
+from .run.report import SPARK_SCHEMA, DeliveryRow, skipped_row, to_pandas, to_spark
+from .run.sender import SendContext, StopRun, send_units
 from .validate import Diagnostic, validate
 
 __all__ = ["EmailGem", "Built", "GemError", "GemValidationError", "DeliveryError", "MessageCapError"]
@@ -193,7 +193,7 @@ class EmailGem:
             in0: a Spark or pandas DataFrame; columns as the properties reference them.
 
         Returns:
-            the delivery report (see :mod:`gems.email.report`), one row per message: a Spark
+            the delivery report (see :mod:`gems.email.run.report`), one row per message: a Spark
             DataFrame for Spark input, pandas for pandas input.
 
         Raises:

@@ -18,12 +18,14 @@ import re
 from email.utils import getaddresses
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import zoneinfo
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connections.addresses import CONTROL_CHARACTERS, format_mailbox
 
 __all__ = [
-    "EmailProperties", "TableOptions", "Summary", "Aggregate", "Formats", "CsvAttachment",
+    "EmailProperties", "TableOptions", "Summary", "Aggregate", "Formats", "CsvAttachment", "AttachmentSpec",
     "Priority", "Mode", "LedgerOptions", "split_addresses",
 ]
 
@@ -103,6 +105,19 @@ class Formats(BaseModel):
     date_format: str = "%Y-%m-%d"
     datetime_format: str = "%Y-%m-%d %H:%M:%S"
     na_rep: str = ""
+    timezone: str | None = Field(None, description=(
+        "IANA zone (e.g. Europe/Berlin) to show time-zone-aware timestamps in; by default each keeps its own "
+        "zone. The offset is always shown (ISO 8601)."))
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                zoneinfo.ZoneInfo(value)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}: use an IANA name like Europe/Berlin or UTC") from None
+        return value
 
 
 class TableOptions(BaseModel):
@@ -122,20 +137,41 @@ class TableOptions(BaseModel):
     summary: Summary | None = None
 
 
-class CsvAttachment(BaseModel):
-    """A CSV attachment holding the frame's rows (all of them, raw values)."""
+AttachmentFormat = Literal["csv", "xlsx", "parquet"]
+_SUFFIXES = {"csv": (".csv", ".csv.gz", ".csv.zip", ".gz", ".zip"), "xlsx": (".xlsx",), "parquet": (".parquet",)}
+
+
+class AttachmentSpec(BaseModel):
+    """An attachment holding the frame's rows (all of them, raw values): ``csv`` (RFC 4180),
+    ``xlsx`` (typed cells, for Excel) or ``parquet`` (for data consumers)."""
 
     model_config = _MODEL
     file_name: str = Field("data-{{ run_date }}.csv", description="Jinja2 template for the file name.")
+    format: AttachmentFormat = Field("csv", description="csv, xlsx (Excel workbook) or parquet.")
     columns: list[str] | None = None
-    delimiter: str = Field(",", min_length=1, max_length=1)
+    delimiter: str = Field(",", min_length=1, max_length=1, description="CSV only.")
     header: bool = True
-    compression: Literal["none", "gzip", "zip"] = "none"
+    compression: Literal["none", "gzip", "zip"] = Field("none", description="CSV only (xlsx and parquet are compressed).")
     compression_level: int = Field(6, ge=1, le=9, description="zlib level: 1 fastest, 9 smallest.")
     csv_formula_escape: bool = Field(True, description=(
         "Prefix text cells starting with = + - @ tab or CR with ' so spreadsheets show them instead of running "
-        "them as formulas (OWASP CSV Injection); numbers are never changed."))
-    bom: bool = Field(False, description="Start the file with a UTF-8 byte order mark (Excel on Windows needs it).")
+        "them as formulas (OWASP CSV Injection); numbers are never changed. XLSX always writes text as text."))
+    bom: bool = Field(False, description="CSV: start the file with a UTF-8 byte order mark (Excel on Windows needs it).")
+
+    @model_validator(mode="after")
+    def _format_matches(self) -> AttachmentSpec:
+        if self.format != "csv" and self.compression != "none":
+            raise ValueError(f"compression is for CSV; a {self.format} file is compressed already: remove compression")
+        name = self.file_name.lower()
+        for fmt, suffixes in _SUFFIXES.items():
+            if fmt != self.format and name.endswith(suffixes[0]):
+                raise ValueError(f"file_name {self.file_name!r} ends in {suffixes[0]} but format is {self.format}: set "
+                                 f"format: {fmt}, or name the file {self.file_name[: -len(suffixes[0])]}"
+                                 f"{_SUFFIXES[self.format][0]}")
+        return self
+
+
+CsvAttachment = AttachmentSpec  # the name before XLSX and Parquet
 
 
 Priority = Literal["low", "normal", "high"]
@@ -143,7 +179,7 @@ Mode = Literal["report", "per_group", "per_row"]
 
 
 class LedgerOptions(BaseModel):
-    """The send ledger that makes re-runs safe (see :mod:`gems.email.ledger`).
+    """The send ledger that makes re-runs safe (see :mod:`gems.email.run.ledger`).
 
     A message whose key was already accepted by the server in a run with the same ``run_key``
     is not sent again.
@@ -177,7 +213,7 @@ class EmailProperties(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict, description="Custom headers (at most 50; identity and structural headers are reserved).")
     table: TableOptions = Field(default_factory=TableOptions)
     formats: Formats = Field(default_factory=Formats)
-    attachments: list[CsvAttachment] = Field(default_factory=list)
+    attachments: list[AttachmentSpec] = Field(default_factory=list)
     on_empty: Literal["skip", "send"] = Field("skip", description="What to do when the frame has no rows.")
     on_error: Literal["stop", "continue"] = Field("stop", description="stop: raise; continue: record the failure in the delivery report.")
 

@@ -12,7 +12,7 @@ from connections.addresses import CONTROL_CHARACTERS, AddressError, parse_mailbo
 from connections.headers import prefolded
 
 from .properties import EmailProperties
-from .templates import check_templates, is_template
+from .content.templates import check_templates, is_template
 
 __all__ = [
     "Diagnostic", "validate", "RESERVED_HEADERS", "MAX_CUSTOM_HEADERS", "MAX_SUBJECT_CHARS",
@@ -82,7 +82,7 @@ def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str
     """Check the gem's properties before a run; return every problem found (empty when fine).
 
     Templates are compiled, checked for names their context lacks and rendered against a
-    sample context (see :mod:`gems.email.templates`).
+    sample context (see :mod:`gems.email.content.templates`).
 
     Args:
         properties: the properties, or a dict to validate into them.

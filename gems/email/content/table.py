@@ -13,6 +13,7 @@ import functools
 import json
 import math
 import re
+import zoneinfo
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from markupsafe import Markup
 
-from .properties import Formats, Summary
+from ..properties import Formats, Summary
 
 __all__ = ["Table", "format_cell", "json_text", "is_nested", "format_rows", "html_table", "text_table", "summarise", "TABLE_CSS", "fit_rows"]
 
@@ -115,12 +116,33 @@ def format_cell(value: Any, formats: Formats) -> str:
     if isinstance(value, decimal.Decimal):
         return _number(value, formats.float_format)
     if isinstance(value, dt.datetime):
-        return value.strftime(formats.datetime_format)
+        return _datetime(value, formats)
     if isinstance(value, dt.date):
         return value.strftime(formats.date_format)
     if isinstance(value, list | dict | tuple):
         return json_text(value)
     return str(value)
+
+
+@functools.lru_cache(maxsize=16)
+def _zone(name: str) -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(name)
+
+
+def _datetime(value: dt.datetime, formats: Formats) -> str:
+    """A timestamp in ``datetime_format``; microseconds only when there are some (and the
+    format ends in seconds); an aware one in ``formats.timezone`` (else its own zone) with its
+    ISO 8601 offset, so the instant is never lost."""
+    if value.tzinfo is not None and formats.timezone:
+        value = value.astimezone(_zone(formats.timezone))
+    fmt = formats.datetime_format
+    text = value.strftime(fmt)
+    if value.microsecond and fmt.endswith("%S"):
+        text += f".{value.microsecond:06d}"
+    if value.tzinfo is not None:
+        offset = value.strftime("%z")  # +0100
+        text += f"{offset[:3]}:{offset[3:]}"
+    return text
 
 
 def _clip(text: str, limit: int) -> str:

@@ -14,7 +14,8 @@ from connections.addresses import parse_mailbox
 from connections.headers import PrefoldedHeader, prefolded
 
 from .attachments import Attachment
-from .properties import EmailProperties
+from .templates import is_template
+from ..properties import EmailProperties
 
 __all__ = ["build_message", "run_headers", "PRIORITY_HEADERS", "AUTOMATED_HEADERS"]
 
@@ -41,7 +42,7 @@ def run_headers(props: EmailProperties) -> list[PrefoldedHeader]:
     out = [prefolded("Reply-To", ", ".join(reply_to))] if reply_to else []
     out += [prefolded(name, value) for name, value in AUTOMATED_HEADERS.items()]
     out += [prefolded(name, value) for name, value in PRIORITY_HEADERS[props.priority].items()]
-    out += [prefolded(name, value) for name, value in props.headers.items()]
+    out += [prefolded(name, value) for name, value in props.headers.items() if not is_template(value)]
     return out
 
 

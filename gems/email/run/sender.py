@@ -19,7 +19,7 @@ from connections.delivery import Deliverer, Delivery
 from connections.errors import MailgemError, SmtpError
 from connections.transport import new_message_id
 
-from .compose import Composer, Unit
+from ..content.compose import Composer, Unit
 from .ledger import SendLedger
 from .report import DeliveryRow
 

@@ -26,11 +26,11 @@ from connections.delivery import Deliverer
 from connections.errors import SmtpError
 from connections.transport import SmtpTransport
 
-from .compose import Composer
-from .data import normalise
+from ..content.compose import Composer
+from ..data import normalise
 from .ledger import SendLedger
 from .plan import units
-from .properties import EmailProperties
+from ..properties import EmailProperties
 from .report import SPARK_SCHEMA, DeliveryRow, to_pandas, with_nullable_ints
 from .sender import SendContext, StopRun, describe_error, send_units
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from .compose import Unit
-from .properties import EmailProperties
+from ..content.compose import Unit
+from ..properties import EmailProperties
 
 __all__ = ["units", "count_units", "row_key", "group_key"]
 

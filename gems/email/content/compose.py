@@ -20,15 +20,15 @@ import pyarrow.compute as pc
 
 from connections.addresses import AddressError, Mailbox, parse_mailbox
 from connections.errors import MailgemError, MessageTooLargeError
-from connections.headers import prefolded
+from connections.headers import PrefoldedHeader, prefolded
 
-from .attachments import Attachment, build_csv, safe_file_name
+from .attachments import Attachment, build_attachment, safe_file_name
 from .layout import Layout, LayoutMessage
 from .message import build_message, run_headers
-from .properties import EmailProperties, split_addresses
+from ..properties import EmailProperties, split_addresses
 from .render import DEFAULT_HTML, DEFAULT_TEXT, base_context, nulls_refused, one_line, render
 from .table import fit_rows, format_rows, html_table, summarise, text_table
-from .validate import MAX_BODY_BYTES, MAX_SUBJECT_CHARS, is_template
+from ..validate import MAX_BODY_BYTES, MAX_SUBJECT_CHARS, check_header, is_template
 
 __all__ = ["Composer", "Unit", "Envelope", "RecipientError", "MessageBuildError"]
 
@@ -130,7 +130,8 @@ class Composer:
         self.base = base_context(job, run_ts, params)
         # One origination date per run (RFC 5322 §3.6.1), parsed once and shared by every message.
         self._date = prefolded("Date", format_datetime(run_ts))
-        self._headers = run_headers(props)
+        self._headers = run_headers(props)  # static ones; templated values are rendered per message
+        self._header_templates = [(n, v) for n, v in props.headers.items() if is_template(v)]
         self._layouts: dict[tuple[bool, bool, bool], Layout] = {}
 
     def run_key(self) -> str:
@@ -213,10 +214,28 @@ class Composer:
             MailgemError (a rendered subject over 998 characters).
         """
         envelope = envelope or self.envelope(unit)
-        subject, text, html, attachments = self._render(unit)
-        message = build_message(to=envelope.to, cc=envelope.cc, subject=subject, headers=[self._date, *self._headers],
+        ctx = self.context(unit)
+        subject, text, html, attachments = self._render(unit, ctx)
+        message = build_message(to=envelope.to, cc=envelope.cc, subject=subject,
+                                headers=[self._date, *self._headers, *self._templated_headers(ctx)],
                                 text=text, html=html, attachments=attachments, charset=self.charset)
         return message, envelope
+
+    def _templated_headers(self, ctx: dict[str, Any]) -> list[PrefoldedHeader]:
+        """Custom headers whose values are templates, rendered for this message.
+
+        Raises:
+            MessageBuildError: a rendered value cannot be a header (a line break from the data,
+                a control character); names the header.
+        """
+        out = []
+        for name, source in self._header_templates:
+            value = render(f"headers.{name}", source, ctx).strip()
+            problem = check_header(name, value)
+            if problem:
+                raise MessageBuildError(f"headers.{name}: the rendered value {value[:80]!r} is not allowed: {problem}")
+            out.append(prefolded(name, value))
+        return out
 
     def message(self, unit: Unit, envelope: Envelope, message_id: str,
                 ctx: dict[str, Any] | None = None) -> EmailMessage | LayoutMessage:
@@ -226,8 +245,11 @@ class Composer:
         (the same bytes, a fraction of the work); others are built as an ``EmailMessage``.
         ``ctx`` is :meth:`context` of ``unit`` when the caller already has it.
         """
+        ctx = ctx if ctx is not None else self.context(unit)
         subject, text, html, attachments = self._render(unit, ctx)
-        if not attachments and not envelope.smtputf8:  # UTF-8 headers (RFC 6532) take the ordinary path
+        templated = self._templated_headers(ctx) if self._header_templates else []
+        # UTF-8 headers (RFC 6532) and per-message header values take the ordinary path.
+        if not attachments and not envelope.smtputf8 and not templated:
             shape = (bool(envelope.cc), text is not None, html is not None)
             layout = self._layouts.get(shape)
             if layout is None:
@@ -237,7 +259,8 @@ class Composer:
                                  text=text, html=html)
             if filled is not None:
                 return filled
-        message = build_message(to=envelope.to, cc=envelope.cc, subject=subject, headers=[self._date, *self._headers],
+        message = build_message(to=envelope.to, cc=envelope.cc, subject=subject,
+                                headers=[self._date, *self._headers, *templated],
                                 text=text, html=html, attachments=attachments, charset=self.charset)
         message["Message-ID"] = message_id
         return message
@@ -250,7 +273,7 @@ class Composer:
         for i, spec in enumerate(p.attachments):
             name = safe_file_name(render(f"attachments[{i}].file_name", spec.file_name, ctx))
             try:
-                attachments.append(build_csv(unit.table, spec, name))
+                attachments.append(build_attachment(unit.table, spec, name, p.formats.timezone))
             except ValueError as exc:
                 raise MessageBuildError(f"attachments[{i}] ({name}): {exc}") from None
         shown_table = summarise(unit.table, p.table.summary) if p.table.summary else unit.table

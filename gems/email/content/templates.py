@@ -28,7 +28,7 @@ import jinja2
 import jinja2.meta
 from markupsafe import Markup
 
-from .properties import EmailProperties
+from ..properties import EmailProperties
 from .render import base_context, template_environment
 
 __all__ = ["BASE_NAMES", "MESSAGE_NAMES", "BODY_NAMES", "template_names", "templates_of", "check_templates",
@@ -67,6 +67,7 @@ def templates_of(props: EmailProperties) -> list[tuple[str, str, bool]]:
     out += [(f"attachments[{i}].file_name", a.file_name, False) for i, a in enumerate(props.attachments)]
     out += [(f"{f}[{i}]", v, False) for f in ("to", "cc", "bcc") for i, v in enumerate(getattr(props, f))
             if is_template(v)]
+    out += [(f"headers.{name}", value, False) for name, value in props.headers.items() if is_template(value)]
     if props.ledger is not None:
         out.append(("ledger.run_key", props.ledger.run_key, False))
     return out

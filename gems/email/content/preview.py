@@ -14,7 +14,7 @@ from email.message import EmailMessage
 from html import escape
 from pathlib import Path
 
-from .sender import describe_error
+from ..run.sender import describe_error
 
 __all__ = ["Built", "write_previews"]
 
