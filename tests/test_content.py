@@ -4,6 +4,7 @@ server received."""
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 
 import pandas as pd
@@ -239,3 +240,91 @@ def test_time_zone_aware_timestamps_keep_their_instant_and_zone(starttls_server)
     from gems.email import validate
 
     assert "unknown time zone 'Mars/Olympus'" in validate(REPORT | {"formats": {"timezone": "Mars/Olympus"}})[0].message
+
+
+def test_inline_chart_is_a_related_png_shown_by_cid_and_described_in_text(starttls_server):
+    from PIL import Image
+
+    frame = pd.DataFrame({"carrier": ["UA", "B6", "EV", "DL", "AA"], "delayed": [40, 76, 61, 12, 30],
+                          "mean_delay": [30.5, 45.0, 52.1, 20.0, 25.5]})
+    _, [msg] = _send(starttls_server, frame, attachments=[{"file_name": "d.xlsx", "format": "xlsx"}],
+                     chart={"kind": "bar", "x": "carrier", "y": "delayed", "title": "Delayed flights", "top_n": 3})
+    html_part = msg.get_body(("html",))
+    related = next(p for p in msg.walk() if p.get_content_type() == "multipart/related")
+    [image] = [p for p in related.iter_parts() if p.get_content_type() == "image/png"]
+    cid = image["Content-ID"].strip("<>")
+    html = html_part.get_content()
+    assert f'src="cid:{cid}"' in html and 'width="600"' in html
+    assert 'alt="Chart: Delayed flights (bar): B6 76, EV 61, UA 40"' in html
+    png = Image.open(io.BytesIO(image.get_content()))
+    assert png.format == "PNG" and png.width == 1200 and 300 <= png.height <= 800  # 600 px at 2x density
+    assert "Chart: Delayed flights (bar): B6 76, EV 61, UA 40" in msg.get_body(("plain",)).get_content()
+    assert [a.get_filename() for a in msg.iter_attachments()] == ["d.xlsx"]  # the image is inline, not attached
+
+
+def test_chart_mistakes_are_found_by_validate():
+    from gems.email import validate
+
+    chart = {"x": "carrier", "y": ["delayed", "nope"]}
+    problems = validate(REPORT | {"chart": chart}, columns=["carrier", "delayed"])
+    assert [(p.path, p.message) for p in problems if p.severity == "error"] == [
+        ("chart", "unknown column 'nope'; the frame has: carrier, delayed")]
+    problems = validate(REPORT | {"chart": chart, "text_body": "only text"})
+    assert any("a chart needs an HTML body" in p.message for p in problems)
+
+
+def test_whole_number_aggregates_stay_integers(starttls_server):
+    # pandas stores an integer column with a null as floats; its max is still a whole number.
+    frame = pd.DataFrame({"carrier": ["UA", "UA", "B6"], "delay": [290.0, None, 12.0], "ratio": [0.5, 1.25, 2.0]})
+    summary = {"group_by": ["carrier"], "aggregates": [{"column": "delay", "function": "max"},
+                                                        {"column": "delay", "function": "mean", "name": "avg"},
+                                                        {"column": "ratio", "function": "sum"}]}
+    _, [msg] = _send(starttls_server, frame, table={"summary": summary}, formats={"float_format": ",.1f"})
+    text = msg.get_body(("plain",)).get_content()
+    ua = next(ln.split() for ln in text.splitlines() if ln.startswith("UA"))
+    assert ua == ["UA", "290", "290.0", "1.8"]  # max of whole numbers; mean and sums of fractions keep the format
+
+
+def _big_frame(rows: int, noise: bool) -> pd.DataFrame:
+    import base64
+    import random
+
+    rnd = random.Random(7)
+    text = [base64.b64encode(rnd.randbytes(75)).decode() if noise else "the same words again " * 5 for _ in range(rows)]
+    return pd.DataFrame({"n": range(rows), "text": text})
+
+
+def test_a_message_over_max_message_bytes_fails_with_both_sizes_and_the_options(starttls_server):
+    report, messages = _send(starttls_server, _big_frame(2000, noise=True), max_message_bytes=50_000,
+                             attachments=[{"file_name": "d.csv"}])
+    assert messages == [] and list(report["status"]) == ["failed"]
+    error = report.iloc[0].error
+    assert "over the limit of 50,000 bytes" in error and "attachments_over_limit: compress or split" in error
+
+
+def test_attachments_over_the_limit_are_compressed(starttls_server):
+    report, [msg] = _send(starttls_server, _big_frame(3000, noise=False), max_message_bytes=80_000,
+                          attachments_over_limit="compress", attachments=[{"file_name": "d.csv"}])
+    [part] = list(msg.iter_attachments())  # 315 KB of CSV, about 430 KB in base64: over, until gzipped
+    assert part.get_filename() == "d.csv.gz" and part.get_content_type() == "application/gzip"
+    assert len(starttls_server.messages[0].data) <= 80_000 and len(gzip.decompress(part.get_content())) > 300_000
+
+
+def test_attachments_over_the_servers_size_are_split_into_numbered_parts(spark):
+    from conftest import LOGIN, PASSWORD
+
+    from connections.local_server import LocalSmtpServer
+
+    frame = _big_frame(4000, noise=True)  # about 430 KB of CSV that does not compress
+    with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, data_size_limit=200_000) as server:
+        report, messages = _send(server, frame, attachments_over_limit="split", subject="Daily",
+                                 attachments=[{"file_name": "d.csv"}])
+        assert set(report["status"]) == {"sent"} and len(report) >= 3
+        n = len(report)
+        assert list(report["message_key"]) == [f"report#part-{i}-of-{n}" for i in range(1, n + 1)]
+        assert sorted(str(m["Subject"]) for m in messages) == sorted(f"Daily (part {i} of {n})" for i in range(1, n + 1))
+        assert all(len(m.data) <= 200_000 for m in server.messages)
+        names = sorted(next(m.iter_attachments()).get_filename() for m in messages)
+        assert names == sorted(f"d-part{i}of{n}.csv" for i in range(1, n + 1))
+        rows = [r for m in messages for r in _csv(m)[1:]]
+        assert sorted(int(r[0]) for r in rows) == list(range(4000))  # every row, once

@@ -34,10 +34,11 @@ from connections.delivery import Deliverer
 from connections.errors import MailgemError
 from connections.model import format_validation_error
 from connections.sync import run_sync
+from connections.session import TRACE_HEADROOM_BYTES
 from connections.transport import SmtpTransport, new_message_id
 from fabric.model import Fabric, current_user
 
-from .content.compose import Composer
+from .content.compose import Composer, SplitNeeded, Unit, split_unit
 from .data import collect, column_names, is_spark_frame
 from .run.distributed import PartitionSender, preflight, send_distributed
 from .run.ledger import SendLedger
@@ -136,9 +137,25 @@ class EmailGem:
             raise GemValidationError(f"gem {self.name!r} has {len(problems)} problem(s):\n"
                                      + "\n".join(f"  {d}" for d in problems), problems)
 
-    def _composer(self, transport: SmtpTransport, run_ts: dt.datetime) -> Composer:
+    def _composer(self, transport: SmtpTransport, run_ts: dt.datetime, size_limit: int | None = None) -> Composer:
         return Composer(self.properties, job=self.name, params=self.params, charset=transport.connection.charset,
-                        run_ts=run_ts)
+                        run_ts=run_ts, size_limit=size_limit)
+
+    def _size_limit(self, server_size: int | None) -> int | None:
+        """The largest message to build, in bytes: ``max_message_bytes`` and the server's SIZE
+        (less the room a server's trace headers take), whichever is smaller."""
+        limits = [self.properties.max_message_bytes]
+        if server_size:
+            limits.append(server_size - TRACE_HEADROOM_BYTES)
+        known = [n for n in limits if n]
+        return min(known) if known else None
+
+    def _server_size(self, transports: list[SmtpTransport]) -> int | None:
+        """The server's SIZE, learned by one login before composing: only when attachments may be
+        compressed or split to fit it (otherwise each session checks SIZE before MAIL FROM)."""
+        if self.properties.attachments_over_limit == "error" or not self.properties.attachments:
+            return None
+        return run_sync(preflight(transports))
 
     def _cap(self, count: int) -> None:
         cap = self.properties.max_messages
@@ -166,14 +183,20 @@ class EmailGem:
             # The first N messages are the first N rows: read no more (a preview of a huge frame stays quick).
             in0 = in0.limit(limit) if is_spark_frame(in0) else in0.head(limit)
         data = collect(in0, all_rows=True, head_rows=props.table.max_rows)
-        composer = self._composer(transport, dt.datetime.now(dt.UTC))
+        composer = self._composer(transport, dt.datetime.now(dt.UTC), self.properties.max_message_bytes)
         work = units(data.table, props, data.row_count, data.invalid_rows)
-        for unit in islice(work, limit):
+        yield from islice(self._built(composer, transport, work), limit)
+
+    @staticmethod
+    def _built(composer: Composer, transport: SmtpTransport, work: Iterator[Unit]) -> Iterator[Built]:
+        for unit in work:
             try:
                 message, envelope = composer.compose(unit)
                 message["Message-ID"] = new_message_id(transport.domain)
                 raw = transport.flatten(message, utf8=transport.needs_smtputf8(envelope.recipients))
                 yield Built(unit.key, envelope.recipients, message, raw)
+            except SplitNeeded as exc:  # sent in parts, as a real run would
+                yield from EmailGem._built(composer, transport, iter(split_unit(unit, exc.parts)))
             except Exception as exc:  # noqa: BLE001 - that message's problem, as in a real run
                 yield Built(unit.key, [], None, None, exc)
 
@@ -210,12 +233,14 @@ class EmailGem:
         transports = self.fabric.transports(props.connection, self.user)
         primary = transports[0]
         run_ts = dt.datetime.now(dt.UTC)
-        composer = self._composer(primary, run_ts)
+        is_distributed = is_spark_frame(in0) and props.mode != "report" and props.distributed
+        server_size = self._server_size(transports) if not is_distributed else None
+        composer = self._composer(primary, run_ts, self._size_limit(server_size))
         run_key = composer.run_key()
         domain = primary.domain
         destination = self.fabric.destination(props.connection)
 
-        if is_spark_frame(in0) and props.mode != "report" and props.distributed:
+        if is_distributed:
             return self._apply_distributed(spark or in0.sparkSession, in0, transports, run_ts, run_key, domain,
                                            destination)
 
@@ -275,11 +300,12 @@ class EmailGem:
             ledger.close()  # file and schema created once, here, before the workers open it
         # One login from the driver first: a refused one is remembered by the transport, which
         # travels to the workers with that knowledge, so none of them asks the server again.
-        run_sync(preflight(transports))
+        server_size = run_sync(preflight(transports))
         log.info("gem %s: sending %d %s messages from the Spark executors", self.name, count, props.mode)
         sender = PartitionSender(props, transports, job=self.name, params=self.params, run_ts=run_ts, run_key=run_key,
                                  domain=domain, destination=destination,
-                                 rate_share=1 / max(1, spark.sparkContext.defaultParallelism))
+                                 rate_share=1 / max(1, spark.sparkContext.defaultParallelism),
+                                 size_limit=self._size_limit(server_size))
         report = send_distributed(spark, frame, sender)
         counts = report["status"].value_counts().to_dict()
         log.info("gem %s: %d messages: %s", self.name, len(report),

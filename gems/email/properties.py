@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from connections.addresses import CONTROL_CHARACTERS, format_mailbox
 
 __all__ = [
-    "EmailProperties", "TableOptions", "Summary", "Aggregate", "Formats", "CsvAttachment", "AttachmentSpec",
+    "EmailProperties", "TableOptions", "Summary", "Aggregate", "Formats", "CsvAttachment", "AttachmentSpec", "ChartOptions",
     "Priority", "Mode", "LedgerOptions", "split_addresses",
 ]
 
@@ -137,6 +137,26 @@ class TableOptions(BaseModel):
     summary: Summary | None = None
 
 
+class ChartOptions(BaseModel):
+    """An inline chart of the frame (or of ``table.summary`` when set), in the HTML body as a PNG
+    with a ``cid:`` reference (no remote images), described in words in the text part.
+
+    ``y`` is one column or several (one series each); ``top_n`` keeps the N rows with the
+    largest first ``y`` (bar charts: largest first).
+    """
+
+    model_config = _MODEL
+    kind: Literal["bar", "line"] = "bar"
+    x: str
+    y: str | list[str]
+    title: str | None = None
+    top_n: int | None = Field(None, ge=1, le=1_000)
+
+    @property
+    def y_columns(self) -> list[str]:
+        return [self.y] if isinstance(self.y, str) else list(self.y)
+
+
 AttachmentFormat = Literal["csv", "xlsx", "parquet"]
 _SUFFIXES = {"csv": (".csv", ".csv.gz", ".csv.zip", ".gz", ".zip"), "xlsx": (".xlsx",), "parquet": (".parquet",)}
 
@@ -214,6 +234,7 @@ class EmailProperties(BaseModel):
     table: TableOptions = Field(default_factory=TableOptions)
     formats: Formats = Field(default_factory=Formats)
     attachments: list[AttachmentSpec] = Field(default_factory=list)
+    chart: ChartOptions | None = Field(None, description="An inline chart in the HTML body ({{ chart }}).")
     on_empty: Literal["skip", "send"] = Field("skip", description="What to do when the frame has no rows.")
     on_error: Literal["stop", "continue"] = Field("stop", description="stop: raise; continue: record the failure in the delivery report.")
 
@@ -224,6 +245,12 @@ class EmailProperties(BaseModel):
     cc_column: str | None = None
     bcc_column: str | None = None
     max_messages: int | None = Field(None, ge=1, description="Refuse the run, before sending anything, if it would send more messages.")
+    max_message_bytes: int | None = Field(None, ge=20_000, description=(
+        "Largest message to send, in bytes as transmitted (e.g. 10,000,000 for a mailbox that takes 10 MB); "
+        "the server's SIZE applies too."))
+    attachments_over_limit: Literal["error", "compress", "split"] = Field("error", description=(
+        "When attachments make a message too large: error (that message fails), compress (CSV becomes gzip), "
+        "or split (the rows go out in numbered parts, each under the limit)."))
     ledger: LedgerOptions | None = Field(None, description="Send ledger for safe re-runs; off when absent.")
     distributed: bool = Field(True, description="Spark input, per_group/per_row: build and send on the executors.")
 

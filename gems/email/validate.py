@@ -144,6 +144,17 @@ def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str
         body = getattr(props, path)
         if body is not None and len(body.encode()) > MAX_BODY_BYTES:
             err(path, f"template is over {MAX_BODY_BYTES:,} bytes")
+    if props.chart is not None:
+        if props.html_body is not None and "chart" not in props.html_body:
+            out.append(Diagnostic("html_body", "warning", "a chart is configured but html_body never shows {{ chart }}"))
+        if props.html_body is None and props.text_body is not None:
+            err("chart", "a chart needs an HTML body: remove text_body or add html_body with {{ chart }}")
+        if props.table.summary is not None:
+            outputs = set(props.table.summary.group_by) | {a.output_name for a in props.table.summary.aggregates}
+            for name in (props.chart.x, *props.chart.y_columns):
+                if name not in outputs:
+                    err("chart", f"{name!r} is not a summary column ({', '.join(sorted(outputs))}); with table.summary "
+                                 "the chart draws the summary")
     if props.text_body is None and props.html_body is None and not props.table.enabled and not props.attachments:
         out.append(Diagnostic("table.enabled", "warning", "no body, no table and no attachment: the email will say only the row count"))
 
@@ -162,6 +173,8 @@ def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str
             if props.table.columns:
                 refs[0] = ("table.columns", [c for c in props.table.columns if c not in outputs])
         refs += [(f"attachments[{i}].columns", a.columns or []) for i, a in enumerate(props.attachments)]
+        if props.chart is not None and summary is None:
+            refs.append(("chart", [props.chart.x, *props.chart.y_columns]))
         refs += [("group_by", props.group_by), ("key_columns", props.key_columns)]
         refs += [(f, [getattr(props, f)]) for f in ("to_column", "cc_column", "bcc_column") if getattr(props, f)]
         for path, names in refs:

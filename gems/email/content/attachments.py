@@ -28,13 +28,16 @@ _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]+")
 
 @dataclass(frozen=True)
 class Attachment:
-    """Bytes ready to attach, with their file name, MIME type and Content-Type parameters."""
+    """Bytes ready to attach, with their file name, MIME type and Content-Type parameters.
+    With ``content_id``, an inline part of the HTML body (``multipart/related``, RFC 2387)
+    that the HTML shows as ``cid:<content_id>`` (RFC 2392)."""
 
     file_name: str
     data: bytes
     maintype: str
     subtype: str
     params: tuple[tuple[str, str], ...] = ()
+    content_id: str | None = None
 
 
 def _gzip(data: bytes, level: int) -> bytes:

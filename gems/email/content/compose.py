@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import math
+import uuid
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -17,12 +19,14 @@ from typing import Any
 import css_inline
 import pyarrow as pa
 import pyarrow.compute as pc
+from markupsafe import Markup
 
 from connections.addresses import AddressError, Mailbox, parse_mailbox
 from connections.errors import MailgemError, MessageTooLargeError
 from connections.headers import PrefoldedHeader, prefolded
 
 from .attachments import Attachment, build_attachment, safe_file_name
+from .chart import DISPLAY_WIDTH_PX, draw_chart
 from .layout import Layout, LayoutMessage
 from .message import build_message, run_headers
 from ..properties import EmailProperties, split_addresses
@@ -30,7 +34,8 @@ from .render import DEFAULT_HTML, DEFAULT_TEXT, base_context, nulls_refused, one
 from .table import fit_rows, format_rows, html_table, summarise, text_table
 from ..validate import MAX_BODY_BYTES, MAX_SUBJECT_CHARS, check_header, is_template
 
-__all__ = ["Composer", "Unit", "Envelope", "RecipientError", "MessageBuildError"]
+__all__ = ["Composer", "Unit", "Envelope", "RecipientError", "MessageBuildError", "SplitNeeded", "split_unit",
+           "estimated_size"]
 
 # The user's own <style> blocks become inline styles too; remote stylesheets are never fetched.
 _INLINER = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
@@ -38,6 +43,34 @@ _INLINER = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=
 
 class RecipientError(MailgemError, ValueError):
     """A recipient taken from data (a column or a template) is not a valid address."""
+
+
+def estimated_size(subject: str, text: str | None, html: str | None, attachments: list[Attachment]) -> int:
+    """Bytes a message takes as transmitted, a little over the truth: attachments in base64
+    (4/3, plus CRLF every 76 characters), bodies as UTF-8 (quoted-printable or base64 at most
+    4/3 more), and 4 KB of headers and MIME boundaries."""
+    base64 = sum(math.ceil(len(a.data) / 3) * 4 * 78 // 76 for a in attachments)
+    # ASCII bodies go as they are (7bit, CRLF per line); others in quoted-printable or base64.
+    bodies = sum(len(b) + b.count("\n") if b.isascii() else len(b.encode()) * 4 // 3 for b in (text, html) if b)
+    return base64 + bodies + len(subject.encode()) + 4096
+
+
+class SplitNeeded(MailgemError):
+    """Too large for the limit with ``attachments_over_limit: split``: send the unit's rows in
+    ``parts`` messages (see :func:`split_unit`)."""
+
+    def __init__(self, message: str, parts: int) -> None:
+        self.parts = max(2, parts)
+        super().__init__(message)
+
+
+def split_unit(unit: Unit, parts: int) -> list[Unit]:
+    """``unit``'s rows in ``parts`` consecutive slices, each its own message ``key#part-i-of-n``."""
+    size = math.ceil(unit.table.num_rows / parts)
+    slices = [unit.table.slice(i * size, size) for i in range(parts) if i * size < unit.table.num_rows]
+    n = len(slices)
+    return [Unit(f"{unit.key}#part-{i}-of-{n}", t, t.num_rows, {**unit.extra, "part": (i, n)}, unit.problem)
+            for i, t in enumerate(slices, 1)]
 
 
 class MessageBuildError(MailgemError, ValueError):
@@ -120,11 +153,15 @@ class Composer:
         params: ``params`` in templates.
         charset: the connection's charset for text parts.
         run_ts: the run's timestamp (UTC).
+        size_limit: the largest message to build, in bytes as transmitted; what happens to a
+            message over it is ``attachments_over_limit`` (error, compress, split).
     """
 
     def __init__(self, props: EmailProperties, *, job: str, params: dict[str, Any], charset: str,
-                 run_ts: dt.datetime) -> None:
+                 run_ts: dt.datetime, size_limit: int | None = None) -> None:
         self.props = props
+        # Largest message to build, bytes as transmitted (max_message_bytes, the server's SIZE).
+        self.size_limit = size_limit
         self.job = job
         self.charset = charset
         self.base = base_context(job, run_ts, params)
@@ -265,13 +302,47 @@ class Composer:
         message["Message-ID"] = message_id
         return message
 
-    def _render(self, unit: Unit, ctx: dict[str, Any] | None = None) -> tuple[str, str | None, str | None, list[Attachment]]:
-        """Subject, text body, HTML body and attachments of ``unit``."""
+    def _render(self, unit: Unit, ctx: dict[str, Any] | None = None,
+                compress: bool = False) -> tuple[str, str | None, str | None, list[Attachment]]:
+        """Subject, text body, HTML body and attachments of ``unit``, within :attr:`size_limit`.
+
+        Raises:
+            SplitNeeded: over the limit with ``attachments_over_limit: split``.
+            MessageTooLargeError: over the limit otherwise (after compressing, with ``compress``).
+        """
+        rendered = self._render_once(unit, ctx, compress)
+        if self.size_limit is None or not rendered[3]:
+            return rendered
+        size = estimated_size(*rendered)
+        if size <= self.size_limit:
+            return rendered
+        policy = self.props.attachments_over_limit
+        if policy == "compress" and not compress:
+            return self._render(unit, ctx, compress=True)
+        if policy == "split" and unit.row_count > 1 and "part" not in unit.extra:
+            data = sum(estimated_size("", None, None, [a]) for a in rendered[3])
+            room = max(1, self.size_limit - (size - data))
+            raise SplitNeeded(f"{size:,} bytes over the limit of {self.size_limit:,}",
+                              parts=min(unit.row_count, math.ceil(data / room * 1.1)))
+        raise MessageTooLargeError(
+            f"the message would be {size:,} bytes with its attachments, over the limit of {self.size_limit:,} bytes"
+            + ("" if policy != "error" else "; set attachments_over_limit: compress or split"),
+            size_bytes=size, limit_bytes=self.size_limit)
+
+    def _render_once(self, unit: Unit, ctx: dict[str, Any] | None,
+                     compress: bool) -> tuple[str, str | None, str | None, list[Attachment]]:
         p = self.props
         ctx = ctx if ctx is not None else self.context(unit)
         attachments = []
-        for i, spec in enumerate(p.attachments):
+        part_of = unit.extra.get("part")  # (i, n) when the unit's rows were split to fit the size limit
+        specs = [spec.model_copy(update={"compression": "gzip"}) if compress and spec.format == "csv"
+                 and spec.compression == "none" else spec for spec in p.attachments]
+        for i, spec in enumerate(specs):
             name = safe_file_name(render(f"attachments[{i}].file_name", spec.file_name, ctx))
+            if part_of is not None:
+                i_of = f"-part{part_of[0]}of{part_of[1]}"
+                stem, dot, extension = name.rpartition(".")
+                name = f"{stem}{i_of}.{extension}" if dot else f"{name}{i_of}"
             try:
                 attachments.append(build_attachment(unit.table, spec, name, p.formats.timezone))
             except ValueError as exc:
@@ -284,11 +355,23 @@ class Composer:
         table = (format_rows(shown_table, p.table.max_rows, p.formats, total=total, max_cell_chars=p.table.max_cell_chars)
                  if p.table.enabled else None)
         note = "the full data is attached" if attachments and not p.table.summary else ""
+        chart_html, chart_text = Markup(""), ""
+        if p.chart is not None:
+            try:
+                chart = draw_chart(summarise(unit.table, p.table.summary) if p.table.summary else unit.table,
+                                   p.chart, p.formats)
+            except ValueError as exc:
+                raise MessageBuildError(str(exc)) from None
+            cid = f"chart.{uuid.uuid4().hex}@mailgem"
+            attachments.append(Attachment("chart.png", chart.png, "image", "png", content_id=cid))
+            chart_text = chart.description
+            chart_html = Markup('<img src="cid:{}" width="{}" alt="{}" style="display:block;max-width:100%;height:auto;'
+                                'border:0;">').format(cid, DISPLAY_WIDTH_PX, chart.description)
 
         def bodies(n: int) -> tuple[str, str | None]:
             page = dict(ctx, shown_rows=n, truncated=table is not None and n < table.total,
                         table=html_table(table, n, note) if table else "",
-                        table_text=text_table(table, n) if table else "")
+                        table_text=text_table(table, n) if table else "", chart=chart_html, chart_text=chart_text)
             # Always a text part (what clients fall back to); HTML unless the user chose text only.
             text = render("text_body", p.text_body if p.text_body is not None else DEFAULT_TEXT, page)
             html_src = p.html_body if p.html_body is not None else (DEFAULT_HTML if p.text_body is None else None)
@@ -311,6 +394,8 @@ class Composer:
                 raise MessageTooLargeError(f"rendered {part} is {size:,} bytes, over {MAX_BODY_BYTES:,}",
                                            size_bytes=size, limit_bytes=MAX_BODY_BYTES)
         subject = one_line(render("subject", p.subject, ctx))
+        if part_of is not None:
+            subject = f"{subject} (part {part_of[0]} of {part_of[1]})"
         if len(subject) > MAX_SUBJECT_CHARS:
             raise MessageBuildError(f"subject: rendered subject is {len(subject)} characters, over {MAX_SUBJECT_CHARS} "
                                     "(RFC 5322 §2.1.1)")

@@ -77,7 +77,14 @@ def build_message(
             msg.add_alternative(html, subtype="html", charset=charset)
     elif html is not None:
         msg.set_content(html, subtype="html", charset=charset)
+    html_part = msg.get_body(("html",)) if html is not None else None
     for att in attachments:
-        msg.add_attachment(att.data, maintype=att.maintype, subtype=att.subtype, filename=att.file_name,
-                           params=dict(att.params))
+        if att.content_id is not None and html_part is not None:
+            # Inline: the HTML part becomes multipart/related with the image (RFC 2387).
+            html_part.add_related(att.data, maintype=att.maintype, subtype=att.subtype, cid=f"<{att.content_id}>",
+                                  disposition="inline", filename=att.file_name)
+    for att in attachments:
+        if att.content_id is None:
+            msg.add_attachment(att.data, maintype=att.maintype, subtype=att.subtype, filename=att.file_name,
+                               params=dict(att.params))
     return msg

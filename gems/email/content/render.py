@@ -18,11 +18,14 @@ DEFAULT_TEXT = """{{ job }}: {{ "{:,}".format(row_count) }} {{ "row" if row_coun
 {% if row_count == 0 %}
 The result was empty: no rows matched.
 {% else %}
+{% if chart_text %}
+{{ chart_text }}
+{% endif %}
 
 {{ table_text }}
 {% endif %}"""
 DEFAULT_HTML = """<p style="font-family: Arial, Helvetica, sans-serif; font-size: 14px;">{{ job }}: {{ "{:,}".format(row_count) }} {{ "row" if row_count == 1 else "rows" }} ({{ run_date }}).{% if row_count == 0 %} The result was empty: no rows matched.{% endif %}</p>
-{% if row_count %}{{ table }}
+{% if row_count %}{{ chart }}{{ table }}
 {% endif %}"""
 
 

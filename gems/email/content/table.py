@@ -206,6 +206,17 @@ def fit_rows(render: Callable[[int], bytes], max_rows: int, budget: int) -> tupl
     return best_n, best
 
 
+def _whole_floats(column: pa.ChunkedArray) -> bool:
+    """A float column whose every value is a whole number within int64's exact range."""
+    if not pa.types.is_floating(column.type):
+        return False
+    values = pc.drop_null(column)
+    if len(values) == 0:
+        return False
+    within = pc.all(pc.less_equal(pc.abs(values), 2.0**53)).as_py()
+    return bool(within and pc.all(pc.equal(values, pc.floor(values))).as_py())
+
+
 _ARROW_AGG = {"count": "count", "sum": "sum", "mean": "mean", "min": "min", "max": "max", "count_distinct": "count_distinct"}
 
 
@@ -215,6 +226,12 @@ def summarise(table: pa.Table, summary: Summary) -> pa.Table:
     grouped = table.group_by(summary.group_by).aggregate(aggs)
     names = {f"{a.column}_{_ARROW_AGG[a.function]}": a.output_name for a in summary.aggregates}
     grouped = grouped.rename_columns([names.get(n, n) for n in grouped.column_names])
+    # A sum, min or max of whole numbers stored as floats (pandas turns an integer column with a
+    # null into floats) is a whole number: shown as 290, not 290.0.
+    for a in summary.aggregates:
+        if a.function in ("sum", "min", "max") and _whole_floats(table.column(a.column)):
+            index = grouped.column_names.index(a.output_name)
+            grouped = grouped.set_column(index, a.output_name, grouped.column(index).cast(pa.int64()))
     ordered = summary.group_by + [a.output_name for a in summary.aggregates]
     grouped = grouped.select(ordered)
     if summary.order_by:

@@ -39,7 +39,7 @@ BASE_NAMES = ("job", "run_ts", "run_date", "params")
 # Every template of one message (subject, recipients, attachment file names): plus its rows.
 MESSAGE_NAMES = (*BASE_NAMES, "row_count", "columns", "rows")
 # Bodies: plus the rendered table and how much of it is shown.
-BODY_NAMES = (*MESSAGE_NAMES, "table", "table_text", "shown_rows", "truncated")
+BODY_NAMES = (*MESSAGE_NAMES, "table", "table_text", "shown_rows", "truncated", "chart", "chart_text")
 _MODE_NAMES = {"report": (), "per_group": ("group",), "per_row": ("row",)}
 
 
@@ -144,7 +144,8 @@ def _sample_context(props: EmailProperties, template: str, *, job: str, params: 
         ctx["group"] = (_Named("group", {g: row[g] for g in props.group_by if g in row}) if columns is not None
                         else _AnyColumn())
     if template in ("text_body", "html_body"):
-        ctx.update(table=Markup("<table></table>"), table_text="", shown_rows=1, truncated=False)
+        ctx.update(table=Markup("<table></table>"), table_text="", shown_rows=1, truncated=False,
+                   chart=Markup('<img src="cid:chart">'), chart_text="Chart: ...")
     return ctx
 
 

@@ -39,8 +39,9 @@ __all__ = ["PartitionSender", "send_distributed", "preflight"]
 log = logging.getLogger("mailgem.gems")
 
 
-async def preflight(transports: list[SmtpTransport]) -> None:
-    """Open and close one session on each transport of the chain until one opens.
+async def preflight(transports: list[SmtpTransport]) -> int | None:
+    """Open and close one session on each transport of the chain until one opens; return the
+    SIZE that server advertises (RFC 1870; ``None``: none, or no session opened).
 
     A permanent refusal (a rejected login, the wrong security mode) is remembered by that
     transport, so the Spark workers it is pickled to never ask the server again; a transient
@@ -48,17 +49,19 @@ async def preflight(transports: list[SmtpTransport]) -> None:
     """
     for transport in transports:
         try:
-            async with transport.connect():
-                return
+            async with transport.connect() as session:
+                return session.size_limit_bytes
         except SmtpError as exc:
             log.warning("connection %s: %s", transport.connection.name, exc)
+    return None
 
 
 class PartitionSender:
     """The function ``mapInPandas`` runs on each partition (picklable: plain data only)."""
 
     def __init__(self, props: EmailProperties, transports: list[SmtpTransport], *, job: str, params: dict[str, Any],
-                 run_ts: dt.datetime, run_key: str, domain: str, destination: str, rate_share: float) -> None:
+                 run_ts: dt.datetime, run_key: str, domain: str, destination: str, rate_share: float,
+                 size_limit: int | None = None) -> None:
         self.props = props
         self.transports = transports
         self.job = job
@@ -68,6 +71,7 @@ class PartitionSender:
         self.domain = domain
         self.destination = destination
         self.rate_share = rate_share
+        self.size_limit = size_limit
 
     def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         props = self.props
@@ -77,7 +81,8 @@ class PartitionSender:
         ledger = None
         try:
             ledger = SendLedger(props.ledger.path, self.job, self.run_key, self.destination) if props.ledger else None
-            composer = Composer(props, job=self.job, params=self.params, charset=primary.charset, run_ts=self.run_ts)
+            composer = Composer(props, job=self.job, params=self.params, charset=primary.charset, run_ts=self.run_ts,
+                                size_limit=self.size_limit)
             ctx = SendContext(composer, self.job, self.run_key, self.domain, primary.name, ledger,
                               stop_on_error=props.on_error == "stop")
             yield from self._partition(batches, loop, ctx, deliverer)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from connections.delivery import Deliverer, Delivery
 from connections.errors import MailgemError, SmtpError
 from connections.transport import new_message_id
 
-from ..content.compose import Composer, Unit
+from ..content.compose import Composer, SplitNeeded, Unit, split_unit
 from .ledger import SendLedger
 from .report import DeliveryRow
 
@@ -119,7 +120,9 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
             slots.release()
             ctx.on_done(row)
 
-    for unit in units:
+    source = iter(units)
+    parts: deque[Unit] = deque()  # a unit too large for the size limit, split (attachments_over_limit: split)
+    while (unit := parts.popleft() if parts else next(source, None)) is not None:
         if fatal or (failure and ctx.stop_on_error):
             break
         row = DeliveryRow(message_key=unit.key, status="failed", connection=ctx.connection)
@@ -141,6 +144,11 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
             keep = prior is not None and prior.possibly_delivered and prior.message_id
             message_id = prior.message_id if keep else new_message_id(ctx.domain)
             message = ctx.composer.message(unit, envelope, message_id, context)
+        except SplitNeeded as exc:
+            rows.pop()
+            log.info("message %s: %s; sending it in %d parts", unit.key, exc, exc.parts)
+            parts.extendleft(reversed(split_unit(unit, exc.parts)))
+            continue
         except Exception as exc:  # noqa: BLE001 - one message's problem is that message's failed row
             row.error = describe_error(exc)
             row.error_type = type(exc).__name__
