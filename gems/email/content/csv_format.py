@@ -51,9 +51,9 @@ def escape_formulas(table: pa.Table) -> pa.Table:
     columns = []
     for column in table.columns:
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            risky = pc.and_(pc.match_substring_regex(column, _FORMULA_START),
-                            pc.invert(pc.match_substring_regex(column, _NUMBER)))
-            if pc.any(risky).as_py():
+            starts = pc.match_substring_regex(column, _FORMULA_START)
+            if pc.any(starts).as_py():  # the number test only where some cell starts like a formula
+                risky = pc.and_(starts, pc.invert(pc.match_substring_regex(column, _NUMBER)))
                 column = pc.if_else(risky, pc.binary_join_element_wise(pa.scalar("'"), column, pa.scalar("")), column)
         columns.append(column)
     return pa.table(columns, names=table.column_names)
