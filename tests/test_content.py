@@ -328,3 +328,18 @@ def test_attachments_over_the_servers_size_are_split_into_numbered_parts(spark):
         assert names == sorted(f"d-part{i}of{n}.csv" for i in range(1, n + 1))
         rows = [r for m in messages for r in _csv(m)[1:]]
         assert sorted(int(r[0]) for r in rows) == list(range(4000))  # every row, once
+
+
+def test_spark_timestamps_are_shown_in_formats_timezone_on_the_driver_and_the_executors(starttls_server, spark):
+    sdf = spark.sql("SELECT 1 AS n, 'a@example.com' AS to, TIMESTAMP'2024-03-01 11:00:00' AS ltz, "
+                    "TIMESTAMP_NTZ'2024-03-01 11:00:00' AS ntz")
+    _, [plain] = _send(starttls_server, sdf, spark=spark)  # as Spark shows it in the UTC session
+    assert "2024-03-01 11:00:00  2024-03-01 11:00:00" in plain.get_body(("plain",)).get_content()
+    zone = {"formats": {"timezone": "Europe/Berlin"}}
+    _, [_, report] = _send(starttls_server, sdf, spark=spark, **zone)
+    _, [_, _, per_row] = _send(starttls_server, sdf, spark=spark, mode="per_row", to_column="to",
+                               text_body="{{ table_text }}", **zone)
+    for msg in (report, per_row):
+        text = msg.get_body(("plain",)).get_content()
+        assert "2024-03-01 12:00:00+01:00" in text  # the instant, in Berlin
+        assert "2024-03-01 11:00:00" in text.replace("12:00:00+01:00", "")  # TIMESTAMP_NTZ has no zone to convert

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from connections.errors import MailgemError
 
-__all__ = ["FrameData", "collect", "is_spark_frame", "column_names", "normalise", "GemInputError"]
+__all__ = ["FrameData", "collect", "instants", "is_spark_frame", "column_names", "normalise", "GemInputError"]
 
 
 class GemInputError(MailgemError, TypeError):
@@ -58,6 +58,18 @@ def column_names(frame: Any) -> list[str]:
     if hasattr(frame, "columns"):
         return [str(c) for c in frame.columns]
     raise GemInputError(f"the Email gem takes a Spark or pandas DataFrame, got {type(frame).__name__}")
+
+
+def instants(table: pa.Table, columns: Sequence[str], zone: str) -> pa.Table:
+    """Naive timestamp ``columns`` that hold wall time in ``zone`` (what a Spark worker's pandas
+    batch holds for a ``TIMESTAMP``) as aware instants."""
+    out = table
+    for name in columns:
+        if name in out.column_names and pa.types.is_timestamp(out.schema.field(name).type) and \
+                out.schema.field(name).type.tz is None:
+            i = out.column_names.index(name)
+            out = out.set_column(i, name, pc.assume_timezone(out.column(i), zone))
+    return out
 
 
 def normalise(table: pa.Table, *, keep_zones: bool = False) -> pa.Table:
@@ -108,10 +120,13 @@ def _is_valid_text(value: str) -> bool:
     return True
 
 
-def collect(frame: Any, *, all_rows: bool, head_rows: int, columns: Sequence[str] | None = None) -> FrameData:
+def collect(frame: Any, *, all_rows: bool, head_rows: int, columns: Sequence[str] | None = None,
+            spark_instants: bool = False) -> FrameData:
     """Collect what the email needs from a Spark or pandas frame.
 
     Args:
+        spark_instants: keep Spark ``TIMESTAMP`` values as UTC instants (to be shown in
+            ``formats.timezone``) instead of naive session wall time.
         all_rows: collect every row (attachments, summaries); otherwise only ``head_rows``.
         columns: restrict to these columns (``None``: all).
 
@@ -123,10 +138,10 @@ def collect(frame: Any, *, all_rows: bool, head_rows: int, columns: Sequence[str
             df = frame.select(*columns) if columns else frame
             if all_rows:
                 table = df.toArrow()
-                return FrameData(normalise(table), table.num_rows, True)
+                return FrameData(normalise(table, keep_zones=spark_instants), table.num_rows, True)
             count = df.count()
             table = df.limit(head_rows).toArrow()
-            return FrameData(normalise(table), count, table.num_rows == count)
+            return FrameData(normalise(table, keep_zones=spark_instants), count, table.num_rows == count)
         if not hasattr(frame, "columns") or not hasattr(frame, "iloc"):
             raise GemInputError(f"the Email gem takes a Spark or pandas DataFrame, got {type(frame).__name__}")
         pdf = frame[list(columns)] if columns else frame

@@ -150,6 +150,14 @@ class EmailGem:
         known = [n for n in limits if n]
         return min(known) if known else None
 
+    def _instant_columns(self, spark: Any, frame: Any) -> tuple[list[str], str] | None:
+        """With ``formats.timezone``: the frame's ``TIMESTAMP`` columns (instants, unlike
+        ``TIMESTAMP_NTZ``) and the session time zone their wall time is in on the workers."""
+        if self.properties.formats.timezone is None:
+            return None
+        names = [f.name for f in frame.schema.fields if f.dataType.typeName() == "timestamp"]
+        return names, spark.conf.get("spark.sql.session.timeZone")
+
     def _server_size(self, transports: list[SmtpTransport]) -> int | None:
         """The server's SIZE, learned by one login before composing: only when attachments may be
         compressed or split to fit it (otherwise each session checks SIZE before MAIL FROM)."""
@@ -182,7 +190,8 @@ class EmailGem:
         if limit is not None and props.mode == "per_row":
             # The first N messages are the first N rows: read no more (a preview of a huge frame stays quick).
             in0 = in0.limit(limit) if is_spark_frame(in0) else in0.head(limit)
-        data = collect(in0, all_rows=True, head_rows=props.table.max_rows)
+        data = collect(in0, all_rows=True, head_rows=props.table.max_rows,
+                       spark_instants=props.formats.timezone is not None)
         composer = self._composer(transport, dt.datetime.now(dt.UTC), self.properties.max_message_bytes)
         work = units(data.table, props, data.row_count, data.invalid_rows)
         yield from islice(self._built(composer, transport, work), limit)
@@ -246,7 +255,8 @@ class EmailGem:
 
         needs_all = bool(props.mode != "report" or props.attachments or props.table.summary
                          or props.to_column or props.cc_column or props.bcc_column)
-        data = collect(in0, all_rows=needs_all, head_rows=props.table.max_rows)
+        data = collect(in0, all_rows=needs_all, head_rows=props.table.max_rows,
+                       spark_instants=props.formats.timezone is not None)
         if data.row_count == 0 and props.on_empty == "skip":
             log.info("gem %s: frame is empty, nothing sent (on_empty: skip)", self.name)
             key = "report" if props.mode == "report" else "(none)"
@@ -305,7 +315,7 @@ class EmailGem:
         sender = PartitionSender(props, transports, job=self.name, params=self.params, run_ts=run_ts, run_key=run_key,
                                  domain=domain, destination=destination,
                                  rate_share=1 / max(1, spark.sparkContext.defaultParallelism),
-                                 size_limit=self._size_limit(server_size))
+                                 size_limit=self._size_limit(server_size), instants=self._instant_columns(spark, frame))
         report = send_distributed(spark, frame, sender)
         counts = report["status"].value_counts().to_dict()
         log.info("gem %s: %d messages: %s", self.name, len(report),

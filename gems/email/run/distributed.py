@@ -27,7 +27,7 @@ from connections.errors import SmtpError
 from connections.transport import SmtpTransport
 
 from ..content.compose import Composer
-from ..data import normalise
+from ..data import instants, normalise
 from .ledger import SendLedger
 from .plan import units
 from ..properties import EmailProperties
@@ -61,7 +61,7 @@ class PartitionSender:
 
     def __init__(self, props: EmailProperties, transports: list[SmtpTransport], *, job: str, params: dict[str, Any],
                  run_ts: dt.datetime, run_key: str, domain: str, destination: str, rate_share: float,
-                 size_limit: int | None = None) -> None:
+                 size_limit: int | None = None, instants: tuple[list[str], str] | None = None) -> None:
         self.props = props
         self.transports = transports
         self.job = job
@@ -72,6 +72,7 @@ class PartitionSender:
         self.destination = destination
         self.rate_share = rate_share
         self.size_limit = size_limit
+        self.instants = instants  # (TIMESTAMP columns, session zone) when shown in formats.timezone
 
     def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         props = self.props
@@ -107,7 +108,10 @@ class PartitionSender:
             tables = (pa.Table.from_pandas(f, preserve_index=False) for f in batches if len(f))
         for table in tables:
             try:
-                work = send_units(units(normalise(table), props), ctx, deliverer,
+                table = normalise(table)
+                if self.instants is not None:
+                    table = instants(table, *self.instants)
+                work = send_units(units(table, props), ctx, deliverer,
                                   concurrency=self.transports[0].connection.pool_size)
                 yield to_pandas(loop.run_until_complete(work))
             except StopRun as exc:
