@@ -1,6 +1,7 @@
 """Benchmarks: mailgem against the common patterns, measured in the same run (ratios count).
 
-    python benchmarks/run.py [--rows 20000] [--report-rows 1000000] [--only per_row|report]
+    python benchmarks/run.py [--rows 20000] [--report-rows 1000000] [--latency-rows 300]
+                             [--only per_row|latency|report] [--json PATH]
 
 per_row: N rows, one ~2 KB message each, to Postfix's smtp-sink (a sink faster than any sender
 here; its own ceiling is measured with smtp-source and printed):
@@ -9,6 +10,12 @@ here; its own ceiling is measured with smtp-source and printed):
   * reused   - prebuilt messages pushed through one reused aiosmtplib connection
   * mailgem  - EmailGem mode per_row (pandas in), pooled connections; and the same on a Spark
                frame, built and sent on the executors (SparkSession start-up not timed)
+  * ceiling  - what this machine can push: a minimal pipelined client (RFC 2920) sending the
+               prebuilt bytes over 4 connections, each message's MAIL/RCPT/DATA in one write
+               and the next group right after the final dot
+
+latency: the same common, reused and mailgem per_row runs through a proxy that delays every
+chunk 5 ms each way (a 10 ms round trip, as to a mail server in the same region).
 
 report: 1,000,000 rows x 10 columns to one gzip CSV attachment; wall time and peak RSS:
   * pandas   - DataFrame.to_csv + gzip + EmailMessage + smtplib
@@ -16,7 +23,8 @@ report: 1,000,000 rows x 10 columns to one gzip CSV attachment; wall time and pe
 Each report case runs in its own process so peak RSS (ru_maxrss) is its own.
 
 Without smtp-sink (Debian package postfix), an aiosmtpd sink in another process is used and
-the output says so; compare ratios only.
+the output says so; compare ratios only. ``--json PATH`` writes every figure (keys in
+:data:`JSON_KEYS`), which the README's table is made from.
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+JSON_KEYS = ("per_row.common", "per_row.reused", "per_row.ceiling", "per_row.mailgem_pandas", "per_row.mailgem_spark",
+             "latency.rtt_ms", "latency.common", "latency.reused", "latency.mailgem_pandas",
+             "report.pandas_s", "report.mailgem_s", "report.pandas_rss_mb", "report.mailgem_rss_mb", "sink")
 NOTE = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 24  # ~1.4 KB: messages of ~2 KB
 
 
@@ -125,6 +136,109 @@ def reused_prebuilt(port: int, frame) -> float:
         return len(messages) / elapsed
 
     return asyncio.run(go())
+
+
+async def _replies(reader: asyncio.StreamReader, count: int) -> None:
+    """Read ``count`` SMTP replies (a reply ends with a line whose 4th character is a space)."""
+    for _ in range(count):
+        while True:
+            line = await reader.readline()
+            if not line:
+                raise ConnectionError("the sink closed the connection")
+            if line[:1] in b"45":
+                raise RuntimeError(f"the sink refused: {line!r}")
+            if line[3:4] != b"-":
+                break
+
+
+def pipelined_ceiling(port: int, frame, connections: int = 4) -> float:
+    """Prebuilt messages through ``connections`` minimal pipelining clients (RFC 2920 §3.1): each
+    message's MAIL, RCPT and DATA in one write, its content and the next message's group in the
+    next, every reply read in order. No TLS, no checks: the machine's ceiling, not a client."""
+    messages = [(r.email, plain_message(r).as_bytes(policy=__import__("email").policy.SMTP)) for r in frame.itertuples()]
+
+    def stuffed(data: bytes) -> bytes:
+        data = data.replace(b"\r\n.", b"\r\n..")
+        return (b"." + data if data.startswith(b".") else data) + (b"" if data.endswith(b"\r\n") else b"\r\n") + b".\r\n"
+
+    prepared = [(f"MAIL FROM:<bench@example.com>\r\nRCPT TO:<{to}>\r\nDATA\r\n".encode(), stuffed(data))
+                for to, data in messages]
+
+    async def one(share: list[tuple[bytes, bytes]]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await _replies(reader, 1)  # greeting
+        writer.write(b"EHLO bench.example.com\r\n")
+        await _replies(reader, 1)
+        pending = 0  # replies owed for content already sent (the final dot's 250)
+        for group, content in share:
+            writer.write(group)
+            await _replies(reader, pending + 3)  # previous message's 250, then 250 250 354
+            writer.write(content)
+            pending = 1
+        writer.write(b"QUIT\r\n")
+        await _replies(reader, pending + 1)
+        writer.close()
+
+    async def go() -> float:
+        start = time.perf_counter()
+        await asyncio.gather(*(one(prepared[i::connections]) for i in range(connections)))
+        return len(prepared) / (time.perf_counter() - start)
+
+    return asyncio.run(go())
+
+
+class DelayProxy:
+    """A TCP proxy on 127.0.0.1 that delays every chunk ``delay_s`` in each direction, in order,
+    in a thread of its own: a round trip of ``2 * delay_s`` to the sink."""
+
+    def __init__(self, target_port: int, delay_s: float = 0.005) -> None:
+        import threading
+
+        self.delay_s = delay_s
+        self.target_port = target_port
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._server = self._loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", self.port))
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, chunk = await queue.get()
+                if not chunk:
+                    break
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                writer.write(chunk)
+                await writer.drain()
+            writer.close()
+
+        sender = asyncio.ensure_future(deliver())
+        try:
+            while chunk := await reader.read(65536):
+                queue.put_nowait((time.monotonic() + self.delay_s, chunk))
+        except OSError:
+            pass
+        queue.put_nowait((0.0, b""))
+        await sender
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
 
 
 def sink_fabric(port: int, **conn):
@@ -217,7 +331,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--report-rows", type=int, default=1_000_000)
-    parser.add_argument("--only", choices=["per_row", "report"])
+    parser.add_argument("--latency-rows", type=int, default=300)
+    parser.add_argument("--only", choices=["per_row", "latency", "report"])
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--report-case")
     parser.add_argument("--port", type=int)
     args = parser.parse_args()
@@ -227,7 +343,9 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    figures: dict[str, object] = {}
     sink = Sink()
+    figures["sink"] = sink.kind
     try:
         ceiling = sink.ceiling(args.rows)
         print(f"sink: {sink.kind} on 127.0.0.1:{sink.port}; cores: {os.cpu_count()}")
@@ -237,23 +355,48 @@ def main() -> None:
             frame = rows(args.rows)
             print(f"\nper_row: {args.rows:,} messages of ~2 KB")
             common = common_pattern(sink.port, frame)
-            reused = reused_prebuilt(sink.port, frame)
-            ours = mailgem_per_row(sink.port, frame)
-            ours_spark = mailgem_per_row_spark(sink.port, frame)
-            for name, rate in (("common (smtplib, new connection each)", common),
-                               ("prebuilt, one reused aiosmtplib connection", reused),
-                               ("mailgem per_row, pandas (pool of 4)", ours),
-                               ("mailgem per_row, Spark local[2] executors", ours_spark)):
-                print(f"  {name:45s} {rate:8,.0f} messages/s   {rate / common:5.2f}x common")
+            results = {"common": common, "reused": reused_prebuilt(sink.port, frame),
+                       "ceiling": pipelined_ceiling(sink.port, frame),
+                       "mailgem_pandas": mailgem_per_row(sink.port, frame),
+                       "mailgem_spark": mailgem_per_row_spark(sink.port, frame)}
+            figures.update({f"per_row.{k}": round(v, 1) for k, v in results.items()})
+            for key, name in (("common", "common (smtplib, new connection each)"),
+                              ("reused", "prebuilt, one reused aiosmtplib connection"),
+                              ("ceiling", "ceiling: pipelined prebuilt bytes, 4 connections"),
+                              ("mailgem_pandas", "mailgem per_row, pandas (pool of 4)"),
+                              ("mailgem_spark", "mailgem per_row, Spark local[2] executors")):
+                rate = results[key]
+                print(f"  {name:50s} {rate:8,.0f} messages/s   {rate / common:5.2f}x common   "
+                      f"{rate / results['ceiling']:4.2f}x ceiling")
+        if args.only in (None, "latency"):
+            proxy = DelayProxy(sink.port)
+            try:
+                frame = rows(args.latency_rows)
+                print(f"\nlatency: {args.latency_rows:,} messages through a proxy adding 5 ms each way (10 ms round trip)")
+                results = {"common": common_pattern(proxy.port, frame), "reused": reused_prebuilt(proxy.port, frame),
+                           "mailgem_pandas": mailgem_per_row(proxy.port, frame)}
+            finally:
+                proxy.stop()
+            figures["latency.rtt_ms"] = 10
+            figures.update({f"latency.{k}": round(v, 1) for k, v in results.items()})
+            for key, name in (("common", "common (smtplib, new connection each)"),
+                              ("reused", "prebuilt, one reused aiosmtplib connection"),
+                              ("mailgem_pandas", "mailgem per_row, pandas (pool of 4)")):
+                print(f"  {name:50s} {results[key]:8,.0f} messages/s   {results[key] / results['common']:5.2f}x common")
         if args.only in (None, "report"):
             print(f"\nreport: {args.report_rows:,} rows x 10 columns, gzip CSV attachment")
             base = run_report_case("pandas", sink.port, args.report_rows)
             ours = run_report_case("mailgem", sink.port, args.report_rows)
+            figures.update({"report.pandas_s": round(base["wall_s"], 3), "report.mailgem_s": round(ours["wall_s"], 3),
+                            "report.pandas_rss_mb": round(base["peak_rss_mb"]), "report.mailgem_rss_mb": round(ours["peak_rss_mb"])})
             for name, r in (("pandas to_csv + gzip + EmailMessage + smtplib", base), ("mailgem report", ours)):
                 print(f"  {name:47s} {r['wall_s']:7.2f} s ({r['wall_s'] / base['wall_s']:.2f}x)   "
                       f"peak RSS {r['peak_rss_mb']:7.0f} MB ({r['peak_rss_mb'] / base['peak_rss_mb']:.2f}x)")
     finally:
         sink.stop()
+    if args.json is not None:
+        args.json.write_text(json.dumps({k: figures[k] for k in JSON_KEYS if k in figures}, indent=2) + "\n")
+        print(f"\nfigures written to {args.json}")
 
 
 if __name__ == "__main__":
