@@ -57,6 +57,13 @@ class _Handler:
     def __init__(self, server: LocalSmtpServer) -> None:
         self.server = server
 
+    async def handle_EHLO(self, smtp: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.server.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")  # as Postfix does (RFC 2920)
+        return responses
+
     async def handle_MAIL(self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
         with self.server._lock:
             self.server.transactions += 1
@@ -132,6 +139,8 @@ class LocalSmtpServer:
         data_size_limit: SIZE advertised and enforced, bytes (RFC 1870); 0 for no limit.
         auth_over_plaintext: offer AUTH without TLS (for testing clients that must refuse it).
         smtputf8: offer SMTPUTF8 (RFC 6531) and take UTF-8 addresses.
+        pipelining: offer PIPELINING (RFC 2920), as Postfix does; aiosmtpd reads pipelined
+            commands in order.
         senders: ``{login: addresses it may send as}``; with it, another envelope sender is
             refused like Postfix's ``reject_sender_login_mismatch`` does, at RCPT time (as with
             Postfix's default ``smtpd_delay_reject``) or, with ``sender_check="mail"``, at MAIL.
@@ -155,6 +164,7 @@ class LocalSmtpServer:
         senders: dict[str, set[str]] | None = None,
         sender_check: Literal["rcpt", "mail"] = "rcpt",
         port: int = 0,
+        pipelining: bool = True,
     ) -> None:
         self.security = security
         self._users = dict(users or {})
@@ -163,6 +173,7 @@ class LocalSmtpServer:
         self.data_size_limit = data_size_limit
         self.auth_over_plaintext = auth_over_plaintext
         self.smtputf8 = smtputf8
+        self.pipelining = pipelining
         self.senders = senders
         self.sender_check: Literal["rcpt", "mail"] | None = sender_check if senders is not None else None
         self.messages: list[ReceivedMessage] = []

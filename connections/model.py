@@ -95,6 +95,8 @@ class SmtpConnection(BaseModel):
     # RFC 5321 §4.5.3.2: servers may take 5 minutes to answer MAIL/RCPT and 10 minutes to
     # answer the end of DATA; giving up sooner risks a duplicate (the server may have accepted).
     timeout_s: float = Field(300.0, gt=0, le=3600, description="Timeout for each SMTP command's reply, seconds (RFC 5321 §4.5.3.2: 5 min).")
+    pipelining: bool = Field(True, description=(
+        "Send each message's MAIL FROM, RCPT TO and DATA as one group when the server offers PIPELINING (RFC 2920)."))
     data_timeout_s: float = Field(600.0, gt=0, le=3600, description="Timeout for the reply to the end of DATA, seconds (RFC 5321 §4.5.3.2.6: 10 min).")
     pool_size: int = Field(4, ge=1, le=64, description="Authenticated connections kept open and reused per process.")
     max_messages_per_connection: int = Field(100, ge=1, description="Reconnect after this many messages on one connection.")

@@ -17,6 +17,7 @@ What the transaction adds to aiosmtplib's commands:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -38,6 +39,8 @@ from .errors import (
     is_sender_refusal,
     parse_enhanced_status,
 )
+
+from .pipelining import ReplyReader, borrowed_transport, send_content, send_group
 
 if TYPE_CHECKING:
     from .transport import SmtpTransport
@@ -249,6 +252,8 @@ class SmtpSession:
             options.append("SMTPUTF8")
         encoding = "utf-8" if smtputf8 else "ascii"
         sender = transport.envelope_sender
+        if connection.pipelining and client.supports_extension("pipelining"):
+            return await self._pipelined(data, recipients, message_id, options, encoding, where)
         stage = "mail"
         accepted: list[str] = []
         refused: dict[str, RecipientRefusal] = {}
@@ -294,6 +299,73 @@ class SmtpSession:
                   message_id, connection.host, connection.port, len(accepted), len(refused))
         return SendResult(tuple(accepted), refused, response.code, response.message,
                           parse_enhanced_status(response.message), message_id, len(data))
+
+    async def _pipelined(self, data: bytes, recipients: list[str], message_id: str | None, options: list[str],
+                         encoding: str, where: dict[str, object]) -> SendResult:
+        """The transaction as one pipelined group (RFC 2920, :mod:`connections.pipelining`), with
+        the same outcomes as the unpipelined path: partial success, sender refusals, SIZE,
+        ``maybe_delivered`` once the content was sent."""
+        connection = self._transport.connection
+        sender = self._transport.envelope_sender
+        stage = "mail"
+        try:
+            with borrowed_transport(self._client) as (wire, reader):
+                replies = await send_group(wire, reader, sender=sender, options=options,
+                                           recipients=[envelope_address(r)[0] for r in recipients],
+                                           encoding=encoding, timeout=connection.timeout_s)
+                accepted: list[str] = []
+                refused: dict[str, RecipientRefusal] = {}
+                sender_reply = None if 200 <= replies.mail.code < 300 else replies.mail
+                if sender_reply is None:
+                    for rcpt, reply in zip(recipients, replies.rcpt, strict=True):
+                        if 200 <= reply.code < 300:
+                            accepted.append(rcpt)
+                        elif is_sender_refusal(reply.message, sender):  # checked late (smtpd_delay_reject)
+                            sender_reply = reply
+                        else:
+                            refused[rcpt] = RecipientRefusal(reply.code, reply.message, parse_enhanced_status(reply.message))
+                if sender_reply is not None or not accepted or replies.data.code != 354:
+                    if replies.data.code == 354:
+                        await send_content(wire, reader, None, connection.timeout_s)  # a lone dot ends it (RFC 2920 §3.1)
+                    await self._reset_pipelined(wire, reader, connection.timeout_s)
+                    if sender_reply is not None:
+                        refusal = aiosmtplib.SMTPSenderRefused(sender_reply.code, sender_reply.message, sender)
+                        if refusal.code == 552 or parse_enhanced_status(refusal.message) == _TOO_BIG:
+                            raise self._too_large(refusal, data, where)
+                        raise self._sender_refused(refusal, where)
+                    if not accepted:
+                        first = next(iter(refused.values()))
+                        raise RecipientsRefusedError(
+                            "every recipient was refused; nothing was sent",
+                            {r: (v.code, v.message) for r, v in refused.items()},
+                            code=first.code, server_message=first.message, **where)  # type: ignore[arg-type]
+                    raise aiosmtplib.SMTPDataError(replies.data.code, replies.data.message)
+                stage = "data"
+                response = await send_content(wire, reader, data, connection.data_timeout_s)
+                if not 200 <= response.code < 300:
+                    await self._reset_pipelined(wire, reader, connection.timeout_s)
+                    raise aiosmtplib.SMTPDataError(response.code, response.message)
+        except SmtpError:
+            raise
+        except aiosmtplib.SMTPResponseException as exc:
+            if stage == "data" and (exc.code == 552 or parse_enhanced_status(exc.message) == _TOO_BIG):
+                raise self._too_large(exc, data, where) from None
+            raise from_aiosmtplib(exc, stage=stage, **where) from None  # type: ignore[arg-type]
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            error = from_aiosmtplib(exc, stage=stage, **where)  # type: ignore[arg-type]
+            error.maybe_delivered = stage == "data"  # the content went out; the reply did not come back
+            raise error from None
+        log.debug("message %s accepted by %s:%s for %d recipient(s), %d refused (pipelined)",
+                  message_id, connection.host, connection.port, len(accepted), len(refused))
+        return SendResult(tuple(accepted), refused, response.code, response.message,
+                          parse_enhanced_status(response.message), message_id, len(data))
+
+    @staticmethod
+    async def _reset_pipelined(wire: asyncio.BaseTransport, reader: ReplyReader, timeout: float) -> None:
+        # RSET keeps the session usable after a refused transaction (RFC 5321 §4.1.1.5).
+        wire.write(b"RSET\r\n")  # type: ignore[attr-defined]
+        reader.owed += 1
+        await reader.reply(timeout)
 
     async def check_sender(self) -> RecipientRefusal | None:
         """``MAIL FROM`` the sender, ``RCPT TO`` the sender, ``RSET``: nothing is sent.

@@ -43,10 +43,24 @@ def _server(**kwargs) -> Iterator[LocalSmtpServer]:
         yield server
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test module with ``PIPELINING_MODES = (True, False)`` runs its tests that use ``starttls_server``
+    against a server with and without PIPELINING (RFC 2920): both transaction paths."""
+    modes = getattr(metafunc.module, "PIPELINING_MODES", None)
+    if modes and "pipelining" in metafunc.fixturenames:
+        metafunc.parametrize("pipelining", modes, ids=["pipelined" if m else "unpipelined" for m in modes])
+
+
 @pytest.fixture
-def starttls_server() -> Iterator[LocalSmtpServer]:
+def pipelining() -> bool:
+    """Whether the test servers offer PIPELINING (default: yes, as Postfix does)."""
+    return True
+
+
+@pytest.fixture
+def starttls_server(pipelining: bool) -> Iterator[LocalSmtpServer]:
     """STARTTLS required, AUTH PLAIN/LOGIN only after TLS."""
-    yield from _server(security="starttls", users={LOGIN: PASSWORD})
+    yield from _server(security="starttls", users={LOGIN: PASSWORD}, pipelining=pipelining)
 
 
 @pytest.fixture

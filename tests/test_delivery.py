@@ -16,6 +16,9 @@ from connections.delivery import Deliverer
 from connections.local_server import LocalSmtpServer
 from connections.ratelimit import RateLimiter
 
+# Both transaction paths: with PIPELINING (RFC 2920) and without.
+PIPELINING_MODES = (True, False)
+
 FAST = {"retry_initial_s": 0.01, "retry_max_s": 0.05}
 
 

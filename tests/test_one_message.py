@@ -11,6 +11,9 @@ from conftest import PER_ROW, USER, fabric_for, parse_strict
 from gems.email import DeliveryError, EmailGem
 from gems.email.run.ledger import SendLedger
 
+# Both transaction paths: with PIPELINING (RFC 2920) and without.
+PIPELINING_MODES = (True, False)
+
 
 def _frame(*addresses: str) -> pd.DataFrame:
     return pd.DataFrame({"n": range(len(addresses)), "to": list(addresses)})

@@ -10,6 +10,9 @@ from connections.local_server import LocalSmtpServer
 from fabric import local_fabric
 from gems.email import EmailGem
 
+# Both transaction paths: with PIPELINING (RFC 2920) and without.
+PIPELINING_MODES = (True, False)
+
 FRAME = pd.DataFrame({"n": [1, 2], "to": ["a@example.com", "b@example.com"]})
 
 

@@ -26,6 +26,9 @@ from fabric import Fabric, MemorySecretStore, Team
 from gems.cli import main
 from gems.email import EmailGem, validate
 
+# Both transaction paths: with PIPELINING (RFC 2920) and without.
+PIPELINING_MODES = (True, False)
+
 FAST = {"retry_initial_s": 0.01, "retry_max_s": 0.05}
 
 
@@ -77,10 +80,10 @@ def test_every_session_ends_with_quit(starttls_server):
 
 
 @pytest.mark.parametrize("check_at", ["rcpt", "mail"])
-def test_a_refused_sender_is_a_sender_error_not_a_recipient_one(check_at):
+def test_a_refused_sender_is_a_sender_error_not_a_recipient_one(check_at, pipelining):
     # Postfix's reject_sender_login_mismatch: with smtpd_delay_reject (the default) at RCPT time.
     with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, senders={LOGIN: {LOGIN}},
-                         sender_check=check_at) as server:
+                         sender_check=check_at, pipelining=pipelining) as server:
         fabric = fabric_for(server, sender_address="boss@example.com")
         report = EmailGem(PER_ROW, fabric, user=USER).apply(None, _frame(5))
         assert set(report["status"]) == {"failed"}
@@ -179,9 +182,10 @@ def _dotted_message(size: int):
     return _message("\n".join(".dotted line " + "x" * 6 for _ in range(lines)))
 
 
-def test_size_counts_what_the_server_counts():
+def test_size_counts_what_the_server_counts(pipelining):
     limit = 20_000
-    with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, data_size_limit=limit) as server:
+    with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, data_size_limit=limit,
+                         pipelining=pipelining) as server:
         transport = SmtpTransport(connection_for(server, **FAST), SecretStr(PASSWORD))
         data = transport.flatten(_dotted_message(limit - 1_000))
         assert len(data) < limit < wire_size(data)  # under the SIZE as it stands, over it as transmitted

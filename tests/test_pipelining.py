@@ -1,0 +1,150 @@
+"""Pipelined transactions (RFC 2920, connections/pipelining.py): replies kept in order, and every
+failure path ending as the unpipelined one does. Servers: aiosmtpd (in process, offering
+PIPELINING as Postfix does) and Postfix's smtp-sink where it is installed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import subprocess
+import time
+
+from email.message import EmailMessage
+
+import aiosmtplib
+import pandas as pd
+import pytest
+from conftest import PASSWORD, PER_ROW, USER, connection_for, fabric_for, parse_strict
+from pydantic import SecretStr
+
+from connections.delivery import Deliverer
+from connections.pipelining import ReplyReader, dot_stuffed
+from connections.transport import SmtpTransport
+from gems.email import EmailGem
+
+
+def _replies(chunks: list[bytes], count: int) -> list[tuple[int, str]]:
+    async def go() -> list[tuple[int, str]]:
+        reader = ReplyReader()
+        for chunk in chunks:
+            reader.data_received(chunk)
+        reader.owed = count
+        return [tuple(await reader.reply(1.0)) for _ in range(count)]  # type: ignore[misc]
+
+    return asyncio.run(go())
+
+
+def test_replies_that_arrive_together_are_all_kept_in_order():
+    # What aiosmtplib drops: three replies in one packet, and a multi-line reply split across two.
+    together = _replies([b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"], 3)
+    assert [c for c, _ in together] == [250, 250, 354]
+    split = _replies([b"250-first\r\n25", b"0-second\r\n250 last\r\n550 5.1.1 nobody\r\n"], 2)
+    assert split == [(250, "first\nsecond\nlast"), (550, "5.1.1 nobody")]
+
+
+def test_a_line_that_is_not_a_reply_means_the_session_is_out_of_step():
+    with pytest.raises(aiosmtplib.SMTPServerDisconnected, match="out of sync"):
+        _replies([b"250 Ok\r\nhello there\r\n"], 2)
+
+
+def test_content_is_dot_stuffed_and_ended():
+    assert dot_stuffed(b".a\r\nb\r\n.c") == b"..a\r\nb\r\n..c\r\n.\r\n"
+
+
+def _frame(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"n": range(n), "to": [f"user{i}@example.com" for i in range(n)]})
+
+
+def test_messages_go_out_pipelined_and_arrive_whole(starttls_server, caplog):
+    frame = _frame(6)
+    frame.loc[2, "to"] = "user2@example.com, nobody@example.com"
+    starttls_server.rcpt_refusals["nobody@example.com"] = "550 5.1.1 <nobody@example.com>: no such user"
+    with caplog.at_level(logging.DEBUG, logger="mailgem.connections"):
+        report = EmailGem(PER_ROW, fabric_for(starttls_server, pool_size=1), user=USER).apply(None, frame)
+    assert list(report["status"]) == ["sent", "sent", "partial", "sent", "sent", "sent"]
+    assert "nobody@example.com: 550" in report.iloc[2].refused
+    assert sum("(pipelined)" in r.getMessage() for r in caplog.records) == 6
+    received = starttls_server.wait_for_messages(6)
+    assert sorted(m.rcpt_tos for m in received)[2] == ("user2@example.com",)
+    for m in received:
+        parse_strict(m.data)
+    assert starttls_server.sessions_opened == 1  # one session, every transaction in step
+
+
+def test_a_421_in_the_middle_of_a_group_ends_the_session_and_the_message_is_retried(starttls_server):
+    starttls_server.rcpt_replies["user1@example.com"] = ["421 4.3.2 Service shutting down"]
+    report = EmailGem(PER_ROW, fabric_for(starttls_server, pool_size=1, retry_initial_s=0.01), user=USER).apply(
+        None, _frame(3))
+    assert list(report["status"]) == ["sent", "sent", "sent"] and report.iloc[1].attempts == 2
+    assert starttls_server.sessions_opened == 2 and len(starttls_server.wait_for_messages(3)) == 3
+
+
+def test_a_reply_out_of_step_is_a_dropped_connection_retried_once_in_step(starttls_server):
+    starttls_server.rcpt_replies["user0@example.com"] = ["this is not an SMTP reply"]
+    report = EmailGem(PER_ROW, fabric_for(starttls_server, pool_size=1, retry_initial_s=0.01), user=USER).apply(
+        None, _frame(2))
+    assert list(report["status"]) == ["sent", "sent"] and report.iloc[0].attempts == 2
+    assert [m.rcpt_tos for m in starttls_server.wait_for_messages(2)] == [("user0@example.com",), ("user1@example.com",)]
+
+
+def test_a_connection_dropped_after_the_content_may_have_delivered(starttls_server):
+    starttls_server.data_script = ["drop"]
+    transport = SmtpTransport(connection_for(starttls_server, max_attempts=1), SecretStr(PASSWORD))
+    msg = EmailMessage()
+    msg["To"], msg["Subject"] = "a@example.com", "x"
+    msg.set_content("hello")
+
+    async def go():
+        deliverer = Deliverer([transport])
+        try:
+            return await deliverer.send(msg, ["a@example.com"])
+        finally:
+            await deliverer.aclose()
+
+    delivery = asyncio.run(go())
+    assert delivery.status == "failed" and delivery.maybe_delivered and starttls_server.dropped == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def smtp_sink():
+    """Postfix's smtp-sink, a server that pipelines for real (RFC 2920), on loopback."""
+    if shutil.which("smtp-sink") is None:
+        pytest.skip("Postfix's smtp-sink is not installed (Debian package postfix): the pipelined path is still "
+                    "tested against aiosmtpd above")
+    port = _free_port()
+    proc = subprocess.Popen(["smtp-sink", "-u", "nobody", f"127.0.0.1:{port}", "100"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):  # bounded: 10 s
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_postfix_smtp_sink_takes_pipelined_transactions(smtp_sink, caplog):
+    from connections import SmtpConnection
+    from fabric import Fabric, Team
+
+    conn = SmtpConnection(name="reports", host="127.0.0.1", port=smtp_sink, security="none", anonymous=True,
+                          sender_address="reports@example.com", pool_size=2, timeout_s=10)
+    fabric = Fabric(name="f", teams=[Team(name="t", members=[USER])], connections=[conn])
+    frame = _frame(200)
+    frame.loc[5, "to"] = "a@example.com, b@example.com, c@example.com"
+    with caplog.at_level(logging.DEBUG, logger="mailgem.connections"):
+        report = EmailGem(PER_ROW, fabric, user=USER).apply(None, frame)
+    assert set(report["status"]) == {"sent"} and report.iloc[5].accepted == 3
+    assert sum("(pipelined)" in r.getMessage() for r in caplog.records) == 200
