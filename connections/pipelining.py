@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
-__all__ = ["ReplyReader", "borrowed_transport", "send_group", "send_content", "GroupReplies", "dot_stuffed"]
+__all__ = ["ReplyReader", "borrowed_transport", "send_group", "send_content", "send_line", "GroupReplies",
+           "dot_stuffed"]
 
 _MAX_REPLY_BYTES = 1 << 20
 
@@ -200,6 +201,11 @@ async def send_content(transport: asyncio.BaseTransport, reader: ReplyReader, da
                        timeout: float) -> SMTPResponse:
     """After a ``354``: the content (or, with ``None``, a lone dot that ends an empty
     transaction, RFC 2920 §3.1) and the server's reply to it."""
-    _write(transport, dot_stuffed(data) if data is not None else b".\r\n")
+    return await send_line(transport, reader, dot_stuffed(data) if data is not None else b".\r\n", timeout)
+
+
+async def send_line(transport: asyncio.BaseTransport, reader: ReplyReader, line: bytes, timeout: float) -> SMTPResponse:
+    """Write ``line`` (a command with its CRLF, or content) and read its one reply."""
+    _write(transport, line)
     reader.owed += 1
     return await reader.reply(timeout)

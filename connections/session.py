@@ -40,7 +40,7 @@ from .errors import (
     parse_enhanced_status,
 )
 
-from .pipelining import ReplyReader, borrowed_transport, send_content, send_group
+from .pipelining import ReplyReader, borrowed_transport, send_content, send_group, send_line
 
 if TYPE_CHECKING:
     from .transport import SmtpTransport
@@ -363,9 +363,7 @@ class SmtpSession:
     @staticmethod
     async def _reset_pipelined(wire: asyncio.BaseTransport, reader: ReplyReader, timeout: float) -> None:
         # RSET keeps the session usable after a refused transaction (RFC 5321 §4.1.1.5).
-        wire.write(b"RSET\r\n")  # type: ignore[attr-defined]
-        reader.owed += 1
-        await reader.reply(timeout)
+        await send_line(wire, reader, b"RSET\r\n", timeout)
 
     async def check_sender(self) -> RecipientRefusal | None:
         """``MAIL FROM`` the sender, ``RCPT TO`` the sender, ``RSET``: nothing is sent.
