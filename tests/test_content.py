@@ -343,3 +343,15 @@ def test_spark_timestamps_are_shown_in_formats_timezone_on_the_driver_and_the_ex
         text = msg.get_body(("plain",)).get_content()
         assert "2024-03-01 12:00:00+01:00" in text  # the instant, in Berlin
         assert "2024-03-01 11:00:00" in text.replace("12:00:00+01:00", "")  # TIMESTAMP_NTZ has no zone to convert
+
+
+@pytest.mark.parametrize("attach", [False, True], ids=["layout", "full-message"])
+def test_no_space_is_lost_when_a_subject_is_folded_into_encoded_words(starttls_server, attach):
+    # Found by hypothesis: the stdlib folds at the space between two encoded words, and decoders
+    # drop whitespace there (RFC 2047 §6.2), so "¡ ¡" arrived as "¡¡".
+    subject = "0000 00¡¡¡¡𐀀𐀀𐀀𐀀𐀀𐀀 ¡ ¡"
+    frame = pd.DataFrame({"n": [1], "to": ["a@example.com"], "s": [subject]})
+    extra = {"attachments": [{"file_name": "d.csv"}]} if attach else {}
+    _, [msg] = _send(starttls_server, frame, mode="per_row", to_column="to", subject="{{ row.s }}",
+                     text_body="x", **extra)
+    assert msg["Subject"] == subject

@@ -81,6 +81,9 @@ def test_public_fallback_encodes_like_the_stdlib_helper():
 def test_verbatim_headers_equal_the_stdlib_fold():
     from email import policy
 
+    import email
+
+    from connections.headers import fold_text
     from gems.email.content.layout import _fold
 
     rng = random.Random(11)
@@ -95,5 +98,12 @@ def test_verbatim_headers_equal_the_stdlib_fold():
         address = ".".join(atom(local, 8) for _ in range(rng.randint(1, 3))) + "@" + \
             ".".join(atom(domain, 12) for _ in range(rng.randint(2, 4)))
         for name, value in (("Subject", subject), ("To", address), ("Cc", address)):
-            expected = policy.SMTP.header_factory(name, value).fold(policy=policy.SMTP).encode("ascii", "surrogateescape")
+            if name == "Subject":
+                # The stdlib's own fold, unless it would change the text (connections.headers.fold_text):
+                # what every message writes, and what a reader decodes back to the subject exactly.
+                expected = fold_text(name, value, policy.SMTP).encode("ascii", "surrogateescape")
+                decoded = email.message_from_bytes(expected + b"\r\n", policy=policy.default)["Subject"]
+                assert str(decoded).strip() == str(policy.SMTP.header_factory(name, value)).strip(), value
+            else:
+                expected = policy.SMTP.header_factory(name, value).fold(policy=policy.SMTP).encode("ascii", "surrogateescape")
             assert _fold(name, value) == expected, (name, value)

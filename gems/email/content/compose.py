@@ -23,7 +23,7 @@ from markupsafe import Markup
 
 from connections.addresses import AddressError, Mailbox, parse_mailbox
 from connections.errors import MailgemError, MessageTooLargeError
-from connections.headers import PrefoldedHeader, prefolded
+from connections.headers import PrefoldedHeader, prefolded, text_header
 
 from .attachments import Attachment, build_attachment, safe_file_name
 from .chart import DISPLAY_WIDTH_PX, draw_chart
@@ -271,7 +271,7 @@ class Composer:
             problem = check_header(name, value)
             if problem:
                 raise MessageBuildError(f"headers.{name}: the rendered value {value[:80]!r} is not allowed: {problem}")
-            out.append(prefolded(name, value))
+            out.append(text_header(name, value))
         return out
 
     def message(self, unit: Unit, envelope: Envelope, message_id: str,

@@ -30,7 +30,7 @@ from email import contentmanager, policy
 from email.message import EmailMessage
 from typing import Any
 
-from connections.headers import PrefoldedHeader
+from connections.headers import PrefoldedHeader, fold_text
 from connections.transport import SmtpTransport
 
 from .message import build_message
@@ -68,6 +68,8 @@ def _fold(name: str, value: str) -> bytes:
     if plain is not None and len(name) + 2 + len(value) <= _POLICY.max_line_length and "=?" not in value \
             and plain.match(value):
         return f"{name}: {value}\r\n".encode("ascii")  # nothing to encode or fold
+    if name == "Subject":
+        return fold_text(name, value, _POLICY).encode("ascii", "surrogateescape")  # never loses a space
     return _header_class(name)(name, value).fold(policy=_POLICY).encode("ascii", "surrogateescape")
 
 

@@ -11,7 +11,7 @@ from email import policy
 from email.message import EmailMessage
 
 from connections.addresses import parse_mailbox
-from connections.headers import PrefoldedHeader, prefolded
+from connections.headers import PrefoldedHeader, prefolded, text_header
 
 from .attachments import Attachment
 from .templates import is_template
@@ -42,7 +42,7 @@ def run_headers(props: EmailProperties) -> list[PrefoldedHeader]:
     out = [prefolded("Reply-To", ", ".join(reply_to))] if reply_to else []
     out += [prefolded(name, value) for name, value in AUTOMATED_HEADERS.items()]
     out += [prefolded(name, value) for name, value in PRIORITY_HEADERS[props.priority].items()]
-    out += [prefolded(name, value) for name, value in props.headers.items() if not is_template(value)]
+    out += [text_header(name, value) for name, value in props.headers.items() if not is_template(value)]
     return out
 
 
@@ -68,7 +68,7 @@ def build_message(
         msg["To"] = ", ".join(to)
     if cc:
         msg["Cc"] = ", ".join(cc)
-    msg["Subject"] = subject
+    msg["Subject"] = text_header("Subject", subject)  # the stdlib's folding may drop a space
     for header in headers:
         msg[header.name] = header
     if text is not None:
