@@ -248,19 +248,30 @@ def _preflight(args: argparse.Namespace, out: Output, *, read_secrets: bool) -> 
 @contextlib.contextmanager
 def _spark_errors(args: argparse.Namespace, what: str, sql: str | None, log_file: Path | None) -> Iterator[None]:
     """Turn a Spark error into its one useful line, naming the job file, the step and the SQL."""
-    from .spark import spark_error_line
-
     try:
         yield
     except Exception as exc:
-        if not type(exc).__module__.startswith(("pyspark", "py4j")):
+        if not _is_spark_error(exc):
             raise
-        if args.verbose:
-            traceback.print_exc()
-        args.keep_spark_log = True
         where = f"\n  SQL: {' '.join(sql.split())}" if sql else ""
-        more = f"\n  (Spark's own log: {log_file}; -v shows the full trace)" if log_file else ""
-        raise SparkJobError(f"{args.job}: {what}: {spark_error_line(exc)}{where}{more}") from None
+        raise SparkJobError(f"{args.job}: {what}: {_spark_failure(args, exc, log_file, where, sep=chr(10) + '  ')}") from None
+
+
+def _is_spark_error(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith(("pyspark", "py4j"))
+
+
+def _spark_failure(args: argparse.Namespace, exc: BaseException, log_file: Path | None, detail: str = "",
+                   sep: str = " ") -> str:
+    """A Spark error's one useful line, ``detail`` (the SQL), and where Spark's own log is (kept
+    for the user); with ``-v`` the full trace is printed first."""
+    from .spark import spark_error_line
+
+    if args.verbose:
+        traceback.print_exc()
+    args.keep_spark_log = True
+    more = f"{sep}(Spark's own log: {log_file}; -v shows the full trace)" if log_file else ""
+    return f"{spark_error_line(exc)}{detail}{more}"
 
 
 class SparkJobError(MailgemError):
@@ -547,17 +558,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         return _fail(args, str(exc))
     except Exception as exc:
-        if not type(exc).__module__.startswith(("pyspark", "py4j")):
+        if not _is_spark_error(exc):
             raise
         # Spark's own errors (a file Spark cannot read, a failed stage): its one useful line.
-        from .spark import spark_error_line
-
-        if args.verbose:
-            traceback.print_exc()
-        args.keep_spark_log = True
-        log_file = getattr(args, "spark_log", None)
-        more = f" (Spark's own log: {log_file}; -v shows the full trace)" if log_file else ""
-        return _fail(args, f"Spark could not run the job: {spark_error_line(exc)}{more}")
+        return _fail(args, f"Spark could not run the job: {_spark_failure(args, exc, getattr(args, 'spark_log', None))}")
     finally:
         log_file = getattr(args, "spark_log", None)
         if log_file is not None and not getattr(args, "keep_spark_log", False):
