@@ -188,57 +188,65 @@ def pipelined_ceiling(port: int, frame, connections: int = 4) -> float:
 
 
 class DelayProxy:
-    """A TCP proxy on 127.0.0.1 that delays every chunk ``delay_s`` in each direction, in order,
-    in a thread of its own: a round trip of ``2 * delay_s`` to the sink."""
+    """A TCP proxy on 127.0.0.1 that delays every chunk ``delay_s`` in each direction, in order:
+    a round trip of ``2 * delay_s`` to the sink. It runs in a process of its own, so the client
+    measured never holds the proxy up (a thread would wait for the client's GIL)."""
 
     def __init__(self, target_port: int, delay_s: float = 0.005) -> None:
-        import threading
-
         self.delay_s = delay_s
         self.target_port = target_port
         self.port = free_port()
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
+        self.proc = subprocess.Popen([sys.executable, __file__, "--delay-proxy", str(target_port), "--port", str(self.port),
+                                      "--delay-s", str(delay_s)])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("the delay proxy did not start")
 
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._server = self._loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", self.port))
-            ready.set()
-            self._loop.run_forever()
+    @staticmethod
+    def serve(listen_port: int, target_port: int, delay_s: float) -> None:
+        """The proxy's process: forward 127.0.0.1:listen_port to target_port until terminated."""
 
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+            async def deliver() -> None:
+                while True:
+                    due, chunk = await queue.get()
+                    if not chunk:
+                        break
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                    writer.write(chunk)
+                    await writer.drain()
+                writer.close()
 
-        async def deliver() -> None:
-            while True:
-                due, chunk = await queue.get()
-                if not chunk:
-                    break
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
-                writer.write(chunk)
-                await writer.drain()
-            writer.close()
+            sender = asyncio.ensure_future(deliver())
+            try:
+                while chunk := await reader.read(65536):
+                    queue.put_nowait((time.monotonic() + delay_s, chunk))
+            except OSError:
+                pass
+            queue.put_nowait((0.0, b""))
+            await sender
 
-        sender = asyncio.ensure_future(deliver())
-        try:
-            while chunk := await reader.read(65536):
-                queue.put_nowait((time.monotonic() + self.delay_s, chunk))
-        except OSError:
-            pass
-        queue.put_nowait((0.0, b""))
-        await sender
+        async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target_port)
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
+        async def main() -> None:
+            server = await asyncio.start_server(client, "127.0.0.1", listen_port)
+            async with server:
+                await server.serve_forever()
+
+        asyncio.run(main())
 
     def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
 
 
 def sink_fabric(port: int, **conn):
@@ -335,8 +343,13 @@ def main() -> None:
     parser.add_argument("--only", choices=["per_row", "latency", "report"])
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--report-case")
+    parser.add_argument("--delay-proxy", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--delay-s", type=float, default=0.005, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int)
     args = parser.parse_args()
+    if args.delay_proxy:
+        DelayProxy.serve(args.port, args.delay_proxy, args.delay_s)
+        return
     if args.report_case:
         print(json.dumps(report_case(args.report_case, args.port, args.report_rows)))
         return

@@ -99,6 +99,14 @@ class Deliverer:
         self._active = 0
 
     @property
+    def in_flight(self) -> int:
+        """How many messages to keep in flight for the pools to stay busy: the primary pool's
+        size, twice that when the connection pipelines (each session then carries a message
+        waiting for its final reply and the next one's group, see :meth:`SmtpPool.lease`)."""
+        pool = self.pools[0]
+        return pool.size * (2 if pool.transport.connection.pipelining else 1)
+
+    @property
     def connection(self) -> str:
         """Name of the connection currently used."""
         return self.pools[self._active].transport.connection.name
@@ -118,6 +126,12 @@ class Deliverer:
         maybe_delivered = False
         data_by_pool: dict[int, tuple[bytes, bool]] = {}
 
+        async def send_once(index: int) -> SendResult:
+            data, utf8 = data_by_pool[index]
+            async with self.pools[index].lease() as lease:
+                return await lease.session.send_bytes(data, pending, message_id=str(message["Message-ID"]),
+                                                      smtputf8=utf8, lend=lease.lend)
+
         async def attempt() -> None:
             nonlocal pending, last, attempts, maybe_delivered
             attempts += 1
@@ -126,14 +140,19 @@ class Deliverer:
             transport = pool.transport
             if index not in data_by_pool:  # with the identity of that connection
                 utf8 = transport.needs_smtputf8(pending)  # UTF-8 headers go with SMTPUTF8 (RFC 6532)
-                data = (message.bytes_for(transport, utf8=utf8) if isinstance(message, Prepared)
-                        else transport.flatten(message, utf8=utf8))
+                # Not isinstance(message, Prepared): a runtime protocol check costs more than building a header.
+                data = (transport.flatten(message, utf8=utf8) if isinstance(message, EmailMessage)
+                        else message.bytes_for(transport, utf8=utf8))
                 data_by_pool[index] = data, utf8
-            data, utf8 = data_by_pool[index]
             await self.limiters[index].acquire()
             try:
-                async with pool.session() as session:
-                    result = await session.send_bytes(data, pending, message_id=str(message["Message-ID"]), smtputf8=utf8)
+                try:
+                    result = await send_once(index)
+                except SmtpError as exc:
+                    if not exc.inherited:
+                        raise
+                    log.info("the session broke under an earlier message (%s); sending again on another", exc.message)
+                    result = await send_once(index)  # once: it never reached the server's DATA
             except SmtpError as exc:
                 maybe_delivered = maybe_delivered or exc.maybe_delivered
                 if _falls_back(exc) and index + 1 < len(self.pools):

@@ -79,10 +79,14 @@ class SmtpError(MailgemError):
         host, port: the server the connection was talking to.
         maybe_delivered: the connection failed after the message's content was sent and before
             the server's reply to it (RFC 5321 §4.5.3.2.6): the server may have accepted it.
+        inherited: a pipelining session failed under an earlier message (its final reply never
+            came) before this one's commands were answered: nothing of this message was
+            delivered, and it is tried again on another session without counting an attempt.
     """
 
     default_hint = ""
     maybe_delivered = False
+    inherited = False
     # None: decided by the reply code (4xx transient, RFC 5321 §4.2.1); subclasses fix it.
     default_transient: bool | None = None
 

@@ -101,6 +101,15 @@ class _Handler:
             return "451 4.3.0 connection dropped"  # never reaches the client
         if isinstance(action, str):
             return action  # a scripted reply such as "451 4.3.0 Try again later"
+        if isinstance(action, tuple) and action[0] == "await_next":
+            # Answer only once the client's next command is here (at most action[1] seconds): a
+            # client that pipelines across messages (RFC 2920 §3.1) sends it before this reply.
+            # What was waiting (or None) goes to server.ahead. aiosmtpd's reader is private: a test hook.
+            reader = smtp._reader
+            deadline = asyncio.get_running_loop().time() + action[1]
+            while not reader._buffer and asyncio.get_running_loop().time() < deadline:  # bounded
+                await asyncio.sleep(0.01)
+            server.ahead.append(bytes(reader._buffer).split(b"\r\n", 1)[0].decode() if reader._buffer else None)
         if isinstance(action, tuple) and action[0] == "hold":
             # Hold the reply *before* storing: if the client dies meanwhile, nothing was accepted.
             server.holding += 1
@@ -181,12 +190,14 @@ class LocalSmtpServer:
         # Misbehaviour on purpose, for tests: permanent RCPT refusals by address; RCPT replies
         # consumed in order by address; and per DATA, in order: a reply string, "drop" (close
         # without replying, nothing stored), a delay in seconds between storing and replying,
-        # ("hold", seconds) to wait before storing, or None to behave.
+        # ("hold", seconds) to wait before storing, ("await_next", seconds) to reply only once the
+        # client's next command has arrived (recorded in ``ahead``), or None to behave.
         self.rcpt_refusals: dict[str, str] = {}
         self.rcpt_replies: dict[str, list[str]] = {}
         self.data_script: list[str | float | tuple[str, float] | None] = []
         self.dropped = 0
         self.holding = 0
+        self.ahead: list[str | None] = []  # see data_script's ("await_next", s)
         self._listen_port = port
         self.sessions_opened = 0
         self.sessions_closed = 0

@@ -2,50 +2,57 @@
 
 When the server advertises ``PIPELINING``, a message's ``MAIL FROM``, every ``RCPT TO`` and
 ``DATA`` go out as one group (RFC 2920 §3.1: ``DATA`` may end a group), their replies are read
-in order, and the content follows the ``354``. A message costs two round trips instead of
-three plus one per recipient.
+in order, and the content follows the ``354``. The next message's group follows that content at
+once, before the reply to its final dot (RFC 2920 §3.1: "the actual transfer of message content
+... [may be] followed by" the next commands), so on a busy session a message costs one round
+trip instead of three plus one per recipient.
 
 Why a module of our own: aiosmtplib — which still connects, negotiates TLS, authenticates,
 checks the connection and sends to servers without PIPELINING — parses one reply per wait and
-drops replies that arrive together, so it cannot read a group's replies. For one transaction,
-the session's asyncio transport (TLS included) is handed to :class:`ReplyReader`, which keeps
-every reply in order, and handed back afterwards. The alternative, a second SMTP client library
-(or our own) for whole sessions, would mean connecting, TLS and AUTH twice over; this keeps those
-in aiosmtplib and adds only the transaction.
+drops replies that arrive together, so it cannot read a group's replies. While a session
+pipelines, its asyncio transport (TLS included) belongs to a :class:`ReplyReader`, which hands
+every reply to the command that asked for it, in the order the commands were written; the
+session gives the transport back to aiosmtplib for anything else (NOOP, the sender check, QUIT).
+The alternative, a second SMTP client library (or our own) for whole sessions, would mean
+connecting, TLS and AUTH twice over; this keeps those in aiosmtplib and adds only the
+transaction.
 
 Client rules kept (RFC 2920 §3.1, RFC 5321 §4.1.1.4): every reply is read, in order; a refused
 ``RCPT`` among accepted ones is a partial success; with no accepted recipient, a ``354`` is
-answered with a lone dot so the transaction ends cleanly; a reply that is not an SMTP reply, or
-a 421, ends the session — it is reported as a lost connection, and retried as one.
+answered with a lone dot so the transaction ends cleanly; a reply that is not an SMTP reply (or
+that no command asked for), a 421, a timeout or a cancelled wait ends the session — every
+command still waiting for a reply fails as a lost connection and is retried as one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
-__all__ = ["ReplyReader", "borrowed_transport", "send_group", "send_content", "send_line", "GroupReplies",
-           "dot_stuffed"]
+__all__ = ["ReplyReader", "send_group", "write_content", "send_line", "GroupReplies", "dot_stuffed"]
 
 _MAX_REPLY_BYTES = 1 << 20
 
 
 class ReplyReader(asyncio.Protocol):
-    """An asyncio protocol that parses every SMTP reply it receives and hands them out in order."""
+    """An asyncio protocol that parses every SMTP reply it receives and hands each, in order, to
+    the command waiting for it (:meth:`expect` when the command is written, :meth:`replies` to
+    wait). Once the session fails (lost, out of step, timed out), every waiting command and every
+    later one gets that failure."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
-        self._replies: collections.deque[SMTPResponse] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._error: BaseException | None = None
+        # One future per command written and not yet answered, in the order written. A future
+        # resolves to its reply, or to None when the session failed (``error`` says why): no
+        # exception is left in a future that nobody may read.
+        self._waiting: collections.deque[asyncio.Future[SMTPResponse | None]] = collections.deque()
+        self.error: aiosmtplib.SMTPException | None = None
         self.transport: asyncio.BaseTransport | None = None
-        self.owed = 0  # replies to commands sent and not yet read
         self.lost = False  # the connection ended while this reader had it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -56,8 +63,7 @@ class ReplyReader(asyncio.Protocol):
         try:
             self._parse()
         except aiosmtplib.SMTPException as exc:
-            self._fail(exc)
-        self._wake()
+            self.abort(exc)
 
     def eof_received(self) -> bool:
         self._fail(aiosmtplib.SMTPServerDisconnected("the server closed the connection"))
@@ -67,17 +73,26 @@ class ReplyReader(asyncio.Protocol):
         self.lost = True
         self._fail(aiosmtplib.SMTPServerDisconnected(f"connection lost: {exc}" if exc else "connection lost"))
 
-    def _fail(self, exc: BaseException) -> None:
-        if self._error is None:
-            self._error = exc
-        self._wake()
+    def _fail(self, exc: aiosmtplib.SMTPException) -> None:
+        if self.error is None:
+            self.error = exc
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_result(None)
 
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+    def abort(self, exc: aiosmtplib.SMTPException) -> None:
+        """End the session: it is out of step with the server (``exc`` says why)."""
+        self._fail(exc)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def _raise(self) -> None:
+        assert self.error is not None
+        raise type(self.error)(*self.error.args)  # a fresh exception for each command that fails
 
     def _parse(self) -> None:
-        """Move every complete reply from the buffer to the queue (multi-line: ``250-`` ... ``250 ``)."""
+        """Hand every complete reply in the buffer to its command (multi-line: ``250-`` ... ``250 ``)."""
         while True:
             offset, lines, code = 0, [], None
             while True:
@@ -95,64 +110,74 @@ class ReplyReader(asyncio.Protocol):
                 if line[3:4] != b"-":
                     break
             del self._buffer[:offset]
-            self._replies.append(SMTPResponse(code, b"\n".join(lines).decode("utf-8", "surrogateescape")))
+            reply = SMTPResponse(code, b"\n".join(lines).decode("utf-8", "surrogateescape"))
+            if not self._waiting:
+                raise aiosmtplib.SMTPServerDisconnected(
+                    f"a reply no command asked for: {reply.code} {reply.message[:60]!r}; the session is out of sync")
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_result(reply)
 
-    async def reply(self, timeout: float) -> SMTPResponse:
-        """The next reply, in order.
+    def expect(self, count: int) -> list[asyncio.Future[SMTPResponse | None]]:
+        """Register ``count`` commands just written; their replies come in this order."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(count)]
+        self._waiting.extend(futures)
+        return futures
+
+    def last_waiting(self) -> asyncio.Future[SMTPResponse | None] | None:
+        """The future of the last command written and not yet answered (an earlier message's)."""
+        return self._waiting[-1] if self._waiting else None
+
+    def check(self) -> None:
+        """Raise the session's failure, if it failed: nothing more may be written."""
+        if self.error is not None:
+            self._raise()
+
+    async def replies(self, futures: Sequence[asyncio.Future[SMTPResponse | None]], timeout: float) -> list[SMTPResponse]:
+        """Wait for the replies to ``futures`` (from :meth:`expect`), at most ``timeout`` seconds
+        for the last of them (replies come in order, so the others are in by then).
 
         Raises:
-            aiosmtplib.SMTPReadTimeoutError: none within ``timeout`` seconds.
-            aiosmtplib.SMTPServerDisconnected: the connection ended, or the replies are out of sync.
+            aiosmtplib.SMTPReadTimeoutError: no reply in time; the session is ended.
+            aiosmtplib.SMTPServerDisconnected: the connection ended or went out of step.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not self._replies:
-            if self._error is not None:
-                raise self._error
-            self._waiter = loop.create_future()
+        last = futures[-1]
+        if not last.done():
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(timeout, self._timed_out, last)
             try:
-                await asyncio.wait_for(self._waiter, max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                raise aiosmtplib.SMTPReadTimeoutError("timed out waiting for the server's reply") from None
+                await last
+            except asyncio.CancelledError:  # the reply would go unread: the session cannot go on
+                self.abort(aiosmtplib.SMTPServerDisconnected("the transaction was cancelled midway"))
+                raise
             finally:
-                self._waiter = None
-        self.owed -= 1
-        return self._replies.popleft()
+                timer.cancel()
+        out: list[SMTPResponse] = []
+        for future in futures:
+            reply = future.result()
+            if reply is None:
+                self._raise()
+            out.append(reply)  # type: ignore[arg-type]
+        return out
+
+    def _timed_out(self, last: asyncio.Future[SMTPResponse | None]) -> None:
+        if not last.done():
+            self.abort(aiosmtplib.SMTPReadTimeoutError("timed out waiting for the server's reply"))
 
     @property
     def in_step(self) -> bool:
         """Every reply owed was read and nothing is left over: the session is in step with the server."""
-        return self.owed == 0 and not self._replies and not self._buffer and self._error is None
+        return not self._waiting and not self._buffer and self.error is None
 
 
-def _write(transport: asyncio.BaseTransport, data: bytes) -> None:
-    if transport.is_closing():
-        raise aiosmtplib.SMTPServerDisconnected("connection lost")
-    transport.write(data)  # type: ignore[attr-defined]
-
-
-@contextlib.contextmanager
-def borrowed_transport(client: aiosmtplib.SMTP) -> Iterator[tuple[asyncio.BaseTransport, ReplyReader]]:
-    """Hand ``client``'s transport to a :class:`ReplyReader` for one transaction, then back.
-
-    A transaction that ends out of step with the server (a reply missing or left over, a
-    timeout, an error) closes the transport: the session must not be used again.
-    """
-    transport = client.transport
+def _write(reader: ReplyReader, data: bytes, replies: int) -> list[asyncio.Future[SMTPResponse | None]]:
+    reader.check()
+    transport = reader.transport
     if transport is None or transport.is_closing():
         raise aiosmtplib.SMTPServerDisconnected("connection lost")
-    original = transport.get_protocol()
-    reader = ReplyReader()
-    reader.connection_made(transport)
-    transport.set_protocol(reader)
-    try:
-        yield transport, reader
-    finally:
-        transport.set_protocol(original)
-        if reader.lost:
-            original.connection_lost(None)  # aiosmtplib learns what happened while we had the transport
-        elif not reader.in_step and not transport.is_closing():
-            transport.close()  # out of step (a reply missing or left over): never reuse this session
+    transport.write(data)  # type: ignore[attr-defined]
+    return reader.expect(replies)  # nothing can be read between the write and this: one thread, no await
 
 
 @dataclass(frozen=True)
@@ -164,12 +189,13 @@ class GroupReplies:
     data: SMTPResponse
 
 
-async def send_group(transport: asyncio.BaseTransport, reader: ReplyReader, *, sender: str, options: Sequence[str],
-                     recipients: Sequence[str], encoding: str, timeout: float) -> GroupReplies:
+async def send_group(reader: ReplyReader, *, sender: str, options: Sequence[str], recipients: Sequence[str],
+                     encoding: str, timeout: float) -> GroupReplies:
     """Send ``MAIL FROM``, every ``RCPT TO`` and ``DATA`` in one write; read their replies in order.
 
     Raises:
-        aiosmtplib.SMTPReadTimeoutError, aiosmtplib.SMTPServerDisconnected: see :meth:`ReplyReader.reply`;
+        ValueError: an address or option holds a line break (nothing is written).
+        aiosmtplib.SMTPReadTimeoutError, aiosmtplib.SMTPServerDisconnected: see :meth:`ReplyReader.replies`;
             also when a reply is 421 (the server is closing the session, RFC 5321 §3.8).
     """
     mail = f"MAIL FROM:<{sender}>" + "".join(f" {o}" for o in options)
@@ -177,12 +203,13 @@ async def send_group(transport: asyncio.BaseTransport, reader: ReplyReader, *, s
     for command in commands:
         if "\r" in command or "\n" in command:
             raise ValueError("an SMTP command may not contain a line break")
-    _write(transport, "".join(c + "\r\n" for c in commands).encode(encoding))
-    reader.owed += len(commands)
-    replies = [await reader.reply(timeout) for _ in commands]
+    futures = _write(reader, "".join(c + "\r\n" for c in commands).encode(encoding), len(commands))
+    replies = await reader.replies(futures, timeout)
     closing = next((r for r in replies if r.code == 421), None)
     if closing is not None:
-        raise aiosmtplib.SMTPServerDisconnected(f"the server is closing the session: {closing.code} {closing.message}")
+        error = aiosmtplib.SMTPServerDisconnected(f"the server is closing the session: {closing.code} {closing.message}")
+        reader.abort(error)
+        raise error
     return GroupReplies(replies[0], replies[1:-1], replies[-1])
 
 
@@ -197,15 +224,13 @@ def dot_stuffed(data: bytes) -> bytes:
     return stuffed + b".\r\n"
 
 
-async def send_content(transport: asyncio.BaseTransport, reader: ReplyReader, data: bytes | None,
-                       timeout: float) -> SMTPResponse:
-    """After a ``354``: the content (or, with ``None``, a lone dot that ends an empty
-    transaction, RFC 2920 §3.1) and the server's reply to it."""
-    return await send_line(transport, reader, dot_stuffed(data) if data is not None else b".\r\n", timeout)
+def write_content(reader: ReplyReader, data: bytes | None) -> asyncio.Future[SMTPResponse | None]:
+    """After a ``354``: write the content (or, with ``None``, a lone dot that ends an empty
+    transaction, RFC 2920 §3.1); return the future of the reply to its final dot (wait for it
+    with :meth:`ReplyReader.replies`). Other commands may be written before that reply comes."""
+    return _write(reader, dot_stuffed(data) if data is not None else b".\r\n", 1)[0]
 
 
-async def send_line(transport: asyncio.BaseTransport, reader: ReplyReader, line: bytes, timeout: float) -> SMTPResponse:
-    """Write ``line`` (a command with its CRLF, or content) and read its one reply."""
-    _write(transport, line)
-    reader.owed += 1
-    return await reader.reply(timeout)
+async def send_line(reader: ReplyReader, line: bytes, timeout: float) -> SMTPResponse:
+    """Write ``line`` (a command with its CRLF) and read its one reply."""
+    return (await reader.replies(_write(reader, line, 1), timeout))[0]

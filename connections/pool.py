@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from .errors import SmtpConnectError, SmtpDisconnectedError, SmtpError, SmtpTimeoutError
 from .transport import SmtpSession, SmtpTransport
 
-__all__ = ["SmtpPool", "breaks_session"]
+__all__ = ["SmtpPool", "Lease", "breaks_session"]
 
 log = logging.getLogger("mailgem.connections")
 
@@ -27,6 +27,33 @@ log = logging.getLogger("mailgem.connections")
 def breaks_session(exc: SmtpError) -> bool:
     """Whether the session can no longer be used after ``exc`` (RFC 5321 §3.8: 421 closes it)."""
     return isinstance(exc, (SmtpDisconnectedError, SmtpTimeoutError, SmtpConnectError)) or exc.code == 421
+
+
+class Lease:
+    """One borrower's hold on a pooled session (see :meth:`SmtpPool.lease`)."""
+
+    __slots__ = ("pool", "session", "used", "lent", "returned")
+
+    def __init__(self, pool: SmtpPool, session: SmtpSession, used: int) -> None:
+        self.pool, self.session, self.used = pool, session, used
+        self.lent = False  # the session (and the borrower's pool slot) went on to the next message
+        self.returned = False
+
+    def give_back(self) -> None:
+        """Return the session to the pool's idle sessions, counting this message (once)."""
+        if not self.returned:
+            self.returned = True
+            self.pool._idle.append((self.session, self.used + 1))
+
+    def lend(self) -> None:
+        """The content is written: the next borrower may start its transaction on this session
+        now. A session at its ``max_messages_per_connection`` is not lent: it closes after this one."""
+        if self.lent or self.used + 1 >= self.pool.transport.connection.max_messages_per_connection:
+            return
+        self.lent = True
+        self.give_back()
+        assert self.pool._slots is not None
+        self.pool._slots.release()
 
 
 class SmtpPool:
@@ -50,7 +77,19 @@ class SmtpPool:
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[SmtpSession]:
-        """Borrow a session (opening one if none is idle).
+        """Borrow a session (opening one if none is idle); see :meth:`lease`."""
+        async with self.lease() as lease:
+            yield lease.session
+
+    @contextlib.asynccontextmanager
+    async def lease(self) -> AsyncIterator[Lease]:
+        """Borrow a session for one message (opening one if none is idle or usable).
+
+        ``lease.lend`` (pass it to :meth:`SmtpSession.send_bytes`) gives the session to the next
+        borrower as soon as this message's content is written, while this one still waits for
+        the reply to its final dot: on a pipelining server the next group follows at once
+        (RFC 2920 §3.1). A session that breaks afterwards fails both borrowers' waits and is
+        closed; each of them retries as after any dropped connection.
 
         Errors raised while opening carry ``during_open = True`` so callers can tell an
         unreachable server or rejected login from a refused message.
@@ -58,28 +97,44 @@ class SmtpPool:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.size)
             self._first_open = asyncio.Lock()
-        async with self._slots:
-            if self._idle:
-                session, used = self._idle.pop()
-            else:
-                session = await self._open()
-                used = 0
-            try:
-                yield session
-            except SmtpError as exc:
+        await self._slots.acquire()
+        lease: Lease | None = None
+        try:
+            session, used = await self._take()
+            lease = Lease(self, session, used)
+            yield lease
+        except SmtpError as exc:
+            if lease is not None:
                 if breaks_session(exc):
-                    await self._close(session)
+                    await self._discard(lease.session)
                 else:
-                    self._idle.append((session, used + 1))
-                raise
-            except BaseException:
-                await self._close(session)
-                raise
+                    lease.give_back()
+            raise
+        except BaseException:
+            if lease is not None:
+                await self._discard(lease.session)
+            raise
+        else:
+            if lease.used + 1 >= self.transport.connection.max_messages_per_connection:
+                await self._discard(lease.session)
             else:
-                if used + 1 >= self.transport.connection.max_messages_per_connection:
-                    await self._close(session)
-                else:
-                    self._idle.append((session, used + 1))
+                lease.give_back()
+        finally:
+            if lease is None or not lease.lent:
+                self._slots.release()
+
+    async def _take(self) -> tuple[SmtpSession, int]:
+        """An idle, usable session, or a new one; a session that broke while idle is closed."""
+        while self._idle:
+            session, used = self._idle.pop()
+            if session.usable:
+                return session, used
+            await self._close(session)
+        return await self._open(), 0
+
+    async def _discard(self, session: SmtpSession) -> None:
+        self._idle = [(s, n) for s, n in self._idle if s is not session]
+        await self._close(session)
 
     async def _open(self) -> SmtpSession:
         """Open a session; one at a time until the first has opened (see the module docstring)."""

@@ -65,6 +65,8 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         """Wait for this message's slot (see :meth:`reserve`)."""
+        if not self._interval and self.max_per_day is None:
+            return  # no limit: nothing to book
         delay = self.reserve()
         if delay > 0:
             await asyncio.sleep(delay)

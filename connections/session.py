@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import getaddresses
@@ -40,7 +40,7 @@ from .errors import (
     parse_enhanced_status,
 )
 
-from .pipelining import ReplyReader, borrowed_transport, send_content, send_group, send_line
+from .pipelining import ReplyReader, send_group, send_line, write_content
 
 if TYPE_CHECKING:
     from .transport import SmtpTransport
@@ -124,6 +124,40 @@ class SmtpSession:
         self._transport = transport
         self._client = client
         self.banner = banner
+        self._reader: ReplyReader | None = None  # holds the transport while the session pipelines
+        self._client_protocol: asyncio.BaseProtocol | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Whether the connection is still open and in step (a pool discards a session that is not)."""
+        if self._reader is not None:
+            return self._reader.error is None and not self._reader.lost
+        return self._client.is_connected
+
+    def _pipeline(self) -> ReplyReader:
+        """The session's :class:`ReplyReader`, installed on its transport on first use."""
+        if self._reader is None:
+            transport = self._client.transport
+            if transport is None or transport.is_closing():
+                raise aiosmtplib.SMTPServerDisconnected("connection lost")
+            self._client_protocol = transport.get_protocol()
+            reader = ReplyReader()
+            reader.connection_made(transport)
+            transport.set_protocol(reader)
+            self._reader = reader
+        return self._reader
+
+    def _unpipeline(self) -> None:
+        """Give the transport back to aiosmtplib (for NOOP, the sender check, QUIT); a session out
+        of step with the server is closed instead (its replies cannot be matched any more)."""
+        reader, self._reader = self._reader, None
+        if reader is None or reader.transport is None or self._client_protocol is None:
+            return
+        if not reader.in_step:  # whoever still waits on this session learns it now, not at a timeout
+            reader.abort(aiosmtplib.SMTPServerDisconnected("the session was closed while out of step"))
+        reader.transport.set_protocol(self._client_protocol)
+        if reader.lost:
+            self._client_protocol.connection_lost(None)  # aiosmtplib learns what happened meanwhile
 
     @property
     def size_limit_bytes(self) -> int | None:
@@ -156,10 +190,14 @@ class SmtpSession:
         return await self.send_bytes(data, rcpts, message_id=str(message["Message-ID"]), smtputf8=utf8)
 
     async def send_bytes(self, data: bytes, recipients: Sequence[str], *, message_id: str | None = None,
-                         smtputf8: bool = False) -> SendResult:
+                         smtputf8: bool = False, lend: Callable[[], None] | None = None) -> SendResult:
         """Send an already flattened message (CRLF line endings).
 
         ``smtputf8``: the message has UTF-8 headers or addresses (RFC 6531/6532).
+
+        ``lend``: called once the content is written on a pipelining session, before the reply
+        to its final dot: from then on another message's transaction may start on this session
+        (its group follows the content, RFC 2920 §3.1). A pool passes its lending hook here.
 
         More than :data:`MAX_RCPT_PER_TRANSACTION` recipients go in several mail transactions of
         that many (RFC 5321 §4.5.3.1.8: servers need buffer only 100 recipients). A chunk that
@@ -169,13 +207,14 @@ class SmtpSession:
         chunks = [list(recipients[i:i + MAX_RCPT_PER_TRANSACTION])
                   for i in range(0, len(recipients), MAX_RCPT_PER_TRANSACTION)]
         if len(chunks) <= 1:
-            return await self._transaction(data, list(recipients), message_id, smtputf8)
+            return await self._transaction(data, list(recipients), message_id, smtputf8, lend)
         results: list[SendResult] = []
         failures: dict[str, RecipientRefusal] = {}
         last_error: SmtpError | None = None
-        for chunk in chunks:
+        for i, chunk in enumerate(chunks):
             try:
-                results.append(await self._transaction(data, chunk, message_id, smtputf8))
+                results.append(await self._transaction(data, chunk, message_id, smtputf8,
+                                                       lend if i == len(chunks) - 1 else None))
             except (MessageTooLargeError, SenderRefusedError, SmtpUtf8NotSupportedError):
                 raise  # the same for every chunk
             except SmtpError as exc:
@@ -232,7 +271,7 @@ class SmtpSession:
         return error
 
     async def _transaction(self, data: bytes, recipients: list[str], message_id: str | None,
-                           smtputf8: bool) -> SendResult:
+                           smtputf8: bool, lend: Callable[[], None] | None = None) -> SendResult:
         """One mail transaction: MAIL FROM, RCPT TO each recipient, DATA."""
         transport = self._transport
         transport.raise_if_refused()
@@ -253,7 +292,8 @@ class SmtpSession:
         encoding = "utf-8" if smtputf8 else "ascii"
         sender = transport.envelope_sender
         if connection.pipelining and client.supports_extension("pipelining"):
-            return await self._pipelined(data, recipients, message_id, options, encoding, where)
+            return await self._pipelined(data, recipients, message_id, options, encoding, where, lend)
+        self._unpipeline()
         stage = "mail"
         accepted: list[str] = []
         refused: dict[str, RecipientRefusal] = {}
@@ -301,50 +341,58 @@ class SmtpSession:
                           parse_enhanced_status(response.message), message_id, len(data))
 
     async def _pipelined(self, data: bytes, recipients: list[str], message_id: str | None, options: list[str],
-                         encoding: str, where: dict[str, object]) -> SendResult:
+                         encoding: str, where: dict[str, object], lend: Callable[[], None] | None) -> SendResult:
         """The transaction as one pipelined group (RFC 2920, :mod:`connections.pipelining`), with
         the same outcomes as the unpipelined path: partial success, sender refusals, SIZE,
-        ``maybe_delivered`` once the content was sent."""
+        ``maybe_delivered`` once the content was sent. After the content, ``lend`` lets the next
+        message start before this one's final reply."""
         connection = self._transport.connection
         sender = self._transport.envelope_sender
         stage = "mail"
+        ahead = None  # the reply an earlier message on this session still waits for
         try:
-            with borrowed_transport(self._client) as (wire, reader):
-                replies = await send_group(wire, reader, sender=sender, options=options,
-                                           recipients=[envelope_address(r)[0] for r in recipients],
-                                           encoding=encoding, timeout=connection.timeout_s)
-                accepted: list[str] = []
-                refused: dict[str, RecipientRefusal] = {}
-                sender_reply = None if 200 <= replies.mail.code < 300 else replies.mail
-                if sender_reply is None:
-                    for rcpt, reply in zip(recipients, replies.rcpt, strict=True):
-                        if 200 <= reply.code < 300:
-                            accepted.append(rcpt)
-                        elif is_sender_refusal(reply.message, sender):  # checked late (smtpd_delay_reject)
-                            sender_reply = reply
-                        else:
-                            refused[rcpt] = RecipientRefusal(reply.code, reply.message, parse_enhanced_status(reply.message))
-                if sender_reply is not None or not accepted or replies.data.code != 354:
-                    if replies.data.code == 354:
-                        await send_content(wire, reader, None, connection.timeout_s)  # a lone dot ends it (RFC 2920 §3.1)
-                    await self._reset_pipelined(wire, reader, connection.timeout_s)
-                    if sender_reply is not None:
-                        refusal = aiosmtplib.SMTPSenderRefused(sender_reply.code, sender_reply.message, sender)
-                        if refusal.code == 552 or parse_enhanced_status(refusal.message) == _TOO_BIG:
-                            raise self._too_large(refusal, data, where)
-                        raise self._sender_refused(refusal, where)
-                    if not accepted:
-                        first = next(iter(refused.values()))
-                        raise RecipientsRefusedError(
-                            "every recipient was refused; nothing was sent",
-                            {r: (v.code, v.message) for r, v in refused.items()},
-                            code=first.code, server_message=first.message, **where)  # type: ignore[arg-type]
-                    raise aiosmtplib.SMTPDataError(replies.data.code, replies.data.message)
-                stage = "data"
-                response = await send_content(wire, reader, data, connection.data_timeout_s)
-                if not 200 <= response.code < 300:
-                    await self._reset_pipelined(wire, reader, connection.timeout_s)
-                    raise aiosmtplib.SMTPDataError(response.code, response.message)
+            reader = self._pipeline()
+            ahead = reader.last_waiting()
+            replies = await send_group(reader, sender=sender, options=options,
+                                       recipients=[envelope_address(r)[0] for r in recipients],
+                                       encoding=encoding, timeout=connection.timeout_s)
+            accepted: list[str] = []
+            refused: dict[str, RecipientRefusal] = {}
+            sender_reply = None if 200 <= replies.mail.code < 300 else replies.mail
+            if sender_reply is None:
+                for rcpt, reply in zip(recipients, replies.rcpt, strict=True):
+                    if 200 <= reply.code < 300:
+                        accepted.append(rcpt)
+                    elif is_sender_refusal(reply.message, sender):  # checked late (smtpd_delay_reject)
+                        sender_reply = reply
+                    else:
+                        refused[rcpt] = RecipientRefusal(reply.code, reply.message, parse_enhanced_status(reply.message))
+            if sender_reply is not None or not accepted or replies.data.code != 354:
+                if replies.data.code == 354:  # a lone dot ends it (RFC 2920 §3.1)
+                    await reader.replies([write_content(reader, None)], connection.timeout_s)
+                # RSET keeps the session usable after a refused transaction (RFC 5321 §4.1.1.5).
+                await send_line(reader, b"RSET\r\n", connection.timeout_s)
+                if sender_reply is not None:
+                    refusal = aiosmtplib.SMTPSenderRefused(sender_reply.code, sender_reply.message, sender)
+                    if refusal.code == 552 or parse_enhanced_status(refusal.message) == _TOO_BIG:
+                        raise self._too_large(refusal, data, where)
+                    raise self._sender_refused(refusal, where)
+                if not accepted:
+                    first = next(iter(refused.values()))
+                    raise RecipientsRefusedError(
+                        "every recipient was refused; nothing was sent",
+                        {r: (v.code, v.message) for r, v in refused.items()},
+                        code=first.code, server_message=first.message, **where)  # type: ignore[arg-type]
+                raise aiosmtplib.SMTPDataError(replies.data.code, replies.data.message)
+            stage = "data"
+            final = write_content(reader, data)
+            if lend is not None:
+                lend()
+            response = (await reader.replies([final], connection.data_timeout_s))[0]
+            # No RSET after a refused final dot: the transaction is over either way (RFC 5321
+            # §4.1.1.4), and the next message's group may already follow the content.
+            if not 200 <= response.code < 300:
+                raise aiosmtplib.SMTPDataError(response.code, response.message)
         except SmtpError:
             raise
         except aiosmtplib.SMTPResponseException as exc:
@@ -354,16 +402,13 @@ class SmtpSession:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             error = from_aiosmtplib(exc, stage=stage, **where)  # type: ignore[arg-type]
             error.maybe_delivered = stage == "data"  # the content went out; the reply did not come back
+            # The session broke before the earlier message's final reply: not this message's doing.
+            error.inherited = stage == "mail" and ahead is not None and (ahead.cancelled() or ahead.result() is None)
             raise error from None
         log.debug("message %s accepted by %s:%s for %d recipient(s), %d refused (pipelined)",
                   message_id, connection.host, connection.port, len(accepted), len(refused))
         return SendResult(tuple(accepted), refused, response.code, response.message,
                           parse_enhanced_status(response.message), message_id, len(data))
-
-    @staticmethod
-    async def _reset_pipelined(wire: asyncio.BaseTransport, reader: ReplyReader, timeout: float) -> None:
-        # RSET keeps the session usable after a refused transaction (RFC 5321 §4.1.1.5).
-        await send_line(wire, reader, b"RSET\r\n", timeout)
 
     async def check_sender(self) -> RecipientRefusal | None:
         """``MAIL FROM`` the sender, ``RCPT TO`` the sender, ``RSET``: nothing is sent.
@@ -381,6 +426,7 @@ class SmtpSession:
         sender = self._transport.envelope_sender
         encoding = "utf-8" if self._transport.sender_smtputf8 else "ascii"
         options = ["SMTPUTF8"] if self._transport.sender_smtputf8 and self.supports_smtputf8 else []
+        self._unpipeline()
         try:
             try:
                 await self._client.mail(sender, options=options, encoding=encoding)
@@ -404,8 +450,10 @@ class SmtpSession:
 
     async def noop(self) -> int:
         """Send NOOP and return the reply code (250 when the session is healthy)."""
+        self._unpipeline()
         return (await self._client.noop()).code
 
     async def close(self) -> None:
-        """QUIT (bounded wait), then close the socket."""
+        """QUIT (bounded wait), then close the socket; closing twice is harmless."""
+        self._unpipeline()
         await self._transport.quit(self._client)

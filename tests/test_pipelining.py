@@ -29,10 +29,10 @@ from gems.email import EmailGem
 def _replies(chunks: list[bytes], count: int) -> list[tuple[int, str]]:
     async def go() -> list[tuple[int, str]]:
         reader = ReplyReader()
+        futures = reader.expect(count)  # as after writing `count` commands
         for chunk in chunks:
             reader.data_received(chunk)
-        reader.owed = count
-        return [tuple(await reader.reply(1.0)) for _ in range(count)]  # type: ignore[misc]
+        return [tuple(r) for r in await reader.replies(futures, 1.0)]  # type: ignore[misc]
 
     return asyncio.run(go())
 
@@ -87,7 +87,7 @@ def test_a_reply_out_of_step_is_a_dropped_connection_retried_once_in_step(startt
     report = EmailGem(PER_ROW, fabric_for(starttls_server, pool_size=1, retry_initial_s=0.01), user=USER).apply(
         None, _frame(2))
     assert list(report["status"]) == ["sent", "sent"] and report.iloc[0].attempts == 2
-    assert [m.rcpt_tos for m in starttls_server.wait_for_messages(2)] == [("user0@example.com",), ("user1@example.com",)]
+    assert sorted(m.rcpt_tos for m in starttls_server.wait_for_messages(2)) == [("user0@example.com",), ("user1@example.com",)]
 
 
 def test_a_connection_dropped_after_the_content_may_have_delivered(starttls_server):
@@ -150,3 +150,31 @@ def test_postfix_smtp_sink_takes_pipelined_transactions(smtp_sink, caplog):
         report = EmailGem(PER_ROW, fabric, user=USER).apply(None, frame)
     assert set(report["status"]) == {"sent"} and report.iloc[5].accepted == 3
     assert sum("(pipelined)" in r.getMessage() for r in caplog.records) == 200
+
+
+def test_the_next_message_follows_the_content_before_its_final_reply(starttls_server):
+    # RFC 2920 §3.1: on one session, message 2's MAIL FROM is sent right after message 1's final
+    # dot, before the server answers it. The server answers each DATA only once the client's next
+    # command has arrived (or after 5 s, recording None): a client that waits would get None.
+    starttls_server.data_script = [("await_next", 5.0), ("await_next", 5.0)]
+    report = EmailGem(PER_ROW, fabric_for(starttls_server, pool_size=1), user=USER).apply(None, _frame(3))
+    assert list(report["status"]) == ["sent", "sent", "sent"] and set(report["attempts"]) == {1}
+    assert len(starttls_server.ahead) == 2
+    assert all(line is not None and line.startswith("MAIL FROM:<reports@example.com>") for line in starttls_server.ahead), \
+        starttls_server.ahead
+    assert starttls_server.sessions_opened == 1 and [m.rcpt_tos[0] for m in starttls_server.wait_for_messages(3)] == \
+        ["user0@example.com", "user1@example.com", "user2@example.com"]
+
+
+def test_a_session_lost_under_the_message_before_costs_the_next_one_no_attempt(starttls_server):
+    # Message 0's final reply comes after the client gave up (it may be delivered): the session
+    # ends with message 1's group already written behind it. Message 1 never reached DATA, so it
+    # goes out once on a new session, without using one of its (here: one) attempts.
+    starttls_server.data_script = [1.5]
+    fabric = fabric_for(starttls_server, pool_size=1, data_timeout_s=0.5, max_attempts=1)
+    report = EmailGem(PER_ROW, fabric, user=USER).apply(None, _frame(2))
+    assert list(report["status"]) == ["failed", "sent"] and list(report["attempts"]) == [1, 1]
+    assert "may have accepted it" in report.iloc[0].error
+    received = starttls_server.wait_for_messages(2)
+    assert sorted(m.rcpt_tos[0] for m in received) == ["user0@example.com", "user1@example.com"]  # each once
+    assert starttls_server.sessions_opened == 2

@@ -272,7 +272,7 @@ class EmailGem:
             deliverer = Deliverer(transports)
             try:
                 work = units(data.table, props, data.row_count, data.invalid_rows)
-                return await send_units(work, ctx, deliverer, concurrency=primary.connection.pool_size)
+                return await send_units(work, ctx, deliverer, concurrency=deliverer.in_flight)
             finally:
                 await deliverer.aclose()
 

@@ -112,7 +112,7 @@ class PartitionSender:
                 if self.instants is not None:
                     table = instants(table, *self.instants)
                 work = send_units(units(table, props), ctx, deliverer,
-                                  concurrency=self.transports[0].connection.pool_size)
+                                  concurrency=deliverer.in_flight)
                 yield to_pandas(loop.run_until_complete(work))
             except StopRun as exc:
                 yield to_pandas(exc.rows)
