@@ -136,6 +136,22 @@ class _CountingSMTP(SMTP):
         self._owner._closed()
         super().connection_lost(exc)
 
+    async def smtp_DATA(self, arg: str) -> None:
+        owner = self._owner
+        envelope = self.envelope
+        if owner.data_without_recipients and envelope is not None and envelope.mail_from and not envelope.rcpt_tos:
+            # As some servers do (RFC 2920 §3.1 allows it): 354 even though every RCPT was refused;
+            # the client must end the empty transaction with a lone dot. What it sent is recorded.
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            lines: list[bytes] = []
+            while (line := await self._reader.readline()) not in (b".\r\n", b""):  # bounded by the client's dot
+                lines.append(line)
+            owner.empty_contents.append(b"".join(lines))
+            self._set_rset_state()
+            await self.push("554 5.5.1 Error: no valid recipients")
+            return
+        await super().smtp_DATA(arg)
+
 
 class LocalSmtpServer:
     """An in-process aiosmtpd server on 127.0.0.1 (or ::1), port chosen by the OS unless given.
@@ -198,6 +214,10 @@ class LocalSmtpServer:
         self.dropped = 0
         self.holding = 0
         self.ahead: list[str | None] = []  # see data_script's ("await_next", s)
+        # DATA with no accepted recipient: 354 (then 554 after the client's lone dot) instead of
+        # aiosmtpd's 503; the content received before the dot goes to empty_contents (b"" for a lone dot).
+        self.data_without_recipients = False
+        self.empty_contents: list[bytes] = []
         self._listen_port = port
         self.sessions_opened = 0
         self.sessions_closed = 0

@@ -54,6 +54,9 @@ class ReplyReader(asyncio.Protocol):
         self.error: aiosmtplib.SMTPException | None = None
         self.transport: asyncio.BaseTransport | None = None
         self.lost = False  # the connection ended while this reader had it
+        # Bytes written in this step of the event loop, sent together at its end: a message's
+        # content and the next message's group then leave in one segment (RFC 2920 §3.1), not two.
+        self._outbox: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -81,8 +84,21 @@ class ReplyReader(asyncio.Protocol):
             if not future.done():
                 future.set_result(None)
 
+    def send(self, data: bytes) -> None:
+        """Queue ``data`` for the transport; everything queued in one step of the event loop
+        goes out in one write right after it."""
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append(data)
+
+    def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        if self.error is None and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(outbox))  # type: ignore[attr-defined]
+
     def abort(self, exc: aiosmtplib.SMTPException) -> None:
         """End the session: it is out of step with the server (``exc`` says why)."""
+        self._outbox.clear()
         self._fail(exc)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
@@ -168,7 +184,7 @@ class ReplyReader(asyncio.Protocol):
     @property
     def in_step(self) -> bool:
         """Every reply owed was read and nothing is left over: the session is in step with the server."""
-        return not self._waiting and not self._buffer and self.error is None
+        return not self._waiting and not self._buffer and not self._outbox and self.error is None
 
 
 def _write(reader: ReplyReader, data: bytes, replies: int) -> list[asyncio.Future[SMTPResponse | None]]:
@@ -176,8 +192,8 @@ def _write(reader: ReplyReader, data: bytes, replies: int) -> list[asyncio.Futur
     transport = reader.transport
     if transport is None or transport.is_closing():
         raise aiosmtplib.SMTPServerDisconnected("connection lost")
-    transport.write(data)  # type: ignore[attr-defined]
-    return reader.expect(replies)  # nothing can be read between the write and this: one thread, no await
+    reader.send(data)
+    return reader.expect(replies)
 
 
 @dataclass(frozen=True)

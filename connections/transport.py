@@ -23,7 +23,7 @@ import contextlib
 import copy
 import logging
 import time
-import uuid
+import secrets
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from email import policy
@@ -78,8 +78,8 @@ _PLAINTEXT_REPLY = frozenset({"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKE
 
 
 def new_message_id(domain: str) -> str:
-    """A new, globally unique Message-ID (RFC 5322 §3.6.4): 122 random bits and ``domain``."""
-    return f"<{uuid.uuid4().hex}.mailgem@{domain}>"
+    """A new, globally unique Message-ID (RFC 5322 §3.6.4): 128 random bits and ``domain``."""
+    return f"<{secrets.token_hex(16)}.mailgem@{domain}>"  # uuid4's object costs more than the random bits
 
 
 @dataclass

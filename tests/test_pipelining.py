@@ -178,3 +178,17 @@ def test_a_session_lost_under_the_message_before_costs_the_next_one_no_attempt(s
     received = starttls_server.wait_for_messages(2)
     assert sorted(m.rcpt_tos[0] for m in received) == ["user0@example.com", "user1@example.com"]  # each once
     assert starttls_server.sessions_opened == 2
+
+
+def test_a_354_with_every_recipient_refused_is_ended_with_a_lone_dot(starttls_server):
+    # Some servers answer DATA with 354 even when every RCPT of the group was refused: the client
+    # ends that empty transaction with a lone dot, never the content (RFC 2920 §3.1), and the
+    # session goes on.
+    starttls_server.data_without_recipients = True
+    starttls_server.rcpt_refusals["user0@example.com"] = "550 5.1.1 <user0@example.com>: no such user"
+    report = EmailGem(PER_ROW, fabric_for(starttls_server, pool_size=1), user=USER).apply(None, _frame(2))
+    assert list(report["status"]) == ["failed", "sent"] and report.iloc[0].attempts == 1
+    assert "every recipient was refused" in report.iloc[0].error and "550" in report.iloc[0].error
+    assert starttls_server.empty_contents == [b""]  # the dot came straight after the 354
+    assert [m.rcpt_tos for m in starttls_server.wait_for_messages(1)] == [("user1@example.com",)]
+    assert starttls_server.sessions_opened == 1

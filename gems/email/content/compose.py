@@ -179,7 +179,7 @@ class Composer:
     # -- recipients -----------------------------------------------------------------------
 
     def _address_items(self, field_name: str, column: str | None, ctx: dict[str, Any],
-                       table: pa.Table) -> list[tuple[str, str]]:
+                       unit: Unit) -> list[tuple[str, str]]:
         """``(where it came from, item)`` for each address of one field, in order."""
         out: list[tuple[str, str]] = []
         for i, item in enumerate(getattr(self.props, field_name)):
@@ -192,7 +192,9 @@ class Composer:
             except ValueError as exc:
                 raise RecipientError(f"{field_name}[{i}] (template): {exc}") from None
         if column:
-            values = [str(v) for v in dict.fromkeys(table.column(column).to_pylist()) if v not in (None, "")]
+            row = unit.extra.get("row")  # per_row: the row is already Python values
+            column_values = [row[column]] if row is not None else unit.table.column(column).to_pylist()
+            values = [str(v) for v in dict.fromkeys(column_values) if v not in (None, "")]
             try:
                 out += [(f"{field_name}_column {column!r}", a) for a in split_addresses(values)]
             except ValueError as exc:
@@ -215,7 +217,7 @@ class Composer:
         problems: list[str] = []
         for field_name, column in (("to", p.to_column), ("cc", p.cc_column), ("bcc", p.bcc_column)):
             boxes[field_name] = []
-            for source, item in self._address_items(field_name, column, ctx, unit.table):
+            for source, item in self._address_items(field_name, column, ctx, unit):
                 try:
                     boxes[field_name].append(parse_mailbox(item))
                 except AddressError as exc:
@@ -237,8 +239,9 @@ class Composer:
         """
         if unit.problem is not None:
             raise MessageBuildError(unit.problem)
-        ctx = dict(self.base, row_count=unit.row_count, columns=list(unit.table.column_names))
         row = unit.extra.get("row")
+        # per_row: the row's keys are the columns, in order (cheaper than asking Arrow each time)
+        ctx = dict(self.base, row_count=unit.row_count, columns=list(row) if row is not None else unit.table.column_names)
         ctx["rows"] = [row] if row is not None else unit.table.slice(0, self.props.table.max_rows).to_pylist()
         ctx.update(unit.extra)
         return ctx

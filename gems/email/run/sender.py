@@ -130,7 +130,7 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
         try:
             context = ctx.composer.context(unit)
             envelope = ctx.composer.envelope(unit, context)
-            rhash = envelope.recipients_hash
+            rhash = envelope.recipients_hash if ledger is not None else ""  # a hash is for the ledger only
             row.recipients = ", ".join(envelope.recipients)
             prior = ledger.prior(unit.key, rhash) if ledger is not None else None
             if prior is not None and prior.done:
