@@ -93,6 +93,9 @@ class _Handler:
         server = self.server
         with server._lock:
             action = server.data_script.pop(0) if server.data_script else None
+        if callable(action):  # a test's look at the world as the content arrives, before storing
+            action(envelope)
+            action = None
         if action == "drop":
             # The server read the whole message, then the connection died before any reply.
             server.dropped += 1
@@ -207,10 +210,11 @@ class LocalSmtpServer:
         # consumed in order by address; and per DATA, in order: a reply string, "drop" (close
         # without replying, nothing stored), a delay in seconds between storing and replying,
         # ("hold", seconds) to wait before storing, ("await_next", seconds) to reply only once the
-        # client's next command has arrived (recorded in ``ahead``), or None to behave.
+        # client's next command has arrived (recorded in ``ahead``), a callable given the envelope
+        # before storing, or None to behave.
         self.rcpt_refusals: dict[str, str] = {}
         self.rcpt_replies: dict[str, list[str]] = {}
-        self.data_script: list[str | float | tuple[str, float] | None] = []
+        self.data_script: list[Any] = []
         self.dropped = 0
         self.holding = 0
         self.ahead: list[str | None] = []  # see data_script's ("await_next", s)

@@ -4,6 +4,9 @@ building or sending one message, locally and on Spark executors, with what the l
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 import pandas as pd
 import pytest
 from conftest import PER_ROW, USER, fabric_for, parse_strict
@@ -147,19 +150,87 @@ def test_spark_executors_record_a_bad_message_and_go_on(spark, starttls_server, 
 def test_a_ledger_that_cannot_be_written_stops_the_run_even_under_continue(starttls_server, tmp_path, monkeypatch):
     import sqlite3
 
-    calls = []
-    begin = SendLedger.begin
+    calls: list[list[tuple]] = []
+    begin_many = SendLedger.begin_many
 
-    def failing_begin(self, *args, **kwargs):
-        calls.append(args)
+    def failing_begin_many(self, items):
+        calls.append(list(items))
         if len(calls) == 2:
             raise sqlite3.OperationalError("disk I/O error")
-        return begin(self, *args, **kwargs)
+        return begin_many(self, items)
 
-    monkeypatch.setattr(SendLedger, "begin", failing_begin)
+    monkeypatch.setattr(SendLedger, "begin_many", failing_begin_many)
     props = PER_ROW | {"ledger": {"path": str(tmp_path / "l.sqlite")}}
     with pytest.raises(DeliveryError, match="writing the ledger: OperationalError: disk I/O error") as info:
         EmailGem(props, fabric_for(starttls_server, pool_size=1), user=USER).apply(
             None, _frame("a@example.com", "b@example.com", "c@example.com"))
-    assert list(info.value.report["status"]) == ["sent", "failed"]  # without a ledger, a re-run could send twice
-    assert len(starttls_server.wait_for_messages(1)) == 1
+    # Messages are recorded a batch at a time (the messages a pool keeps in flight); the second
+    # batch could not be recorded, so none of it was sent: without a ledger, a re-run could send twice.
+    first, second = len(calls[0]), len(calls[1])
+    report = info.value.report
+    assert list(report["status"]) == ["sent"] * first + ["failed"] * second
+    assert all(e.startswith("not sent: ") for e in report["error"][first:])
+    assert len(starttls_server.wait_for_messages(first)) == first
+    time.sleep(0.2)
+    assert len(starttls_server.messages) == first
+
+
+def test_an_outcome_that_cannot_be_recorded_stops_the_run(starttls_server, tmp_path, monkeypatch):
+    # Outcomes are committed together after the server's replies; when that commit fails, no
+    # further message goes out (a re-run could not know what was accepted).
+    import sqlite3
+
+    transaction = SendLedger._transaction
+    failures = []
+
+    def failing_outcomes(self, insert, rows):
+        if insert is None and not failures:  # the first commit of outcomes alone
+            failures.append(1)
+            raise sqlite3.OperationalError("disk I/O error")
+        return transaction(self, insert, rows)
+
+    monkeypatch.setattr(SendLedger, "_transaction", failing_outcomes)
+    props = PER_ROW | {"ledger": {"path": str(tmp_path / "l.sqlite")}, "on_error": "continue"}
+    frame = _frame(*[f"u{i}@example.com" for i in range(12)])
+    with pytest.raises(DeliveryError, match="ledger: OperationalError: disk I/O error") as info:
+        EmailGem(props, fabric_for(starttls_server, pool_size=1), user=USER).apply(None, frame)
+    report = info.value.report
+    sent = int((report["status"] == "sent").sum())
+    assert 0 < sent < 12 and len(report) < 12 + 1
+    assert report["error"].str.contains("disk I/O error").any()
+    time.sleep(0.2)
+    assert len(starttls_server.messages) == sent  # nothing went out after the failure was known
+
+
+def test_each_message_is_sending_on_disk_before_it_arrives_and_ledger_writes_are_batched(starttls_server, tmp_path,
+                                                                                           monkeypatch):
+    import sqlite3
+    from email import message_from_bytes
+
+    path = tmp_path / "l.sqlite"
+    seen: list[object] = []
+
+    def status_on_disk(envelope):  # runs in the server as each message's content arrives
+        message_id = message_from_bytes(envelope.original_content)["Message-ID"]
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            seen.append(db.execute("SELECT status FROM sends WHERE message_id=?", (message_id,)).fetchone())
+
+    commits: list[int] = []
+    transaction = SendLedger._transaction
+
+    def counted(self, insert, rows):
+        commits.append(len(rows) if insert is not None else 0)
+        return transaction(self, insert, rows)
+
+    monkeypatch.setattr(SendLedger, "_transaction", counted)
+    n = 24
+    starttls_server.data_script = [status_on_disk] * n
+    props = PER_ROW | {"ledger": {"path": str(path)}}
+    report = EmailGem(props, fabric_for(starttls_server, pool_size=2), user=USER).apply(
+        None, _frame(*[f"u{i}@example.com" for i in range(n)]))
+    assert set(report["status"]) == {"sent"}
+    assert seen == [("sending",)] * n  # recorded, and committed, before its first byte
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT status, COUNT(*) FROM sends GROUP BY status").fetchall() == [("sent", n)]
+    # One commit per message and outcome would be 2n; batches of begins and group-committed outcomes are fewer.
+    assert sum(commits) == n and max(commits) > 1 and len(commits) < 2 * n, commits

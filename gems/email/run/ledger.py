@@ -13,23 +13,36 @@ An entry counts only for its **destination**: the fabric, connection, host, port
 the job sends through (:meth:`fabric.model.Fabric.destination`; for the embedded server, its
 outbox). Trying a job on the embedded local server never marks the real run's messages as sent.
 
+Writes are grouped into transactions (one commit costs more than building a message): the
+sender records a batch of messages as ``sending`` in one transaction before any of them goes out
+(:meth:`SendLedger.begin_many`), and outcomes are committed together at the end of the event
+loop's current step (:meth:`SendLedger.finish`), so an outcome is on disk within moments of the
+server's reply, as before, at a fraction of the commits.
+
 SQLite in WAL mode with a busy timeout lets several processes (Spark Python workers on one
 machine) share the file. On a cluster, point ``ledger.path`` at storage every executor sees.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import logging
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
 
 from connections.errors import ConfigError
 
 __all__ = ["SendLedger", "PriorSend", "DONE_STATUSES"]
+
+log = logging.getLogger("mailgem.gems")
 
 DONE_STATUSES = ("sent", "partial")
 
@@ -96,6 +109,9 @@ class SendLedger:
         self.destination = destination
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._finishes: list[tuple[Any, ...]] = []  # outcomes not yet committed
+        self._flush_scheduled = False
+        self.failure: Exception | None = None  # a group commit that failed (raised by check())
         db = self._db()
         db.execute(_SCHEMA)
         if "destination" not in {row[1] for row in db.execute("PRAGMA table_info(sends)")}:
@@ -140,35 +156,110 @@ class SendLedger:
 
     def begin(self, message_key: str, recipients_hash: str, message_id: str | None) -> None:
         """Record that the message is about to be sent (durably, before the first byte)."""
+        self.begin_many([(message_key, recipients_hash, message_id)])
+
+    def begin_many(self, items: Sequence[tuple[str, str, str | None]]) -> None:
+        """Record ``(message_key, recipients_hash, message_id)`` for each message about to be
+        sent, and every outcome not yet committed, in one transaction; on disk when it returns.
+
+        Raises:
+            sqlite3.Error: the ledger could not be written (nothing of this batch may be sent).
+        """
         now = _now()
-        self._db().execute(
+        self._transaction(
             "INSERT INTO sends (job, run_key, destination, message_key, recipients_hash, status, message_id, attempts,"
             " first_at, updated_at) VALUES (?, ?, ?, ?, ?, 'sending', ?, 0, ?, ?)"
             " ON CONFLICT (job, run_key, destination, message_key, recipients_hash) DO UPDATE SET status='sending',"
             " message_id=excluded.message_id, updated_at=excluded.updated_at",
-            (*self._key(message_key, recipients_hash), message_id, now, now))
+            [(*self._key(key, rhash), message_id, now, now) for key, rhash, message_id in items])
 
     def finish(self, message_key: str, recipients_hash: str, *, status: str, attempts: int,
                reply_code: int | None, message_id: str | None, error: str | None, connection: str | None = None,
                maybe_delivered: bool = False) -> None:
         """Record the outcome. A message that failed but may have reached the server stays
-        ``sending`` (see the module docstring); ``maybe_delivered`` is never cleared."""
+        ``sending`` (see the module docstring); ``maybe_delivered`` is never cleared.
+
+        Inside an event loop the outcome is committed with the others of the loop's current step
+        (a failed commit is kept in :attr:`failure`, see :meth:`check`); outside one, at once.
+        """
         if status == "failed" and maybe_delivered:
             status = "sending"
-        self._db().execute(
-            "UPDATE sends SET status=?, attempts=attempts+?, reply_code=?, message_id=COALESCE(?, message_id), error=?,"
-            f" connection=COALESCE(?, connection), maybe_delivered=MAX(maybe_delivered, ?), updated_at=? WHERE {_KEY}",
-            (status, attempts, reply_code, message_id, error, connection, int(maybe_delivered), _now(),
-             *self._key(message_key, recipients_hash)))
+        self._finishes.append((status, attempts, reply_code, message_id, error, connection, int(maybe_delivered),
+                               _now(), *self._key(message_key, recipients_hash)))
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_scheduled = False
+        try:
+            self.flush()
+        except Exception as exc:  # noqa: BLE001 - kept for the sender, which stops the run
+            self.failure = self.failure or exc
+
+    def flush(self) -> None:
+        """Commit every outcome recorded so far.
+
+        Raises:
+            sqlite3.Error: the ledger could not be written.
+        """
+        if self._finishes:
+            self._transaction(None, [])
+
+    def check(self) -> None:
+        """Raise the failure of an earlier group commit, if any (the run must stop: without its
+        ledger, a re-run could send twice)."""
+        if self.failure is not None:
+            raise self.failure
+
+    def _transaction(self, insert: str | None, rows: list[tuple[Any, ...]]) -> None:
+        """One transaction: ``insert`` for ``rows``, and the outcomes recorded so far."""
+        finishes, self._finishes = self._finishes, []
+        try:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if finishes:
+                    db.executemany(
+                        "UPDATE sends SET status=?, attempts=attempts+?, reply_code=?, message_id=COALESCE(?, message_id),"
+                        " error=?, connection=COALESCE(?, connection), maybe_delivered=MAX(maybe_delivered, ?),"
+                        f" updated_at=? WHERE {_KEY}", finishes)
+                if insert is not None and rows:
+                    db.executemany(insert, rows)
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+        except BaseException:
+            self._finishes = finishes + self._finishes  # not written: kept for the next try
+            raise
 
     def rows(self) -> list[dict[str, object]]:
         """Every row of this job, run key and destination (for reports and tests)."""
+        self.flush()
         cur = self._db().execute("SELECT * FROM sends WHERE job=? AND run_key=? AND destination=? ORDER BY first_at",
                                  (self.job, self.run_key, self.destination))
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
     def close(self) -> None:
+        """Commit the outcomes recorded so far (the sender already did, unless it failed), then close."""
+        try:
+            self.flush()
+        except sqlite3.Error as exc:
+            log.error("ledger %s: %d outcome(s) could not be recorded (%s); those messages stay 'sending' and a "
+                      "re-run sends them again with the same Message-ID", self.path, len(self._finishes), exc)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
         db = getattr(self._local, "db", None)
         if db is not None:
             db.close()

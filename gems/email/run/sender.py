@@ -120,6 +120,49 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
             slots.release()
             ctx.on_done(row)
 
+    # With a ledger, messages are recorded `sending` a batch at a time, in one transaction, before
+    # any of them goes out; without one, each goes out as soon as it is built.
+    batch_size = concurrency if ledger is not None else 1
+    batch: list[tuple[DeliveryRow, object, list[str], str, str]] = []
+
+    def drop_unsent(unsent: list[DeliveryRow]) -> None:
+        ids = {id(r) for r in unsent}
+        rows[:] = [r for r in rows if id(r) not in ids]
+
+    async def dispatch() -> bool:
+        """Record the batch in the ledger and start sending it; False when the run must stop."""
+        nonlocal batch
+        items, batch = batch, []
+        if ledger is not None:
+            try:
+                ledger.check()
+                ledger.begin_many([(row.message_key, rhash, message_id) for row, _, _, rhash, message_id in items])
+            except Exception as exc:  # noqa: BLE001 - without the ledger, a re-run could send twice
+                for row, *_ in items:
+                    row.error = f"not sent: {describe_error(exc, 'writing the ledger')}"
+                    ctx.on_done(row)
+                fatal.append((items[0][0], exc))
+                return False
+        for i, (row, message, recipients, rhash, message_id) in enumerate(items):
+            await slots.acquire()
+            if fatal or (failure and ctx.stop_on_error) or (ledger is not None and ledger.failure is not None):
+                # A message in flight failed meanwhile: these never went out. Left out of the
+                # report; in the ledger they stay `sending`, so a re-run sends them with this Message-ID.
+                slots.release()
+                keep = None
+                if ledger is not None and ledger.failure is not None and not fatal:
+                    row.error = f"not sent: {describe_error(ledger.failure, 'recording outcomes in the ledger')}"
+                    fatal.append((row, ledger.failure))
+                    ctx.on_done(row)
+                    keep = row  # the row that says why the run stopped
+                drop_unsent([r for r, *_ in items[i:] if r is not keep])
+                return False
+            row.message_id = message_id
+            task = asyncio.create_task(deliver(row, message, recipients, rhash))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        return True
+
     source = iter(units)
     parts: deque[Unit] = deque()  # a unit too large for the size limit, split (attachments_over_limit: split)
     while (unit := parts.popleft() if parts else next(source, None)) is not None:
@@ -157,26 +200,24 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
             failed(row, exc)
             ctx.on_done(row)
             continue
-        await slots.acquire()
-        if fatal or (failure and ctx.stop_on_error):  # a message in flight failed meanwhile
-            slots.release()
-            rows.pop()
+        batch.append((row, message, envelope.recipients, rhash, message_id))
+        if len(batch) >= batch_size and not await dispatch():
             break
-        row.message_id = message_id
-        if ledger is not None:
-            try:
-                ledger.begin(unit.key, rhash, message_id)
-            except Exception as exc:  # noqa: BLE001
-                row.error = f"not sent: {describe_error(exc, 'writing the ledger')}"
-                fatal.append((row, exc))
-                slots.release()
-                ctx.on_done(row)
-                break
-        task = asyncio.create_task(deliver(row, message, envelope.recipients, rhash))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+    if batch and (fatal or (failure and ctx.stop_on_error)):
+        drop_unsent([r for r, *_ in batch])  # built, never recorded or sent: the run stopped first
+    elif batch:
+        await dispatch()
     if tasks:
         await asyncio.gather(*tasks)
+    if ledger is not None and not fatal:
+        try:
+            ledger.flush()
+            ledger.check()
+        except Exception as exc:  # noqa: BLE001
+            row = rows[-1]
+            reason = describe_error(exc, "recording outcomes in the ledger")
+            row.error = f"{row.error}; {reason}" if row.error else reason
+            fatal.append((row, exc))
     if fatal:
         row, cause = fatal[0]
         raise StopRun(f"message {row.message_key}: {row.error}", rows, cause, fatal=True)
