@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 from email.message import EmailMessage
 
@@ -192,3 +193,122 @@ def test_a_354_with_every_recipient_refused_is_ended_with_a_lone_dot(starttls_se
     assert starttls_server.empty_contents == [b""]  # the dot came straight after the 354
     assert [m.rcpt_tos for m in starttls_server.wait_for_messages(1)] == [("user1@example.com",)]
     assert starttls_server.sessions_opened == 1
+
+
+_POSTFIX_MASTER = """\
+{listen} inet n - n - - smtpd
+pickup unix n - n 60 1 pickup
+cleanup unix n - n - 0 cleanup
+qmgr unix n - n 300 1 qmgr
+tlsmgr unix - - n 1000? 1 tlsmgr
+rewrite unix - - n - - trivial-rewrite
+bounce unix - - n - 0 bounce
+defer unix - - n - 0 bounce
+trace unix - - n - 0 bounce
+verify unix - - n - 1 verify
+flush unix n - n 1000? 0 flush
+proxymap unix - - n - - proxymap
+smtp unix - - n - - smtp
+relay unix - - n - - smtp
+showq unix n - n - - showq
+error unix - - n - - error
+retry unix - - n - - error
+discard unix - - n - - discard
+anvil unix - - n - 1 anvil
+scache unix - - n - 1 scache
+postlog unix-dgram n - n - 1 postlogd
+"""
+
+
+@pytest.fixture
+def postfix_relay():
+    """A private Postfix instance (``postfix -c DIR``: its own configuration, queue and log, the
+    system's mail setup untouched) listening on loopback with STARTTLS required, PIPELINING
+    offered as Postfix always does, one recipient refused by an access map, relaying every
+    message it accepts to an aiosmtpd server; yields ``(port, ca_pem, relay_target)``."""
+    import pwd
+    import tempfile
+
+    import trustme
+
+    from connections.local_server import LocalSmtpServer
+
+    if shutil.which("postfix") is None or os.geteuid() != 0:
+        pytest.skip("a private Postfix instance needs the Debian package postfix and root (master starts as root "
+                    "and drops to the postfix user); the pipelined path is still tested against aiosmtpd and smtp-sink")
+    try:
+        postfix_uid = pwd.getpwnam("postfix").pw_uid
+    except KeyError:
+        pytest.skip("the postfix user does not exist (the postfix package is not fully installed)")
+    root = Path(tempfile.mkdtemp(prefix="mailgem-postfix-"))  # not under pytest's 0700 tmp: Postfix's user reads it
+    root.chmod(0o755)
+    for sub in ("conf", "queue", "data"):
+        (root / sub).mkdir()
+    os.chown(root / "data", postfix_uid, -1)
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(root / "conf" / "server.pem"))
+    ca.cert_pem.write_to_path(str(root / "ca.pem"))
+    port = _free_port()
+    with LocalSmtpServer(security="none") as target:
+        (root / "conf" / "main.cf").write_text(f"""\
+compatibility_level = 3.6
+queue_directory = {root}/queue
+data_directory = {root}/data
+mail_owner = postfix
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+myhostname = mx.example.test
+mydestination =
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:{target.port}
+smtp_tls_security_level = none
+smtpd_tls_security_level = encrypt
+smtpd_tls_chain_files = {root}/conf/server.pem
+smtpd_recipient_restrictions = check_recipient_access inline:{{ {{ nobody@example.com = REJECT no such user }} }}, permit_mynetworks, reject
+maillog_file_prefixes = {root}
+maillog_file = {root}/maillog
+""")
+        (root / "conf" / "master.cf").write_text(_POSTFIX_MASTER.format(listen=f"127.0.0.1:{port}"))
+        started = subprocess.run(["postfix", "-c", str(root / "conf"), "start"], capture_output=True, text=True,
+                                 timeout=60)
+        try:
+            if started.returncode != 0:
+                log = (root / "maillog").read_text()[-2000:] if (root / "maillog").exists() else started.stderr
+                pytest.fail(f"the private Postfix instance did not start:\n{log}")
+            for _ in range(100):  # bounded: 10 s
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            yield port, root / "ca.pem", target
+        finally:
+            subprocess.run(["postfix", "-c", str(root / "conf"), "stop"], capture_output=True, timeout=60)
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def test_real_postfix_takes_pipelined_transactions_over_starttls(postfix_relay, caplog):
+    from connections import SmtpConnection
+    from fabric import Fabric, Team
+
+    port, ca_pem, target = postfix_relay
+    conn = SmtpConnection(name="reports", host="127.0.0.1", port=port, security="starttls", ca_bundle=ca_pem,
+                          anonymous=True, sender_address="reports@example.com", pool_size=2, timeout_s=10,
+                          max_attempts=1)
+    fabric = Fabric(name="f", teams=[Team(name="t", members=[USER])], connections=[conn])
+    frame = _frame(40)
+    frame.loc[3, "to"] = "user3@example.com, nobody@example.com"
+    frame.loc[7, "to"] = "nobody@example.com"
+    with caplog.at_level(logging.DEBUG, logger="mailgem.connections"):
+        report = EmailGem(PER_ROW, fabric, user=USER).apply(None, frame)
+    statuses = list(report["status"])
+    assert statuses[3] == "partial" and statuses[7] == "failed"
+    assert statuses[:3] + statuses[4:7] + statuses[8:] == ["sent"] * 38
+    assert "nobody@example.com: 554" in report.iloc[3].refused and "5.7.1" in report.iloc[3].refused
+    assert "every recipient was refused" in report.iloc[7].error
+    assert sum("(pipelined)" in r.getMessage() for r in caplog.records) == 39  # every transaction that was sent
+    received = target.wait_for_messages(39, timeout_s=30)  # Postfix relays them on to the test server
+    assert sorted(m.rcpt_tos[0] for m in received) == sorted(f"user{i}@example.com" for i in range(40) if i != 7)
+    for m in received:
+        parse_strict(m.data)
