@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 from email.message import EmailMessage
@@ -44,6 +44,13 @@ class Prepared(Protocol):
     def __getitem__(self, name: str) -> str | None: ...
 
 
+class _NotStarted(SmtpError):
+    """The caller said not to start this message (see :meth:`Deliverer.send`); an SmtpError
+    that does not break the session, so the pool keeps it."""
+
+    default_transient = False
+
+
 class _TransientRecipients(SmtpError):
     """Some recipients were refused with 4xx; retried alone."""
 
@@ -56,7 +63,7 @@ class Delivery:
 
     Attributes:
         status: ``sent`` (all accepted), ``partial`` (some refused), ``failed``, ``deferred``
-            (not tried: daily limit reached).
+            (not tried: daily limit reached), ``not_started`` (the caller stopped it first).
         result: the server's answer (accepted and refused recipients) when anything was accepted.
         error: the last error when nothing was accepted.
         attempts: attempts made (1 = no retry).
@@ -101,21 +108,27 @@ class Deliverer:
     @property
     def in_flight(self) -> int:
         """How many messages to keep in flight for the pools to stay busy: the primary pool's
-        size, twice that when the connection pipelines (each session then carries a message
-        waiting for its final reply and the next one's group, see :meth:`SmtpPool.lease`)."""
+        size, three times that when the connection pipelines (each session then carries a
+        message waiting for its final reply and the next one's group, see :meth:`SmtpPool.lease`,
+        and one more waits to write its group the moment a session is lent, so the group
+        leaves with the content before it: one write a message)."""
         pool = self.pools[0]
-        return pool.size * (2 if pool.transport.connection.pipelining else 1)
+        return pool.size * (3 if pool.transport.connection.pipelining else 1)
 
     @property
     def connection(self) -> str:
         """Name of the connection currently used."""
         return self.pools[self._active].transport.connection.name
 
-    async def send(self, message: EmailMessage | Prepared, recipients: Sequence[str]) -> Delivery:
+    async def send(self, message: EmailMessage | Prepared, recipients: Sequence[str], *,
+                   proceed: Callable[[], bool] | None = None) -> Delivery:
         """Deliver ``message`` to ``recipients``; never raises for SMTP failures (see :class:`Delivery`).
 
         ``message`` is an ``EmailMessage`` (flattened with each connection's identity) or any
         object with ``bytes_for(transport)`` and a ``Message-ID`` item (a prepared message).
+
+        ``proceed`` is asked once a session is free for the first attempt, before anything of the
+        message is written: ``False`` (the run is stopping) gives status ``not_started``.
         """
         conn = self.pools[self._active].transport.connection
         pending = list(dict.fromkeys(recipients))
@@ -129,6 +142,8 @@ class Deliverer:
         async def send_once(index: int) -> SendResult:
             data, utf8 = data_by_pool[index]
             async with self.pools[index].lease() as lease:
+                if attempts == 1 and proceed is not None and not proceed():
+                    raise _NotStarted("not started: the run is stopping")
                 return await lease.session.send_bytes(data, pending, message_id=str(message["Message-ID"]),
                                                       smtputf8=utf8, lend=lease.lend)
 
@@ -175,6 +190,8 @@ class Deliverer:
         try:
             try:
                 await attempt()  # most messages succeed first time: no retry bookkeeping for them
+            except _NotStarted:
+                raise
             except SmtpError as exc:
                 first, replayed = exc, False  # a plain name: the closure below outlives `except ... as`
 
@@ -199,6 +216,8 @@ class Deliverer:
                 await retrying(again)
         except DailyLimitReached as exc:
             return Delivery("deferred", None, exc, attempts, self.connection, message_id, now())
+        except _NotStarted:
+            return Delivery("not_started", None, None, 0, self.connection, message_id, now())
         except Exception as exc:  # noqa: BLE001 - one message's problem is that message's outcome
             error = exc if isinstance(exc, SmtpError) else SmtpResponseError(
                 f"could not send the message: {type(exc).__name__}: {exc}", transient=False)

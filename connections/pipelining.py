@@ -88,8 +88,13 @@ class ReplyReader(asyncio.Protocol):
         """Queue ``data`` for the transport; everything queued in one step of the event loop
         goes out in one write right after it."""
         if not self._outbox:
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self._flush_next)
         self._outbox.append(data)
+
+    def _flush_next(self) -> None:
+        # One step later: the borrower that a pool woke when this session was lent writes its
+        # group in the step in between, and both leave together.
+        asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         outbox, self._outbox = self._outbox, []

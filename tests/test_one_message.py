@@ -163,16 +163,17 @@ def test_a_ledger_that_cannot_be_written_stops_the_run_even_under_continue(start
     props = PER_ROW | {"ledger": {"path": str(tmp_path / "l.sqlite")}}
     with pytest.raises(DeliveryError, match="writing the ledger: OperationalError: disk I/O error") as info:
         EmailGem(props, fabric_for(starttls_server, pool_size=1), user=USER).apply(
-            None, _frame("a@example.com", "b@example.com", "c@example.com"))
+            None, _frame(*[f"u{i}@example.com" for i in range(8)]))
     # Messages are recorded a batch at a time (the messages a pool keeps in flight); the second
-    # batch could not be recorded, so none of it was sent: without a ledger, a re-run could send twice.
-    first, second = len(calls[0]), len(calls[1])
+    # batch could not be recorded, so none of it was sent, and no message of the first that had
+    # not started yet starts: without a ledger, a re-run could send twice.
     report = info.value.report
-    assert list(report["status"]) == ["sent"] * first + ["failed"] * second
-    assert all(e.startswith("not sent: ") for e in report["error"][first:])
-    assert len(starttls_server.wait_for_messages(first)) == first
+    sent = int((report["status"] == "sent").sum())
+    assert sent <= len(calls[0]) and list(report["status"]) == ["sent"] * sent + ["failed"] * len(calls[1])
+    assert all(e.startswith("not sent: ") for e in report["error"][sent:])
+    assert list(report["message_key"][sent:]) == [key for key, _, _ in calls[1]]
     time.sleep(0.2)
-    assert len(starttls_server.messages) == first
+    assert len(starttls_server.messages) == sent
 
 
 def test_an_outcome_that_cannot_be_recorded_stops_the_run(starttls_server, tmp_path, monkeypatch):
@@ -234,3 +235,18 @@ def test_each_message_is_sending_on_disk_before_it_arrives_and_ledger_writes_are
         assert db.execute("SELECT status, COUNT(*) FROM sends GROUP BY status").fetchall() == [("sent", n)]
     # One commit per message and outcome would be 2n; batches of begins and group-committed outcomes are fewer.
     assert sum(commits) == n and max(commits) > 1 and len(commits) < 2 * n, commits
+
+
+def test_on_error_stop_sends_what_comes_before_the_failure_and_nothing_after(starttls_server, tmp_path):
+    # With a ledger, messages are built and recorded a batch at a time: a bad address in the middle
+    # of a batch still lets the messages before it go out, and none after it.
+    frame = _frame("a@example.com", "b@example.com", "c@example.com", "not-an-address", "e@example.com",
+                   "f@example.com")
+    props = PER_ROW | {"on_error": "stop", "ledger": {"path": str(tmp_path / "l.sqlite")}}
+    with pytest.raises(DeliveryError, match="not-an-address") as info:
+        EmailGem(props, fabric_for(starttls_server, pool_size=2), user=USER).apply(None, frame)
+    assert list(info.value.report["status"]) == ["sent", "sent", "sent", "failed"]
+    assert sorted(m.rcpt_tos[0] for m in starttls_server.wait_for_messages(3)) == \
+        ["a@example.com", "b@example.com", "c@example.com"]
+    time.sleep(0.2)
+    assert len(starttls_server.messages) == 3

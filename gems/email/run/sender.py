@@ -98,32 +98,52 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
     fatal: list[tuple[DeliveryRow, BaseException]] = []
     ledger = ctx.ledger
 
-    def failed(row: DeliveryRow, error: BaseException) -> None:
+    stop_after: list[int] = []  # position of the earliest failed message: with stop_on_error, none after it starts
+
+    def failed(row: DeliveryRow, error: BaseException, position: int) -> None:
         if not failure:
             failure.append((row, error))
+        stop_after[:] = [min([position, *stop_after])]
 
-    async def deliver(row: DeliveryRow, message: object, recipients: list[str], rhash: str) -> None:
+    def may_start(position: int) -> bool:
+        """Whether the message at ``position`` may still start: never once the ledger failed; with
+        stop_on_error, not when it comes after a message that failed (earlier ones go on)."""
+        if fatal or (ledger is not None and ledger.failure is not None):
+            return False
+        return not (ctx.stop_on_error and stop_after and position > stop_after[0])
+
+    async def deliver(row: DeliveryRow, message: object, recipients: list[str], rhash: str, position: int) -> None:
+        started = True
         try:
-            delivery = await deliverer.send(message, recipients)  # type: ignore[arg-type]
+            # Asked when a session is free for it, before its first byte (tasks wait for sessions).
+            delivery = await deliverer.send(message, recipients,  # type: ignore[arg-type]
+                                            proceed=lambda: may_start(position))
+            if delivery.status == "not_started":
+                # Stopped before its first byte: left out of the report like every message after
+                # it; in the ledger it stays `sending`, so a re-run sends it with this Message-ID.
+                started = False
+                drop_unsent([row])
+                return
             _apply(row, delivery)
             if ledger is not None:
                 ledger.finish(row.message_key, rhash, status=row.status, attempts=row.attempts,
                               reply_code=row.reply_code, message_id=row.message_id, error=row.error,
                               connection=row.connection, maybe_delivered=delivery.maybe_delivered)
             if row.status in ("failed", "deferred") and delivery.error is not None:
-                failed(row, delivery.error)
+                failed(row, delivery.error, position)
         except Exception as exc:  # noqa: BLE001 - the ledger, or a bug: recorded, and the run stops
             reason = describe_error(exc, "recording the outcome in the ledger")
             row.error = f"{row.error}; {reason}" if row.error else reason
             fatal.append((row, exc))
         finally:
             slots.release()
-            ctx.on_done(row)
+            if started:
+                ctx.on_done(row)
 
     # With a ledger, messages are recorded `sending` a batch at a time, in one transaction, before
     # any of them goes out; without one, each goes out as soon as it is built.
     batch_size = concurrency if ledger is not None else 1
-    batch: list[tuple[DeliveryRow, object, list[str], str, str]] = []
+    batch: list[tuple[DeliveryRow, object, list[str], str, str, int]] = []
 
     def drop_unsent(unsent: list[DeliveryRow]) -> None:
         ids = {id(r) for r in unsent}
@@ -136,18 +156,19 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
         if ledger is not None:
             try:
                 ledger.check()
-                ledger.begin_many([(row.message_key, rhash, message_id) for row, _, _, rhash, message_id in items])
+                ledger.begin_many([(row.message_key, rhash, message_id) for row, _, _, rhash, message_id, _ in items])
             except Exception as exc:  # noqa: BLE001 - without the ledger, a re-run could send twice
                 for row, *_ in items:
                     row.error = f"not sent: {describe_error(exc, 'writing the ledger')}"
                     ctx.on_done(row)
                 fatal.append((items[0][0], exc))
                 return False
-        for i, (row, message, recipients, rhash, message_id) in enumerate(items):
+        for i, (row, message, recipients, rhash, message_id, position) in enumerate(items):
             await slots.acquire()
-            if fatal or (failure and ctx.stop_on_error) or (ledger is not None and ledger.failure is not None):
-                # A message in flight failed meanwhile: these never went out. Left out of the
-                # report; in the ledger they stay `sending`, so a re-run sends them with this Message-ID.
+            if not may_start(position):
+                # A message before it failed meanwhile, or the ledger did: these never went out. Left
+                # out of the report; in the ledger they stay `sending`, so a re-run sends them with
+                # this Message-ID.
                 slots.release()
                 keep = None
                 if ledger is not None and ledger.failure is not None and not fatal:
@@ -158,16 +179,18 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
                 drop_unsent([r for r, *_ in items[i:] if r is not keep])
                 return False
             row.message_id = message_id
-            task = asyncio.create_task(deliver(row, message, recipients, rhash))
+            task = asyncio.create_task(deliver(row, message, recipients, rhash, position))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         return True
 
     source = iter(units)
     parts: deque[Unit] = deque()  # a unit too large for the size limit, split (attachments_over_limit: split)
+    position = -1
     while (unit := parts.popleft() if parts else next(source, None)) is not None:
         if fatal or (failure and ctx.stop_on_error):
             break
+        position += 1
         row = DeliveryRow(message_key=unit.key, status="failed", connection=ctx.connection)
         rows.append(row)
         try:
@@ -197,16 +220,20 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
             row.error_type = type(exc).__name__
             if isinstance(exc, SmtpError):
                 row.reply_code = exc.code
-            failed(row, exc)
+            failed(row, exc, position)
             ctx.on_done(row)
             continue
-        batch.append((row, message, envelope.recipients, rhash, message_id))
+        batch.append((row, message, envelope.recipients, rhash, message_id, position))
         if len(batch) >= batch_size and not await dispatch():
             break
-    if batch and (fatal or (failure and ctx.stop_on_error)):
-        drop_unsent([r for r, *_ in batch])  # built, never recorded or sent: the run stopped first
-    elif batch:
-        await dispatch()
+    if batch:
+        # Built before the run stopped: those before the failed message still go out; the rest
+        # were never recorded or sent.
+        startable = [item for item in batch if may_start(item[-1])]
+        drop_unsent([r for r, *_ in batch[len(startable):]])
+        batch = startable
+        if batch:
+            await dispatch()
     if tasks:
         await asyncio.gather(*tasks)
     if ledger is not None and not fatal:
