@@ -107,3 +107,46 @@ def test_verbatim_headers_equal_the_stdlib_fold():
             else:
                 expected = policy.SMTP.header_factory(name, value).fold(policy=policy.SMTP).encode("ascii", "surrogateescape")
             assert _fold(name, value) == expected, (name, value)
+
+
+def _same_boundaries(msg) -> None:
+    for i, part in enumerate(p for p in msg.walk() if p.is_multipart()):
+        part.set_boundary(f"==boundary-{i}==")
+
+
+@pytest.mark.parametrize("utf8", [False, True])
+def test_spliced_attachments_equal_the_stdlib(utf8):
+    import dataclasses
+    import os
+
+    from gems.email.content.attachments import Attachment
+    from gems.email.content.spliced import SPLICE_MIN_BYTES, SplicedMessage, placeholder
+
+    rng = random.Random(11)
+    for extra in (0, 1, 56, 57, 58, 3 * 1024 * 1024 + 5):  # bounded; around the 57-byte base64 group
+        big = [Attachment("report.csv.gz", os.urandom(SPLICE_MIN_BYTES + extra), "application", "gzip"),
+               Attachment("more.parquet", os.urandom(SPLICE_MIN_BYTES + 57 - extra % 57), "application",
+                          "vnd.apache.parquet")]
+        small = [Attachment("small.csv", b"a,b\r\n1,2\r\n", "text", "csv", (("charset", "utf-8"),)),
+                 Attachment("chart.png", os.urandom(3000), "image", "png", content_id="chart.1@mailgem")]
+        attachments = [small[1], big[0], small[0], big[1]]
+        marks = {id(a): placeholder() for a in big}
+        stand_ins = [dataclasses.replace(a, data=marks[id(a)]) if id(a) in marks else a for a in attachments]
+        kwargs = dict(to=["Zoë <z@example.com>"], cc=[], subject=rng.choice(SUBJECTS), headers=HEADERS,
+                      text=rng.choice(TEXTS), html=f"<p>{rng.choice(TEXTS)}</p>", charset="utf-8")
+        whole = build_message(attachments=attachments, **kwargs)
+        skeleton = build_message(attachments=stand_ins, **kwargs)
+        for msg in (whole, skeleton):
+            msg["Message-ID"] = "<1.mailgem@example.com>"
+            _same_boundaries(msg)
+        spliced = SplicedMessage(skeleton, [(marks[id(a)], a.data) for a in big])
+        assert spliced.bytes_for(TRANSPORT, utf8=utf8) == TRANSPORT.flatten(whole, utf8=utf8)
+
+
+def test_a_placeholder_that_is_not_found_is_an_error_not_a_message_without_its_attachment():
+    from gems.email.content.spliced import SplicedMessage, placeholder
+
+    msg = build_message(to=["a@example.com"], cc=[], subject="x", headers=HEADERS, text="t", html=None,
+                        attachments=[], charset="utf-8")
+    with pytest.raises(RuntimeError, match="placeholder"):
+        SplicedMessage(msg, [(placeholder(), b"data")]).bytes_for(TRANSPORT)

@@ -6,6 +6,7 @@ A :class:`Composer` is made once per run (templates compile once and are cached)
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -30,6 +31,7 @@ from .chart import DISPLAY_WIDTH_PX, draw_chart
 from .layout import Layout, LayoutMessage
 from .message import build_message, run_headers
 from ..properties import EmailProperties, split_addresses
+from .spliced import SPLICE_MIN_BYTES, SplicedMessage, placeholder
 from .render import DEFAULT_HTML, DEFAULT_TEXT, base_context, nulls_refused, one_line, render
 from .table import fit_rows, format_rows, html_table, summarise, text_table
 from ..validate import MAX_BODY_BYTES, MAX_SUBJECT_CHARS, check_header, is_template
@@ -278,11 +280,12 @@ class Composer:
         return out
 
     def message(self, unit: Unit, envelope: Envelope, message_id: str,
-                ctx: dict[str, Any] | None = None) -> EmailMessage | LayoutMessage:
+                ctx: dict[str, Any] | None = None) -> EmailMessage | LayoutMessage | SplicedMessage:
         """Render ``unit`` for sending, with ``message_id``.
 
         Messages without attachments are filled into the run's :class:`Layout` for their shape
-        (the same bytes, a fraction of the work); others are built as an ``EmailMessage``.
+        (the same bytes, a fraction of the work); others are built as an ``EmailMessage``, as a
+        :class:`SplicedMessage` when an attachment is large (the same bytes again).
         ``ctx`` is :meth:`context` of ``unit`` when the caller already has it.
         """
         ctx = ctx if ctx is not None else self.context(unit)
@@ -299,10 +302,15 @@ class Composer:
                                  text=text, html=html)
             if filled is not None:
                 return filled
+        # Large attachments are spliced in after the stdlib flattened the rest (same bytes, spliced.py).
+        marks = {id(a): placeholder() for a in attachments if a.content_id is None and len(a.data) >= SPLICE_MIN_BYTES}
+        stand_ins = [dataclasses.replace(a, data=marks[id(a)]) if id(a) in marks else a for a in attachments]
         message = build_message(to=envelope.to, cc=envelope.cc, subject=subject,
                                 headers=[self._date, *self._headers, *templated],
-                                text=text, html=html, attachments=attachments, charset=self.charset)
+                                text=text, html=html, attachments=stand_ins, charset=self.charset)
         message["Message-ID"] = message_id
+        if marks:
+            return SplicedMessage(message, [(marks[id(a)], a.data) for a in attachments if id(a) in marks])
         return message
 
     def _render(self, unit: Unit, ctx: dict[str, Any] | None = None,

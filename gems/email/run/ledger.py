@@ -4,7 +4,8 @@ sends twice.
 Each message is recorded as ``sending`` just before it goes to the server and as ``sent`` /
 ``partial`` (accepted) or ``failed`` (refused, or never reached the server) right after. A row
 stays ``sending`` only when the message may have reached the server: the run was killed while
-sending it, or the connection was lost after its content was sent (``maybe_delivered``). A
+sending it, or the connection was lost after its content was sent (``maybe_delivered``); or
+when the run stopped before the recorded message started (its Message-ID was never used). A
 re-run with the same job and run key skips what was accepted and sends the rest; a message
 that may have been delivered is sent again *with the same Message-ID*, so mail clients that
 de-duplicate by it (Gmail does) show it once. Every other message gets a new Message-ID.

@@ -5,7 +5,12 @@ and by every Spark Python worker alike.
 One message's problem is that message's failed row: any exception while composing it (a
 template error on one row, an invalid address, a value that will not encode, a column the CSV
 writer refuses) or sending it is recorded with its reason, and the run goes on, unless
-``on_error: stop``, when no new message starts and :class:`StopRun` carries every row so far.
+``on_error: stop``: then no message after the failed one starts (messages before it still go
+out; "starts" is decided when a session is free for it, before its first byte) and
+:class:`StopRun` carries every row so far.
+
+With a ledger, messages are built and recorded ``sending`` a batch at a time (as many as are
+kept in flight), in one transaction, before any of them goes out.
 """
 
 from __future__ import annotations
@@ -86,10 +91,11 @@ def _apply(row: DeliveryRow, delivery: Delivery) -> None:
 async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliverer, *, concurrency: int) -> list[DeliveryRow]:
     """Send every unit; return one :class:`DeliveryRow` per unit, in order.
 
-    At most ``concurrency`` messages are in flight. With ``stop_on_error``, the first failure
-    stops scheduling new messages; those in flight finish and are recorded, then
-    :class:`StopRun` is raised. A ledger that cannot be written stops the run whatever
-    ``on_error`` says: without it, a re-run could send twice.
+    At most ``concurrency`` messages are in flight (see :attr:`Deliverer.in_flight`). With
+    ``stop_on_error``, no message after the first failed one starts; those already writing
+    finish and are recorded, then :class:`StopRun` is raised. A ledger that cannot be written
+    stops the run whatever ``on_error`` says (no message that has not started starts): without
+    it, a re-run could send twice. Messages that never started are not in the rows.
     """
     rows: list[DeliveryRow] = []
     slots = asyncio.Semaphore(concurrency)
