@@ -60,6 +60,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_port(port: int, what: str, timeout_s: float = 10.0) -> None:
+    """Return once 127.0.0.1:``port`` accepts connections; RuntimeError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start")
+
+
 class Sink:
     """smtp-sink (or an aiosmtpd fallback) in a separate process on 127.0.0.1."""
 
@@ -71,14 +83,7 @@ class Sink:
         else:
             cmd = [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{self.port}", "-c", "aiosmtpd.handlers.Sink"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the sink did not start")
+        wait_for_port(self.port, "the sink")
 
     def ceiling(self, n: int) -> float | None:
         """The sink's own ceiling, messages/s, from smtp-source (8 sessions, 2 KB messages)."""
@@ -199,14 +204,7 @@ class DelayProxy:
         self.port = free_port()
         self.proc = subprocess.Popen([sys.executable, __file__, "--delay-proxy", str(target_port), "--port", str(self.port),
                                       "--delay-s", str(delay_s)])
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the delay proxy did not start")
+        wait_for_port(self.port, "the delay proxy")
 
     @staticmethod
     def serve(listen_port: int, target_port: int, delay_s: float) -> None:

@@ -76,12 +76,6 @@ class SmtpPool:
         return f"SmtpPool({self.transport!r}, size={self.size}, idle={len(self._idle)}, opened={self.opened})"
 
     @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[SmtpSession]:
-        """Borrow a session (opening one if none is idle); see :meth:`lease`."""
-        async with self.lease() as lease:
-            yield lease.session
-
-    @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[Lease]:
         """Borrow a session for one message (opening one if none is idle or usable).
 

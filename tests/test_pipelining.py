@@ -115,6 +115,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_for_port(port: int) -> None:
+    """Until 127.0.0.1:``port`` accepts connections, at most 10 s (what follows then fails, saying what)."""
+    for _ in range(100):  # bounded: 10 s
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
 @pytest.fixture
 def smtp_sink():
     """Postfix's smtp-sink, a server that pipelines for real (RFC 2920), on loopback."""
@@ -126,12 +136,7 @@ def smtp_sink():
     proc = subprocess.Popen(["smtp-sink", *user, f"127.0.0.1:{port}", "100"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):  # bounded: 10 s
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        _wait_for_port(port)
         yield port
     finally:
         proc.terminate()
@@ -276,12 +281,7 @@ maillog_file = {root}/maillog
             if started.returncode != 0:
                 log = (root / "maillog").read_text()[-2000:] if (root / "maillog").exists() else started.stderr
                 pytest.fail(f"the private Postfix instance did not start:\n{log}")
-            for _ in range(100):  # bounded: 10 s
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            _wait_for_port(port)
             yield port, root / "ca.pem", target
         finally:
             subprocess.run(["postfix", "-c", str(root / "conf"), "stop"], capture_output=True, timeout=60)

@@ -104,19 +104,20 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
     fatal: list[tuple[DeliveryRow, BaseException]] = []
     ledger = ctx.ledger
 
-    stop_after: list[int] = []  # position of the earliest failed message: with stop_on_error, none after it starts
+    stop_after: int | None = None  # position of the earliest failed message: with stop_on_error, none after it starts
 
     def failed(row: DeliveryRow, error: BaseException, position: int) -> None:
+        nonlocal stop_after
         if not failure:
             failure.append((row, error))
-        stop_after[:] = [min([position, *stop_after])]
+        stop_after = position if stop_after is None else min(stop_after, position)
 
     def may_start(position: int) -> bool:
         """Whether the message at ``position`` may still start: never once the ledger failed; with
         stop_on_error, not when it comes after a message that failed (earlier ones go on)."""
         if fatal or (ledger is not None and ledger.failure is not None):
             return False
-        return not (ctx.stop_on_error and stop_after and position > stop_after[0])
+        return not (ctx.stop_on_error and stop_after is not None and position > stop_after)
 
     async def deliver(row: DeliveryRow, message: object, recipients: list[str], rhash: str, position: int) -> None:
         started = True
