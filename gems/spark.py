@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["local_spark", "new_log_file", "quiet_python_loggers", "spark_error_line"]
+__all__ = ["local_spark", "new_log_file", "quiet_python_loggers", "spark_error_line", "is_connect", "parallelism",
+           "partition_count"]
 
 _CONF = {
     "spark.ui.enabled": "false",
@@ -56,6 +59,59 @@ def local_spark(master: str = "local[2]", app_name: str = "mailgem", conf: dict[
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def is_connect(spark: Any) -> bool:
+    """Whether ``spark`` is a Spark Connect session (Spark 4's client mode: no JVM in this process)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+_LOCAL = re.compile(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?$")
+
+
+def parallelism(spark: Any) -> int:
+    """How many Python workers send at once: Spark's default parallelism.
+
+    A classic session asks its SparkContext. Spark Connect has none (nothing here may need the
+    JVM), so it comes from configuration: ``spark.default.parallelism`` when set; else the
+    master (``local`` 1, ``local[N]`` N, ``local[*]`` this machine's cores; ``local-cluster[n,c,m]``
+    n×c); else ``spark.executor.instances`` × ``spark.executor.cores``; else 2 (the rate limits
+    are then shared by at least as many workers as run, erring on the safe side only if more run).
+    """
+    if not is_connect(spark):
+        return max(1, spark.sparkContext.defaultParallelism)
+
+    def conf(key: str) -> str | None:
+        try:
+            return spark.conf.get(key, None)
+        except Exception:  # noqa: BLE001 - a setting the server will not show is a setting we do not have
+            return None
+
+    return parallelism_from_conf(conf)
+
+
+def parallelism_from_conf(conf: Callable[[str], str | None]) -> int:
+    """:func:`parallelism` from configuration alone (``conf(key)``: the value, or ``None``)."""
+    if (value := conf("spark.default.parallelism")) and value.isdigit():
+        return max(1, int(value))
+    master = (conf("spark.master") or "").strip()
+    if (local := _LOCAL.match(master)) is not None:
+        n = local.group(1)
+        return (os.cpu_count() or 1) if n == "*" else int(n or 1)
+    if (cluster := re.match(r"local-cluster\[(\d+),\s*(\d+),", master)) is not None:
+        return int(cluster.group(1)) * int(cluster.group(2))
+    instances, cores = conf("spark.executor.instances"), conf("spark.executor.cores")
+    if instances and cores and instances.isdigit() and cores.isdigit():
+        return int(instances) * int(cores)
+    return 2
+
+
+def partition_count(frame: Any) -> int | None:
+    """Partitions of a Spark frame, or ``None`` where it cannot be known without running a job
+    (Spark Connect has no RDD)."""
+    if is_connect(frame.sparkSession):
+        return None
+    return frame.rdd.getNumPartitions()
 
 
 def new_log_file() -> Path:

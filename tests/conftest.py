@@ -130,3 +130,16 @@ def parse_strict(data: bytes) -> EmailMessage:
             defects = [d for d in getattr(value, "defects", ()) if not isinstance(d, allowed)]
             assert not defects, (name, value, defects)
     return msg  # type: ignore[return-value]
+
+
+@pytest.fixture
+def tickets():
+    """Five tickets of three teams (test_modes, test_spark_connect)."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "team": ["core", "core", "web", "data", "web"],
+        "manager": ["ana@example.com", "ana@example.com", "ben@example.com", "cy@example.com", "ben@example.com"],
+        "ticket": [101, 102, 201, 301, 202],
+        "title": ["Disk full", "<b>Leak</b>", "CSS", "ETL late", "Login"],
+    })

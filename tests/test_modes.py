@@ -24,16 +24,6 @@ from gems.email.gem import MessageCapError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def tickets() -> pd.DataFrame:
-    return pd.DataFrame({
-        "team": ["core", "core", "web", "data", "web"],
-        "manager": ["ana@example.com", "ana@example.com", "ben@example.com", "cy@example.com", "ben@example.com"],
-        "ticket": [101, 102, 201, 301, 202],
-        "title": ["Disk full", "<b>Leak</b>", "CSS", "ETL late", "Login"],
-    })
-
-
 GROUP = {"connection": "reports", "mode": "per_group", "group_by": ["team"], "to_column": "manager",
          "subject": "{{ group.team }}: {{ row_count }} open tickets",
          "attachments": [{"file_name": "{{ group.team }}.csv"}]}

@@ -38,6 +38,7 @@ from connections.session import TRACE_HEADROOM_BYTES
 from connections.transport import SmtpTransport, new_message_id
 from fabric.model import Fabric, current_user
 
+from ..spark import parallelism
 from .content.compose import Composer, SplitNeeded, Unit, split_unit
 from .data import collect, column_names, is_spark_frame
 from .run.distributed import PartitionSender, preflight, send_distributed
@@ -314,7 +315,7 @@ class EmailGem:
         log.info("gem %s: sending %d %s messages from the Spark executors", self.name, count, props.mode)
         sender = PartitionSender(props, transports, job=self.name, params=self.params, run_ts=run_ts, run_key=run_key,
                                  domain=domain, destination=destination,
-                                 rate_share=1 / max(1, spark.sparkContext.defaultParallelism),
+                                 rate_share=1 / parallelism(spark),
                                  size_limit=self._size_limit(server_size), instants=self._instant_columns(spark, frame))
         report = send_distributed(spark, frame, sender)
         counts = report["status"].value_counts().to_dict()

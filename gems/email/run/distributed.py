@@ -26,6 +26,7 @@ from connections.delivery import Deliverer
 from connections.errors import SmtpError
 from connections.transport import SmtpTransport
 
+from ...spark import parallelism, partition_count
 from ..content.compose import Composer
 from ..data import instants, normalise
 from .ledger import SendLedger
@@ -123,10 +124,11 @@ class PartitionSender:
 def send_distributed(spark: Any, frame: Any, sender: PartitionSender) -> pd.DataFrame:
     """Run ``sender`` over ``frame``'s partitions; return the delivery report rows (pandas)."""
     props = sender.props
-    parallelism = spark.sparkContext.defaultParallelism
+    workers = parallelism(spark)
     if props.mode == "per_group":
-        frame = frame.repartition(parallelism, *props.group_by)
-    elif frame.rdd.getNumPartitions() < parallelism:
-        # A small file is one partition: spread its rows so every executor core sends.
-        frame = frame.repartition(parallelism)
+        frame = frame.repartition(workers, *props.group_by)
+    elif (partitions := partition_count(frame)) is None or partitions < workers:
+        # A small file is one partition: spread its rows so every executor core sends. (On Spark
+        # Connect the partitions cannot be counted without a job: always spread.)
+        frame = frame.repartition(workers)
     return with_nullable_ints(frame.mapInPandas(sender, schema=SPARK_SCHEMA).toPandas())

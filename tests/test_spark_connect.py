@@ -1,0 +1,108 @@
+"""Spark Connect (Spark 4's client mode, as on Databricks serverless and shared clusters): every
+mode sends the same messages as the pandas path. A Connect session cannot share a process with
+the test run's classic SparkSession, so the Connect client runs in a subprocess, against a real
+local Spark Connect server that ``SparkSession.builder.remote("local[2]")`` starts."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import PASSWORD, USER, fabric_for
+from test_modes import GROUP, ROW, _fingerprint, _messages
+
+from connections.local_server import LocalSmtpServer
+from gems.email import EmailGem
+
+ROOT = Path(__file__).resolve().parents[1]
+
+REPORT = {"connection": "reports", "to": "boss@example.com", "subject": "{{ row_count }} open tickets",
+          "attachments": [{"file_name": "tickets.csv", "compression": "gzip"}]}
+
+CONNECT_SCRIPT = """
+import json, sys
+import pandas as pd
+from pyspark.sql import SparkSession
+from fabric import load_fabric
+from gems.email import EmailGem
+
+fabric, props, frame = load_fabric(sys.argv[1]), json.loads(sys.argv[2]), pd.read_json(sys.argv[3])
+spark = SparkSession.builder.remote("local[2]").getOrCreate()
+assert type(spark).__module__.startswith("pyspark.sql.connect"), type(spark)
+report = EmailGem(props, fabric, user="alice", name="tickets").apply(spark, spark.createDataFrame(frame))
+assert type(report).__module__.startswith("pyspark.sql.connect"), type(report)
+print("REPORT " + report.toPandas().to_json(orient="records"))
+spark.stop()
+"""
+
+
+def _normalised(raw: bytes) -> bytes:
+    """The message as received, but for what differs on every send: Date, Message-ID and the
+    MIME boundaries (random per message), each boundary replaced by its position."""
+    msg = email.message_from_bytes(raw, policy=email.policy.SMTP)
+    boundaries = [p.get_boundary() for p in msg.walk() if p.is_multipart()]
+    lines = [line for line in raw.split(b"\r\n") if not line.lower().startswith((b"date:", b"message-id:"))]
+    out = b"\r\n".join(lines)
+    for i, boundary in enumerate(boundaries):
+        out = out.replace(boundary.encode(), f"==boundary-{i}==".encode())
+    return out
+
+
+def _connect_missing() -> str | None:
+    missing = [m for m in ("grpc", "grpc_status", "google.rpc", "zstandard") if importlib.util.find_spec(m) is None]
+    return f"the Spark Connect client needs {', '.join(missing)} (pip install 'pyspark[connect]')" if missing else None
+
+
+@pytest.mark.skipif(_connect_missing() is not None, reason=_connect_missing() or "")
+@pytest.mark.parametrize("props", [ROW, GROUP, REPORT], ids=["per_row", "per_group", "report"])
+def test_spark_connect_sends_the_same_messages_as_pandas(tickets, props, tmp_path):
+    results = []
+    with LocalSmtpServer(security="starttls", users={"reports@example.com": PASSWORD}) as server:
+        report = EmailGem(props, fabric_for(server), user=USER, name="tickets").apply(None, tickets)
+        assert set(report["status"]) == {"sent"}
+        results.append(_fingerprint(_messages(server, len(report))))
+        raw = [sorted(_normalised(m.data) for m in server.messages)]
+    with LocalSmtpServer(security="starttls", users={"reports@example.com": PASSWORD}) as server:
+        (tmp_path / "fabric.yaml").write_text(textwrap.dedent(f"""
+            name: t
+            teams: [{{name: t, members: [alice]}}]
+            connections:
+              - {{name: reports, host: 127.0.0.1, port: {server.port}, ca_bundle: "{server.ca_pem}",
+                  username: reports@example.com, password: {{secret: pw}}, sender_name: Reports}}
+        """))
+        tickets.to_json(tmp_path / "tickets.json")
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "MAILGEM_SECRET_PW": PASSWORD, "PYSPARK_PYTHON": sys.executable}
+        run = subprocess.run([sys.executable, "-c", CONNECT_SCRIPT, str(tmp_path / "fabric.yaml"), json.dumps(props),
+                              str(tmp_path / "tickets.json")], env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        line = next(x for x in run.stdout.splitlines() if x.startswith("REPORT "))
+        rows = json.loads(line.removeprefix("REPORT "))
+        assert {r["status"] for r in rows} == {"sent"} and len(rows) == len(report)
+        results.append(_fingerprint(_messages(server, len(rows))))
+        raw.append(sorted(_normalised(m.data) for m in server.messages))
+    assert results[0] == results[1]
+    assert raw[0] == raw[1]  # byte for byte, but for Date, Message-ID and boundaries
+
+
+@pytest.mark.parametrize("conf, expected", [
+    ({"spark.master": "local[2]"}, 2),
+    ({"spark.master": "local"}, 1),
+    ({"spark.master": "local[*]"}, os.cpu_count() or 1),
+    ({"spark.master": "local[3, 2]"}, 3),  # local[N, maxFailures]
+    ({"spark.master": "local-cluster[2, 4, 1024]"}, 8),
+    ({"spark.master": "yarn", "spark.executor.instances": "5", "spark.executor.cores": "4"}, 20),
+    ({"spark.master": "local[2]", "spark.default.parallelism": "7"}, 7),
+    ({"spark.master": "sc://cluster.example.com"}, 2),  # nothing to go by: 2
+])
+def test_parallelism_on_spark_connect_comes_from_configuration(conf, expected):
+    from gems.spark import parallelism_from_conf
+
+    assert parallelism_from_conf(conf.get) == expected
