@@ -143,3 +143,15 @@ def tickets():
         "ticket": [101, 102, 201, 301, 202],
         "title": ["Disk full", "<b>Leak</b>", "CSS", "ETL late", "Login"],
     })
+
+
+def normalised(raw: bytes) -> bytes:
+    """The message as received, but for what differs on every send: Date, Message-ID and the
+    MIME boundaries (random per message), each boundary replaced by its position."""
+    msg = email.message_from_bytes(raw, policy=email.policy.SMTP)
+    boundaries = [p.get_boundary() for p in msg.walk() if p.is_multipart()]
+    lines = [line for line in raw.split(b"\r\n") if not line.lower().startswith((b"date:", b"message-id:"))]
+    out = b"\r\n".join(lines)
+    for i, boundary in enumerate(boundaries):
+        out = out.replace(boundary.encode(), f"==boundary-{i}==".encode())
+    return out

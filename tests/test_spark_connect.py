@@ -5,8 +5,6 @@ local Spark Connect server that ``SparkSession.builder.remote("local[2]")`` star
 
 from __future__ import annotations
 
-import email
-import email.policy
 import importlib.util
 import json
 import os
@@ -16,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, USER, fabric_for
+from conftest import PASSWORD, USER, fabric_for, normalised
 from test_modes import GROUP, ROW, _fingerprint, _messages
 
 from connections.local_server import LocalSmtpServer
@@ -44,18 +42,6 @@ spark.stop()
 """
 
 
-def _normalised(raw: bytes) -> bytes:
-    """The message as received, but for what differs on every send: Date, Message-ID and the
-    MIME boundaries (random per message), each boundary replaced by its position."""
-    msg = email.message_from_bytes(raw, policy=email.policy.SMTP)
-    boundaries = [p.get_boundary() for p in msg.walk() if p.is_multipart()]
-    lines = [line for line in raw.split(b"\r\n") if not line.lower().startswith((b"date:", b"message-id:"))]
-    out = b"\r\n".join(lines)
-    for i, boundary in enumerate(boundaries):
-        out = out.replace(boundary.encode(), f"==boundary-{i}==".encode())
-    return out
-
-
 def _connect_missing() -> str | None:
     missing = [m for m in ("grpc", "grpc_status", "google.rpc", "zstandard") if importlib.util.find_spec(m) is None]
     return f"the Spark Connect client needs {', '.join(missing)} (pip install 'pyspark[connect]')" if missing else None
@@ -69,7 +55,7 @@ def test_spark_connect_sends_the_same_messages_as_pandas(tickets, props, tmp_pat
         report = EmailGem(props, fabric_for(server), user=USER, name="tickets").apply(None, tickets)
         assert set(report["status"]) == {"sent"}
         results.append(_fingerprint(_messages(server, len(report))))
-        raw = [sorted(_normalised(m.data) for m in server.messages)]
+        raw = [sorted(normalised(m.data) for m in server.messages)]
     with LocalSmtpServer(security="starttls", users={"reports@example.com": PASSWORD}) as server:
         (tmp_path / "fabric.yaml").write_text(textwrap.dedent(f"""
             name: t
@@ -87,7 +73,7 @@ def test_spark_connect_sends_the_same_messages_as_pandas(tickets, props, tmp_pat
         rows = json.loads(line.removeprefix("REPORT "))
         assert {r["status"] for r in rows} == {"sent"} and len(rows) == len(report)
         results.append(_fingerprint(_messages(server, len(rows))))
-        raw.append(sorted(_normalised(m.data) for m in server.messages))
+        raw.append(sorted(normalised(m.data) for m in server.messages))
     assert results[0] == results[1]
     assert raw[0] == raw[1]  # byte for byte, but for Date, Message-ID and boundaries
 
