@@ -54,8 +54,9 @@ class ReplyReader(asyncio.Protocol):
         self.error: aiosmtplib.SMTPException | None = None
         self.transport: asyncio.BaseTransport | None = None
         self.lost = False  # the connection ended while this reader had it
-        # Bytes written in this step of the event loop, sent together at its end: a message's
-        # content and the next message's group then leave in one segment (RFC 2920 §3.1), not two.
+        # Bytes written and not yet sent: they leave together two event-loop steps after the first
+        # of them, so a message's content and the next message's group go in one segment
+        # (RFC 2920 §3.1), not two (see _flush_next).
         self._outbox: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -85,8 +86,7 @@ class ReplyReader(asyncio.Protocol):
                 future.set_result(None)
 
     def send(self, data: bytes) -> None:
-        """Queue ``data`` for the transport; everything queued in one step of the event loop
-        goes out in one write right after it."""
+        """Queue ``data`` for the transport; what is queued before the flush goes out in one write."""
         if not self._outbox:
             asyncio.get_running_loop().call_soon(self._flush_next)
         self._outbox.append(data)

@@ -39,6 +39,11 @@ class Lease:
         self.lent = False  # the session (and the borrower's pool slot) went on to the next message
         self.returned = False
 
+    @property
+    def last(self) -> bool:
+        """This message is the session's last (``max_messages_per_connection``): it closes after it."""
+        return self.used + 1 >= self.pool.transport.connection.max_messages_per_connection
+
     def give_back(self) -> None:
         """Return the session to the pool's idle sessions, counting this message (once)."""
         if not self.returned:
@@ -48,7 +53,7 @@ class Lease:
     def lend(self) -> None:
         """The content is written: the next borrower may start its transaction on this session
         now. A session at its ``max_messages_per_connection`` is not lent: it closes after this one."""
-        if self.lent or self.used + 1 >= self.pool.transport.connection.max_messages_per_connection:
+        if self.lent or self.last:
             return
         self.lent = True
         self.give_back()
@@ -109,7 +114,7 @@ class SmtpPool:
                 await self._discard(lease.session)
             raise
         else:
-            if lease.used + 1 >= self.transport.connection.max_messages_per_connection:
+            if lease.last:
                 await self._discard(lease.session)
             else:
                 lease.give_back()

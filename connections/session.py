@@ -293,7 +293,6 @@ class SmtpSession:
         sender = transport.envelope_sender
         if connection.pipelining and client.supports_extension("pipelining"):
             return await self._pipelined(data, recipients, message_id, options, encoding, where, lend)
-        self._unpipeline()
         stage = "mail"
         accepted: list[str] = []
         refused: dict[str, RecipientRefusal] = {}

@@ -313,11 +313,12 @@ class EmailGem:
         # travels to the workers with that knowledge, so none of them asks the server again.
         server_size = run_sync(preflight(transports))
         log.info("gem %s: sending %d %s messages from the Spark executors", self.name, count, props.mode)
+        workers = parallelism(spark)  # once: on Spark Connect it asks the server
         sender = PartitionSender(props, transports, job=self.name, params=self.params, run_ts=run_ts, run_key=run_key,
                                  domain=domain, destination=destination,
-                                 rate_share=1 / parallelism(spark),
+                                 rate_share=1 / workers,
                                  size_limit=self._size_limit(server_size), instants=self._instant_columns(spark, frame))
-        report = send_distributed(spark, frame, sender)
+        report = send_distributed(frame, sender, workers)
         counts = report["status"].value_counts().to_dict()
         log.info("gem %s: %d messages: %s", self.name, len(report),
                  ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))

@@ -26,7 +26,7 @@ from connections.delivery import Deliverer
 from connections.errors import SmtpError
 from connections.transport import SmtpTransport
 
-from ...spark import parallelism, partition_count
+from ...spark import partition_count
 from ..content.compose import Composer
 from ..data import instants, normalise
 from .ledger import SendLedger
@@ -121,10 +121,10 @@ class PartitionSender:
                     break
 
 
-def send_distributed(spark: Any, frame: Any, sender: PartitionSender) -> pd.DataFrame:
-    """Run ``sender`` over ``frame``'s partitions; return the delivery report rows (pandas)."""
+def send_distributed(frame: Any, sender: PartitionSender, workers: int) -> pd.DataFrame:
+    """Run ``sender`` over ``frame``'s partitions, spread over ``workers`` (:func:`gems.spark.parallelism`);
+    return the delivery report rows (pandas)."""
     props = sender.props
-    workers = parallelism(spark)
     if props.mode == "per_group":
         frame = frame.repartition(workers, *props.group_by)
     elif (partitions := partition_count(frame)) is None or partitions < workers:

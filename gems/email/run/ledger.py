@@ -155,10 +155,6 @@ class SendLedger:
             (self.job, self.run_key, self.destination, *DONE_STATUSES)).fetchall()
         return sorted(r[0] for r in rows)
 
-    def begin(self, message_key: str, recipients_hash: str, message_id: str | None) -> None:
-        """Record that the message is about to be sent (durably, before the first byte)."""
-        self.begin_many([(message_key, recipients_hash, message_id)])
-
     def begin_many(self, items: Sequence[tuple[str, str, str | None]]) -> None:
         """Record ``(message_key, recipients_hash, message_id)`` for each message about to be
         sent, and every outcome not yet committed, in one transaction; on disk when it returns.
@@ -258,10 +254,7 @@ class SendLedger:
             log.error("ledger %s: %d outcome(s) could not be recorded (%s); those messages stay 'sending' and a "
                       "re-run sends them again with the same Message-ID", self.path, len(self._finishes), exc)
         finally:
-            self._close()
-
-    def _close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+            db = getattr(self._local, "db", None)
+            if db is not None:
+                db.close()
+                self._local.db = None
