@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from connections.model import SmtpConnection
 from connections.transport import SmtpTransport
@@ -150,6 +150,16 @@ class Fabric(BaseModel):
                 return conn
         known = ", ".join(c.name for c in self.connections) or "none"
         raise FabricConfigError(f"fabric {self.name!r} has no connection {name!r} (it has: {known})")
+
+    def secret(self, name: str, user: str | None = None) -> SecretStr:
+        """The secret ``name`` from the fabric's store, for ``user`` (default: :func:`current_user`),
+        e.g. a PostgreSQL ledger's password. Checks access first.
+
+        Raises:
+            AccessDeniedError, SecretNotFoundError, SecretStoreError.
+        """
+        self.check_access(user or current_user())
+        return self.store().get(name)
 
     def transport(self, name: str, user: str | None = None) -> SmtpTransport:
         """An :class:`SmtpTransport` for connection ``name``, used by ``user`` (default: :func:`current_user`).

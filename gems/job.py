@@ -80,7 +80,7 @@ def load_job(path: str | Path) -> JobSpec:
     except ValidationError as exc:
         raise FabricConfigError(format_validation_error(exc, str(path))) from None
     ledger = job.email.ledger
-    if ledger is not None and not Path(ledger.path).expanduser().is_absolute():
+    if ledger is not None and ledger.path is not None and not Path(ledger.path).expanduser().is_absolute():
         resolved = str(path.absolute().parent / Path(ledger.path).expanduser())
         email = job.email.model_copy(update={"ledger": ledger.model_copy(update={"path": resolved})})
         job = job.model_copy(update={"email": email})

@@ -19,6 +19,7 @@ from fabric.errors import AccessDeniedError, FabricConfigError
 from fabric.loader import LOCAL_CONNECTION, load_fabric
 from fabric.model import Fabric, current_user
 
+from .email.run.ledger import LedgerTarget, check_ledger
 from .email.validate import validate
 from .job import JobSpec, load_job
 from .source import SourceInfo
@@ -95,6 +96,8 @@ def check_job(job_file: str | Path, *, fabric_file: Path | None, local: bool = F
     pre.local = local or job.email.connection == LOCAL_CONNECTION
     if not pre.local:
         _check_fabric(pre, fabric_file, user or current_user(), read_secrets)
+    if job.email.ledger is not None and read_secrets and not pre.errors:
+        _check_ledger(pre, user or current_user())
     pre.source = job.inspect_source()
     pre.findings += [Finding(severity, message) for severity, message in pre.source.problems]
     columns = pre.source.columns if not job.transform and job.source.path is not None else None
@@ -129,6 +132,25 @@ def _check_fabric(pre: Preflight, fabric_file: Path | None, user: str, read_secr
         pre.findings.append(Finding("error", f"{pre.job_file}: email.connection: {exc}"))
     except MailgemError as exc:  # a secret that cannot be resolved
         pre.findings.append(Finding("error", f"{fabric_file}: {exc}"))
+
+
+def _check_ledger(pre: Preflight, user: str) -> None:
+    """The ledger opens (its secret, its database, its tables): a wrong URL or password is
+    reported before Spark starts, not after the data is read."""
+    assert pre.job is not None
+    options = pre.job.email.ledger
+    assert options is not None
+    if options.secret is not None and pre.fabric is None:
+        pre.findings.append(Finding("error", (
+            f"{pre.job_file}: email.ledger.secret: the embedded local server's fabric holds no secrets, so the "
+            f"PostgreSQL ledger's password ({options.secret!r}) is not available with --local: try the job with "
+            "ledger.path (a SQLite file) instead, or run it through its fabric (--fabric)")))
+        return
+    try:
+        password = pre.fabric.secret(options.secret, user) if pre.fabric and options.secret else None
+        check_ledger(LedgerTarget(path=options.path, url=options.url, password=password, lease_s=options.lease_s))
+    except MailgemError as exc:
+        pre.findings.append(Finding("error", f"{pre.job_file}: email.ledger: {exc}"))
 
 
 def default_fabric() -> Path | None:

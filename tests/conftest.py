@@ -6,8 +6,10 @@ from __future__ import annotations
 import email
 import email.errors
 import email.policy
+import itertools
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -18,6 +20,8 @@ from pydantic import SecretStr
 from connections import SmtpConnection
 from connections.local_server import LocalSmtpServer
 from fabric import Fabric, MemorySecretStore, Team
+
+import pg_server
 
 os.environ["PYSPARK_PYTHON"] = sys.executable
 os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
@@ -98,7 +102,40 @@ def connection_for(server: LocalSmtpServer, name: str = "reports", **overrides) 
 def fabric_for(server: LocalSmtpServer, password: str = PASSWORD, **overrides) -> Fabric:
     fab = Fabric(name="analytics", teams=[Team(name="data-eng", members=[USER, "bob"])],
                  connections=[connection_for(server, **overrides)])
-    return fab.with_store(MemorySecretStore({"smtp-password": SecretStr(password)}))
+    return fab.with_store(MemorySecretStore({"smtp-password": SecretStr(password),
+                                             "ledger-password": SecretStr(pg_server.PASSWORD)}))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pg_server.PostgresServer]:
+    """A private PostgreSQL server for the whole run; the tests that need it are skipped, with the
+    reason, only when it cannot be started (.ci/run installs Debian's postgresql)."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg is not installed (pip install 'mailgem[postgres]')")
+    server = pg_server.PostgresServer()
+    try:
+        server.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        server.stop()
+        pytest.skip(f"PostgreSQL could not be started: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_place(request, tmp_path) -> dict[str, str]:
+    """Where a test's ledger lives, as ``ledger:`` options: a SQLite file, or a new database on
+    the test PostgreSQL server with its password in the fabric secret ``ledger-password``."""
+    if request.param == "sqlite":
+        return {"path": str(tmp_path / "ledger.sqlite")}
+    server = request.getfixturevalue("postgres")
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + f"_{next(_DATABASES)}"
+    return {"url": server.create_database(name), "secret": "ledger-password"}
+
+
+_DATABASES = itertools.count()
 
 
 def parse(data: bytes) -> EmailMessage:

@@ -42,7 +42,7 @@ from ..spark import parallelism
 from .content.compose import Composer, SplitNeeded, Unit, split_unit
 from .data import collect, column_names, is_spark_frame
 from .run.distributed import PartitionSender, preflight, send_distributed
-from .run.ledger import SendLedger
+from .run.ledger import LedgerTarget, SendLedger
 from .run.plan import count_units, units
 from .content.preview import Built
 from .run.progress import Progress
@@ -249,10 +249,26 @@ class EmailGem:
         run_key = composer.run_key()
         domain = primary.domain
         destination = self.fabric.destination(props.connection)
+        # The ledger next (its secret, its database, its tables): a wrong URL or password is
+        # reported before Spark reads anything.
+        target = self._ledger_target()
+        ledger = self._ledger(target, run_key, destination)
+        try:
+            if is_distributed:
+                if ledger is not None:
+                    ledger.close()  # tables created once, here, before the executors open it
+                    ledger = None
+                return self._apply_distributed(spark or in0.sparkSession, in0, transports, run_ts, run_key, domain,
+                                               destination, target)
+            return self._apply_local(spark, in0, transports, composer, run_key, domain, ledger)
+        finally:
+            if ledger is not None:
+                ledger.close()
 
-        if is_distributed:
-            return self._apply_distributed(spark or in0.sparkSession, in0, transports, run_ts, run_key, domain,
-                                           destination)
+    def _apply_local(self, spark: Any, in0: Any, transports: list[SmtpTransport], composer: Composer, run_key: str,
+                     domain: str, ledger: SendLedger | None) -> Any:
+        props = self.properties
+        primary = transports[0]
 
         needs_all = bool(props.mode != "report" or props.attachments or props.table.summary
                          or props.to_column or props.cc_column or props.bcc_column)
@@ -264,7 +280,6 @@ class EmailGem:
             return self._report(spark, in0, [skipped_row(key, props.connection)])
         total = count_units(data.table, props) if props.mode != "report" else 1
         self._cap(total)
-        ledger = self._ledger(run_key, destination)
         progress = Progress(total, self.name)
         ctx = SendContext(composer, self.name, run_key, domain, primary.connection.name, ledger,
                           stop_on_error=props.on_error == "stop", on_done=progress)
@@ -284,15 +299,25 @@ class EmailGem:
             raise DeliveryError(f"gem {self.name!r}: {exc}", report, exc.cause) from exc.cause
         finally:
             progress.close()
-            if ledger is not None:
-                ledger.close()
         return self._report(spark, in0, rows)
 
-    def _ledger(self, run_key: str, destination: str) -> SendLedger | None:
-        """The run's ledger, if any; says when entries for other destinations do not count."""
-        if self.properties.ledger is None:
+    def _ledger_target(self) -> LedgerTarget | None:
+        """Where the ledger lives, with its password from the fabric's store (``ledger.secret``).
+
+        Raises:
+            AccessDeniedError, SecretNotFoundError, SecretStoreError.
+        """
+        options = self.properties.ledger
+        if options is None:
             return None
-        ledger = SendLedger(self.properties.ledger.path, self.name, run_key, destination)
+        password = self.fabric.secret(options.secret, self.user) if options.secret is not None else None
+        return LedgerTarget(path=options.path, url=options.url, password=password, lease_s=options.lease_s)
+
+    def _ledger(self, target: LedgerTarget | None, run_key: str, destination: str) -> SendLedger | None:
+        """The run's ledger, if any; says when entries for other destinations do not count."""
+        if target is None:
+            return None
+        ledger = SendLedger(target, self.name, run_key, destination)
         elsewhere = ledger.elsewhere()
         if elsewhere:
             log.warning("gem %s: the ledger holds messages of run key %r sent to %s; they do not count for %s",
@@ -300,22 +325,19 @@ class EmailGem:
         return ledger
 
     def _apply_distributed(self, spark: Any, frame: Any, transports: list[SmtpTransport], run_ts: dt.datetime,
-                           run_key: str, domain: str, destination: str) -> Any:
+                           run_key: str, domain: str, destination: str, ledger: LedgerTarget | None) -> Any:
         props = self.properties
         count = frame.count() if props.mode == "per_row" else frame.select(*props.group_by).distinct().count()
         if count == 0 and props.on_empty == "skip":
             return to_spark(spark, [skipped_row("(none)", props.connection)])
         self._cap(count)
-        ledger = self._ledger(run_key, destination)
-        if ledger is not None:
-            ledger.close()  # file and schema created once, here, before the workers open it
         # One login from the driver first: a refused one is remembered by the transport, which
         # travels to the workers with that knowledge, so none of them asks the server again.
         server_size = run_sync(preflight(transports))
         log.info("gem %s: sending %d %s messages from the Spark executors", self.name, count, props.mode)
         workers = parallelism(spark)  # once: on Spark Connect it asks the server
         sender = PartitionSender(props, transports, job=self.name, params=self.params, run_ts=run_ts, run_key=run_key,
-                                 domain=domain, destination=destination,
+                                 domain=domain, destination=destination, ledger=ledger,
                                  rate_share=1 / workers,
                                  size_limit=self._size_limit(server_size), instants=self._instant_columns(spark, frame))
         report = send_distributed(frame, sender, workers)

@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from connections.addresses import CONTROL_CHARACTERS, format_mailbox
 
+from .run.ledger_db import DEFAULT_LEASE_S, check_postgres_url
+
 __all__ = [
     "EmailProperties", "TableOptions", "Summary", "Aggregate", "Formats", "CsvAttachment", "AttachmentSpec", "ChartOptions",
     "Priority", "Mode", "LedgerOptions", "split_addresses",
@@ -203,11 +205,32 @@ class LedgerOptions(BaseModel):
 
     A message whose key was already accepted by the server in a run with the same ``run_key``
     is not sent again.
+
+    Where it lives: ``path`` (a SQLite file, for the processes of one machine) or ``url``
+    (``postgresql://user@host[:port]/database``, for every executor of a cluster) with the
+    password in the fabric's secret store, named by ``secret``; never in the job file.
     """
 
-    model_config = _MODEL
-    path: str = Field(description="SQLite file of the ledger (created if missing).")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)  # a URL may hold a password
+    path: str | None = Field(None, description="SQLite file of the ledger (created if missing); one machine only.")
+    url: str | None = Field(None, description="PostgreSQL database of the ledger: postgresql://user@host[:port]/database "
+                                              "(no password here: see secret). Tables are created if missing.")
+    secret: str | None = Field(None, description="Name of the fabric secret holding the PostgreSQL password.")
     run_key: str = Field("{{ run_date }}", description="Jinja2 template naming one run: a re-run with the same key resumes it.")
+    lease_s: float = Field(DEFAULT_LEASE_S, ge=1, le=3600,
+                           description="Seconds a run's claim on the messages it is sending outlives it when it is killed; "
+                                       "a re-run waits at most three times this for them. Renewed every lease_s/3 s.")
+
+    @model_validator(mode="after")
+    def _one_place(self) -> LedgerOptions:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("give ledger.path (a SQLite file, one machine) or ledger.url (postgresql://user@host/db, "
+                             "a cluster), exactly one")
+        if self.url is not None:
+            check_postgres_url(self.url)
+        elif self.secret is not None:
+            raise ValueError("ledger.secret is the PostgreSQL password's secret: it goes with ledger.url, not path")
+        return self
 
 
 class EmailProperties(BaseModel):

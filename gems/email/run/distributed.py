@@ -29,7 +29,7 @@ from connections.transport import SmtpTransport
 from ...spark import partition_count
 from ..content.compose import Composer
 from ..data import instants, normalise
-from .ledger import SendLedger
+from .ledger import LedgerTarget, SendLedger
 from .plan import units
 from ..properties import EmailProperties
 from .report import SPARK_SCHEMA, DeliveryRow, to_pandas, with_nullable_ints
@@ -61,7 +61,8 @@ class PartitionSender:
     """The function ``mapInPandas`` runs on each partition (picklable: plain data only)."""
 
     def __init__(self, props: EmailProperties, transports: list[SmtpTransport], *, job: str, params: dict[str, Any],
-                 run_ts: dt.datetime, run_key: str, domain: str, destination: str, rate_share: float,
+                 run_ts: dt.datetime, run_key: str, domain: str, destination: str, ledger: LedgerTarget | None,
+                 rate_share: float,
                  size_limit: int | None = None, instants: tuple[list[str], str] | None = None) -> None:
         self.props = props
         self.transports = transports
@@ -71,6 +72,7 @@ class PartitionSender:
         self.run_key = run_key
         self.domain = domain
         self.destination = destination
+        self.ledger = ledger  # with its password resolved on the driver, like the transports
         self.rate_share = rate_share
         self.size_limit = size_limit
         self.instants = instants  # (TIMESTAMP columns, session zone) when shown in formats.timezone
@@ -82,7 +84,7 @@ class PartitionSender:
         deliverer = Deliverer(self.transports, rate_share=self.rate_share)
         ledger = None
         try:
-            ledger = SendLedger(props.ledger.path, self.job, self.run_key, self.destination) if props.ledger else None
+            ledger = SendLedger(self.ledger, self.job, self.run_key, self.destination) if self.ledger else None
             composer = Composer(props, job=self.job, params=self.params, charset=primary.charset, run_ts=self.run_ts,
                                 size_limit=self.size_limit)
             ctx = SendContext(composer, self.job, self.run_key, self.domain, primary.name, ledger,

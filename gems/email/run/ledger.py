@@ -1,27 +1,39 @@
-"""The send ledger: one SQLite row per message key and destination, so re-running a job never
-sends twice.
+"""The send ledger: one row per message key and destination, so re-running a job never sends
+twice, and runs racing on the same keys never send one message twice.
 
-Each message is recorded as ``sending`` just before it goes to the server and as ``sent`` /
-``partial`` (accepted) or ``failed`` (refused, or never reached the server) right after. A row
-stays ``sending`` only when the message may have reached the server: the run was killed while
-sending it, or the connection was lost after its content was sent (``maybe_delivered``); or
-when the run stopped before the recorded message started (its Message-ID was never used). A
-re-run with the same job and run key skips what was accepted and sends the rest; a message
-that may have been delivered is sent again *with the same Message-ID*, so mail clients that
-de-duplicate by it (Gmail does) show it once. Every other message gets a new Message-ID.
+Each message is *claimed* (recorded ``sending``, with its owner) just before it goes to the
+server, and recorded ``sent`` / ``partial`` (accepted) or ``failed`` (refused, or never reached
+the server) right after. A row stays ``sending`` only when the message may have reached the
+server: the run was killed while sending it, or the connection was lost after its content was
+sent (``maybe_delivered``); or when the run stopped before the recorded message started (its
+Message-ID was never used). A re-run with the same job and run key skips what was accepted and
+sends the rest; a message that may have been delivered is sent again *with the same
+Message-ID*, so mail clients that de-duplicate by it (Gmail does) show it once. Every other
+message gets a new Message-ID.
+
+**Claims.** The claim is one statement: insert the row, or take over an existing one, only when
+nothing accepted it yet and no live run holds it (``INSERT … ON CONFLICT … DO UPDATE … WHERE …
+RETURNING``), so of several processes racing on one key exactly one gets it; the database's
+unique key decides. A run that holds claims is listed in ``ledger_owners`` with a lease
+(``alive_until``, by the database's clock) that it renews every ``lease_s / 3`` seconds from
+a thread and drops when it closes. A killed run stops renewing: ``lease_s`` later its
+``sending`` rows may be claimed again. A message another live run holds is not sent: the run
+waits for that run's outcome (at most ``3 × lease_s`` seconds) and reports
+``already_sent`` when it was accepted, or sends it when it was not.
 
 An entry counts only for its **destination**: the fabric, connection, host, port and sender
 the job sends through (:meth:`fabric.model.Fabric.destination`; for the embedded server, its
 outbox). Trying a job on the embedded local server never marks the real run's messages as sent.
 
 Writes are grouped into transactions (one commit costs more than building a message): the
-sender records a batch of messages as ``sending`` in one transaction before any of them goes out
+sender claims a batch of messages in one transaction before any of them goes out
 (:meth:`SendLedger.begin_many`), and outcomes are committed together at the end of the event
 loop's current step (:meth:`SendLedger.finish`), so an outcome is on disk within moments of the
-server's reply, as before, at a fraction of the commits.
+server's reply.
 
-SQLite in WAL mode with a busy timeout lets several processes (Spark Python workers on one
-machine) share the file. On a cluster, point ``ledger.path`` at storage every executor sees.
+Where: ``ledger: {path: FILE}`` is a SQLite file (WAL mode, busy timeout) for the processes of
+one machine; ``ledger: {url: postgresql://user@host/db, secret: NAME}`` a PostgreSQL database
+every executor of a cluster reaches (:mod:`.ledger_db`).
 """
 
 from __future__ import annotations
@@ -30,25 +42,27 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import sqlite3
+import os
+import secrets
+import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
-
 from connections.errors import ConfigError
 
-__all__ = ["SendLedger", "PriorSend", "DONE_STATUSES"]
+from .ledger_db import LedgerTarget
+
+__all__ = ["SendLedger", "PriorSend", "LedgerTarget", "DONE_STATUSES", "check_ledger"]
 
 log = logging.getLogger("mailgem.gems")
 
 DONE_STATUSES = ("sent", "partial")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sends (
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS sends (
     job TEXT NOT NULL,
     run_key TEXT NOT NULL,
     destination TEXT NOT NULL,
@@ -63,9 +77,18 @@ CREATE TABLE IF NOT EXISTS sends (
     error TEXT,
     first_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
+    owner TEXT,
     PRIMARY KEY (job, run_key, destination, message_key, recipients_hash)
-)"""
+)""",
+    """CREATE TABLE IF NOT EXISTS ledger_owners (
+    owner TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    alive_until DOUBLE PRECISION NOT NULL
+)"""]
 _KEY = "job=? AND run_key=? AND destination=? AND message_key=? AND recipients_hash=?"
+_COLUMNS = "job, run_key, destination, message_key, recipients_hash, status, message_id, attempts, owner, first_at, updated_at"
 
 
 def _now() -> str:
@@ -74,11 +97,14 @@ def _now() -> str:
 
 @dataclass(frozen=True)
 class PriorSend:
-    """What an earlier run recorded for one message."""
+    """What the ledger holds for one message. ``holder``: the live run (host, pid, start) that
+    is sending it now, when another run is; ``mine``: this ledger's run is sending it."""
 
     status: str
     message_id: str | None
     maybe_delivered: bool
+    holder: str | None = None
+    mine: bool = False
 
     @property
     def done(self) -> bool:
@@ -91,84 +117,169 @@ class PriorSend:
         return self.status == "sending" or self.maybe_delivered
 
 
-class SendLedger:
-    """A ledger in the SQLite file ``path`` for one job, run key and destination.
-
-    Columns: job, run_key, destination (:meth:`fabric.model.Fabric.destination`), message_key,
-    recipients_hash, status (``sending`` | ``sent`` | ``partial`` | ``failed`` | ``deferred``),
-    maybe_delivered (0/1), reply_code, message_id, connection (the one that carried it: the
-    fallback's when used), attempts, error, first_at, updated_at (UTC ISO 8601).
+def check_ledger(target: LedgerTarget) -> None:
+    """Open the ledger at ``target`` (creating its tables) and close it again.
 
     Raises:
-        ConfigError: the file holds a ledger from an earlier mailgem without destinations.
+        ConfigError: it cannot be opened (see :class:`SendLedger`); backend errors.
+    """
+    try:
+        SendLedger(target, "", "", "").close()
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the database's own reason, for the user
+        raise ConfigError(f"cannot open the ledger {target}: {type(exc).__name__}: {exc}") from None
+
+
+class SendLedger:
+    """The ledger at ``target`` (a :class:`LedgerTarget`, or a SQLite file path) for one job, run
+    key and destination; each instance is one *owner* of claims.
+
+    Table ``sends``: job, run_key, destination (:meth:`fabric.model.Fabric.destination`),
+    message_key, recipients_hash (primary key), status (``sending`` | ``sent`` | ``partial`` |
+    ``failed`` | ``deferred``), maybe_delivered (0/1), reply_code, message_id, connection (the one
+    that carried it: the fallback's when used), attempts, error, first_at, updated_at (UTC ISO
+    8601), owner. Table ``ledger_owners``: owner, host, pid, started_at, alive_until (seconds
+    since the epoch, database clock).
+
+    Raises:
+        ConfigError: the SQLite file holds a ledger from an earlier mailgem without
+            destinations; the PostgreSQL database cannot be reached (the message names the URL,
+            never the password); psycopg is not installed.
     """
 
-    def __init__(self, path: str | Path, job: str, run_key: str, destination: str) -> None:
-        self.path = Path(path)
+    def __init__(self, target: LedgerTarget | str | Path, job: str, run_key: str, destination: str) -> None:
+        self.target = target if isinstance(target, LedgerTarget) else LedgerTarget(path=str(target))
         self.job = job
         self.run_key = run_key
         self.destination = destination
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.owner = secrets.token_hex(8)
+        self._backend = self.target.backend()
         self._local = threading.local()
         self._finishes: list[tuple[Any, ...]] = []  # outcomes not yet committed
         self._flush_scheduled = False
-        self.failure: Exception | None = None  # a group commit that failed (raised by check())
-        db = self._db()
-        db.execute(_SCHEMA)
-        if "destination" not in {row[1] for row in db.execute("PRAGMA table_info(sends)")}:
-            raise ConfigError(
-                f"ledger {self.path} was written by an earlier mailgem that did not record where messages "
-                "went, so its entries cannot be matched to a destination: move the file aside to start a new "
-                "ledger (what it recorded as sent would then be sent again), or point ledger.path elsewhere")
+        self._heartbeat: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.failure: Exception | None = None  # a group commit or lease renewal that failed (see check())
+        self._backend.create(self._db(), _SCHEMA)
+        n = self._backend.now
+        self._claim_where = (
+            "sends.status NOT IN ('sent', 'partial')"
+            # ...held by no live run (an owner without a lease row is gone: killed, or closed)
+            f" AND (sends.status <> 'sending' OR sends.owner IS NULL OR NOT EXISTS (SELECT 1 FROM ledger_owners o"
+            f" WHERE o.owner = sends.owner AND o.alive_until > {n}))"
+            # ...and a message the server may hold goes again only with its Message-ID
+            " AND ((sends.status <> 'sending' AND sends.maybe_delivered = 0) OR sends.message_id = excluded.message_id)")
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file, for a SQLite ledger."""
+        return Path(self.target.path) if self.target.path is not None else None
 
     def __repr__(self) -> str:
-        return f"SendLedger(path={str(self.path)!r}, job={self.job!r}, run_key={self.run_key!r}, destination={self.destination!r})"
+        return (f"SendLedger(target={str(self.target)!r}, job={self.job!r}, run_key={self.run_key!r}, "
+                f"destination={self.destination!r})")
 
-    def _db(self) -> sqlite3.Connection:
+    def _db(self) -> Any:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)  # waits up to 60 s for a lock
-            # WAL is a property of the file: set it once. Switching takes a lock that the busy
-            # timeout does not cover, so concurrent first opens (Spark workers) retry briefly.
-            for attempt in Retrying(retry=retry_if_exception_type(sqlite3.OperationalError),
-                                    stop=stop_after_attempt(50), wait=wait_random(0.01, 0.1), reraise=True):
-                with attempt:
-                    if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                        db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
+            db = self._local.db = self._backend.connect()
         return db
 
     def _key(self, message_key: str, recipients_hash: str) -> tuple[str, ...]:
         return self.job, self.run_key, self.destination, message_key, recipients_hash
 
     def prior(self, message_key: str, recipients_hash: str) -> PriorSend | None:
-        """What an earlier run recorded for this message at this destination, or ``None``."""
-        row = self._db().execute(f"SELECT status, message_id, maybe_delivered FROM sends WHERE {_KEY}",
-                                 self._key(message_key, recipients_hash)).fetchone()
-        return PriorSend(row[0], row[1], bool(row[2])) if row else None
+        """What the ledger holds for this message at this destination, or ``None``."""
+        row = self._backend.execute(
+            self._db(),
+            f"SELECT s.status, s.message_id, s.maybe_delivered, s.owner, o.host, o.pid, o.started_at,"
+            f" o.alive_until > {self._backend.now} FROM sends s LEFT JOIN ledger_owners o ON o.owner = s.owner"
+            f" WHERE {_KEY.replace('job=', 's.job=')}", self._key(message_key, recipients_hash)).fetchone()
+        if row is None:
+            return None
+        status, message_id, maybe, owner, host, pid, started, alive = row
+        held = status == "sending" and owner is not None and bool(alive)
+        mine = held and owner == self.owner
+        holder = f"{host} pid {pid}, started {started}" if held and not mine else None
+        return PriorSend(status, message_id, bool(maybe), holder, mine)
 
     def elsewhere(self) -> list[str]:
         """Other destinations this job and run key sent to (they do not count here)."""
-        rows = self._db().execute(
+        rows = self._backend.execute(
+            self._db(),
             "SELECT DISTINCT destination FROM sends WHERE job=? AND run_key=? AND destination<>? AND status IN (?, ?)",
             (self.job, self.run_key, self.destination, *DONE_STATUSES)).fetchall()
         return sorted(r[0] for r in rows)
 
-    def begin_many(self, items: Sequence[tuple[str, str, str | None]]) -> None:
-        """Record ``(message_key, recipients_hash, message_id)`` for each message about to be
-        sent, and every outcome not yet committed, in one transaction; on disk when it returns.
+    def begin_many(self, items: Sequence[tuple[str, str, str | None]]) -> set[tuple[str, str]]:
+        """Claim ``(message_key, recipients_hash, message_id)`` for each message about to be sent,
+        and commit every outcome not yet committed, in one transaction; on disk when it returns.
+
+        Returns:
+            The ``(message_key, recipients_hash)`` claimed: only those may be sent. A message
+            missing from it is accepted already, held by another live run, or known to the
+            server under another Message-ID (:meth:`prior` says which).
 
         Raises:
-            sqlite3.Error: the ledger could not be written (nothing of this batch may be sent).
+            Backend errors (``sqlite3.Error``, ``psycopg.Error``): the ledger could not be
+            written (nothing of this batch may be sent).
         """
+        self._start_lease()
         now = _now()
-        self._transaction(
-            "INSERT INTO sends (job, run_key, destination, message_key, recipients_hash, status, message_id, attempts,"
-            " first_at, updated_at) VALUES (?, ?, ?, ?, ?, 'sending', ?, 0, ?, ?)"
-            " ON CONFLICT (job, run_key, destination, message_key, recipients_hash) DO UPDATE SET status='sending',"
-            " message_id=excluded.message_id, updated_at=excluded.updated_at",
-            [(*self._key(key, rhash), message_id, now, now) for key, rhash, message_id in items])
+        seen: set[tuple[str, str]] = set()
+        rows: list[tuple[Any, ...]] = []
+        for key, rhash, message_id in items:
+            if (key, rhash) not in seen:  # one row may be claimed once per statement
+                seen.add((key, rhash))
+                rows.append((*self._key(key, rhash), message_id, self.owner, now, now))
+        claimed: set[tuple[str, str]] = set()
+        for start in range(0, len(rows), 500):  # a statement's placeholders are limited (SQLite: 32,766)
+            chunk = rows[start:start + 500]
+            values = ", ".join(["(?, ?, ?, ?, ?, 'sending', ?, 0, ?, ?, ?)"] * len(chunk))
+            statement = (f"INSERT INTO sends ({_COLUMNS}) VALUES {values}"
+                         " ON CONFLICT (job, run_key, destination, message_key, recipients_hash) DO UPDATE SET"
+                         " status='sending', message_id=excluded.message_id, owner=excluded.owner,"
+                         f" updated_at=excluded.updated_at WHERE {self._claim_where}"
+                         " RETURNING message_key, recipients_hash")
+            claimed |= self._transaction(statement, chunk)
+        return claimed
+
+    def _start_lease(self) -> None:
+        """List this owner with a lease, committed on its own before its first claim (a claim in
+        the same transaction would be invisible to a racing PostgreSQL statement's snapshot), and
+        start renewing it."""
+        if self._heartbeat is not None:
+            return
+        db = self._db()
+        b = self._backend
+        b.execute(db, b.begin)
+        try:
+            b.execute(db, f"DELETE FROM ledger_owners WHERE alive_until < {b.now} - 86400")  # long-dead runs
+            b.execute(db, f"INSERT INTO ledger_owners (owner, host, pid, started_at, alive_until) VALUES"
+                          f" (?, ?, ?, ?, {b.now} + ?)",
+                      (self.owner, socket.gethostname(), os.getpid(), _now(), self.target.lease_s))
+            b.execute(db, "COMMIT")
+        except BaseException:
+            with contextlib.suppress(b.error):
+                b.execute(db, "ROLLBACK")
+            raise
+        self._heartbeat = threading.Thread(target=self._renew, name="mailgem-ledger-lease", daemon=True)
+        self._heartbeat.start()
+
+    def _renew(self) -> None:
+        """The lease thread: renew every ``lease_s / 3`` s; a renewal that fails stops the run
+        (another run could take over this run's messages once the lease runs out)."""
+        b = self._backend
+        try:
+            while not self._stop.wait(self.target.lease_s / 3):
+                b.execute(self._db(), f"UPDATE ledger_owners SET alive_until = {b.now} + ? WHERE owner = ?",
+                          (self.target.lease_s, self.owner))
+        except Exception as exc:  # noqa: BLE001 - kept for the sender, which stops the run
+            log.error("ledger %s: the lease of this run could not be renewed: %s", self.target, exc)
+            self.failure = self.failure or exc
+        finally:
+            self._close_db()
 
     def finish(self, message_key: str, recipients_hash: str, *, status: str, attempts: int,
                reply_code: int | None, message_id: str | None, error: str | None, connection: str | None = None,
@@ -204,57 +315,74 @@ class SendLedger:
         """Commit every outcome recorded so far.
 
         Raises:
-            sqlite3.Error: the ledger could not be written.
+            Backend errors: the ledger could not be written.
         """
         if self._finishes:
             self._transaction(None, [])
 
     def check(self) -> None:
-        """Raise the failure of an earlier group commit, if any (the run must stop: without its
-        ledger, a re-run could send twice)."""
+        """Raise the failure of an earlier group commit or lease renewal, if any (the run must
+        stop: without its ledger, a re-run could send twice)."""
         if self.failure is not None:
             raise self.failure
 
-    def _transaction(self, insert: str | None, rows: list[tuple[Any, ...]]) -> None:
-        """One transaction: ``insert`` for ``rows``, and the outcomes recorded so far."""
+    def _transaction(self, claim: str | None, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
+        """One transaction: the outcomes recorded so far, then the ``claim`` statement for
+        ``rows`` (one tuple of values per message); returns the keys it claimed."""
         finishes, self._finishes = self._finishes, []
+        b = self._backend
+        claimed: set[tuple[str, str]] = set()
         try:
             db = self._db()
-            db.execute("BEGIN IMMEDIATE")
+            b.execute(db, b.begin)
             try:
                 if finishes:
-                    db.executemany(
+                    b.executemany(
+                        db,
                         "UPDATE sends SET status=?, attempts=attempts+?, reply_code=?, message_id=COALESCE(?, message_id),"
-                        " error=?, connection=COALESCE(?, connection), maybe_delivered=MAX(maybe_delivered, ?),"
+                        f" error=?, connection=COALESCE(?, connection), maybe_delivered={b.greatest}(maybe_delivered, ?),"
                         f" updated_at=? WHERE {_KEY}", finishes)
-                if insert is not None and rows:
-                    db.executemany(insert, rows)
-                db.execute("COMMIT")
+                if claim is not None:
+                    args = tuple(v for row in rows for v in row)
+                    claimed = {(r[0], r[1]) for r in b.execute(db, claim, args).fetchall()}
+                b.execute(db, "COMMIT")
             except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
+                with contextlib.suppress(b.error):
+                    b.execute(db, "ROLLBACK")
                 raise
         except BaseException:
             self._finishes = finishes + self._finishes  # not written: kept for the next try
             raise
+        return claimed
 
     def rows(self) -> list[dict[str, object]]:
         """Every row of this job, run key and destination (for reports and tests)."""
         self.flush()
-        cur = self._db().execute("SELECT * FROM sends WHERE job=? AND run_key=? AND destination=? ORDER BY first_at",
-                                 (self.job, self.run_key, self.destination))
+        cur = self._backend.execute(
+            self._db(), "SELECT * FROM sends WHERE job=? AND run_key=? AND destination=? ORDER BY first_at",
+            (self.job, self.run_key, self.destination))
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
     def close(self) -> None:
-        """Commit the outcomes recorded so far (the sender already did, unless it failed), then close."""
+        """Commit the outcomes recorded so far (the sender already did, unless it failed), drop
+        this run's lease (its ``sending`` rows may be claimed by a re-run at once), then close."""
         try:
             self.flush()
-        except sqlite3.Error as exc:
+        except self._backend.error as exc:
             log.error("ledger %s: %d outcome(s) could not be recorded (%s); those messages stay 'sending' and a "
-                      "re-run sends them again with the same Message-ID", self.path, len(self._finishes), exc)
+                      "re-run sends them again with the same Message-ID", self.target, len(self._finishes), exc)
         finally:
-            db = getattr(self._local, "db", None)
-            if db is not None:
+            if self._heartbeat is not None:
+                self._stop.set()
+                self._heartbeat.join(timeout=10)
+                with contextlib.suppress(self._backend.error):
+                    self._backend.execute(self._db(), "DELETE FROM ledger_owners WHERE owner = ?", (self.owner,))
+            self._close_db()
+
+    def _close_db(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            with contextlib.suppress(self._backend.error):
                 db.close()
-                self._local.db = None
+            self._local.db = None

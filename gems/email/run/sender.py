@@ -9,16 +9,19 @@ writer refuses) or sending it is recorded with its reason, and the run goes on, 
 out; "starts" is decided when a session is free for it, before its first byte) and
 :class:`StopRun` carries every row so far.
 
-With a ledger, messages are built and recorded ``sending`` a batch at a time (as many as are
-kept in flight), in one transaction, before any of them goes out.
+With a ledger, messages are built and claimed (recorded ``sending``) a batch at a time (as many
+as are kept in flight), in one transaction, before any of them goes out. A message another live
+run holds is not sent: it waits, and is looked at again once this run's other messages are
+done (see :mod:`.ledger`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from connections.delivery import Deliverer, Delivery
@@ -35,6 +38,11 @@ log = logging.getLogger("mailgem.gems")
 
 MAYBE_DELIVERED_NOTE = (" The server may have accepted it (the connection was lost after its content was sent); "
                         "with a ledger, a re-run sends it again with the same Message-ID.")
+
+
+class HeldElsewhere(MailgemError):
+    """Another live run holds this message in the ledger (it is sending it) for longer than this
+    run waited."""
 
 
 class StopRun(MailgemError):
@@ -147,10 +155,13 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
             if started:
                 ctx.on_done(row)
 
-    # With a ledger, messages are recorded `sending` a batch at a time, in one transaction, before
-    # any of them goes out; without one, each goes out as soon as it is built.
+    # With a ledger, messages are claimed a batch at a time, in one transaction, before any of
+    # them goes out; without one, each goes out as soon as it is built.
     batch_size = concurrency if ledger is not None else 1
-    batch: list[tuple[DeliveryRow, object, list[str], str, str, int]] = []
+    batch: list[tuple[DeliveryRow, object, list[str], str, str, int, Unit]] = []
+    # Messages another live run (or this one, in flight) holds: looked at again once this run's
+    # other messages are done; each with its row, already in `rows`.
+    held: list[tuple[Unit, DeliveryRow]] = []
 
     def drop_unsent(unsent: list[DeliveryRow]) -> None:
         ids = {id(r) for r in unsent}
@@ -163,14 +174,20 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
         if ledger is not None:
             try:
                 ledger.check()
-                ledger.begin_many([(row.message_key, rhash, message_id) for row, _, _, rhash, message_id, _ in items])
+                claimed = ledger.begin_many([(row.message_key, rhash, message_id)
+                                             for row, _, _, rhash, message_id, _, _ in items])
             except Exception as exc:  # noqa: BLE001 - without the ledger, a re-run could send twice
                 for row, *_ in items:
                     row.error = f"not sent: {describe_error(exc, 'writing the ledger')}"
                     ctx.on_done(row)
                 fatal.append((items[0][0], exc))
                 return False
-        for i, (row, message, recipients, rhash, message_id, position) in enumerate(items):
+            if len(claimed) < len(items):
+                # Taken by a racing run since prior() looked (or twice in this batch): not sent now.
+                held.extend((unit, row) for row, _, _, rhash, _, _, unit in items
+                            if (row.message_key, rhash) not in claimed)
+                items = [item for item in items if (item[0].message_key, item[3]) in claimed]
+        for i, (row, message, recipients, rhash, message_id, position, _) in enumerate(items):
             await slots.acquire()
             if not may_start(position):
                 # A message before it failed meanwhile, or the ledger did: these never went out. Left
@@ -191,58 +208,88 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
             task.add_done_callback(tasks.discard)
         return True
 
-    source = iter(units)
+    source: Iterator[tuple[Unit, DeliveryRow | None]] = ((unit, None) for unit in units)
     parts: deque[Unit] = deque()  # a unit too large for the size limit, split (attachments_over_limit: split)
     position = -1
-    while (unit := parts.popleft() if parts else next(source, None)) is not None:
-        if fatal or (failure and ctx.stop_on_error):
-            break
-        position += 1
-        row = DeliveryRow(message_key=unit.key, status="failed", connection=ctx.connection)
-        rows.append(row)
-        try:
-            context = ctx.composer.context(unit)
-            envelope = ctx.composer.envelope(unit, context)
-            rhash = envelope.recipients_hash if ledger is not None else ""  # a hash is for the ledger only
-            row.recipients = ", ".join(envelope.recipients)
-            prior = ledger.prior(unit.key, rhash) if ledger is not None else None
-            if prior is not None and prior.done:
-                row.status, row.message_id = "already_sent", prior.message_id
-                row.error = (f"accepted in an earlier run with run key {ctx.run_key!r} (status {prior.status}) "
-                             f"via {ledger.destination}")  # type: ignore[union-attr]
+    again = False  # looking again at held messages: none of this run's own is in flight any more
+    give_up_at: float | None = None
+    while True:
+        while (item := (parts.popleft(), None) if parts else next(source, None)) is not None:
+            unit, row = item
+            if fatal or (failure and ctx.stop_on_error):
+                break
+            position += 1
+            if row is None:
+                row = DeliveryRow(message_key=unit.key, status="failed", connection=ctx.connection)
+                rows.append(row)
+            try:
+                context = ctx.composer.context(unit)
+                envelope = ctx.composer.envelope(unit, context)
+                rhash = envelope.recipients_hash if ledger is not None else ""  # a hash is for the ledger only
+                row.recipients = ", ".join(envelope.recipients)
+                prior = ledger.prior(unit.key, rhash) if ledger is not None else None
+                if prior is not None and prior.done:
+                    row.status, row.message_id = "already_sent", prior.message_id
+                    row.error = (f"accepted {'by another run' if again else 'in an earlier run'} with run key "
+                                 f"{ctx.run_key!r} (status {prior.status}) "
+                                 f"via {ledger.destination}")  # type: ignore[union-attr]
+                    ctx.on_done(row)
+                    continue
+                if prior is not None and prior.mine and again:
+                    raise HeldElsewhere("not sent: the same message (key and recipients) came earlier in this run "
+                                        "and may have reached the server; it is not sent twice")
+                if prior is not None and (prior.holder or prior.mine):
+                    held.append((unit, row))  # another live run is sending it, or this run is
+                    continue
+                # A new Message-ID for every new message; the old one only for a message the server
+                # may already hold (RFC 5322 §3.6.4), so clients de-duplicate that one and nothing else.
+                keep = prior is not None and prior.possibly_delivered and prior.message_id
+                message_id = prior.message_id if keep else new_message_id(ctx.domain)
+                message = ctx.composer.message(unit, envelope, message_id, context)
+            except SplitNeeded as exc:
+                drop_unsent([row])
+                log.info("message %s: %s; sending it in %d parts", unit.key, exc, exc.parts)
+                parts.extendleft(reversed(split_unit(unit, exc.parts)))
+                continue
+            except Exception as exc:  # noqa: BLE001 - one message's problem is that message's failed row
+                row.error = describe_error(exc)
+                row.error_type = type(exc).__name__
+                if isinstance(exc, SmtpError):
+                    row.reply_code = exc.code
+                failed(row, exc, position)
                 ctx.on_done(row)
                 continue
-            # A new Message-ID for every new message; the old one only for a message the server
-            # may already hold (RFC 5322 §3.6.4), so clients de-duplicate that one and nothing else.
-            keep = prior is not None and prior.possibly_delivered and prior.message_id
-            message_id = prior.message_id if keep else new_message_id(ctx.domain)
-            message = ctx.composer.message(unit, envelope, message_id, context)
-        except SplitNeeded as exc:
-            rows.pop()
-            log.info("message %s: %s; sending it in %d parts", unit.key, exc, exc.parts)
-            parts.extendleft(reversed(split_unit(unit, exc.parts)))
-            continue
-        except Exception as exc:  # noqa: BLE001 - one message's problem is that message's failed row
-            row.error = describe_error(exc)
-            row.error_type = type(exc).__name__
-            if isinstance(exc, SmtpError):
-                row.reply_code = exc.code
-            failed(row, exc, position)
-            ctx.on_done(row)
-            continue
-        batch.append((row, message, envelope.recipients, rhash, message_id, position))
-        if len(batch) >= batch_size and not await dispatch():
-            break
-    if batch:
-        # Built before the run stopped: those before the failed message still go out; the rest
-        # were never recorded or sent.
-        startable = [item for item in batch if may_start(item[-1])]
-        drop_unsent([r for r, *_ in batch[len(startable):]])
-        batch = startable
+            batch.append((row, message, envelope.recipients, rhash, message_id, position, unit))
+            if len(batch) >= batch_size and not await dispatch():
+                break
         if batch:
-            await dispatch()
-    if tasks:
-        await asyncio.gather(*tasks)
+            # Built before the run stopped: those before the failed message still go out; the rest
+            # were never recorded or sent.
+            startable = [item for item in batch if may_start(item[5])]
+            drop_unsent([r for r, *_ in batch[len(startable):]])
+            batch = startable
+            if batch:
+                await dispatch()
+        if tasks:
+            await asyncio.gather(*tasks)
+        if not held or ledger is None or fatal or (failure and ctx.stop_on_error):
+            drop_unsent([row for _, row in held])  # stopped: never sent here, like every message after
+            break
+        # Messages another live run is sending: wait for its outcome (accepted: already_sent;
+        # refused, or its lease ran out because it was killed: sent from here), a bounded time.
+        wait_s = 3 * ledger.target.lease_s  # its lease lapses within lease_s of its death
+        give_up_at = give_up_at or time.monotonic() + wait_s
+        if time.monotonic() >= give_up_at:
+            for _, row in held:
+                row.error = (f"not sent: another run still holds it in ledger {ledger.target} after {wait_s:.0f} s "
+                             "of waiting; its outcome will be in the ledger: re-run with the same run key to send "
+                             "it if that run did not")
+                row.error_type = HeldElsewhere.__name__
+                failed(row, HeldElsewhere(row.error), position)
+                ctx.on_done(row)
+            break
+        await asyncio.sleep(min(1.0, ledger.target.lease_s / 4))
+        source, held, again = iter(list(held)), [], True
     if ledger is not None and not fatal:
         try:
             ledger.flush()

@@ -1,0 +1,323 @@
+"""The send ledger on both backends (a SQLite file, a PostgreSQL database on a private server the
+tests start): claims decided by the database, a killed run and its re-run, processes racing on
+the same keys, a run that waits for another's outcome, Spark executors sharing a PostgreSQL
+ledger, and the database password kept out of every message."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pg_server
+import pytest
+from conftest import PASSWORD, USER, fabric_for, parse
+from pydantic import SecretStr
+
+from connections.errors import ConfigError
+from fabric import MemorySecretStore
+from gems.email import EmailGem, GemValidationError
+from gems.email.run.ledger import LedgerTarget, SendLedger
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ROW = {"connection": "reports", "mode": "per_row", "key_columns": ["n"], "to_column": "to",
+       "subject": "message {{ row.n }}", "text_body": "hello {{ row.n }}"}
+
+
+def _frame(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"n": range(n), "to": [f"user{i}@example.com" for i in range(n)]})
+
+
+def _target(place: dict[str, str], lease_s: float = 30) -> LedgerTarget:
+    password = SecretStr(pg_server.PASSWORD) if "url" in place else None
+    return LedgerTarget(path=place.get("path"), url=place.get("url"), password=password, lease_s=lease_s)
+
+
+def test_a_claim_is_decided_by_the_database(ledger_place):
+    a = SendLedger(_target(ledger_place), "job", "r1", "dest")
+    b = SendLedger(_target(ledger_place), "job", "r1", "dest")
+    try:
+        assert a.begin_many([("k1", "h", "<a@x>"), ("k2", "h", "<a2@x>")]) == {("k1", "h"), ("k2", "h")}
+        # Held by a live run: no other run may take it, with any Message-ID.
+        assert b.begin_many([("k1", "h", "<b@x>"), ("k3", "h", "<b3@x>")]) == {("k3", "h")}
+        assert b.begin_many([("k1", "h", "<a@x>")]) == set()
+        held = b.prior("k1", "h")
+        assert held is not None and held.holder and f"pid {os.getpid()}" in held.holder and not held.mine
+        assert a.prior("k1", "h").mine and a.prior("k1", "h").holder is None
+        a.finish("k2", "h", status="sent", attempts=1, reply_code=250, message_id="<a2@x>", error=None)
+        a.close()  # its lease is dropped: k1 may be claimed at once, but the server may hold it,
+        assert b.begin_many([("k1", "h", "<b@x>")]) == set()  # so only with its Message-ID
+        assert b.begin_many([("k1", "h", "<a@x>"), ("k2", "h", "<b2@x>")]) == {("k1", "h")}  # k2 was accepted
+        assert b.prior("k2", "h").done
+    finally:
+        a.close()
+        b.close()
+
+
+CLAIM_AND_WAIT = """
+import sys, time
+from pydantic import SecretStr
+from gems.email.run.ledger import LedgerTarget, SendLedger
+place = eval(sys.argv[1])
+target = LedgerTarget(path=place.get("path"), url=place.get("url"), lease_s=1.5,
+                      password=SecretStr(sys.argv[2]) if "url" in place else None)
+SendLedger(target, "job", "r1", "dest").begin_many([("k1", "h", "<a@x>")])
+print("claimed", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_killed_runs_claims_lapse_after_its_lease(ledger_place):
+    holder = subprocess.Popen([sys.executable, "-c", CLAIM_AND_WAIT, repr(ledger_place), pg_server.PASSWORD],
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        other = SendLedger(_target(ledger_place), "job", "r1", "dest")
+        time.sleep(1.0)  # a live holder renews its lease (every 0.5 s): the claim outlives the lease
+        assert other.begin_many([("k1", "h", "<a@x>")]) == set()
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        killed_at = time.monotonic()
+        claimed: set = set()
+        while not claimed and time.monotonic() - killed_at < 15:  # bounded
+            time.sleep(0.1)
+            claimed = other.begin_many([("k1", "h", "<a@x>")])
+        assert claimed == {("k1", "h")}
+        assert 0.3 < time.monotonic() - killed_at < 5  # not at once: when the lease ran out
+        other.close()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
+RUN_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+import pandas as pd
+from fabric import load_fabric
+from gems.email import EmailGem
+fabric_path, ledger, n, go = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+frame = pd.DataFrame({"n": range(n), "to": [f"user{i}@example.com" for i in range(n)]})
+props = {"connection": "reports", "mode": "per_row", "key_columns": ["n"], "to_column": "to",
+         "subject": "message {{ row.n }}", "text_body": "hello {{ row.n }}",
+         "ledger": ledger | {"run_key": "nightly-1"}}
+gem = EmailGem(props, load_fabric(fabric_path), user="alice", name="crashy")
+if go:
+    print("ready", flush=True)
+    deadline = time.monotonic() + 60
+    while not Path(go).exists() and time.monotonic() < deadline:  # bounded
+        time.sleep(0.005)
+report = gem.apply(None, frame)
+print(json.dumps(report["status"].value_counts().to_dict()))
+print(json.dumps(dict(zip(report["message_key"], report["status"]))))
+"""
+
+
+def _run_args(server, tmp_path: Path, place: dict[str, str], n: int, go: str = "", pool_size: int = 1) -> tuple:
+    (tmp_path / "fabric.yaml").write_text(textwrap.dedent(f"""
+        name: t
+        teams: [{{name: t, members: [alice]}}]
+        connections:
+          - {{name: reports, host: 127.0.0.1, port: {server.port}, ca_bundle: "{server.ca_pem}",
+              username: reports@example.com, password: {{secret: pw}}, pool_size: {pool_size}}}
+    """))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MAILGEM_SECRET_PW": PASSWORD,
+           "MAILGEM_SECRET_LEDGER_PASSWORD": pg_server.PASSWORD}
+    args = [sys.executable, "-c", RUN_SCRIPT, str(tmp_path / "fabric.yaml"), json.dumps(place), str(n), go]
+    return args, env
+
+
+def test_killed_run_then_rerun_sends_every_message_exactly_once(starttls_server, tmp_path, ledger_place):
+    place = ledger_place | {"lease_s": 1}
+    args, env = _run_args(starttls_server, tmp_path, place, 40)
+    # The 16th DATA is held before the server stores it; the run is killed while it waits.
+    starttls_server.data_script = [None] * 15 + [("hold", 30.0)]
+    run = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while starttls_server.holding == 0 and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    assert starttls_server.holding == 1, run.stderr.read() if run.poll() is not None else "never reached the held message"
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=30)
+    assert len(starttls_server.messages) == 15
+
+    # The killed run's claims (the held message and those pipelined behind it) lapse a lease
+    # later; the re-run sends everything else meanwhile, then those.
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert json.loads(rerun.stdout.splitlines()[0]) == {"sent": 25, "already_sent": 15}
+    received = starttls_server.wait_for_messages(40)
+    per_key = Counter(parse(m.data)["Subject"] for m in received)
+    assert len(per_key) == 40 and set(per_key.values()) == {1}
+
+
+def test_processes_racing_on_the_same_keys_send_each_message_once(starttls_server, tmp_path, ledger_place):
+    n, runs = 30, 3
+    go = tmp_path / "go"
+    args, env = _run_args(starttls_server, tmp_path, ledger_place, n, go=str(go), pool_size=2)
+    starttls_server.data_script = [0.1] * (n * runs)  # replies come late: the runs overlap
+    procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(runs)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready", p.stderr.read()[-2000:]
+        go.touch()  # all start together
+        outputs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+    by_run = [json.loads(out.splitlines()[1]) for out, _ in outputs]
+    senders = Counter(key for run in by_run for key, status in run.items() if status == "sent")
+    assert len(senders) == n and set(senders.values()) == {1}  # each key sent by exactly one run
+    assert all(set(run.values()) <= {"sent", "already_sent"} and len(run) == n for run in by_run)
+    assert sum(1 for run in by_run if "sent" in run.values()) >= 2  # they did race
+    time.sleep(0.3)
+    per_key = Counter(parse(m.data)["Subject"] for m in starttls_server.messages)
+    assert len(per_key) == n and set(per_key.values()) == {1}
+
+
+def _in_thread(fn) -> tuple[threading.Thread, list]:
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+@pytest.mark.parametrize("hold_s, outcome", [(1.0, "already_sent"), (6.0, "failed")], ids=["waits", "gives_up"])
+def test_a_message_another_live_run_is_sending_is_waited_for(starttls_server, ledger_place, hold_s, outcome):
+    props = ROW | {"ledger": ledger_place | {"lease_s": 1, "run_key": "r"}, "on_error": "continue"}
+    fab = fabric_for(starttls_server, pool_size=1)
+    starttls_server.data_script = [("hold", hold_s)]
+    first, reports = _in_thread(lambda: EmailGem(props, fab, user=USER, name="j").apply(None, _frame(1)))
+    deadline = time.monotonic() + 30
+    while starttls_server.holding == 0 and time.monotonic() < deadline:  # bounded
+        time.sleep(0.02)
+    second = EmailGem(props, fab, user=USER, name="j").apply(None, _frame(2))
+    row = second.set_index("message_key").loc["row:[0]"]
+    assert row.status == outcome
+    if outcome == "already_sent":
+        assert "accepted by another run" in row.error
+    else:
+        assert "another run still holds it" in row.error and "re-run with the same run key" in row.error
+    assert second.set_index("message_key").loc["row:[1]"].status == "sent"
+    first.join(timeout=30)
+    assert list(reports[0]["status"]) == ["sent"]
+    per_key = Counter(parse(m.data)["Subject"] for m in starttls_server.wait_for_messages(2))
+    assert per_key == {"message 0": 1, "message 1": 1}
+
+
+def test_spark_executors_share_a_postgresql_ledger(spark, starttls_server, postgres):
+    place = {"url": postgres.create_database("t_spark"), "secret": "ledger-password"}
+    props = ROW | {"ledger": place | {"run_key": "r"}}
+    fab = fabric_for(starttls_server)
+    frame = spark.createDataFrame(_frame(6)).repartition(3)
+    first = EmailGem(props, fab, user=USER, name="j").apply(spark, frame).toPandas()
+    assert sorted(first["status"]) == ["sent"] * 6
+    again = EmailGem(props, fab, user=USER, name="j").apply(spark, frame).toPandas()
+    assert sorted(again["status"]) == ["already_sent"] * 6
+    assert len(starttls_server.wait_for_messages(6)) == 6
+    ledger = SendLedger(_target(place), "j", "r", fab.destination("reports"))
+    assert sorted(r["status"] for r in ledger.rows()) == ["sent"] * 6
+    ledger.close()
+
+
+def test_a_wrong_ledger_password_is_reported_before_anything_is_sent(starttls_server, postgres, caplog):
+    wrong = "wr0ng-ledger-pw-7c2a"
+    fab = fabric_for(starttls_server).with_store(MemorySecretStore({
+        "smtp-password": SecretStr(PASSWORD), "ledger-password": SecretStr(wrong)}))
+    props = ROW | {"ledger": {"url": postgres.url(), "secret": "ledger-password"}}
+    with pytest.raises(ConfigError) as info:
+        EmailGem(props, fab, user=USER, name="j").apply(None, _frame(2))
+    message = str(info.value)
+    assert postgres.url() in message and "password" in message and "ledger.secret" in message
+    assert starttls_server.messages == []
+    for text in (message, repr(info.value), caplog.text):
+        assert wrong not in text and pg_server.PASSWORD not in text
+
+
+def test_a_password_written_in_the_ledger_url_is_refused_without_echoing_it():
+    with pytest.raises(GemValidationError) as info:
+        EmailGem(ROW | {"ledger": {"url": "postgresql://u:hunter2-secret@db.example.com/mail"}},
+                 None, user=USER)
+    assert "contains a password" in str(info.value) and "ledger.secret" in str(info.value)
+    assert "hunter2-secret" not in str(info.value)
+
+
+@pytest.mark.parametrize("ledger, error", [
+    ({"path": "l.sqlite", "url": "postgresql://u@h/db"}, "exactly one"),
+    ({"url": "mysql://u@h/db"}, "must start with postgresql://"),
+    ({"url": "postgresql://u@h"}, "needs a host and a database"),
+    ({"path": "l.sqlite", "secret": "x"}, "goes with ledger.url"),
+])
+def test_ledger_options_say_what_is_wrong(ledger, error):
+    with pytest.raises(GemValidationError, match=error):
+        EmailGem(ROW | {"ledger": ledger}, None, user=USER)
+
+
+def test_a_ledger_from_before_claims_gains_its_owner_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE sends (job TEXT NOT NULL, run_key TEXT NOT NULL, destination TEXT NOT NULL,"
+                   " message_key TEXT NOT NULL, recipients_hash TEXT NOT NULL, status TEXT NOT NULL,"
+                   " maybe_delivered INTEGER NOT NULL DEFAULT 0, reply_code INTEGER, message_id TEXT, connection TEXT,"
+                   " attempts INTEGER NOT NULL DEFAULT 0, error TEXT, first_at TEXT NOT NULL, updated_at TEXT NOT NULL,"
+                   " PRIMARY KEY (job, run_key, destination, message_key, recipients_hash))")
+        db.execute("INSERT INTO sends VALUES ('j', 'r', 'd', 'k', 'h', 'sending', 0, NULL, '<old@x>', NULL, 1, NULL,"
+                   " 't', 't')")
+    db.close()
+    ledger = SendLedger(path, "j", "r", "d")
+    # A row a killed earlier mailgem left `sending` has no owner: claimable, with its Message-ID.
+    assert ledger.begin_many([("k", "h", "<new@x>")]) == set()
+    assert ledger.begin_many([("k", "h", "<old@x>")]) == {("k", "h")}
+    ledger.close()
+
+
+def test_mailgem_run_reports_a_ledger_it_cannot_open_before_spark_starts(starttls_server, postgres, tmp_path,
+                                                                         monkeypatch, capsys):
+    from gems.cli import main
+
+    wrong = "wr0ng-ledger-pw-cli-41"
+    monkeypatch.setenv("MAILGEM_SECRET_PW", PASSWORD)
+    monkeypatch.setenv("MAILGEM_SECRET_LEDGER_PASSWORD", wrong)
+    (tmp_path / "data.csv").write_text("n,to\n1,a@example.com\n")
+    (tmp_path / "fabric.yaml").write_text(textwrap.dedent(f"""
+        name: t
+        teams: [{{name: t, members: [{USER}]}}]
+        connections:
+          - {{name: reports, host: 127.0.0.1, port: {starttls_server.port}, ca_bundle: "{starttls_server.ca_pem}",
+              username: reports@example.com, password: {{secret: pw}}}}
+    """))
+    (tmp_path / "job.yaml").write_text(textwrap.dedent(f"""
+        name: j
+        source: {{path: data.csv}}
+        email:
+          connection: reports
+          mode: per_row
+          to_column: to
+          subject: "n {{{{ row.n }}}}"
+          ledger: {{url: "{postgres.url()}", secret: ledger-password}}
+    """))
+    job, fab = str(tmp_path / "job.yaml"), str(tmp_path / "fabric.yaml")
+    assert main(["run", job, "--fabric", fab, "--user", USER]) == 2
+    err = capsys.readouterr().err
+    assert f"{job}: email.ledger: cannot open the ledger database {postgres.url()}" in err
+    assert "password authentication failed" in err and wrong not in err
+    assert starttls_server.messages == []
+    # --local: the embedded fabric has no secrets; said at once, with the way out.
+    assert main(["run", job, "--local", "--user", USER]) == 2
+    assert "email.ledger.secret: the embedded local server's fabric holds no secrets" in capsys.readouterr().err
+    monkeypatch.setenv("MAILGEM_SECRET_LEDGER_PASSWORD", pg_server.PASSWORD)
+    assert main(["validate", job, "--fabric", fab, "--user", USER]) == 0
