@@ -1,16 +1,16 @@
 # Quick start: `make demo` runs the main job on the embedded local SMTP server; `make test` runs the tests.
-# Both create .venv when needed and install pinned versions (constraints.txt). Needs Python 3.11 and Java 17.
+# Both create .venv when needed and install pinned versions (constraints.txt). Needs Python 3.11+ and Java 17.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install clean test-pythons dist
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
-	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "mailgem needs Python 3.11, found " + sys.version.split()[0]'
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "mailgem needs Python 3.11 or newer, found " + sys.version.split()[0]'
 	@command -v java >/dev/null || { echo "Java 17 is needed by PySpark: install openjdk-17-jre-headless"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -32,5 +32,25 @@ bench: $(STAMP)
 	@command -v smtp-sink >/dev/null || echo "smtp-sink not found: apt-get install postfix (debconf: No configuration) for a fast sink"
 	$(BIN)/python benchmarks/run.py
 
+# The test suite on every supported Python (found with pyenv, else on PATH), each in its own
+# .venv-3.X; CI runs 3.11 (make test). Prints one result line per version at the end.
+PYTHONS ?= 3.11 3.12 3.13
+test-pythons:
+	@for v in $(PYTHONS); do \
+	  py=$$(pyenv prefix $$v 2>/dev/null)/bin/python$$v; test -x "$$py" || py=$$(command -v python$$v); \
+	  if [ -z "$$py" ] || [ ! -x "$$py" ]; then echo "python$$v: not found" >> .pythons.log; continue; fi; \
+	  test -x .venv-$$v/bin/python || $$py -m venv .venv-$$v; \
+	  .venv-$$v/bin/python -m pip install --quiet --upgrade pip && \
+	  .venv-$$v/bin/python -m pip install --quiet -c constraints.txt -e '.[test]' && \
+	  .venv-$$v/bin/python -m pytest -q -p no:cacheprovider > .venv-$$v/pytest.log 2>&1; \
+	  echo "python$$v: $$(tail -1 .venv-$$v/pytest.log)" >> .pythons.log; \
+	done; cat .pythons.log; rm -f .pythons.log
+
+# A wheel and an sdist in dist/, checked with twine (what a package index would show).
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
+
 clean:
-	rm -rf $(VENV) outbox data .pytest_cache
+	rm -rf $(VENV) .venv-3.* outbox data dist .pytest_cache

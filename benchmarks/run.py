@@ -249,8 +249,8 @@ class DelayProxy:
 
 
 def sink_fabric(port: int, **conn):
-    from connections import SmtpConnection
-    from fabric import Fabric, Team, current_user
+    from mailgem.connections import SmtpConnection
+    from mailgem.fabric import Fabric, Team, current_user
 
     connection = SmtpConnection(name="sink", host="127.0.0.1", port=port, security="none", anonymous=True,
                                 sender_address="bench@example.com", **conn)
@@ -258,7 +258,7 @@ def sink_fabric(port: int, **conn):
 
 
 def per_row_gem(port: int, name: str):
-    from gems.email import EmailGem
+    from mailgem.gems.email import EmailGem
 
     return EmailGem({"connection": "sink", "mode": "per_row", "key_columns": ["id"], "to_column": "email",
                      "subject": "Order {{ row.id }} for {{ row.name }}",
@@ -280,7 +280,7 @@ def mailgem_per_row_spark(port: int, frame) -> float:
     """The same gem on a Spark frame: messages built and sent on the executors (2 Python workers).
     Like the SparkSession, PySpark's Python workers are started before the timing (a job that
     imports nothing of mailgem); mailgem's own imports in the workers are timed."""
-    from gems.spark import local_spark
+    from mailgem.gems.spark import local_spark
 
     spark = local_spark("local[2]", app_name="mailgem-bench")
     sdf = spark.createDataFrame(frame).repartition(2).cache()
@@ -329,7 +329,7 @@ def report_case(case: str, port: int, n: int) -> dict[str, float]:
         with smtplib.SMTP("127.0.0.1", port) as smtp:
             smtp.send_message(msg)
     else:
-        from gems.email import EmailGem
+        from mailgem.gems.email import EmailGem
 
         gem = EmailGem({"connection": "sink", "to": "boss@example.com", "subject": "report",
                         "attachments": [{"file_name": "report.csv", "compression": "gzip"}]},

@@ -179,7 +179,7 @@ class SmtpSession:
         Raises:
             MessageTooLargeError: larger than the server's SIZE; nothing was sent.
             RecipientsRefusedError: every recipient refused; nothing was sent.
-            SmtpError: any other failure, typed (see :mod:`connections.errors`).
+            SmtpError: any other failure, typed (see :mod:`mailgem.connections.errors`).
         """
         rcpts = list(recipients) if recipients is not None else envelope_recipients(message)
         if not rcpts:
@@ -341,7 +341,7 @@ class SmtpSession:
 
     async def _pipelined(self, data: bytes, recipients: list[str], message_id: str | None, options: list[str],
                          encoding: str, where: dict[str, object], lend: Callable[[], None] | None) -> SendResult:
-        """The transaction as one pipelined group (RFC 2920, :mod:`connections.pipelining`), with
+        """The transaction as one pipelined group (RFC 2920, :mod:`mailgem.connections.pipelining`), with
         the same outcomes as the unpipelined path: partial success, sender refusals, SIZE,
         ``maybe_delivered`` once the content was sent. After the content, ``lend`` lets the next
         message start before this one's final reply."""

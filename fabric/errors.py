@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connections.errors import ConfigError, MailgemError
+from mailgem.connections.errors import ConfigError, MailgemError
 
 __all__ = ["FabricConfigError", "AccessDeniedError", "SecretNotFoundError", "SecretStoreError"]
 

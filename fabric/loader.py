@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from connections.model import format_validation_error
+from mailgem.connections.model import format_validation_error
 
 from .errors import FabricConfigError
 from .model import Fabric

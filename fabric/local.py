@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pydantic import PrivateAttr, SecretStr
 
-from connections.local_server import LocalSmtpServer
-from connections.model import SmtpConnection
+from mailgem.connections.local_server import LocalSmtpServer
+from mailgem.connections.model import SmtpConnection
 
 from .loader import LOCAL_CONNECTION
 from .model import Fabric, Team, current_user

@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
-from connections.model import SmtpConnection
-from connections.transport import SmtpTransport
+from mailgem.connections.model import SmtpConnection
+from mailgem.connections.transport import SmtpTransport
 
 from .errors import AccessDeniedError, FabricConfigError
 from .secrets import DirectorySecretStore, EncryptedFileSecretStore, EnvSecretStore, SecretStore
@@ -84,7 +84,7 @@ StoreConfig = Annotated[EnvStoreConfig | DirectoryStoreConfig | EncryptedFileSto
 
 
 class Fabric(BaseModel):
-    """A fabric as loaded from YAML (see :func:`fabric.loader.load_fabric`).
+    """A fabric as loaded from YAML (see :func:`mailgem.fabric.loader.load_fabric`).
 
     Everyone in one of ``teams`` may use every connection, with the same stored credentials;
     anyone else gets :class:`AccessDeniedError`.

@@ -1,7 +1,7 @@
 """The ``mailgem`` command. ``mailgem --help`` and ``mailgem COMMAND --help`` describe each one.
 
 Every command that takes a job checks everything it can before Spark starts (see
-:mod:`gems.preflight`): the job and fabric files, the connection, the user's access, the secret,
+:mod:`mailgem.gems.preflight`): the job and fabric files, the connection, the user's access, the secret,
 the source and every template. A job runs against its fabric; the embedded local SMTP server is
 used only when the job names the ``local`` connection or ``--local`` is given.
 """
@@ -19,18 +19,17 @@ import time
 import traceback
 import webbrowser
 from collections.abc import Iterator
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
-from connections.errors import MailgemError
-from connections.sync import run_sync
-from fabric.errors import AccessDeniedError, FabricConfigError
-from fabric.loader import LOCAL_CONNECTION, load_fabric
-from fabric.model import Fabric
-from fabric.secrets import generate_key
+from mailgem.connections.errors import MailgemError
+from mailgem.connections.sync import run_sync
+from mailgem.fabric.errors import AccessDeniedError, FabricConfigError
+from mailgem.fabric.loader import LOCAL_CONNECTION, load_fabric
+from mailgem.fabric.model import Fabric
+from mailgem.fabric.secrets import generate_key
 
 from .email.gem import DeliveryError, EmailGem
 from .email.content.preview import write_previews
@@ -63,10 +62,9 @@ class UsageError(MailgemError):
 
 
 def _version() -> str:
-    try:
-        return version("mailgem")
-    except PackageNotFoundError:  # run from a checkout that is not installed
-        return "unknown"
+    from mailgem import __version__
+
+    return __version__
 
 
 # -- arguments --------------------------------------------------------------------------------
@@ -306,7 +304,7 @@ def _frame(args: argparse.Namespace, pre: Preflight, spark: Any, log_file: Path 
 @contextlib.contextmanager
 def _target(args: argparse.Namespace, pre: Preflight, out: Output) -> Iterator[tuple[Fabric, Any, str]]:
     """The fabric to send through, the embedded server (or ``None``) and the connection's name."""
-    from fabric.local import local_fabric
+    from mailgem.fabric.local import local_fabric
 
     job = pre.job
     assert job is not None

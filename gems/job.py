@@ -23,10 +23,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from connections.model import format_validation_error
-from fabric.errors import FabricConfigError
-from fabric.loader import load_yaml
-from fabric.model import Fabric
+from mailgem.connections.model import format_validation_error
+from mailgem.fabric.errors import FabricConfigError
+from mailgem.fabric.loader import load_yaml
+from mailgem.fabric.model import Fabric
 
 from .email.gem import EmailGem
 from .email.properties import EmailProperties
@@ -63,7 +63,7 @@ class JobSpec(BaseModel):
         return self._file.absolute().parent if self._file is not None else Path.cwd()
 
     def inspect_source(self) -> SourceInfo:
-        """The source's resolved path, cheap schema and problems (:func:`gems.source.inspect_source`)."""
+        """The source's resolved path, cheap schema and problems (:func:`mailgem.gems.source.inspect_source`)."""
         return inspect_source(self.source, self.base_dir, str(self._file or "job"))
 
 

@@ -13,11 +13,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from connections.errors import MailgemError
-from connections.transport import SmtpTransport
-from fabric.errors import AccessDeniedError, FabricConfigError
-from fabric.loader import LOCAL_CONNECTION, load_fabric
-from fabric.model import Fabric, current_user
+from mailgem.connections.errors import MailgemError
+from mailgem.connections.transport import SmtpTransport
+from mailgem.fabric.errors import AccessDeniedError, FabricConfigError
+from mailgem.fabric.loader import LOCAL_CONNECTION, load_fabric
+from mailgem.fabric.model import Fabric, current_user
 
 from .email.run.ledger import LedgerTarget, check_ledger
 from .email.validate import validate
@@ -80,7 +80,7 @@ def check_job(job_file: str | Path, *, fabric_file: Path | None, local: bool = F
         job_file: the job YAML.
         fabric_file: the fabric YAML (``--fabric`` / ``$MAILGEM_FABRIC``), if any.
         local: send through the embedded local server whatever connection the job names.
-        user: who runs the job (default: :func:`fabric.model.current_user`).
+        user: who runs the job (default: :func:`mailgem.fabric.model.current_user`).
         read_secrets: resolve the connection's secrets (``preview`` reads none).
 
     Returns:

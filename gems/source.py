@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fabric.errors import FabricConfigError
+from mailgem.fabric.errors import FabricConfigError
 
 __all__ = ["SourceSpec", "SourceInfo", "inspect_source", "read_source", "CSV_DEFAULTS", "SPARK_MAX_DECIMAL_DIGITS"]
 

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["local_spark", "new_log_file", "quiet_python_loggers", "spark_error_line", "is_connect", "parallelism",
+from mailgem.connections.errors import ConfigError
+
+__all__ = ["require_pyspark", "local_spark", "new_log_file", "quiet_python_loggers", "spark_error_line", "is_connect", "parallelism",
            "partition_count"]
 
 _CONF = {
@@ -24,6 +26,20 @@ _CONF = {
 }
 
 
+def require_pyspark() -> None:
+    """Raise a clear error when PySpark is missing (it is the ``mailgem[spark]`` extra).
+
+    Raises:
+        ConfigError: PySpark cannot be imported.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("pyspark") is None:
+        raise ConfigError("this command reads its source with Spark, and PySpark is not installed: "
+                          "pip install 'mailgem[spark]' (on a cluster, the runtime's own PySpark is used; a pandas "
+                          "DataFrame needs no Spark: EmailGem(...).apply(frame))")
+
+
 def local_spark(master: str = "local[2]", app_name: str = "mailgem", conf: dict[str, str] | None = None, *,
                 log_file: str | Path | None = None) -> Any:
     """Get or create a SparkSession: UI off, UTC session time zone, Arrow transfers on.
@@ -34,6 +50,7 @@ def local_spark(master: str = "local[2]", app_name: str = "mailgem", conf: dict[
         log_file: when given and no JVM runs yet, the JVM's own output (start-up lines, log4j,
             stack traces, Python workers' stderr) goes to this file instead of the terminal.
     """
+    require_pyspark()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # loopback only; also silences the hostname warning

@@ -17,9 +17,9 @@ from email.message import EmailMessage
 import pytest
 from pydantic import SecretStr
 
-from connections import SmtpConnection
-from connections.local_server import LocalSmtpServer
-from fabric import Fabric, MemorySecretStore, Team
+from mailgem.connections import SmtpConnection
+from mailgem.connections.local_server import LocalSmtpServer
+from mailgem.fabric import Fabric, MemorySecretStore, Team
 
 import pg_server
 
@@ -34,7 +34,7 @@ PASSWORD = "Tr0ub4dor-test-only-9f3e"
 
 @pytest.fixture(scope="session")
 def spark():
-    from gems.spark import local_spark
+    from mailgem.gems.spark import local_spark
 
     session = local_spark("local[2]", app_name="mailgem-tests")
     yield session

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from conftest import LOGIN, PASSWORD, USER, parse, parse_strict
 
-from connections.local_server import LocalSmtpServer
-from gems.cli import main
+from mailgem.connections.local_server import LocalSmtpServer
+from mailgem.gems.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SPARK_NOISE = ("log4j", "Setting default log level", "NativeCodeLoader", "at org.apache", "Using incubator modules",
@@ -24,7 +24,7 @@ SPARK_NOISE = ("log4j", "Setting default log level", "NativeCodeLoader", "at org
 
 def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None,
          timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gems.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "mailgem.gems.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, input=stdin, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
@@ -148,7 +148,7 @@ def test_schema_from_data_checks_columns_after_a_transform(work, spark, capsys):
 
 
 def test_template_names_in_the_readme_are_what_each_template_sees():
-    from gems.email.content.templates import BASE_NAMES, BODY_NAMES, MESSAGE_NAMES, template_names
+    from mailgem.gems.email.content.templates import BASE_NAMES, BODY_NAMES, MESSAGE_NAMES, template_names
 
     readme = (ROOT / "README.md").read_text()
     for label, names in (("all templates", BASE_NAMES), ("message templates", MESSAGE_NAMES[len(BASE_NAMES):]),
@@ -199,8 +199,8 @@ def test_spark_noise_stays_out_of_the_terminal_and_sql_errors_are_one_line(work)
 # -- data read as the user meant it -----------------------------------------------------------
 
 def test_csv_quoted_newlines_and_doubled_quotes_are_read_as_written(work, spark):
-    from gems.job import load_job
-    from gems.source import read_source
+    from mailgem.gems.job import load_job
+    from mailgem.gems.source import read_source
 
     job = load_job(_job(work, PER_ROW))
     rows = {r.city: r.note for r in read_source(spark, job.source, job.inspect_source()).collect()}
@@ -208,8 +208,8 @@ def test_csv_quoted_newlines_and_doubled_quotes_are_read_as_written(work, spark)
 
 
 def test_encoding_warning_names_the_column_and_the_option(work, spark, capsys):
-    from gems.job import load_job
-    from gems.source import read_source
+    from mailgem.gems.job import load_job
+    from mailgem.gems.source import read_source
 
     (work / "data" / "latin.csv").write_bytes("city,sales,note\nZürich,1,ok\nSão Paulo,2,fine\n".encode("cp1252"))
     job = _job(work, PER_ROW.replace("team-smtp", "local").replace("to_column: email", "to: a@example.com"),
@@ -232,8 +232,8 @@ def test_parquet_nanosecond_timestamps_are_read_and_wide_decimals_named(work, sp
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from gems.job import load_job
-    from gems.source import read_source
+    from mailgem.gems.job import load_job
+    from mailgem.gems.source import read_source
 
     frame = pd.DataFrame({"at": pd.to_datetime(["2024-03-01 12:00:00.123456789", "1969-12-31 23:59:59.999999999"]),
                           "email": ["a@example.com", "b@example.com"]})
@@ -255,9 +255,9 @@ def test_parquet_nanosecond_timestamps_are_read_and_wide_decimals_named(work, sp
 def test_a_small_source_is_spread_over_every_executor(work, spark, starttls_server):
     from conftest import fabric_for
 
-    from gems.email.gem import EmailGem
-    from gems.job import load_job
-    from gems.source import read_source
+    from mailgem.gems.email.gem import EmailGem
+    from mailgem.gems.job import load_job
+    from mailgem.gems.source import read_source
 
     job = load_job(_job(work, PER_ROW.replace("team-smtp", "reports")))
     frame = read_source(spark, job.source, job.inspect_source())
@@ -315,7 +315,7 @@ def test_notebook_preview_api_and_apply_without_spark(starttls_server):
     from conftest import PER_ROW as ROW_PROPS
     from conftest import fabric_for
 
-    from gems.email.gem import EmailGem
+    from mailgem.gems.email.gem import EmailGem
 
     frame = pd.DataFrame({"n": [1, 2], "to": ["a@example.com", "bad@"]})
     gem = EmailGem(ROW_PROPS, fabric_for(starttls_server), user=USER)
@@ -376,7 +376,7 @@ def test_help_version_and_schema(tmp_path):
                     ["secrets", "delete"], ["secrets", "keygen"], ["schema"]):
         text = _cli(*command, "--help", cwd=tmp_path).stdout
         assert f"example:\n  mailgem {' '.join(command)}" in text and "exit codes:" in text, command
-    from gems.cli import _parser
+    from mailgem.gems.cli import _parser
 
     def actions(parser):
         for action in parser._actions:
@@ -448,7 +448,7 @@ def test_preview_of_per_row_reads_only_the_rows_it_shows(spark, starttls_server)
     from conftest import PER_ROW as ROW_PROPS
     from conftest import fabric_for
 
-    from gems.email.gem import EmailGem
+    from mailgem.gems.email.gem import EmailGem
 
     # Row 3 onward cannot even be computed: a preview of 2 messages must never get there.
     frame = spark.range(1, 1001, numPartitions=1).selectExpr(

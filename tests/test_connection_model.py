@@ -7,7 +7,7 @@ import warnings
 import pytest
 from pydantic import ValidationError
 
-from connections import ConfigError, SmtpConnection
+from mailgem.connections import ConfigError, SmtpConnection
 
 REF = {"secret": "smtp-password"}
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import USER, fabric_for, parse_strict
 
-from gems.email import EmailGem
+from mailgem.gems.email import EmailGem
 
 REPORT = {"connection": "reports", "to": "ops@example.com", "subject": "Report", "on_error": "continue"}
 
@@ -194,14 +194,14 @@ def test_parquet_attachment_keeps_types(starttls_server):
     ({"file_name": "r.parquet", "format": "parquet", "compression": "gzip"}, "compression is for CSV"),
 ])
 def test_attachment_format_mistakes_are_validation_errors(attachment, message):
-    from gems.email import validate
+    from mailgem.gems.email import validate
 
     [problem] = validate(REPORT | {"attachments": [attachment]})
     assert problem.path == "attachments.0" and message in problem.message
 
 
 def test_xlsx_refuses_more_rows_than_a_worksheet_holds_before_sending(starttls_server, monkeypatch):
-    from gems.email.content import xlsx_format
+    from mailgem.gems.email.content import xlsx_format
 
     monkeypatch.setattr(xlsx_format, "MAX_ROWS", 3)  # the real limit is 1,048,576 rows
     report, _ = _send(starttls_server, pd.DataFrame({"a": range(3)}), attachments=[{"file_name": "d.xlsx", "format": "xlsx"}])
@@ -217,7 +217,7 @@ def test_header_values_are_templates_and_a_line_break_from_data_names_the_header
     assert list(report["status"]) == ["sent", "failed"]
     assert report.iloc[1].error.startswith("headers.X-Team: the rendered value 'team-south\\r\\nBcc: x@evil.example' "
                                            "is not allowed: header 'X-Team' contains a line break")
-    from gems.email import validate
+    from mailgem.gems.email import validate
 
     [problem] = validate(REPORT | {"headers": {"X-Team": "{{ row.team }}"}})
     assert problem.path == "headers.X-Team" and "'row' is undefined" in problem.message  # report mode has no row
@@ -237,7 +237,7 @@ def test_time_zone_aware_timestamps_keep_their_instant_and_zone(starttls_server)
     text = utc.get_body(("plain",)).get_content()
     assert "2024-03-01 06:00:00-05:00" in text and "2024-07-01 06:00:00.250000-04:00" in text
     assert _csv(utc)[1][0] == "2024-03-01 06:00:00.000000-0500"
-    from gems.email import validate
+    from mailgem.gems.email import validate
 
     assert "unknown time zone 'Mars/Olympus'" in validate(REPORT | {"formats": {"timezone": "Mars/Olympus"}})[0].message
 
@@ -263,7 +263,7 @@ def test_inline_chart_is_a_related_png_shown_by_cid_and_described_in_text(startt
 
 
 def test_chart_mistakes_are_found_by_validate():
-    from gems.email import validate
+    from mailgem.gems.email import validate
 
     chart = {"x": "carrier", "y": ["delayed", "nope"]}
     problems = validate(REPORT | {"chart": chart}, columns=["carrier", "delayed"])
@@ -313,7 +313,7 @@ def test_attachments_over_the_limit_are_compressed(starttls_server):
 def test_attachments_over_the_servers_size_are_split_into_numbered_parts(spark):
     from conftest import LOGIN, PASSWORD
 
-    from connections.local_server import LocalSmtpServer
+    from mailgem.connections.local_server import LocalSmtpServer
 
     frame = _big_frame(4000, noise=True)  # about 430 KB of CSV that does not compress
     with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, data_size_limit=200_000) as server:

@@ -11,10 +11,10 @@ import pytest
 from conftest import LOGIN, PASSWORD, connection_for, parse
 from pydantic import SecretStr
 
-from connections import SmtpConnection, SmtpTransport
-from connections.delivery import Deliverer
-from connections.local_server import LocalSmtpServer
-from connections.ratelimit import RateLimiter
+from mailgem.connections import SmtpConnection, SmtpTransport
+from mailgem.connections.delivery import Deliverer
+from mailgem.connections.local_server import LocalSmtpServer
+from mailgem.connections.ratelimit import RateLimiter
 
 # Both transaction paths: with PIPELINING (RFC 2920) and without.
 PIPELINING_MODES = (True, False)
@@ -121,7 +121,7 @@ def test_rate_limiter_spaces_messages_and_caps_the_day():
     delays = [limiter.reserve() for _ in range(4)]
     assert delays[0] == pytest.approx(0, abs=0.01)
     assert [round(b - a, 2) for a, b in zip(delays, delays[1:])] == [0.1, 0.1, 0.1]
-    from connections.ratelimit import DailyLimitReached
+    from mailgem.connections.ratelimit import DailyLimitReached
     with pytest.raises(DailyLimitReached, match="daily limit of 4"):
         limiter.reserve()
 

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from conftest import LOGIN, USER, fabric_for, parse
 
-from fabric import AccessDeniedError
-from gems.email import DeliveryError, EmailGem, GemValidationError, validate
-from gems.email.run.report import REPORT_COLUMNS
+from mailgem.fabric import AccessDeniedError
+from mailgem.gems.email import DeliveryError, EmailGem, GemValidationError, validate
+from mailgem.gems.email.run.report import REPORT_COLUMNS
 
 
 @pytest.fixture
@@ -248,7 +248,7 @@ def test_pandas_report_round_trips_through_spark_schema(spark, starttls_server, 
 
 
 def test_message_over_the_servers_size_is_refused_before_data(frame):
-    from connections.local_server import LocalSmtpServer
+    from mailgem.connections.local_server import LocalSmtpServer
     from conftest import PASSWORD
 
     with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, data_size_limit=3_000) as server:

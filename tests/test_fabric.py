@@ -12,7 +12,7 @@ import pytest
 from conftest import LOGIN, PASSWORD, USER
 from pydantic import SecretStr
 
-from fabric import (
+from mailgem.fabric import (
     AccessDeniedError,
     DirectorySecretStore,
     EncryptedFileSecretStore,
@@ -23,7 +23,7 @@ from fabric import (
     generate_key,
     load_fabric,
 )
-from gems.cli import main
+from mailgem.gems.cli import main
 
 FABRIC = """
 name: analytics

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import PASSWORD, USER, parse
 
-from fabric import EncryptedFileSecretStore, generate_key
-from gems.cli import main
+from mailgem.fabric import EncryptedFileSecretStore, generate_key
+from mailgem.gems.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ email:
 
 
 def _run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gems.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "mailgem.gems.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
@@ -100,7 +100,7 @@ def test_bad_job_files_are_clear_errors(job_dir, capsys):
 def test_every_source_kind_reads_the_same_rows(spark, tmp_path, fmt):
     import pandas as pd
 
-    from gems.job import SourceSpec, read_source
+    from mailgem.gems.job import SourceSpec, read_source
 
     frame = pd.DataFrame({"city": ["Oslo", "Bergen"], "sales": [10, 5]})
     path = tmp_path / f"sales.{fmt}"
@@ -122,7 +122,7 @@ def test_every_source_kind_reads_the_same_rows(spark, tmp_path, fmt):
 @pytest.mark.parametrize("job", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_example_files_are_valid(job, tmp_path, capsys):
     if job.name == "fabric.yaml":
-        from fabric import load_fabric
+        from mailgem.fabric import load_fabric
 
         assert load_fabric(job).connections
         return
@@ -154,7 +154,7 @@ def test_a_job_whose_connection_is_in_a_fabric_needs_one(job_dir, monkeypatch, c
     def no_spark(*args, **kwargs):
         raise AssertionError("Spark was started")
 
-    monkeypatch.setattr("gems.spark.local_spark", no_spark)
+    monkeypatch.setattr("mailgem.gems.spark.local_spark", no_spark)
     monkeypatch.chdir(job_dir)
     assert main(["run", "job.yaml"]) == 2
     err = capsys.readouterr().err

@@ -7,10 +7,10 @@ import random
 import pytest
 from pydantic import SecretStr
 
-from connections import SmtpConnection, SmtpTransport
-from connections.headers import prefolded
-from gems.email.content.layout import Layout
-from gems.email.content.message import build_message
+from mailgem.connections import SmtpConnection, SmtpTransport
+from mailgem.connections.headers import prefolded
+from mailgem.gems.email.content.layout import Layout
+from mailgem.gems.email.content.message import build_message
 
 TRANSPORT = SmtpTransport(SmtpConnection(name="t", host="h", port=587, username="reports@example.com",
                                          password={"secret": "s"}, sender_name="Répört Bot"), SecretStr("x"))
@@ -72,7 +72,7 @@ def test_other_charsets_equal_the_stdlib():
 
 
 def test_public_fallback_encodes_like_the_stdlib_helper():
-    from gems.email.content import layout
+    from mailgem.gems.email.content import layout
 
     for text in ["plain", "ünïcödé", "long line " * 30, "日本語 " * 40]:  # bounded
         assert layout._stdlib_encode_text(text, "utf-8") == layout._encode_text(text, "utf-8", None, layout._POLICY)
@@ -83,8 +83,8 @@ def test_verbatim_headers_equal_the_stdlib_fold():
 
     import email
 
-    from connections.headers import fold_text
-    from gems.email.content.layout import _fold
+    from mailgem.connections.headers import fold_text
+    from mailgem.gems.email.content.layout import _fold
 
     rng = random.Random(11)
     text = [chr(c) for c in range(32, 127)] + [" "] * 8 + ["=?", "ü"]
@@ -119,8 +119,8 @@ def test_spliced_attachments_equal_the_stdlib(utf8):
     import dataclasses
     import os
 
-    from gems.email.content.attachments import Attachment
-    from gems.email.content.spliced import SPLICE_MIN_BYTES, SplicedMessage, placeholder
+    from mailgem.gems.email.content.attachments import Attachment
+    from mailgem.gems.email.content.spliced import SPLICE_MIN_BYTES, SplicedMessage, placeholder
 
     rng = random.Random(11)
     for extra in (0, 1, 56, 57, 58, 3 * 1024 * 1024 + 5):  # bounded; around the 57-byte base64 group
@@ -144,7 +144,7 @@ def test_spliced_attachments_equal_the_stdlib(utf8):
 
 
 def test_a_placeholder_that_is_not_found_is_an_error_not_a_message_without_its_attachment():
-    from gems.email.content.spliced import SplicedMessage, placeholder
+    from mailgem.gems.email.content.spliced import SplicedMessage, placeholder
 
     msg = build_message(to=["a@example.com"], cc=[], subject="x", headers=HEADERS, text="t", html=None,
                         attachments=[], charset="utf-8")

@@ -22,10 +22,10 @@ import pytest
 from conftest import PASSWORD, USER, fabric_for, parse
 from pydantic import SecretStr
 
-from connections.errors import ConfigError
-from fabric import MemorySecretStore
-from gems.email import EmailGem, GemValidationError
-from gems.email.run.ledger import LedgerTarget, SendLedger
+from mailgem.connections.errors import ConfigError
+from mailgem.fabric import MemorySecretStore
+from mailgem.gems.email import EmailGem, GemValidationError
+from mailgem.gems.email.run.ledger import LedgerTarget, SendLedger
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_a_claim_is_decided_by_the_database(ledger_place):
 CLAIM_AND_WAIT = """
 import sys, time
 from pydantic import SecretStr
-from gems.email.run.ledger import LedgerTarget, SendLedger
+from mailgem.gems.email.run.ledger import LedgerTarget, SendLedger
 place = eval(sys.argv[1])
 target = LedgerTarget(path=place.get("path"), url=place.get("url"), lease_s=1.5,
                       password=SecretStr(sys.argv[2]) if "url" in place else None)
@@ -103,8 +103,8 @@ RUN_SCRIPT = """
 import json, sys, time
 from pathlib import Path
 import pandas as pd
-from fabric import load_fabric
-from gems.email import EmailGem
+from mailgem.fabric import load_fabric
+from mailgem.gems.email import EmailGem
 fabric_path, ledger, n, go = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 frame = pd.DataFrame({"n": range(n), "to": [f"user{i}@example.com" for i in range(n)]})
 props = {"connection": "reports", "mode": "per_row", "key_columns": ["n"], "to_column": "to",
@@ -244,6 +244,11 @@ def test_a_wrong_ledger_password_is_reported_before_anything_is_sent(starttls_se
     assert starttls_server.messages == []
     for text in (message, repr(info.value), caplog.text):
         assert wrong not in text and pg_server.PASSWORD not in text
+    target = LedgerTarget(url=postgres.url(), password=SecretStr(pg_server.PASSWORD))
+    ledger = SendLedger(target, "j", "r", "d")
+    for text in (repr(target), str(target), repr(ledger)):
+        assert pg_server.PASSWORD not in text and postgres.url() in text
+    ledger.close()
 
 
 def test_a_password_written_in_the_ledger_url_is_refused_without_echoing_it():
@@ -287,7 +292,7 @@ def test_a_ledger_from_before_claims_gains_its_owner_column(tmp_path):
 
 def test_mailgem_run_reports_a_ledger_it_cannot_open_before_spark_starts(starttls_server, postgres, tmp_path,
                                                                          monkeypatch, capsys):
-    from gems.cli import main
+    from mailgem.gems.cli import main
 
     wrong = "wr0ng-ledger-pw-cli-41"
     monkeypatch.setenv("MAILGEM_SECRET_PW", PASSWORD)

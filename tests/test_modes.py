@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from conftest import PASSWORD, USER, fabric_for, normalised, parse
 
-from gems.email import DeliveryError, EmailGem
-from gems.email.gem import MessageCapError
+from mailgem.gems.email import DeliveryError, EmailGem
+from mailgem.gems.email.gem import MessageCapError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +107,7 @@ def _fingerprint(messages):
 @pytest.mark.parametrize("props", [GROUP, ROW | {"text_body": None, "attachments": [{"compression": "gzip"}]}],
                          ids=["per_group", "per_row"])
 def test_spark_distributed_path_delivers_the_same_messages_as_pandas(spark, tickets, props, tmp_path):
-    from connections.local_server import LocalSmtpServer
+    from mailgem.connections.local_server import LocalSmtpServer
 
     results, raw = [], []
     for engine in ("pandas", "spark"):
@@ -129,8 +129,8 @@ def test_spark_distributed_path_delivers_the_same_messages_as_pandas(spark, tick
 def test_progress_logs_counts_when_not_in_a_terminal(caplog):
     import logging
 
-    from gems.email.run.progress import Progress
-    from gems.email.run.report import DeliveryRow
+    from mailgem.gems.email.run.progress import Progress
+    from mailgem.gems.email.run.report import DeliveryRow
 
     caplog.set_level(logging.INFO, logger="mailgem.gems")
     progress = Progress(3, "bench", interval_s=0, interactive=False)

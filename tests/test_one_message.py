@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from conftest import PER_ROW, USER, fabric_for, parse_strict
 
-from gems.email import DeliveryError, EmailGem
-from gems.email.run.ledger import SendLedger
+from mailgem.gems.email import DeliveryError, EmailGem
+from mailgem.gems.email.run.ledger import SendLedger
 
 # Both transaction paths: with PIPELINING (RFC 2920) and without.
 PIPELINING_MODES = (True, False)
@@ -191,6 +191,9 @@ def test_an_outcome_that_cannot_be_recorded_stops_the_run(starttls_server, tmp_p
         return transaction(self, insert, rows)
 
     monkeypatch.setattr(SendLedger, "_transaction", failing_outcomes)
+    # Replies come 50 ms late, so outcomes are committed on their own (after OUTCOME_DELAY_S)
+    # before the next batch's claim would carry them.
+    starttls_server.data_script = [0.05] * 12
     props = PER_ROW | {"ledger": {"path": str(tmp_path / "l.sqlite")}, "on_error": "continue"}
     frame = _frame(*[f"u{i}@example.com" for i in range(12)])
     with pytest.raises(DeliveryError, match="ledger: OperationalError: disk I/O error") as info:

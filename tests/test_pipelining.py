@@ -21,10 +21,10 @@ import pytest
 from conftest import PASSWORD, PER_ROW, USER, connection_for, fabric_for, parse_strict
 from pydantic import SecretStr
 
-from connections.delivery import Deliverer
-from connections.pipelining import ReplyReader, dot_stuffed
-from connections.transport import SmtpTransport
-from gems.email import EmailGem
+from mailgem.connections.delivery import Deliverer
+from mailgem.connections.pipelining import ReplyReader, dot_stuffed
+from mailgem.connections.transport import SmtpTransport
+from mailgem.gems.email import EmailGem
 
 
 def _replies(chunks: list[bytes], count: int) -> list[tuple[int, str]]:
@@ -144,8 +144,8 @@ def smtp_sink():
 
 
 def test_postfix_smtp_sink_takes_pipelined_transactions(smtp_sink, caplog):
-    from connections import SmtpConnection
-    from fabric import Fabric, Team
+    from mailgem.connections import SmtpConnection
+    from mailgem.fabric import Fabric, Team
 
     conn = SmtpConnection(name="reports", host="127.0.0.1", port=smtp_sink, security="none", anonymous=True,
                           sender_address="reports@example.com", pool_size=2, timeout_s=10)
@@ -236,7 +236,7 @@ def postfix_relay():
 
     import trustme
 
-    from connections.local_server import LocalSmtpServer
+    from mailgem.connections.local_server import LocalSmtpServer
 
     if shutil.which("postfix") is None or os.geteuid() != 0:
         pytest.skip("a private Postfix instance needs the Debian package postfix and root (master starts as root "
@@ -289,8 +289,8 @@ maillog_file = {root}/maillog
 
 
 def test_real_postfix_takes_pipelined_transactions_over_starttls(postfix_relay, caplog):
-    from connections import SmtpConnection
-    from fabric import Fabric, Team
+    from mailgem.connections import SmtpConnection
+    from mailgem.fabric import Fabric, Team
 
     port, ca_pem, target = postfix_relay
     conn = SmtpConnection(name="reports", host="127.0.0.1", port=port, security="starttls", ca_bundle=ca_pem,

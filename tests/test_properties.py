@@ -15,9 +15,9 @@ from conftest import LOGIN, PASSWORD, USER, fabric_for, parse_strict
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from connections.local_server import LocalSmtpServer
-from gems.email import EmailGem, GemValidationError
-from gems.email.content.render import one_line
+from mailgem.connections.local_server import LocalSmtpServer
+from mailgem.gems.email import EmailGem, GemValidationError
+from mailgem.gems.email.content.render import one_line
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                             HealthCheck.too_slow])

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 from conftest import PASSWORD, PER_ROW, USER, fabric_for, parse
 
-from connections.local_server import LocalSmtpServer
-from fabric import local_fabric
-from gems.email import EmailGem
+from mailgem.connections.local_server import LocalSmtpServer
+from mailgem.fabric import local_fabric
+from mailgem.gems.email import EmailGem
 
 # Both transaction paths: with PIPELINING (RFC 2920) and without.
 PIPELINING_MODES = (True, False)

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from conftest import LOGIN, PASSWORD, USER, connection_for, fabric_for
 
-from connections import SmtpError, SmtpTransport
-from gems.email import DeliveryError, EmailGem
+from mailgem.connections import SmtpError, SmtpTransport
+from mailgem.gems.email import DeliveryError, EmailGem
 
 WRONG = "Wr0ng-but-still-secret-77"
 

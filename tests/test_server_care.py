@@ -13,18 +13,18 @@ import pytest
 from conftest import LOGIN, PASSWORD, PER_ROW, USER, connection_for, fabric_for
 from pydantic import SecretStr
 
-from connections import (
+from mailgem.connections import (
     MessageTooLargeError,
     SecurityModeMismatchError,
     SmtpConnection,
     SmtpTransport,
 )
-from connections.delivery import Deliverer
-from connections.local_server import LocalSmtpServer
-from connections.session import TRACE_HEADROOM_BYTES, wire_size
-from fabric import Fabric, MemorySecretStore, Team
-from gems.cli import main
-from gems.email import EmailGem, validate
+from mailgem.connections.delivery import Deliverer
+from mailgem.connections.local_server import LocalSmtpServer
+from mailgem.connections.session import TRACE_HEADROOM_BYTES, wire_size
+from mailgem.fabric import Fabric, MemorySecretStore, Team
+from mailgem.gems.cli import main
+from mailgem.gems.email import EmailGem, validate
 
 # Both transaction paths: with PIPELINING (RFC 2920) and without.
 PIPELINING_MODES = (True, False)
@@ -229,6 +229,6 @@ def test_headers_that_redirect_replies_or_restate_identity_are_reserved(starttls
     ("5.1.1 <ops@example.com>: Recipient address rejected: User unknown", False),
 ])
 def test_which_refusals_are_about_the_sender(reply, about_sender):
-    from connections.errors import is_sender_refusal
+    from mailgem.connections.errors import is_sender_refusal
 
     assert is_sender_refusal(reply, "boss@example.com") is about_sender

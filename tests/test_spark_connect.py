@@ -17,8 +17,8 @@ import pytest
 from conftest import PASSWORD, USER, fabric_for, normalised
 from test_modes import GROUP, ROW, _fingerprint, _messages
 
-from connections.local_server import LocalSmtpServer
-from gems.email import EmailGem
+from mailgem.connections.local_server import LocalSmtpServer
+from mailgem.gems.email import EmailGem
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,8 +29,8 @@ CONNECT_SCRIPT = """
 import json, sys
 import pandas as pd
 from pyspark.sql import SparkSession
-from fabric import load_fabric
-from gems.email import EmailGem
+from mailgem.fabric import load_fabric
+from mailgem.gems.email import EmailGem
 
 fabric, props, frame = load_fabric(sys.argv[1]), json.loads(sys.argv[2]), pd.read_json(sys.argv[3])
 spark = SparkSession.builder.remote("local[2]").getOrCreate()
@@ -89,6 +89,6 @@ def test_spark_connect_sends_the_same_messages_as_pandas(tickets, props, tmp_pat
     ({"spark.master": "sc://cluster.example.com"}, 2),  # nothing to go by: 2
 ])
 def test_parallelism_on_spark_connect_comes_from_configuration(conf, expected):
-    from gems.spark import parallelism_from_conf
+    from mailgem.gems.spark import parallelism_from_conf
 
     assert parallelism_from_conf(conf.get) == expected

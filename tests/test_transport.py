@@ -10,7 +10,7 @@ import pytest
 from conftest import LOGIN, PASSWORD, connection_for, parse
 from pydantic import SecretStr
 
-from connections import (
+from mailgem.connections import (
     AuthenticationError,
     InsecureAuthError,
     MessageTooLargeError,
@@ -21,7 +21,7 @@ from connections import (
     StartTlsNotOfferedError,
     TlsError,
 )
-from connections.local_server import LocalSmtpServer
+from mailgem.connections.local_server import LocalSmtpServer
 
 
 def _message(to: str = "ops@example.com", subject: str = "Hello") -> EmailMessage:
@@ -104,7 +104,7 @@ def test_wrong_password_is_a_typed_error_with_hint_and_nothing_is_sent(starttls_
 
 
 def test_gmail_host_gets_the_app_password_hint():
-    from connections.errors import from_aiosmtplib
+    from mailgem.connections.errors import from_aiosmtplib
     import aiosmtplib
 
     err = from_aiosmtplib(aiosmtplib.SMTPAuthenticationError(535, "5.7.8 Username and Password not accepted"),

@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connections.errors import MailgemError
+from mailgem.connections.errors import MailgemError
 
 __all__ = ["FrameData", "collect", "instants", "is_spark_frame", "column_names", "normalise", "GemInputError"]
 

@@ -30,13 +30,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from connections.delivery import Deliverer
-from connections.errors import MailgemError
-from connections.model import format_validation_error
-from connections.sync import run_sync
-from connections.session import TRACE_HEADROOM_BYTES
-from connections.transport import SmtpTransport, new_message_id
-from fabric.model import Fabric, current_user
+from mailgem.connections.delivery import Deliverer
+from mailgem.connections.errors import MailgemError
+from mailgem.connections.model import format_validation_error
+from mailgem.connections.sync import run_sync
+from mailgem.connections.session import TRACE_HEADROOM_BYTES
+from mailgem.connections.transport import SmtpTransport, new_message_id
+from mailgem.fabric.model import Fabric, current_user
 
 from ..spark import parallelism
 from .content.compose import Composer, SplitNeeded, Unit, split_unit
@@ -226,7 +226,7 @@ class EmailGem:
             in0: a Spark or pandas DataFrame; columns as the properties reference them.
 
         Returns:
-            the delivery report (see :mod:`gems.email.run.report`), one row per message: a Spark
+            the delivery report (see :mod:`mailgem.gems.email.run.report`), one row per message: a Spark
             DataFrame for Spark input, pandas for pandas input.
 
         Raises:

@@ -22,7 +22,7 @@ import zoneinfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from connections.addresses import CONTROL_CHARACTERS, format_mailbox
+from mailgem.connections.addresses import CONTROL_CHARACTERS, format_mailbox
 
 from .run.ledger_db import DEFAULT_LEASE_S, check_postgres_url
 
@@ -41,7 +41,7 @@ def split_addresses(value: Any) -> list[str]:
 
     Splitting uses the stdlib RFC 5322 parser (:func:`email.utils.getaddresses`), so a quoted
     display name may contain commas. Jinja2 templates are kept whole (rendered per message).
-    Validity is checked by :func:`gems.email.validate.validate`.
+    Validity is checked by :func:`mailgem.gems.email.validate.validate`.
     """
     if value is None:
         return []
@@ -201,7 +201,7 @@ Mode = Literal["report", "per_group", "per_row"]
 
 
 class LedgerOptions(BaseModel):
-    """The send ledger that makes re-runs safe (see :mod:`gems.email.run.ledger`).
+    """The send ledger that makes re-runs safe (see :mod:`mailgem.gems.email.run.ledger`).
 
     A message whose key was already accepted by the server in a run with the same ``run_key``
     is not sent again.

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from connections.addresses import CONTROL_CHARACTERS, AddressError, parse_mailbox
-from connections.headers import prefolded
+from mailgem.connections.addresses import CONTROL_CHARACTERS, AddressError, parse_mailbox
+from mailgem.connections.headers import prefolded
 
 from .properties import EmailProperties
 from .content.templates import check_templates, is_template
@@ -82,7 +82,7 @@ def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str
     """Check the gem's properties before a run; return every problem found (empty when fine).
 
     Templates are compiled, checked for names their context lacks and rendered against a
-    sample context (see :mod:`gems.email.content.templates`).
+    sample context (see :mod:`mailgem.gems.email.content.templates`).
 
     Args:
         properties: the properties, or a dict to validate into them.

@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from markupsafe import Markup
 
-from connections.addresses import AddressError, Mailbox, parse_mailbox
-from connections.errors import MailgemError, MessageTooLargeError
-from connections.headers import PrefoldedHeader, prefolded, text_header
+from mailgem.connections.addresses import AddressError, Mailbox, parse_mailbox
+from mailgem.connections.errors import MailgemError, MessageTooLargeError
+from mailgem.connections.headers import PrefoldedHeader, prefolded, text_header
 
 from .attachments import Attachment, build_attachment, safe_file_name
 from .chart import DISPLAY_WIDTH_PX, draw_chart

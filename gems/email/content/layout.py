@@ -30,8 +30,8 @@ from email import contentmanager, policy
 from email.message import EmailMessage
 from typing import Any
 
-from connections.headers import PrefoldedHeader, fold_text
-from connections.transport import SmtpTransport
+from mailgem.connections.headers import PrefoldedHeader, fold_text
+from mailgem.connections.transport import SmtpTransport
 
 from .message import build_message
 

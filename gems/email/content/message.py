@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from email import policy
 from email.message import EmailMessage
 
-from connections.addresses import parse_mailbox
-from connections.headers import PrefoldedHeader, prefolded, text_header
+from mailgem.connections.addresses import parse_mailbox
+from mailgem.connections.headers import PrefoldedHeader, prefolded, text_header
 
 from .attachments import Attachment
 from .templates import is_template
@@ -35,7 +35,7 @@ def run_headers(props: EmailProperties) -> list[PrefoldedHeader]:
 
     Raises:
         ValueError: from the stdlib, for a value it cannot encode safely; ``AddressError`` for
-            an invalid Reply-To (both reported by :func:`gems.email.validate.validate` first).
+            an invalid Reply-To (both reported by :func:`mailgem.gems.email.validate.validate` first).
     """
     # IDN domains as A-labels, as for recipients (connections.addresses).
     reply_to = [parse_mailbox(item).header for item in props.reply_to]
@@ -58,7 +58,7 @@ def build_message(
     charset: str,
 ) -> EmailMessage:
     """Build the message to ``to`` and ``cc`` (Bcc stays in the envelope only), with ``headers``
-    from :func:`run_headers` (validated by :func:`gems.email.validate.validate`).
+    from :func:`run_headers` (validated by :func:`mailgem.gems.email.validate.validate`).
 
     Raises:
         ValueError: from the stdlib, for a header value it cannot encode safely.

@@ -10,7 +10,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from connections.errors import MailgemError
+from mailgem.connections.errors import MailgemError
 
 __all__ = ["template_environment", "render", "TemplateError", "DEFAULT_TEXT", "DEFAULT_HTML", "one_line", "nulls_refused"]
 

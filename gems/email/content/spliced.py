@@ -22,7 +22,7 @@ from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from connections.transport import SmtpTransport
+    from mailgem.connections.transport import SmtpTransport
 
 __all__ = ["SplicedMessage", "SPLICE_MIN_BYTES", "placeholder"]
 
@@ -51,7 +51,7 @@ def _encoded(data: bytes) -> bytes:
 
 class SplicedMessage:
     """A message built by the stdlib with placeholders for its large attachments (see the module
-    docstring); sent with :meth:`bytes_for`, like :class:`~gems.email.content.layout.LayoutMessage`.
+    docstring); sent with :meth:`bytes_for`, like :class:`~mailgem.gems.email.content.layout.LayoutMessage`.
 
     Args:
         message: the message, each large attachment's content being its placeholder.

@@ -22,9 +22,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from connections.delivery import Deliverer
-from connections.errors import SmtpError
-from connections.transport import SmtpTransport
+from mailgem.connections.delivery import Deliverer
+from mailgem.connections.errors import SmtpError
+from mailgem.connections.transport import SmtpTransport
 
 from ...spark import partition_count
 from ..content.compose import Composer
@@ -124,7 +124,7 @@ class PartitionSender:
 
 
 def send_distributed(frame: Any, sender: PartitionSender, workers: int) -> pd.DataFrame:
-    """Run ``sender`` over ``frame``'s partitions, spread over ``workers`` (:func:`gems.spark.parallelism`);
+    """Run ``sender`` over ``frame``'s partitions, spread over ``workers`` (:func:`mailgem.gems.spark.parallelism`);
     return the delivery report rows (pandas)."""
     props = sender.props
     if props.mode == "per_group":

@@ -22,14 +22,14 @@ waits for that run's outcome (at most ``3 × lease_s`` seconds) and reports
 ``already_sent`` when it was accepted, or sends it when it was not.
 
 An entry counts only for its **destination**: the fabric, connection, host, port and sender
-the job sends through (:meth:`fabric.model.Fabric.destination`; for the embedded server, its
+the job sends through (:meth:`mailgem.fabric.model.Fabric.destination`; for the embedded server, its
 outbox). Trying a job on the embedded local server never marks the real run's messages as sent.
 
 Writes are grouped into transactions (one commit costs more than building a message): the
 sender claims a batch of messages in one transaction before any of them goes out
-(:meth:`SendLedger.begin_many`), and outcomes are committed together at the end of the event
-loop's current step (:meth:`SendLedger.finish`), so an outcome is on disk within moments of the
-server's reply.
+(:meth:`SendLedger.begin_many`), and outcomes are committed together at most
+``OUTCOME_DELAY_S`` (20 ms) after the server's reply, or with the next claim
+(:meth:`SendLedger.finish`). On PostgreSQL each transaction goes in libpq's pipeline mode.
 
 Where: ``ledger: {path: FILE}`` is a SQLite file (WAL mode, busy timeout) for the processes of
 one machine; ``ledger: {url: postgresql://user@host/db, secret: NAME}`` a PostgreSQL database
@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connections.errors import ConfigError
+from mailgem.connections.errors import ConfigError
 
 from .ledger_db import LedgerTarget
 
@@ -60,6 +60,10 @@ __all__ = ["SendLedger", "PriorSend", "LedgerTarget", "DONE_STATUSES", "check_le
 log = logging.getLogger("mailgem.gems")
 
 DONE_STATUSES = ("sent", "partial")
+# Outcomes wait at most this long (seconds) to be committed together; a claim commits them too.
+# Longer means fewer commits (each a round trip to PostgreSQL) and a wider window in which a
+# killed run's accepted messages still read `sending` (a re-run resends them, same Message-ID).
+OUTCOME_DELAY_S = 0.02
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS sends (
@@ -135,7 +139,7 @@ class SendLedger:
     """The ledger at ``target`` (a :class:`LedgerTarget`, or a SQLite file path) for one job, run
     key and destination; each instance is one *owner* of claims.
 
-    Table ``sends``: job, run_key, destination (:meth:`fabric.model.Fabric.destination`),
+    Table ``sends``: job, run_key, destination (:meth:`mailgem.fabric.model.Fabric.destination`),
     message_key, recipients_hash (primary key), status (``sending`` | ``sent`` | ``partial`` |
     ``failed`` | ``deferred``), maybe_delivered (0/1), reply_code, message_id, connection (the one
     that carried it: the fallback's when used), attempts, error, first_at, updated_at (UTC ISO
@@ -161,6 +165,7 @@ class SendLedger:
         self._heartbeat: threading.Thread | None = None
         self._stop = threading.Event()
         self.failure: Exception | None = None  # a group commit or lease renewal that failed (see check())
+        self._had_rows: bool | None = None  # rows for this job, run key and destination when first asked
         self._backend.create(self._db(), _SCHEMA)
         n = self._backend.now
         self._claim_where = (
@@ -189,8 +194,21 @@ class SendLedger:
     def _key(self, message_key: str, recipients_hash: str) -> tuple[str, ...]:
         return self.job, self.run_key, self.destination, message_key, recipients_hash
 
-    def prior(self, message_key: str, recipients_hash: str) -> PriorSend | None:
-        """What the ledger holds for this message at this destination, or ``None``."""
+    def prior(self, message_key: str, recipients_hash: str, *, live: bool = True) -> PriorSend | None:
+        """What the ledger holds for this message at this destination, or ``None``.
+
+        With ``live=False`` the answer may be from when this ledger was first asked: a run whose
+        job, run key and destination had no rows then skips the per-message query (a round trip
+        to PostgreSQL). That is safe because the claim decides (:meth:`begin_many`): a message
+        another run recorded meanwhile is not claimed, and is looked at again, live.
+        """
+        if not live:
+            if self._had_rows is None:
+                self._had_rows = self._backend.execute(
+                    self._db(), "SELECT 1 FROM sends WHERE job=? AND run_key=? AND destination=? LIMIT 1",
+                    (self.job, self.run_key, self.destination)).fetchone() is not None
+            if not self._had_rows:
+                return None
         row = self._backend.execute(
             self._db(),
             f"SELECT s.status, s.message_id, s.maybe_delivered, s.owner, o.host, o.pid, o.started_at,"
@@ -287,8 +305,9 @@ class SendLedger:
         """Record the outcome. A message that failed but may have reached the server stays
         ``sending`` (see the module docstring); ``maybe_delivered`` is never cleared.
 
-        Inside an event loop the outcome is committed with the others of the loop's current step
-        (a failed commit is kept in :attr:`failure`, see :meth:`check`); outside one, at once.
+        Inside an event loop the outcome is committed with the others that arrive within
+        ``OUTCOME_DELAY_S``, or with the next claim (a failed commit is kept in :attr:`failure`,
+        see :meth:`check`); outside one, at once.
         """
         if status == "failed" and maybe_delivered:
             status = "sending"
@@ -302,7 +321,7 @@ class SendLedger:
             self.flush()
             return
         self._flush_scheduled = True
-        loop.call_soon(self._flush_soon)
+        loop.call_later(OUTCOME_DELAY_S, self._flush_soon)
 
     def _flush_soon(self) -> None:
         self._flush_scheduled = False
@@ -334,18 +353,19 @@ class SendLedger:
         claimed: set[tuple[str, str]] = set()
         try:
             db = self._db()
-            b.execute(db, b.begin)
             try:
-                if finishes:
-                    b.executemany(
-                        db,
-                        "UPDATE sends SET status=?, attempts=attempts+?, reply_code=?, message_id=COALESCE(?, message_id),"
-                        f" error=?, connection=COALESCE(?, connection), maybe_delivered={b.greatest}(maybe_delivered, ?),"
-                        f" updated_at=? WHERE {_KEY}", finishes)
-                if claim is not None:
-                    args = tuple(v for row in rows for v in row)
-                    claimed = {(r[0], r[1]) for r in b.execute(db, claim, args).fetchall()}
-                b.execute(db, "COMMIT")
+                with b.pipeline(db):
+                    b.execute(db, b.begin)
+                    if finishes:
+                        b.executemany(
+                            db,
+                            "UPDATE sends SET status=?, attempts=attempts+?, reply_code=?, message_id=COALESCE(?, message_id),"
+                            f" error=?, connection=COALESCE(?, connection), maybe_delivered={b.greatest}(maybe_delivered, ?),"
+                            f" updated_at=? WHERE {_KEY}", finishes)
+                    if claim is not None:
+                        args = tuple(v for row in rows for v in row)
+                        claimed = {(r[0], r[1]) for r in b.execute(db, claim, args).fetchall()}
+                    b.execute(db, "COMMIT")
             except BaseException:
                 with contextlib.suppress(b.error):
                     b.execute(db, "ROLLBACK")

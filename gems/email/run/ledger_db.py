@@ -13,6 +13,7 @@ NFS/DBFS is a known way to corrupt a SQLite database). psycopg 3 talks to Postgr
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import SecretStr
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
 
-from connections.errors import ConfigError
+from mailgem.connections.errors import ConfigError
 
 __all__ = ["LedgerTarget", "Backend", "SqliteBackend", "PostgresBackend"]
 
@@ -98,6 +99,10 @@ class Backend:
 
     def executemany(self, db: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
         db.executemany(self.sql(statement), rows)
+
+    def pipeline(self, db: Any) -> contextlib.AbstractContextManager[Any]:
+        """Statements inside are sent without waiting for each reply (one round trip)."""
+        return contextlib.nullcontext()
 
     def execute(self, db: Any, statement: str, args: tuple[Any, ...] = ()) -> Any:
         return db.execute(self.sql(statement), args)
@@ -183,6 +188,11 @@ class PostgresBackend(Backend):
     def executemany(self, db: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
         with db.cursor() as cur:
             cur.executemany(self.sql(statement), rows)
+
+    def pipeline(self, db: Any) -> contextlib.AbstractContextManager[Any]:
+        # libpq pipeline mode: BEGIN, the updates, the claim and COMMIT leave together and their
+        # replies come back together, instead of one network round trip each.
+        return db.pipeline()
 
 
 def _safe_url(url: str) -> str:

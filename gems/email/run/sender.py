@@ -1,5 +1,5 @@
 """Send a stream of emails: compose each unit, skip what the ledger says was accepted, deliver
-through a :class:`~connections.delivery.Deliverer`, record the outcome. Used by the local path
+through a :class:`~mailgem.connections.delivery.Deliverer`, record the outcome. Used by the local path
 and by every Spark Python worker alike.
 
 One message's problem is that message's failed row: any exception while composing it (a
@@ -24,9 +24,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from connections.delivery import Deliverer, Delivery
-from connections.errors import MailgemError, SmtpError
-from connections.transport import new_message_id
+from mailgem.connections.delivery import Deliverer, Delivery
+from mailgem.connections.errors import MailgemError, SmtpError
+from mailgem.connections.transport import new_message_id
 
 from ..content.compose import Composer, SplitNeeded, Unit, split_unit
 from .ledger import SendLedger
@@ -227,7 +227,7 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
                 envelope = ctx.composer.envelope(unit, context)
                 rhash = envelope.recipients_hash if ledger is not None else ""  # a hash is for the ledger only
                 row.recipients = ", ".join(envelope.recipients)
-                prior = ledger.prior(unit.key, rhash) if ledger is not None else None
+                prior = ledger.prior(unit.key, rhash, live=again) if ledger is not None else None
                 if prior is not None and prior.done:
                     row.status, row.message_id = "already_sent", prior.message_id
                     row.error = (f"accepted {'by another run' if again else 'in an earlier run'} with run key "
