@@ -22,7 +22,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from .errors import MailgemError
 
-__all__ = ["Mailbox", "AddressError", "parse_mailbox", "envelope_address", "needs_smtputf8", "ascii_domain",
+__all__ = ["Mailbox", "AddressError", "parse_mailbox", "check_address", "special_domain_allowed", "envelope_address", "needs_smtputf8", "ascii_domain",
            "format_mailbox", "CONTROL_CHARACTERS"]
 
 # Characters that make an item more than one bare addr-spec (RFC 5322 §3.4).
@@ -67,9 +67,41 @@ def format_mailbox(name: str, address: str) -> str:
     return f'"{escaped}" <{address}>'
 
 
+# A public suffix under which a special-use or single-label domain passes email-validator's
+# syntax checks unchanged (RFC 2606 reserves example.com; it is not itself special-use there).
+_NEUTRAL_SUFFIX = ".example.com"
+
+
+def special_domain_allowed(domain: str, allowed: Iterable[str]) -> bool:
+    """Whether ``domain`` is, or is under, one of ``allowed`` (case-insensitive): the domains of
+    internal relays (``corp.internal``, ``local``, a single-label host) a connection allows."""
+    domain = domain.lower().rstrip(".")
+    return any(domain == a or domain.endswith("." + a) for a in allowed)
+
+
+def check_address(address: str, special_domains: tuple[str, ...] = ()) -> tuple[str, str, bool]:
+    """email-validator's check of a bare addr-spec (no DNS lookups): ``(local part, ASCII
+    domain, needs SMTPUTF8)``.
+
+    Domains in ``special_domains`` (a connection's ``allowed_special_domains``) skip the
+    special-use (RFC 6761: ``.local``, ``.internal``, ``localhost`` …) and single-label rules;
+    everything else about them (labels, lengths, IDNA) is still checked.
+
+    Raises:
+        EmailNotValidError: email-validator's reason.
+    """
+    domain = address.rpartition("@")[2]
+    if special_domains and special_domain_allowed(domain, special_domains):
+        valid = validate_email(address + _NEUTRAL_SUFFIX, check_deliverability=False)
+        return valid.local_part, valid.ascii_domain.removesuffix(_NEUTRAL_SUFFIX), bool(valid.smtputf8)
+    valid = validate_email(address, check_deliverability=False)
+    return valid.local_part, valid.ascii_domain, bool(valid.smtputf8)
+
+
 @functools.lru_cache(maxsize=8192)  # the same recipients recur in every message of a run
-def parse_mailbox(item: str) -> Mailbox:
-    """Parse ``addr`` or ``Display Name <addr>`` into a :class:`Mailbox`.
+def parse_mailbox(item: str, special_domains: tuple[str, ...] = ()) -> Mailbox:
+    """Parse ``addr`` or ``Display Name <addr>`` into a :class:`Mailbox`. ``special_domains``:
+    see :func:`check_address`.
 
     Raises:
         AddressError: not exactly one address, or an address email-validator refuses (the
@@ -86,14 +118,17 @@ def parse_mailbox(item: str) -> Mailbox:
             raise AddressError(f"{item!r} is not one email address ({what} found)")
         name, address = parsed[0]
     try:
-        valid = validate_email(address, check_deliverability=False)
+        local_part, ascii_domain_, smtputf8 = check_address(address, special_domains)
     except EmailNotValidError as exc:
-        raise AddressError(f"{address!r} is not a valid email address: {exc}") from None
+        hint = ""
+        if "special-use" in str(exc) or "should have a period" in str(exc):
+            hint = (" (for an internal relay's domain, list it in the connection's allowed_special_domains, "
+                    f"e.g. [{address.rpartition('@')[2].rpartition('.')[2].lower()}])")
+        raise AddressError(f"{address!r} is not a valid email address: {exc}{hint}") from None
     # Keep the local part as written; only the domain changes (to its A-label) when it must.
-    smtputf8 = bool(valid.smtputf8)
     domain = address.rpartition("@")[2]
     if not smtputf8 and not domain.isascii():
-        address = f"{valid.local_part}@{valid.ascii_domain}"
+        address = f"{local_part}@{ascii_domain_}"
     return Mailbox(format_mailbox(name, address), address, smtputf8)
 
 

@@ -121,7 +121,7 @@ class Deliverer:
         return self.pools[self._active].transport.connection.name
 
     async def send(self, message: EmailMessage | Prepared, recipients: Sequence[str], *,
-                   proceed: Callable[[], bool] | None = None) -> Delivery:
+                   proceed: Callable[[], bool] | None = None, envelope_id: str | None = None) -> Delivery:
         """Deliver ``message`` to ``recipients``; never raises for SMTP failures (see :class:`Delivery`).
 
         ``message`` is an ``EmailMessage`` (flattened with each connection's identity) or any
@@ -129,6 +129,8 @@ class Deliverer:
 
         ``proceed`` is asked once a session is free for the first attempt, before anything of the
         message is written: ``False`` (the run is stopping) gives status ``not_started``.
+
+        ``envelope_id``: the RFC 3461 ``ENVID`` for connections with ``dsn``.
         """
         conn = self.pools[self._active].transport.connection
         pending = list(dict.fromkeys(recipients))
@@ -145,7 +147,7 @@ class Deliverer:
                 if attempts == 1 and proceed is not None and not proceed():
                     raise _NotStarted("not started: the run is stopping")
                 return await lease.session.send_bytes(data, pending, message_id=str(message["Message-ID"]),
-                                                      smtputf8=utf8, lend=lease.lend)
+                                                      smtputf8=utf8, lend=lease.lend, envelope_id=envelope_id)
 
         async def attempt() -> None:
             nonlocal pending, last, attempts, maybe_delivered

@@ -41,6 +41,8 @@ class ReceivedMessage:
     tls: bool
     path: Path | None = None
     mail_options: tuple[str, ...] = ()
+    # Each accepted recipient's RCPT TO parameters (RFC 3461 NOTIFY, ORCPT), when DSN is offered.
+    rcpt_options: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class _Handler:
         session.host_name = hostname
         if self.server.pipelining:
             responses.insert(len(responses) - 1, "250-PIPELINING")  # as Postfix does (RFC 2920)
+        if self.server.dsn:
+            responses.insert(len(responses) - 1, "250-DSN")  # RFC 3461
         return responses
 
     async def handle_MAIL(self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
@@ -128,6 +132,33 @@ class _Handler:
         return "221 Bye"
 
 
+def _take_parameters(arg: str, names: tuple[str, ...]) -> tuple[str, list[str]]:
+    """``arg`` (``FROM:<a> P=V ...``) without the parameters called ``names``, and those."""
+    head, bracket, rest = arg.partition(">")
+    kept, taken = [], []
+    for token in rest.split():
+        (taken if token.split("=", 1)[0].upper() in names else kept).append(token)
+    return head + bracket + "".join(" " + t for t in kept), taken
+
+
+def _dsn_problem(parameters: list[str]) -> str | None:
+    """What is wrong with these RFC 3461 parameters, or ``None``."""
+    for token in parameters:
+        name, _, value = token.partition("=")
+        name = name.upper()
+        if name == "RET" and value.upper() not in ("HDRS", "FULL"):
+            return "RET must be HDRS or FULL (RFC 3461 §4.3)"
+        if name == "NOTIFY":
+            events = value.upper().split(",")
+            if not set(events) <= {"NEVER", "SUCCESS", "FAILURE", "DELAY"} or ("NEVER" in events and len(events) > 1):
+                return "NOTIFY must be NEVER or a list of SUCCESS, FAILURE, DELAY (RFC 3461 §4.1)"
+        if name == "ENVID" and (not value or len(value) > 100 or not all(33 <= ord(c) <= 126 for c in value)):
+            return "ENVID must be 1 to 100 characters of xtext (RFC 3461 §4.4)"
+        if name == "ORCPT" and ";" not in value:
+            return "ORCPT must be addr-type;xtext (RFC 3461 §4.2)"
+    return None
+
+
 class _CountingSMTP(SMTP):
     """aiosmtpd's SMTP session, counting closed connections (to check that clients QUIT first)."""
 
@@ -138,6 +169,38 @@ class _CountingSMTP(SMTP):
     def connection_lost(self, exc: Exception | None) -> None:
         self._owner._closed()
         super().connection_lost(exc)
+
+    # RFC 3461 parameters: aiosmtpd refuses any it does not know (555), so with ``dsn`` they are
+    # taken off the command, checked, and recorded with the envelope.
+    _DSN_MAIL = ("RET", "ENVID")
+    _DSN_RCPT = ("NOTIFY", "ORCPT")
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        taken: list[str] = []
+        if self._owner.dsn and arg:
+            arg, taken = _take_parameters(arg, self._DSN_MAIL)
+            problem = _dsn_problem(taken)
+            if problem:
+                await self.push(f"501 5.5.4 {problem}")
+                return
+        await super().smtp_MAIL(arg)
+        if taken and self.envelope is not None and self.envelope.mail_from:
+            self.envelope.mail_options.extend(taken)
+
+    async def smtp_RCPT(self, arg: str) -> None:
+        taken: list[str] = []
+        if self._owner.dsn and arg:
+            arg, taken = _take_parameters(arg, self._DSN_RCPT)
+            problem = _dsn_problem(taken)
+            if problem:
+                await self.push(f"501 5.5.4 {problem}")
+                return
+        envelope = self.envelope
+        before = len(envelope.rcpt_tos) if envelope is not None else 0
+        await super().smtp_RCPT(arg)
+        if envelope is not None and len(envelope.rcpt_tos) > before:
+            per_rcpt = envelope.__dict__.setdefault("dsn_rcpt", [])
+            per_rcpt.append((envelope.rcpt_tos[-1], tuple(taken)))
 
     async def smtp_DATA(self, arg: str) -> None:
         owner = self._owner
@@ -173,6 +236,8 @@ class LocalSmtpServer:
             refused like Postfix's ``reject_sender_login_mismatch`` does, at RCPT time (as with
             Postfix's default ``smtpd_delay_reject``) or, with ``sender_check="mail"``, at MAIL.
         port: where to listen; 0 (default) lets the OS choose a free port.
+        dsn: offer DSN (RFC 3461): RET/ENVID on MAIL and NOTIFY/ORCPT on RCPT are checked and
+            recorded (``ReceivedMessage.mail_options`` and ``rcpt_options``).
 
     Use as a context manager; ``port``, ``ca_pem`` (path of the CA to trust) and ``messages``
     are available while it runs.
@@ -193,6 +258,7 @@ class LocalSmtpServer:
         sender_check: Literal["rcpt", "mail"] = "rcpt",
         port: int = 0,
         pipelining: bool = True,
+        dsn: bool = False,
     ) -> None:
         self.security = security
         self._users = dict(users or {})
@@ -202,6 +268,7 @@ class LocalSmtpServer:
         self.auth_over_plaintext = auth_over_plaintext
         self.smtputf8 = smtputf8
         self.pipelining = pipelining
+        self.dsn = dsn
         self.senders = senders
         self.sender_check: Literal["rcpt", "mail"] | None = sender_check if senders is not None else None
         self.messages: list[ReceivedMessage] = []
@@ -314,7 +381,8 @@ class LocalSmtpServer:
         login = session.auth_data if isinstance(session.auth_data, str) else None
         with self._lock:
             self.messages.append(ReceivedMessage(str(envelope.mail_from), tuple(envelope.rcpt_tos), data,
-                                                 login, self._encrypted(session), path, tuple(envelope.mail_options)))
+                                                 login, self._encrypted(session), path, tuple(envelope.mail_options),
+                                                 tuple(envelope.__dict__.get("dsn_rcpt", ()))))
         return f"250 2.0.0 OK queued as mailgem-{number:04d}"
 
     def start(self) -> LocalSmtpServer:

@@ -3,36 +3,45 @@
 from __future__ import annotations
 
 import codecs
+import re
+from urllib.parse import urlsplit
 import ssl
 from pathlib import Path
 from typing import Any, Literal
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from .addresses import check_address
+from .dkim import DkimOptions
+from .dsn import DsnOptions
+from .proxy import ProxyOptions
 from .errors import ConfigError
 from .presets import preset_fields
 from .url import parse_url
 
 __all__ = ["SecretRef", "SmtpConnection", "Security", "TlsVersion", "is_mailbox"]
 
+# An ASCII domain name: dot-separated LDH labels (RFC 1035 §2.3.1), one label allowed.
+_DOMAIN = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+
 Security = Literal["starttls", "implicit_tls", "none"]
 TlsVersion = Literal["1.2", "1.3"]
 
 
-def is_mailbox(value: str) -> bool:
-    """True when ``value`` is a syntactically valid address (email-validator, no DNS lookups)."""
+def is_mailbox(value: str, special_domains: tuple[str, ...] = ()) -> bool:
+    """True when ``value`` is a syntactically valid address (email-validator, no DNS lookups);
+    ``special_domains``: see :func:`mailgem.connections.addresses.check_address`."""
     try:
-        validate_email(value, check_deliverability=False)
+        check_address(value, special_domains)
     except EmailNotValidError:
         return False
     return True
@@ -107,6 +116,19 @@ class SmtpConnection(BaseModel):
     retry_max_s: float = Field(60.0, ge=0, le=86400, description="Longest retry delay, seconds.")
     fallback: str | None = Field(None, description="Connection in the same fabric to use when this one is unreachable or rejects AUTH.")
     charset: str = Field("utf-8", description="Charset of text and HTML parts.")
+    proxy: ProxyOptions | None = Field(None, description=(
+        "Reach the server through a proxy: socks5://[user@]host:port or http://[user@]host:port (CONNECT), or "
+        "{url, password: {secret: NAME}}; TLS stays end to end with the server."))
+    dkim: DkimOptions | None = Field(None, description=(
+        "DKIM signing (RFC 6376): {domain, selector, private_key: {secret: NAME}, headers: [...]}; relaxed/relaxed, "
+        "rsa-sha256 or ed25519-sha256 by the key."))
+    dsn: DsnOptions | None = Field(None, description=(
+        "Delivery status notifications (RFC 3461): {notify: [failure, delay] | never, ret: headers | full}; "
+        "sent only to servers that advertise DSN."))
+    allowed_special_domains: tuple[str, ...] = Field((), description=(
+        "Domains of an internal relay that addresses may use although they are special-use (RFC 6761: local, "
+        "internal, localhost, ...) or a single label (a company relay's host); each also allows its subdomains. "
+        "Off by default; every other address is validated as usual."))
     max_message_bytes: int = Field(25 * 1024 * 1024, gt=0, description="mailgem's own size cap when the server advertises no SIZE, bytes.")
 
     _inline_password: SecretStr | None = PrivateAttr(default=None)
@@ -146,12 +168,21 @@ class SmtpConnection(BaseModel):
             raise ValueError("ehlo_hostname must be a domain name or address literal without spaces (RFC 5321 §4.1.1.1)")
         return value
 
-    @field_validator("sender_address")
+    @field_validator("allowed_special_domains", mode="before")
     @classmethod
-    def _sender_is_mailbox(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None and not is_mailbox(value):
-            raise ValueError(f"sender_address {value!r} is not a valid email address")
-        return value
+    def _domain_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            return value
+        out = []
+        for item in value:
+            name = str(item).strip().strip(".").lower()
+            if not _DOMAIN.fullmatch(name):
+                raise ValueError(f"allowed_special_domains: {item!r} is not a domain name (e.g. internal, corp.local, "
+                                 "relay)")
+            out.append(name)
+        return tuple(out)
 
     @field_validator("sender_name")
     @classmethod
@@ -163,6 +194,8 @@ class SmtpConnection(BaseModel):
     @model_validator(mode="after")
     def _check_combination(self) -> SmtpConnection:
         # All option conflicts in one place, as sentences.
+        if self.sender_address is not None and not is_mailbox(self.sender_address, self.allowed_special_domains):
+            raise ValueError(f"sender_address {self.sender_address!r} is not a valid email address")
         if self.anonymous:
             if self.username or self.password:
                 raise ValueError("an anonymous connection sends no AUTH: remove username and password, or set anonymous: false")
@@ -173,7 +206,7 @@ class SmtpConnection(BaseModel):
                 raise ValueError("username is required unless anonymous: true (for an internal relay without AUTH)")
             if self.password is None and self._inline_password is None:
                 raise ValueError("password is required: reference a secret, e.g. password: {secret: NAME}")
-            if self.sender_address is None and not is_mailbox(self.username):
+            if self.sender_address is None and not is_mailbox(self.username, self.allowed_special_domains):
                 raise ValueError(
                     f"the login {self.username!r} is not a mailbox (as with SendGrid's 'apikey' or SES access "
                     "keys): state sender_address, the address this credential is authorised to send as"
@@ -183,6 +216,12 @@ class SmtpConnection(BaseModel):
                     "security none would send the password unencrypted: use starttls or implicit_tls, or, for a "
                     "trusted internal relay, set allow_insecure_auth: true (or anonymous: true)"
                 )
+        if self.dkim is not None:
+            domain = self.sender.rpartition("@")[2].lower()
+            if domain != self.dkim.domain and not domain.endswith("." + self.dkim.domain):
+                raise ValueError(
+                    f"dkim.domain {self.dkim.domain!r} is not the sender's domain ({domain}) or a parent of it, so "
+                    "receivers applying DMARC would not count the signature: sign as the sender's domain")
         if self.allow_insecure_auth and self.security != "none":
             raise ValueError("allow_insecure_auth only applies to security none; remove it")
         if self.fallback == self.name:
@@ -190,6 +229,25 @@ class SmtpConnection(BaseModel):
         if self.ca_bundle is not None and not self.ca_bundle.is_file():
             raise ValueError(f"ca_bundle {str(self.ca_bundle)!r} is not a readable file")
         return self
+
+    def options(self) -> list[str]:
+        """The options that change what is sent or whom to, one ``name: value`` each (for
+        ``mailgem connection test``); never a secret's value."""
+        out = []
+        if self.proxy is not None:
+            user = urlsplit(self.proxy.url).username
+            out.append(f"proxy: {self.proxy.address}" + (f" as {user}" if user else "")
+                       + (f", password from secret {self.proxy.password.secret!r}" if self.proxy.password else ""))
+        if self.dkim is not None:
+            out.append(f"dkim: d={self.dkim.domain} s={self.dkim.selector}, key from secret "
+                       f"{self.dkim.private_key.secret!r}, relaxed/relaxed, h={':'.join(self.dkim.headers)}")
+        if self.dsn is not None:
+            out.append(f"dsn: notify {','.join(self.dsn.notify)}, ret {self.dsn.ret} (RFC 3461; only where the server "
+                       "advertises DSN)")
+        if self.allowed_special_domains:
+            out.append("allowed_special_domains: " + ", ".join(self.allowed_special_domains)
+                       + " (addresses there pass although special-use or single-label)")
+        return out
 
     @property
     def sender(self) -> str:

@@ -211,8 +211,10 @@ class GroupReplies:
 
 
 async def send_group(reader: ReplyReader, *, sender: str, options: Sequence[str], recipients: Sequence[str],
-                     encoding: str, timeout: float) -> GroupReplies:
+                     encoding: str, timeout: float,
+                     rcpt_options: Sequence[Sequence[str]] | None = None) -> GroupReplies:
     """Send ``MAIL FROM``, every ``RCPT TO`` and ``DATA`` in one write; read their replies in order.
+    ``rcpt_options``: each recipient's ESMTP parameters (e.g. RFC 3461 ``NOTIFY``), in order.
 
     Raises:
         ValueError: an address or option holds a line break (nothing is written).
@@ -220,7 +222,9 @@ async def send_group(reader: ReplyReader, *, sender: str, options: Sequence[str]
             also when a reply is 421 (the server is closing the session, RFC 5321 §3.8).
     """
     mail = f"MAIL FROM:<{sender}>" + "".join(f" {o}" for o in options)
-    commands = [mail, *(f"RCPT TO:<{r}>" for r in recipients), "DATA"]
+    params = rcpt_options if rcpt_options is not None else [()] * len(recipients)
+    commands = [mail, *(f"RCPT TO:<{r}>" + "".join(f" {o}" for o in p) for r, p in zip(recipients, params, strict=True)),
+                "DATA"]
     for command in commands:
         if "\r" in command or "\n" in command:
             raise ValueError("an SMTP command may not contain a line break")

@@ -67,6 +67,11 @@ def wire_size(data: bytes) -> int:
     return len(data) + data.count(b"\n.") + data.startswith(b".") + 5
 
 
+def _no_parameters(address: str) -> list[str]:
+    """No ESMTP parameters for ``RCPT TO`` (no ``dsn`` on the connection)."""
+    return []
+
+
 @dataclass(frozen=True)
 class RecipientRefusal:
     """One refused ``RCPT TO``: reply code, enhanced status code and the server's text."""
@@ -190,10 +195,14 @@ class SmtpSession:
         return await self.send_bytes(data, rcpts, message_id=str(message["Message-ID"]), smtputf8=utf8)
 
     async def send_bytes(self, data: bytes, recipients: Sequence[str], *, message_id: str | None = None,
-                         smtputf8: bool = False, lend: Callable[[], None] | None = None) -> SendResult:
+                         smtputf8: bool = False, lend: Callable[[], None] | None = None,
+                         envelope_id: str | None = None) -> SendResult:
         """Send an already flattened message (CRLF line endings).
 
         ``smtputf8``: the message has UTF-8 headers or addresses (RFC 6531/6532).
+
+        ``envelope_id``: the RFC 3461 ``ENVID``, sent when the connection asks for delivery status
+        notifications (``dsn``) and the server advertises ``DSN``.
 
         ``lend``: called once the content is written on a pipelining session, before the reply
         to its final dot: from then on another message's transaction may start on this session
@@ -204,17 +213,18 @@ class SmtpSession:
         fails after an earlier one was accepted is reported per recipient, not raised, so that
         what was accepted is never sent again.
         """
+        data = self._transport.sign(data)  # DKIM on the final bytes (RFC 6376), when the connection signs
         chunks = [list(recipients[i:i + MAX_RCPT_PER_TRANSACTION])
                   for i in range(0, len(recipients), MAX_RCPT_PER_TRANSACTION)]
         if len(chunks) <= 1:
-            return await self._transaction(data, list(recipients), message_id, smtputf8, lend)
+            return await self._transaction(data, list(recipients), message_id, smtputf8, lend, envelope_id)
         results: list[SendResult] = []
         failures: dict[str, RecipientRefusal] = {}
         last_error: SmtpError | None = None
         for i, chunk in enumerate(chunks):
             try:
                 results.append(await self._transaction(data, chunk, message_id, smtputf8,
-                                                       lend if i == len(chunks) - 1 else None))
+                                                       lend if i == len(chunks) - 1 else None, envelope_id))
             except (MessageTooLargeError, SenderRefusedError, SmtpUtf8NotSupportedError):
                 raise  # the same for every chunk
             except SmtpError as exc:
@@ -271,7 +281,8 @@ class SmtpSession:
         return error
 
     async def _transaction(self, data: bytes, recipients: list[str], message_id: str | None,
-                           smtputf8: bool, lend: Callable[[], None] | None = None) -> SendResult:
+                           smtputf8: bool, lend: Callable[[], None] | None = None,
+                           envelope_id: str | None = None) -> SendResult:
         """One mail transaction: MAIL FROM, RCPT TO each recipient, DATA."""
         transport = self._transport
         transport.raise_if_refused()
@@ -291,8 +302,17 @@ class SmtpSession:
             options.append("SMTPUTF8")
         encoding = "utf-8" if smtputf8 else "ascii"
         sender = transport.envelope_sender
+        rcpt_params: Callable[[str], list[str]] = _no_parameters
+        if connection.dsn is not None:
+            if client.supports_extension("dsn"):  # RFC 3461 §4: only where advertised
+                options += connection.dsn.mail_parameters(envelope_id)
+                rcpt_params = connection.dsn.rcpt_parameters
+            else:
+                transport.warn_once("dsn", f"connection {connection.name}: {connection.host}:{connection.port} does not "
+                                           "advertise DSN (RFC 3461), so messages go without delivery status "
+                                           "notification requests (dsn is ignored for this server)")
         if connection.pipelining and client.supports_extension("pipelining"):
-            return await self._pipelined(data, recipients, message_id, options, encoding, where, lend)
+            return await self._pipelined(data, recipients, message_id, options, encoding, where, lend, rcpt_params)
         stage = "mail"
         accepted: list[str] = []
         refused: dict[str, RecipientRefusal] = {}
@@ -307,7 +327,8 @@ class SmtpSession:
             stage = "rcpt"
             for rcpt in recipients:
                 try:
-                    await client.rcpt(envelope_address(rcpt)[0], encoding=encoding)
+                    address = envelope_address(rcpt)[0]
+                    await client.rcpt(address, options=rcpt_params(address), encoding=encoding)
                     accepted.append(rcpt)
                 except aiosmtplib.SMTPRecipientRefused as exc:
                     if is_sender_refusal(exc.message, sender):  # checked late (Postfix smtpd_delay_reject)
@@ -340,7 +361,8 @@ class SmtpSession:
                           parse_enhanced_status(response.message), message_id, len(data))
 
     async def _pipelined(self, data: bytes, recipients: list[str], message_id: str | None, options: list[str],
-                         encoding: str, where: dict[str, object], lend: Callable[[], None] | None) -> SendResult:
+                         encoding: str, where: dict[str, object], lend: Callable[[], None] | None,
+                         rcpt_params: Callable[[str], list[str]]) -> SendResult:
         """The transaction as one pipelined group (RFC 2920, :mod:`mailgem.connections.pipelining`), with
         the same outcomes as the unpipelined path: partial success, sender refusals, SIZE,
         ``maybe_delivered`` once the content was sent. After the content, ``lend`` lets the next
@@ -352,9 +374,10 @@ class SmtpSession:
         try:
             reader = self._pipeline()
             ahead = reader.last_waiting()
-            replies = await send_group(reader, sender=sender, options=options,
-                                       recipients=[envelope_address(r)[0] for r in recipients],
-                                       encoding=encoding, timeout=connection.timeout_s)
+            addresses = [envelope_address(r)[0] for r in recipients]
+            replies = await send_group(reader, sender=sender, options=options, recipients=addresses,
+                                       encoding=encoding, timeout=connection.timeout_s,
+                                       rcpt_options=[rcpt_params(a) for a in addresses])
             accepted: list[str] = []
             refused: dict[str, RecipientRefusal] = {}
             sender_reply = None if 200 <= replies.mail.code < 300 else replies.mail

@@ -25,6 +25,7 @@ import logging
 import time
 import secrets
 from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -34,8 +35,11 @@ import aiosmtplib
 from pydantic import SecretStr
 
 from .addresses import ascii_domain, envelope_address, needs_smtputf8
+from .dkim import DkimSigner
+from .proxy import open_tunnel
 from .errors import (
     AuthNotSupportedError,
+    ConfigError,
     InsecureAuthError,
     MailgemError,
     SecurityModeMismatchError,
@@ -100,6 +104,8 @@ class CheckReport:
             server said when only the ``RCPT TO`` was refused for reasons of its own.
         elapsed_s: time taken, seconds.
         error: the typed error when ``ok`` is false.
+        options: the connection's options that change what is sent (``name: value``), e.g.
+            ``allowed_special_domains``.
     """
 
     host: str
@@ -118,6 +124,7 @@ class CheckReport:
     sender_note: str | None = None
     elapsed_s: float = 0.0
     error: SmtpError | None = None
+    options: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         """Human-readable lines, one fact each."""
@@ -138,6 +145,7 @@ class CheckReport:
             verdict = "sender accepted" if self.sender_accepted else "sender refused"
             note = f" (RCPT TO it was refused: {self.sender_note})" if self.sender_note else ""
             out.append(f"sender      <{self.sender}>: {verdict} (MAIL FROM, RCPT TO, RSET; nothing sent){note}")
+        out += [f"option      {option}" for option in self.options]
         if self.error is not None:
             out.append(f"error       {self.error}")
         return out
@@ -156,7 +164,8 @@ class SmtpTransport:
     """
 
     def __init__(self, connection: SmtpConnection, password: SecretStr | None = None, *,
-                 identity_only: bool = False) -> None:
+                 identity_only: bool = False, dkim_key: SecretStr | None = None,
+                 proxy_password: SecretStr | None = None) -> None:
         self.connection = connection
         # Previews and dry runs: the connection's From and envelope sender, no secret, no session.
         self.identity_only = identity_only
@@ -169,6 +178,15 @@ class SmtpTransport:
         self._password = password if password is not None else connection._inline_password
         # The first permanent refusal of this run (see remember_refusal); pickled with the transport.
         self.refusal: SmtpError | None = None
+        self._proxy_password = proxy_password
+        # DKIM: the key (resolved from the fabric) travels; the signer is built where it signs.
+        self._dkim_key = dkim_key
+        self._signer: DkimSigner | None = None
+        if connection.dkim is not None and not identity_only:
+            if dkim_key is None:
+                raise ConfigError(f"connection {connection.name!r} signs with DKIM but its private key was not "
+                                  "resolved: resolve the connection through its fabric")
+            self._signer = DkimSigner(connection.dkim, dkim_key)  # a bad key is reported now, before sending
         if not connection.anonymous and self._password is None and not identity_only:
             raise InsecureAuthError(
                 f"connection {connection.name!r} needs a password to authenticate but none was resolved",
@@ -179,11 +197,32 @@ class SmtpTransport:
         c = self.connection
         return f"SmtpTransport(name={c.name!r}, host={c.host!r}, port={c.port}, security={c.security!r}, user={c.username!r})"
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_signer"] = None  # rebuilt from the key where the transport lands (a Spark executor)
+        return state
+
+    def sign(self, data: bytes) -> bytes:
+        """``data`` with a DKIM-Signature first when the connection signs (RFC 6376), else as it is."""
+        if self.connection.dkim is None or self.identity_only:
+            return data
+        if self._signer is None:
+            assert self._dkim_key is not None
+            self._signer = DkimSigner(self.connection.dkim, self._dkim_key)
+        return self._signer.sign(data)
+
     def needs_smtputf8(self, recipients: Iterable[str]) -> bool:
         """Whether a message from this connection to ``recipients`` needs SMTPUTF8 (RFC 6531)."""
         return self.sender_smtputf8 or needs_smtputf8(recipients)
 
     # -- permanent refusals --------------------------------------------------------------
+
+    def warn_once(self, topic: str, message: str) -> None:
+        """Log ``message`` as a warning the first time ``topic`` comes up for this transport."""
+        warned = self.__dict__.setdefault("_warned", set())
+        if topic not in warned:
+            warned.add(topic)
+            log.warning("%s", message)
 
     def remember_refusal(self, error: SmtpError) -> None:
         """Keep the first permanent refusal: later sessions raise it without asking the server."""
@@ -203,8 +242,8 @@ class SmtpTransport:
         c = self.connection
         secured = c.security != "none"
         return aiosmtplib.SMTP(
-            hostname=c.host,
-            port=c.port,
+            hostname=c.host,  # also the name TLS verifies, through a proxy too
+            port=c.port if c.proxy is None else None,  # through a proxy: the tunnel's socket instead
             local_hostname=c.ehlo_hostname,
             timeout=c.timeout_s,
             use_tls=c.security == "implicit_tls",
@@ -238,11 +277,14 @@ class SmtpTransport:
         plain_on_465 = c.security != "implicit_tls" and c.port == IMPLICIT_TLS_PORT
         timeout = min(c.connect_timeout_s, MODE_PROBE_TIMEOUT_S) if plain_on_465 else c.connect_timeout_s
         try:
+            if c.proxy is not None:
+                sock = await open_tunnel(c.proxy, self._proxy_password, c.host, c.port, c.connect_timeout_s)
+                return await client.connect(sock=sock, timeout=timeout)
             return await client.connect(timeout=timeout)
         except aiosmtplib.SMTPConnectTimeoutError as exc:
             # aiosmtplib chains a read timeout when TCP connected but no greeting came.
             no_greeting = isinstance(exc.__cause__, aiosmtplib.SMTPTimeoutError)
-            if c.security != "implicit_tls" and no_greeting and await self._speaks_implicit_tls():
+            if c.security != "implicit_tls" and no_greeting and c.proxy is None and await self._speaks_implicit_tls():
                 raise SecurityModeMismatchError(
                     f"no plain-text greeting within {timeout:g} s, but port {c.port} answers a TLS handshake "
                     f"with an SMTP greeting: it expects implicit_tls (RFC 8314), not {c.security}",
@@ -378,7 +420,7 @@ class SmtpTransport:
         Never raises for SMTP failures: they are in ``report.error`` with ``ok`` false.
         """
         c = self.connection
-        report = CheckReport(host=c.host, port=c.port, security=c.security, sender=c.sender)
+        report = CheckReport(host=c.host, port=c.port, security=c.security, sender=c.sender, options=c.options())
         started = time.perf_counter()
         try:
             session = await self._open(report)

@@ -173,8 +173,11 @@ class Fabric(BaseModel):
         team = self.check_access(user)
         conn = self.connection(name)
         password = self.store().get(conn.password.secret) if conn.password is not None else None
+        dkim_key = self.store().get(conn.dkim.private_key.secret) if conn.dkim is not None else None
+        proxy = conn.proxy
+        proxy_password = self.store().get(proxy.password.secret) if proxy is not None and proxy.password else None
         log.info("user %s (team %s) uses connection %s of fabric %s", user, team.name, name, self.name)
-        return SmtpTransport(conn, password)
+        return SmtpTransport(conn, password, dkim_key=dkim_key, proxy_password=proxy_password)
 
     def transports(self, name: str, user: str | None = None) -> list[SmtpTransport]:
         """The transport of connection ``name`` followed by its fallback chain (``fallback:``).

@@ -41,7 +41,7 @@ from .email.run.report import (
     with_nullable_ints,
 )
 from .email.validate import validate
-from .preflight import FABRIC_ENV, Finding, Preflight, check_job, default_fabric
+from .preflight import FABRIC_ENV, Finding, Preflight, check_job, default_fabric, special_domains
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAILED", "EXIT_CONFIG", "EXIT_UNREACHABLE", "exit_code"]
 
@@ -412,7 +412,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             findings.append(Finding("error", str(exc)))
         else:
             columns = {f.name: f.dataType.simpleString() for f in frame.schema.fields}
-            for d in validate(pre.job.email, columns, job=pre.job.name, params=pre.job.params):
+            for d in validate(pre.job.email, columns, job=pre.job.name, params=pre.job.params,
+                              special_domains=special_domains(pre)):
                 finding = Finding(d.severity, f"{args.job}: email.{d.path}: {d.message}")
                 if finding not in findings:
                     out.note(f"mailgem: {finding}")

@@ -101,7 +101,7 @@ def check_job(job_file: str | Path, *, fabric_file: Path | None, local: bool = F
     pre.source = job.inspect_source()
     pre.findings += [Finding(severity, message) for severity, message in pre.source.problems]
     columns = pre.source.columns if not job.transform and job.source.path is not None else None
-    for d in validate(job.email, columns, job=job.name, params=job.params):
+    for d in validate(job.email, columns, job=job.name, params=job.params, special_domains=special_domains(pre)):
         pre.findings.append(Finding(d.severity, f"{name}: email.{d.path}: {d.message}"))
     return pre
 
@@ -151,6 +151,16 @@ def _check_ledger(pre: Preflight, user: str) -> None:
         check_ledger(LedgerTarget(path=options.path, url=options.url, password=password, lease_s=options.lease_s))
     except MailgemError as exc:
         pre.findings.append(Finding("error", f"{pre.job_file}: email.ledger: {exc}"))
+
+
+def special_domains(pre: Preflight) -> tuple[str, ...]:
+    """The job's connection's ``allowed_special_domains`` (none without its fabric)."""
+    if pre.fabric is None or pre.job is None:
+        return ()
+    try:
+        return pre.fabric.connection(pre.job.email.connection).allowed_special_domains
+    except MailgemError:
+        return ()
 
 
 def default_fabric() -> Path | None:

@@ -130,7 +130,16 @@ class EmailGem:
         ``{name: type}`` dict, or a Spark/pandas DataFrame (only its schema is used)."""
         if columns is not None and not isinstance(columns, dict | list | tuple):
             columns = column_names(columns)
-        return validate(self.properties, columns, job=self.name, params=self.params)
+        return validate(self.properties, columns, job=self.name, params=self.params,
+                        special_domains=self._special_domains())
+
+    def _special_domains(self) -> tuple[str, ...]:
+        """The connection's ``allowed_special_domains`` (none when the fabric lacks it: that is
+        reported when the run starts)."""
+        try:
+            return self.fabric.connection(self.properties.connection).allowed_special_domains
+        except Exception:  # noqa: BLE001 - no fabric, or no such connection
+            return ()
 
     def _check(self, in0: Any) -> None:
         problems = [d for d in self.validate(column_names(in0)) if d.severity == "error"]
@@ -140,7 +149,8 @@ class EmailGem:
 
     def _composer(self, transport: SmtpTransport, run_ts: dt.datetime, size_limit: int | None = None) -> Composer:
         return Composer(self.properties, job=self.name, params=self.params, charset=transport.connection.charset,
-                        run_ts=run_ts, size_limit=size_limit)
+                        run_ts=run_ts, size_limit=size_limit,
+                        special_domains=transport.connection.allowed_special_domains)
 
     def _size_limit(self, server_size: int | None) -> int | None:
         """The largest message to build, in bytes: ``max_message_bytes`` and the server's SIZE
@@ -282,7 +292,8 @@ class EmailGem:
         self._cap(total)
         progress = Progress(total, self.name)
         ctx = SendContext(composer, self.name, run_key, domain, primary.connection.name, ledger,
-                          stop_on_error=props.on_error == "stop", on_done=progress)
+                          stop_on_error=props.on_error == "stop", on_done=progress,
+                          envelope_ids=primary.connection.dsn is not None)
 
         async def run() -> list[DeliveryRow]:
             deliverer = Deliverer(transports)

@@ -68,17 +68,19 @@ def check_header(name: str, value: str) -> str | None:
     return None
 
 
-def address_problem(item: str) -> str | None:
-    """Why ``item`` (``addr`` or ``Name <addr>``) is not a valid address, or ``None``."""
+def address_problem(item: str, special_domains: tuple[str, ...] = ()) -> str | None:
+    """Why ``item`` (``addr`` or ``Name <addr>``) is not a valid address, or ``None``
+    (``special_domains``: the connection's ``allowed_special_domains``)."""
     try:
-        parse_mailbox(item)
+        parse_mailbox(item, special_domains)
     except AddressError as exc:
         return str(exc)
     return None
 
 
 def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str] | Mapping[str, str | None] | None = None,
-             *, job: str = "email", params: Mapping[str, Any] | None = None) -> list[Diagnostic]:
+             *, job: str = "email", params: Mapping[str, Any] | None = None,
+             special_domains: tuple[str, ...] = ()) -> list[Diagnostic]:
     """Check the gem's properties before a run; return every problem found (empty when fine).
 
     Templates are compiled, checked for names their context lacks and rendered against a
@@ -90,6 +92,7 @@ def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str
             references and templates' ``row.x``; ``None`` skips that.
         job: the job's name (``job`` in templates).
         params: the job's params (``params`` in templates); ``None`` when unknown.
+        special_domains: the connection's ``allowed_special_domains`` (internal relays' domains).
 
     Returns:
         diagnostics with severity ``error`` (the run would fail) or ``warning``.
@@ -111,10 +114,10 @@ def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str
         for i, item in enumerate(getattr(props, field)):
             if is_template(item):
                 continue  # rendered per message, then validated (a bad one fails that message only)
-            problem = address_problem(item)
+            problem = address_problem(item, special_domains)
             if problem:
                 err(f"{field}[{i}]", problem)
-            elif field == "reply_to" and parse_mailbox(item).smtputf8:
+            elif field == "reply_to" and parse_mailbox(item, special_domains).smtputf8:
                 err(f"{field}[{i}]", f"{item!r} has a non-ASCII local part; Reply-To must be an ASCII address "
                                      "(it is in every message, and not every server offers SMTPUTF8)")
     if props.mode == "per_group" and not props.group_by:

@@ -157,11 +157,14 @@ class Composer:
         run_ts: the run's timestamp (UTC).
         size_limit: the largest message to build, in bytes as transmitted; what happens to a
             message over it is ``attachments_over_limit`` (error, compress, split).
+        special_domains: the connection's ``allowed_special_domains``: recipients there may use
+            special-use or single-label domains (internal relays).
     """
 
     def __init__(self, props: EmailProperties, *, job: str, params: dict[str, Any], charset: str,
-                 run_ts: dt.datetime, size_limit: int | None = None) -> None:
+                 run_ts: dt.datetime, size_limit: int | None = None, special_domains: tuple[str, ...] = ()) -> None:
         self.props = props
+        self.special_domains = special_domains  # the connection's allowed_special_domains
         # Largest message to build, bytes as transmitted (max_message_bytes, the server's SIZE).
         self.size_limit = size_limit
         self.job = job
@@ -169,7 +172,7 @@ class Composer:
         self.base = base_context(job, run_ts, params)
         # One origination date per run (RFC 5322 §3.6.1), parsed once and shared by every message.
         self._date = prefolded("Date", format_datetime(run_ts))
-        self._headers = run_headers(props)  # static ones; templated values are rendered per message
+        self._headers = run_headers(props, special_domains)  # static ones; templated values are rendered per message
         self._header_templates = [(n, v) for n, v in props.headers.items() if is_template(v)]
         self._layouts: dict[tuple[bool, bool, bool], Layout] = {}
 
@@ -221,7 +224,7 @@ class Composer:
             boxes[field_name] = []
             for source, item in self._address_items(field_name, column, ctx, unit):
                 try:
-                    boxes[field_name].append(parse_mailbox(item))
+                    boxes[field_name].append(parse_mailbox(item, self.special_domains))
                 except AddressError as exc:
                     problems.append(f"{source}: {exc}")
         if problems:

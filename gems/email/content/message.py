@@ -30,7 +30,7 @@ PRIORITY_HEADERS = {
 }
 
 
-def run_headers(props: EmailProperties) -> list[PrefoldedHeader]:
+def run_headers(props: EmailProperties, special_domains: tuple[str, ...] = ()) -> list[PrefoldedHeader]:
     """Headers shared by every message of a run (Reply-To, priority, custom), parsed once.
 
     Raises:
@@ -38,7 +38,7 @@ def run_headers(props: EmailProperties) -> list[PrefoldedHeader]:
             an invalid Reply-To (both reported by :func:`mailgem.gems.email.validate.validate` first).
     """
     # IDN domains as A-labels, as for recipients (connections.addresses).
-    reply_to = [parse_mailbox(item).header for item in props.reply_to]
+    reply_to = [parse_mailbox(item, special_domains).header for item in props.reply_to]
     out = [prefolded("Reply-To", ", ".join(reply_to))] if reply_to else []
     out += [prefolded(name, value) for name, value in AUTOMATED_HEADERS.items()]
     out += [prefolded(name, value) for name, value in PRIORITY_HEADERS[props.priority].items()]

@@ -86,9 +86,10 @@ class PartitionSender:
         try:
             ledger = SendLedger(self.ledger, self.job, self.run_key, self.destination) if self.ledger else None
             composer = Composer(props, job=self.job, params=self.params, charset=primary.charset, run_ts=self.run_ts,
+                                special_domains=primary.allowed_special_domains,
                                 size_limit=self.size_limit)
             ctx = SendContext(composer, self.job, self.run_key, self.domain, primary.name, ledger,
-                              stop_on_error=props.on_error == "stop")
+                              stop_on_error=props.on_error == "stop", envelope_ids=primary.dsn is not None)
             yield from self._partition(batches, loop, ctx, deliverer)
         except Exception as exc:  # noqa: BLE001 - reported as a row, never a failed Spark job
             log.exception("a partition could not be sent")

@@ -8,7 +8,9 @@ Columns: ``message_key`` (str: ``report``, ``group:[values]``, ``row:[key values
 ``addr: code text`` pairs), ``reply_code`` (int, null if none), ``enhanced_status`` (str),
 ``error`` (str), ``error_type`` (str: the error's class, e.g. ``AuthenticationError``,
 ``RecipientError``, ``TemplateError``; see :data:`CONNECTION_ERRORS`), ``message_id`` (str), ``size_bytes`` (int), ``connection`` (str),
-``attempts`` (int), ``sent_at`` (UTC timestamp).
+``attempts`` (int), ``sent_at`` (UTC timestamp), ``envelope_id`` (str: the RFC 3461 ``ENVID``
+a bounce quotes, when the connection asks for delivery status notifications; see
+:mod:`mailgem.connections.dsn`).
 """
 
 from __future__ import annotations
@@ -54,13 +56,14 @@ class DeliveryRow:
     connection: str = ""
     attempts: int = 0
     sent_at: dt.datetime = field(default_factory=_now)
+    envelope_id: str | None = None
 
 
 REPORT_COLUMNS = list(DeliveryRow.__dataclass_fields__)
 SPARK_SCHEMA = (
     "message_key string, status string, recipients string, accepted int, refused string, "
     "reply_code int, enhanced_status string, error string, error_type string, message_id string, size_bytes long, "
-    "connection string, attempts int, sent_at timestamp_ntz"
+    "connection string, attempts int, sent_at timestamp_ntz, envelope_id string"
 )
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from mailgem.connections.delivery import Deliverer, Delivery
+from mailgem.connections.dsn import envelope_id
 from mailgem.connections.errors import MailgemError, SmtpError
 from mailgem.connections.transport import new_message_id
 
@@ -68,6 +69,7 @@ class SendContext:
     ledger: SendLedger | None = None
     stop_on_error: bool = True
     on_done: Callable[[DeliveryRow], None] = field(default=lambda row: None)
+    envelope_ids: bool = False  # each row gets its RFC 3461 ENVID (the connection asks for DSN)
 
 
 def describe_error(exc: BaseException, doing: str = "building the message") -> str:
@@ -132,7 +134,7 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
         try:
             # Asked when a session is free for it, before its first byte (tasks wait for sessions).
             delivery = await deliverer.send(message, recipients,  # type: ignore[arg-type]
-                                            proceed=lambda: may_start(position))
+                                            proceed=lambda: may_start(position), envelope_id=row.envelope_id)
             if delivery.status == "not_started":
                 # Stopped before its first byte: left out of the report like every message after
                 # it; in the ledger it stays `sending`, so a re-run sends it with this Message-ID.
@@ -203,6 +205,8 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
                 drop_unsent([r for r, *_ in items[i:] if r is not keep])
                 return False
             row.message_id = message_id
+            if ctx.envelope_ids:
+                row.envelope_id = envelope_id(ctx.job, ctx.run_key, row.message_key)
             task = asyncio.create_task(deliver(row, message, recipients, rhash, position))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
