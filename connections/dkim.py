@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from .errors import ConfigError
+from .secretref import SecretRef
 
 __all__ = ["DkimOptions", "DkimSigner"]
 
@@ -41,15 +42,9 @@ class DkimOptions(BaseModel):
     domain: str = Field(min_length=1, description="Signing domain (d=): the sender's domain or a parent of it (DMARC alignment).")
     selector: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
                           description="Selector (s=): the key is published at SELECTOR._domainkey.DOMAIN.")
-    private_key: Any = Field(description="Secret holding the private key's PEM text: {secret: NAME}.")
+    private_key: SecretRef = Field(description="Secret holding the private key's PEM text: {secret: NAME}.")
     headers: tuple[str, ...] = Field(DEFAULT_HEADERS, description="Header fields to sign (From is always signed).")
 
-    @field_validator("private_key", mode="before")
-    @classmethod
-    def _secret_ref(cls, value: Any) -> Any:
-        from .model import SecretRef  # the model imports this module
-
-        return SecretRef.model_validate(value)
 
     @field_validator("domain")
     @classmethod

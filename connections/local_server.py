@@ -9,7 +9,9 @@ outbox folder where each received message is written as an ``.eml`` file. It lis
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
+import json
 import logging
 import ssl
 import tempfile
@@ -18,6 +20,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import trustme
@@ -159,6 +162,33 @@ def _dsn_problem(parameters: list[str]) -> str | None:
     return None
 
 
+class _OAuthHandler(_Handler):
+    """The handler with SASL XOAUTH2 (checked by ``server.oauth(user, token)``), as Gmail and
+    Microsoft 365 answer it: a refused token gets a ``334`` challenge with a JSON error, then
+    ``535`` (or the scripted ``server.oauth_refusal``)."""
+
+    async def auth_XOAUTH2(self, smtp: SMTP, args: list[str]) -> AuthResult:
+        server = self.server
+        encoded = args[1] if len(args) > 1 else await smtp.challenge_auth("", encode_to_b64=False)
+        try:
+            fields = base64.b64decode(encoded).decode().split("\x01")
+        except (ValueError, TypeError, UnicodeDecodeError):
+            return AuthResult(success=False, handled=False, message="501 5.5.2 Cannot decode response")
+        values = dict(f.split("=", 1) for f in fields if "=" in f)
+        user, token = values.get("user", ""), values.get("auth", "").removeprefix("Bearer ")
+        ok = bool(server.oauth and server.oauth(user, token))
+        session = smtp.session
+        assert session is not None
+        with server._lock:
+            server.auth_attempts.append(AuthAttempt(user, ok, server._encrypted(session), "XOAUTH2"))
+        if ok:
+            return AuthResult(success=True, auth_data=user)
+        if server.oauth_refusal:
+            return AuthResult(success=False, handled=False, message=server.oauth_refusal)
+        await smtp.challenge_auth(json.dumps({"status": "401", "schemes": "Bearer", "scope": "https://mail.google.com/"}))
+        return AuthResult(success=False, handled=False, message="535 5.7.8 Username and Password not accepted")
+
+
 class _CountingSMTP(SMTP):
     """aiosmtpd's SMTP session, counting closed connections (to check that clients QUIT first)."""
 
@@ -236,6 +266,7 @@ class LocalSmtpServer:
             refused like Postfix's ``reject_sender_login_mismatch`` does, at RCPT time (as with
             Postfix's default ``smtpd_delay_reject``) or, with ``sender_check="mail"``, at MAIL.
         port: where to listen; 0 (default) lets the OS choose a free port.
+        oauth: offer AUTH XOAUTH2 and accept a token when ``oauth(user, token)`` is true.
         dsn: offer DSN (RFC 3461): RET/ENVID on MAIL and NOTIFY/ORCPT on RCPT are checked and
             recorded (``ReceivedMessage.mail_options`` and ``rcpt_options``).
 
@@ -259,6 +290,7 @@ class LocalSmtpServer:
         port: int = 0,
         pipelining: bool = True,
         dsn: bool = False,
+        oauth: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.security = security
         self._users = dict(users or {})
@@ -269,6 +301,8 @@ class LocalSmtpServer:
         self.smtputf8 = smtputf8
         self.pipelining = pipelining
         self.dsn = dsn
+        self.oauth = oauth  # XOAUTH2: checks (user, access token)
+        self.oauth_refusal: str | None = None  # the final reply to a refused token, instead of Google's
         self.senders = senders
         self.sender_check: Literal["rcpt", "mail"] | None = sender_check if senders is not None else None
         self.messages: list[ReceivedMessage] = []
@@ -343,7 +377,7 @@ class LocalSmtpServer:
 
     def _factory(self) -> SMTP:
         self.sessions_opened += 1
-        offers_auth = bool(self._users)
+        offers_auth = bool(self._users) or self.oauth is not None
         with warnings.catch_warnings():
             # aiosmtpd warns about AUTH without STARTTLS; with implicit TLS the socket is encrypted.
             warnings.simplefilter("ignore", UserWarning)
@@ -356,7 +390,7 @@ class LocalSmtpServer:
     def _smtp(self, offers_auth: bool) -> SMTP:
         return _CountingSMTP(
             self,
-            _Handler(self),
+            _OAuthHandler(self) if self.oauth is not None else _Handler(self),
             hostname="mailgem-local",
             ident="mailgem local SMTP (aiosmtpd)",
             data_size_limit=self.data_size_limit,

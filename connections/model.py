@@ -21,8 +21,10 @@ from pydantic import (
 )
 
 from .addresses import check_address
+from .secretref import SecretRef
 from .dkim import DkimOptions
 from .dsn import DsnOptions
+from .oauth2 import OAuth2Options
 from .proxy import ProxyOptions
 from .errors import ConfigError
 from .presets import preset_fields
@@ -45,29 +47,6 @@ def is_mailbox(value: str, special_domains: tuple[str, ...] = ()) -> bool:
     except EmailNotValidError:
         return False
     return True
-
-
-class SecretRef(BaseModel):
-    """A reference to a secret in the fabric's secret store: the name, never the value.
-
-    YAML: ``password: {secret: smtp-reports-password}``.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
-
-    secret: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-/]+$",
-                        description="Name of the secret in the fabric's secret store.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_plain_value(cls, data: Any) -> Any:
-        if isinstance(data, str):
-            # A bare string would be the password itself: refuse it without echoing it.
-            raise ValueError(
-                "password must be a secret reference such as {secret: NAME}, never the value; "
-                "store the value with `mailgem secrets set NAME`"
-            )
-        return data
 
 
 class SmtpConnection(BaseModel):
@@ -116,6 +95,9 @@ class SmtpConnection(BaseModel):
     retry_max_s: float = Field(60.0, ge=0, le=86400, description="Longest retry delay, seconds.")
     fallback: str | None = Field(None, description="Connection in the same fabric to use when this one is unreachable or rejects AUTH.")
     charset: str = Field("utf-8", description="Charset of text and HTML parts.")
+    auth: OAuth2Options | None = Field(None, description=(
+        "OAuth2 instead of a password (SASL XOAUTH2): {type: oauth2, provider: office365 | google | generic, "
+        "token_url, tenant, client_id, client_secret: {secret}, refresh_token: {secret}, scope}."))
     proxy: ProxyOptions | None = Field(None, description=(
         "Reach the server through a proxy: socks5://[user@]host:port or http://[user@]host:port (CONNECT), or "
         "{url, password: {secret: NAME}}; TLS stays end to end with the server."))
@@ -204,8 +186,11 @@ class SmtpConnection(BaseModel):
         else:
             if not self.username:
                 raise ValueError("username is required unless anonymous: true (for an internal relay without AUTH)")
-            if self.password is None and self._inline_password is None:
-                raise ValueError("password is required: reference a secret, e.g. password: {secret: NAME}")
+            if self.auth is not None and (self.password is not None or self._inline_password is not None):
+                raise ValueError("give password or auth (OAuth2), not both")
+            if self.auth is None and self.password is None and self._inline_password is None:
+                raise ValueError("password is required: reference a secret, e.g. password: {secret: NAME}, or use "
+                                 "auth: {type: oauth2, ...}")
             if self.sender_address is None and not is_mailbox(self.username, self.allowed_special_domains):
                 raise ValueError(
                     f"the login {self.username!r} is not a mailbox (as with SendGrid's 'apikey' or SES access "
@@ -234,6 +219,8 @@ class SmtpConnection(BaseModel):
         """The options that change what is sent or whom to, one ``name: value`` each (for
         ``mailgem connection test``); never a secret's value."""
         out = []
+        if self.auth is not None:
+            out.append("auth: " + self.auth.describe())
         if self.proxy is not None:
             user = urlsplit(self.proxy.url).username
             out.append(f"proxy: {self.proxy.address}" + (f" as {user}" if user else "")

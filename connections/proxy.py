@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from .errors import SmtpConnectError, SmtpTimeoutError
+from .secretref import SecretRef
 
 __all__ = ["ProxyOptions", "open_tunnel"]
 
@@ -37,19 +38,13 @@ class ProxyOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
     url: str = Field(description="socks5://[user@]host:port or http://[user@]host:port (HTTP CONNECT); no password.")
-    password: Any = Field(None, description="Secret holding the proxy user's password: {secret: NAME}.")
+    password: SecretRef | None = Field(None, description="Secret holding the proxy user's password: {secret: NAME}.")
 
     @model_validator(mode="before")
     @classmethod
     def _from_url(cls, data: Any) -> Any:
         return {"url": data} if isinstance(data, str) else data
 
-    @field_validator("password", mode="before")
-    @classmethod
-    def _secret_ref(cls, value: Any) -> Any:
-        from .model import SecretRef  # the model imports this module
-
-        return None if value is None else SecretRef.model_validate(value)
 
     @field_validator("url")
     @classmethod

@@ -36,6 +36,8 @@ from pydantic import SecretStr
 
 from .addresses import ascii_domain, envelope_address, needs_smtputf8
 from .dkim import DkimSigner
+from .oauth2 import TokenSource
+from .oauth2 import authenticate as oauth2_authenticate
 from .proxy import open_tunnel
 from .errors import (
     AuthNotSupportedError,
@@ -165,7 +167,7 @@ class SmtpTransport:
 
     def __init__(self, connection: SmtpConnection, password: SecretStr | None = None, *,
                  identity_only: bool = False, dkim_key: SecretStr | None = None,
-                 proxy_password: SecretStr | None = None) -> None:
+                 proxy_password: SecretStr | None = None, tokens: TokenSource | None = None) -> None:
         self.connection = connection
         # Previews and dry runs: the connection's From and envelope sender, no secret, no session.
         self.identity_only = identity_only
@@ -179,6 +181,7 @@ class SmtpTransport:
         # The first permanent refusal of this run (see remember_refusal); pickled with the transport.
         self.refusal: SmtpError | None = None
         self._proxy_password = proxy_password
+        self.tokens = tokens  # OAuth2 access tokens (connection auth: oauth2)
         # DKIM: the key (resolved from the fabric) travels; the signer is built where it signs.
         self._dkim_key = dkim_key
         self._signer: DkimSigner | None = None
@@ -187,7 +190,10 @@ class SmtpTransport:
                 raise ConfigError(f"connection {connection.name!r} signs with DKIM but its private key was not "
                                   "resolved: resolve the connection through its fabric")
             self._signer = DkimSigner(connection.dkim, dkim_key)  # a bad key is reported now, before sending
-        if not connection.anonymous and self._password is None and not identity_only:
+        if connection.auth is not None and tokens is None and not identity_only:
+            raise ConfigError(f"connection {connection.name!r} authenticates with OAuth2 but its secrets were not "
+                              "resolved: resolve the connection through its fabric")
+        if not connection.anonymous and connection.auth is None and self._password is None and not identity_only:
             raise InsecureAuthError(
                 f"connection {connection.name!r} needs a password to authenticate but none was resolved",
                 hint="resolve the connection through its fabric so the password secret is looked up",
@@ -310,6 +316,14 @@ class SmtpTransport:
         """One AUTH attempt with the best mechanism the server offers; returns its name."""
         c = self.connection
         offered = {m.lower() for m in client.server_auth_methods}
+        if self.tokens is not None:
+            if "xoauth2" not in offered:
+                raise AuthNotSupportedError(
+                    f"the connection uses OAuth2, and the server offers AUTH {' '.join(sorted(offered)).upper() or '(none)'} "
+                    "without XOAUTH2", hint="check host and port (smtp.office365.com:587, smtp.gmail.com:587)",
+                    host=c.host, port=c.port)
+            await oauth2_authenticate(client, str(c.username), self.tokens)
+            return "xoauth2"
         order = _MECHANISMS_TLS if encrypted else _MECHANISMS_PLAIN
         mechanism = next((m for m in order if m in offered), None)
         if mechanism is None:

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from mailgem.connections.model import SmtpConnection
+from mailgem.connections.oauth2 import TokenSource
 from mailgem.connections.transport import SmtpTransport
 
 from .errors import AccessDeniedError, FabricConfigError
@@ -176,8 +177,13 @@ class Fabric(BaseModel):
         dkim_key = self.store().get(conn.dkim.private_key.secret) if conn.dkim is not None else None
         proxy = conn.proxy
         proxy_password = self.store().get(proxy.password.secret) if proxy is not None and proxy.password else None
+        tokens = None
+        if conn.auth is not None:
+            store = self.store()
+            tokens = TokenSource(conn.auth, {n: store.get(n) for n in conn.auth.secrets()},
+                                 verify=str(conn.auth.ca_bundle) if conn.auth.ca_bundle else True)
         log.info("user %s (team %s) uses connection %s of fabric %s", user, team.name, name, self.name)
-        return SmtpTransport(conn, password, dkim_key=dkim_key, proxy_password=proxy_password)
+        return SmtpTransport(conn, password, dkim_key=dkim_key, proxy_password=proxy_password, tokens=tokens)
 
     def transports(self, name: str, user: str | None = None) -> list[SmtpTransport]:
         """The transport of connection ``name`` followed by its fallback chain (``fallback:``).
