@@ -326,3 +326,14 @@ def test_mailgem_run_reports_a_ledger_it_cannot_open_before_spark_starts(starttl
     assert "email.ledger.secret: the embedded local server's fabric holds no secrets" in capsys.readouterr().err
     monkeypatch.setenv("MAILGEM_SECRET_LEDGER_PASSWORD", pg_server.PASSWORD)
     assert main(["validate", job, "--fabric", fab, "--user", USER]) == 0
+
+
+def test_the_same_message_twice_in_a_run_is_sent_once(starttls_server, ledger_place):
+    # Identical rows without key columns are the same message (same key and recipients).
+    frame = pd.DataFrame({"to": ["a@example.com", "a@example.com", "b@example.com", "a@example.com"]})
+    props = {"connection": "reports", "mode": "per_row", "to_column": "to", "subject": "hi", "text_body": "x",
+             "ledger": ledger_place | {"lease_s": 1}}
+    report = EmailGem(props, fabric_for(starttls_server, pool_size=2), user=USER).apply(None, frame)
+    assert sorted(report["status"]) == ["already_sent", "already_sent", "sent", "sent"]
+    time.sleep(0.3)
+    assert sorted(r for m in starttls_server.messages for r in m.rcpt_tos) == ["a@example.com", "b@example.com"]

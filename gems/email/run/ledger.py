@@ -336,6 +336,7 @@ class SendLedger:
         Raises:
             Backend errors: the ledger could not be written.
         """
+        self._flush_scheduled = False  # a timer left by a closed event loop must not block the next one
         if self._finishes:
             self._transaction(None, [])
 

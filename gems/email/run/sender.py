@@ -185,10 +185,17 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
                 fatal.append((items[0][0], exc))
                 return False
             if len(claimed) < len(items):
-                # Taken by a racing run since prior() looked (or twice in this batch): not sent now.
-                held.extend((unit, row) for row, _, _, rhash, _, _, unit in items
-                            if (row.message_key, rhash) not in claimed)
-                items = [item for item in items if (item[0].message_key, item[3]) in claimed]
+                # Taken by a racing run since prior() looked, or the same message twice in this
+                # batch (claimed once): the others are not sent now, but looked at again later.
+                kept = []
+                for item in items:
+                    key = (item[0].message_key, item[3])
+                    if key in claimed:
+                        claimed.discard(key)
+                        kept.append(item)
+                    else:
+                        held.append((item[6], item[0]))
+                items = kept
         for i, (row, message, recipients, rhash, message_id, position, _) in enumerate(items):
             await slots.acquire()
             if not may_start(position):
