@@ -181,6 +181,7 @@ class SmtpTransport:
         # The first permanent refusal of this run (see remember_refusal); pickled with the transport.
         self.refusal: SmtpError | None = None
         self._proxy_password = proxy_password
+        self._warned: set[str] = set()  # topics warned about once (see warn_once)
         self.tokens = tokens  # OAuth2 access tokens (connection auth: oauth2)
         # DKIM: the key (resolved from the fabric) travels; the signer is built where it signs.
         self._dkim_key = dkim_key
@@ -225,9 +226,8 @@ class SmtpTransport:
 
     def warn_once(self, topic: str, message: str) -> None:
         """Log ``message`` as a warning the first time ``topic`` comes up for this transport."""
-        warned = self.__dict__.setdefault("_warned", set())
-        if topic not in warned:
-            warned.add(topic)
+        if topic not in self._warned:
+            self._warned.add(topic)
             log.warning("%s", message)
 
     def remember_refusal(self, error: SmtpError) -> None:
