@@ -205,26 +205,29 @@ class _CountingSMTP(SMTP):
     _DSN_MAIL = ("RET", "ENVID")
     _DSN_RCPT = ("NOTIFY", "ORCPT")
 
+    async def _dsn_parameters(self, arg: str, names: tuple[str, ...]) -> tuple[str, list[str]] | None:
+        """``arg`` without the DSN parameters ``names``, and those; ``None`` after a 501 for bad ones."""
+        if not (self._owner.dsn and arg):
+            return arg, []
+        arg, taken = _take_parameters(arg, names)
+        problem = _dsn_problem(taken)
+        if problem:
+            await self.push(f"501 5.5.4 {problem}")
+            return None
+        return arg, taken
+
     async def smtp_MAIL(self, arg: str) -> None:
-        taken: list[str] = []
-        if self._owner.dsn and arg:
-            arg, taken = _take_parameters(arg, self._DSN_MAIL)
-            problem = _dsn_problem(taken)
-            if problem:
-                await self.push(f"501 5.5.4 {problem}")
-                return
+        if (parsed := await self._dsn_parameters(arg, self._DSN_MAIL)) is None:
+            return
+        arg, taken = parsed
         await super().smtp_MAIL(arg)
         if taken and self.envelope is not None and self.envelope.mail_from:
             self.envelope.mail_options.extend(taken)
 
     async def smtp_RCPT(self, arg: str) -> None:
-        taken: list[str] = []
-        if self._owner.dsn and arg:
-            arg, taken = _take_parameters(arg, self._DSN_RCPT)
-            problem = _dsn_problem(taken)
-            if problem:
-                await self.push(f"501 5.5.4 {problem}")
-                return
+        if (parsed := await self._dsn_parameters(arg, self._DSN_RCPT)) is None:
+            return
+        arg, taken = parsed
         envelope = self.envelope
         before = len(envelope.rcpt_tos) if envelope is not None else 0
         await super().smtp_RCPT(arg)

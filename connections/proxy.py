@@ -83,31 +83,24 @@ async def open_tunnel(proxy: ProxyOptions, password: SecretStr | None, host: str
             (the message names the proxy, never the password).
         SmtpTimeoutError: the proxy did not answer in time.
     """
-    from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
+    from python_socks import ProxyError, ProxyType
     from python_socks.async_.asyncio import Proxy
 
     parts = urlsplit(proxy.url)
     secret = password.get_secret_value() if password is not None else None
     where = {"host": host, "port": port}
-    if proxy.kind == "http":
-        try:
-            return await asyncio.wait_for(_http_connect(proxy, secret, host, port), timeout)
-        except SmtpConnectError:
-            raise  # the proxy's own refusal, already in words
-        except TimeoutError:
-            raise SmtpTimeoutError(f"the proxy {proxy.address} did not answer within {timeout:g} s",
-                                   hint="check that the proxy runs and is reachable from here", **where) from None
-        except OSError as exc:
-            raise SmtpConnectError(f"cannot reach the proxy {proxy.address}: {_clean(exc, secret)}",
-                                   hint="check proxy: its host and port, and that it runs", **where) from None
-    tunnel = Proxy(ProxyType.SOCKS5, str(parts.hostname), int(parts.port or 0), username=parts.username,
-                   password=secret, rdns=True)
     try:
+        if proxy.kind == "http":
+            return await asyncio.wait_for(_http_connect(proxy, secret, host, port), timeout)
+        tunnel = Proxy(ProxyType.SOCKS5, str(parts.hostname), int(parts.port or 0), username=parts.username,
+                       password=secret, rdns=True)
         return await tunnel.connect(dest_host=host, dest_port=port, timeout=timeout)
-    except ProxyTimeoutError:
+    except SmtpConnectError:
+        raise  # the HTTP proxy's own refusal, already in words
+    except TimeoutError:  # ProxyTimeoutError included
         raise SmtpTimeoutError(f"the proxy {proxy.address} did not answer within {timeout:g} s",
                                hint="check that the proxy runs and is reachable from here", **where) from None
-    except ProxyConnectionError as exc:
+    except OSError as exc:  # ProxyConnectionError included
         raise SmtpConnectError(f"cannot reach the proxy {proxy.address}: {_clean(exc, secret)}",
                                hint="check proxy: its host and port, and that it runs", **where) from None
     except ProxyError as exc:
