@@ -139,11 +139,15 @@ class SmtpPool:
         """Open a session; one at a time until the first has opened (see the module docstring)."""
         assert self._first_open is not None
         try:
-            if self.opened:
-                session = await self.transport._open()
-            else:
+            session = None
+            if not self.opened:
                 async with self._first_open:
-                    session = await self.transport._open()
+                    # Looked at again under the lock: those that waited while the first session
+                    # opened now open theirs side by side, not one after another.
+                    if not self.opened:
+                        session = await self.transport._open()
+            if session is None:
+                session = await self.transport._open()
         except SmtpError as exc:
             exc.during_open = True  # type: ignore[attr-defined]
             raise

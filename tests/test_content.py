@@ -223,6 +223,22 @@ def test_header_values_are_templates_and_a_line_break_from_data_names_the_header
     assert problem.path == "headers.X-Team" and "'row' is undefined" in problem.message  # report mode has no row
 
 
+def test_templates_keep_jinjas_globals_and_the_sandbox(starttls_server):
+    # Compiled templates carry the environment's globals as a plain dict (faster renders): range,
+    # namespace, cycler and dict still work, in every message, and the sandbox still refuses.
+    frame = pd.DataFrame({"n": [2, 3], "to": ["a@example.com", "b@example.com"]})
+    body = ("{% set ns = namespace(total=0) %}{% for i in range(row.n) %}{% set ns.total = ns.total + i %}{% endfor %}"
+            "{% set c = cycler('odd', 'even') %}{{ c.next() }}-{{ c.next() }} {{ dict(k=ns.total).k }}")
+    report, msgs = _send(starttls_server, frame, mode="per_row", to_column="to", subject="{{ range(row.n) | list }}",
+                         text_body=body)
+    assert list(report["status"]) == ["sent", "sent"]
+    assert sorted(m["Subject"] for m in msgs) == ["[0, 1, 2]", "[0, 1]"]
+    assert sorted(m.get_body(("plain",)).get_content().strip() for m in msgs) == ["odd-even 1", "odd-even 3"]
+    report, _ = _send(starttls_server, frame.head(1), mode="per_row", to_column="to",
+                      subject="{{ row.n.__class__.__mro__ }}")
+    assert list(report["status"]) == ["failed"] and "unsafe" in report.iloc[0].error.lower()
+
+
 def test_time_zone_aware_timestamps_keep_their_instant_and_zone(starttls_server):
     berlin = pd.to_datetime(["2024-03-01 12:00:00", "2024-07-01 12:00:00.250"], format="ISO8601").tz_localize("Europe/Berlin")
     naive = pd.to_datetime(["2024-03-01 12:00:00", "2024-03-01 12:00:00.000005"], format="ISO8601")

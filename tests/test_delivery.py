@@ -116,6 +116,26 @@ def test_pool_reuses_sessions_and_reconnects_after_max_messages(starttls_server)
     assert len(starttls_server.auth_attempts) == starttls_server.sessions_opened
 
 
+def test_pool_opens_its_other_sessions_side_by_side_once_the_first_has_opened(starttls_server):
+    # The first session opens alone (a wrong password costs the server one AUTH); the borrowers
+    # that waited for it then open theirs together, not one after another: by the time the
+    # second session authenticates, the third and fourth have connected. (They used to open one
+    # at a time, each a whole connect-TLS-AUTH later than the one before.)
+    connected_at_auth: list[int] = []
+    authenticate = starttls_server._authenticate
+
+    def recording(server, session, envelope, mechanism, auth_data):
+        connected_at_auth.append(starttls_server.sessions_opened)
+        return authenticate(server, session, envelope, mechanism, auth_data)
+
+    starttls_server._authenticate = recording
+    results = _deliver(starttls_server, [_message(f"m{i}") for i in range(12)], pool_size=4)
+    assert all(d.status == "sent" for d in results)
+    assert starttls_server.sessions_opened == 4 and len(connected_at_auth) == 4
+    assert connected_at_auth[0] == 1  # the first alone
+    assert connected_at_auth[1] >= 3, connected_at_auth
+
+
 def test_rate_limiter_spaces_messages_and_caps_the_day():
     limiter = RateLimiter(rate_per_s=10, max_per_day=4)
     delays = [limiter.reserve() for _ in range(4)]

@@ -134,3 +134,27 @@ def test_mailgem_and_fabric_live_side_by_side_in_a_fresh_venv(dist, tmp_path, st
     _run([py, "-m", "pip", "uninstall", "--yes", "--quiet", "mailgem"], env=env)
     assert _run([py, "-c", fabric_check], env=env, cwd=cwd).stdout.split()[1] == "True"
     assert _run([str(bin_ / "fab"), "--version"], env=env, cwd=cwd).stdout.startswith("Fabric")
+
+
+def test_a_spark_worker_imports_only_what_sending_needs():
+    # A Python worker unpickles the partition sender, which imports its module and the
+    # packages above it: not the gem, the fabric or the embedded server (aiosmtpd, trustme).
+    # Every public name of the package still resolves, on first use.
+    code = textwrap.dedent("""
+        import sys
+        import mailgem.gems.email.run.distributed
+        heavy = sorted(m for m in sys.modules if m.startswith(("mailgem.fabric", "mailgem.gems.email.gem",
+                                                              "mailgem.connections.local_server", "aiosmtpd", "trustme")))
+        print("heavy:", heavy)
+        import mailgem.gems.email as gem_package
+        import mailgem.gems
+        names = {name: type(getattr(gem_package, name)).__name__ for name in gem_package.__all__}
+        assert "module" not in names.values(), names
+        from mailgem.gems import EmailGem, EmailProperties
+        from mailgem.gems.email import validate
+        assert callable(validate) and EmailGem.__name__ == "EmailGem", validate
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "heavy: []" in done.stdout and "ok" in done.stdout, done.stdout

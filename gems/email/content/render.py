@@ -48,7 +48,12 @@ def template_environment(html: bool) -> jinja2.Environment:
 
 @functools.lru_cache(maxsize=256)
 def _compile(source: str, html: bool) -> jinja2.Template:
-    return template_environment(html).from_string(source)
+    template = template_environment(html).from_string(source)
+    # A template's globals are a ChainMap over the environment's, copied into every render's
+    # context (half of a short template's render time); ours never change after creation, so a
+    # plain dict gives the same names for half the cost.
+    template.globals = dict(template.globals)
+    return template
 
 
 def nulls_refused(context: dict[str, Any]) -> dict[str, Any]:

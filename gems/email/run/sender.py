@@ -273,6 +273,9 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
             batch.append((row, message, envelope.recipients, rhash, message_id, position, unit))
             if len(batch) >= batch_size and not await dispatch():
                 break
+            # One message built at a time, then the sessions' writes: building the next ones
+            # (while slots are free) must not hold back a session whose reply just came in.
+            await asyncio.sleep(0)
         if batch:
             # Built before the run stopped: those before the failed message still go out; the rest
             # were never recorded or sent.
