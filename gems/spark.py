@@ -13,8 +13,7 @@ from typing import Any
 
 from mailgem.connections.errors import ConfigError
 
-__all__ = ["require_pyspark", "local_spark", "new_log_file", "quiet_python_loggers", "spark_error_line", "is_connect", "parallelism",
-           "partition_count"]
+__all__ = ["require_pyspark", "local_spark", "new_log_file", "quiet_python_loggers", "spark_error_line", "is_connect", "parallelism"]
 
 _CONF = {
     "spark.ui.enabled": "false",
@@ -121,14 +120,6 @@ def parallelism_from_conf(conf: Callable[[str], str | None]) -> int:
     if instances and cores and instances.isdigit() and cores.isdigit():
         return int(instances) * int(cores)
     return 2
-
-
-def partition_count(frame: Any) -> int | None:
-    """Partitions of a Spark frame, or ``None`` where it cannot be known without running a job
-    (Spark Connect has no RDD)."""
-    if is_connect(frame.sparkSession):
-        return None
-    return frame.rdd.getNumPartitions()
 
 
 def new_log_file() -> Path:

@@ -77,6 +77,34 @@ def test_max_messages_is_checked_before_sending_anything(starttls_server, ticket
     assert starttls_server.messages == [] and starttls_server.sessions_opened == 0
 
 
+def test_spark_frames_are_computed_once_and_checked_before_sending(spark, starttls_server, tickets):
+    # An uncached frame's upstream used to run three times: a count, the partitions (adaptive
+    # execution runs a shuffle to know them) and the sending job. Now only the sending job
+    # computes it; max_messages takes one pass of at most max_messages + 1 rows (the exact
+    # count only for the error), before anything is sent.
+    from pyspark.sql import functions as F
+
+    seen = spark.sparkContext.accumulator(0)
+
+    def keep(ticket):  # upstream work: counts every row it is run on
+        seen.add(1)
+        return True
+
+    frame = spark.createDataFrame(tickets).repartition(1).filter(F.udf(keep, "boolean")(F.col("ticket")))
+    report = EmailGem(ROW, fabric_for(starttls_server), user=USER).apply(spark, frame).toPandas()
+    assert (report["status"] == "sent").sum() == 5 and len(_messages(starttls_server, 5)) == 5
+    assert seen.value == 5  # each row once
+
+    with pytest.raises(MessageCapError, match="5 messages, over max_messages 4; nothing was sent"):
+        EmailGem(ROW | {"max_messages": 4}, fabric_for(starttls_server), user=USER).apply(spark, frame)
+    with pytest.raises(MessageCapError, match="3 messages, over max_messages 2; nothing was sent"):
+        EmailGem(GROUP | {"max_messages": 2}, fabric_for(starttls_server), user=USER).apply(spark, frame)
+    report = EmailGem(ROW | {"max_messages": 5}, fabric_for(starttls_server), user=USER).apply(
+        spark, frame.filter("ticket < 0")).toPandas()
+    assert list(report["status"]) == ["skipped"] and report.iloc[0].message_key == "(none)"
+    assert len(starttls_server.messages) == 5  # nothing more was sent
+
+
 def test_ledger_makes_a_rerun_send_only_what_was_not_accepted(starttls_server, tickets, tmp_path):
     props = ROW | {"ledger": {"path": str(tmp_path / "ledger.sqlite"), "run_key": "2024-05-01"}}
     fab = fabric_for(starttls_server)

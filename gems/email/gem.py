@@ -338,20 +338,27 @@ class EmailGem:
     def _apply_distributed(self, spark: Any, frame: Any, transports: list[SmtpTransport], run_ts: dt.datetime,
                            run_key: str, domain: str, destination: str, ledger: LedgerTarget | None) -> Any:
         props = self.properties
-        count = frame.count() if props.mode == "per_row" else frame.select(*props.group_by).distinct().count()
-        if count == 0 and props.on_empty == "skip":
-            return to_spark(spark, [skipped_row("(none)", props.connection)])
-        self._cap(count)
+        # The frame is computed once, by the sending job. A count (or an emptiness check) first
+        # would compute an uncached frame's upstream once more, in full when its plan has a
+        # shuffle; an empty frame is known from the empty report instead. Only max_messages
+        # needs a pass first (at most max_messages + 1 rows; the exact count only for the error).
+        if props.max_messages is not None:
+            emails = frame if props.mode == "per_row" else frame.select(*props.group_by).distinct()
+            if emails.limit(props.max_messages + 1).count() > props.max_messages:
+                self._cap(emails.count())
         # One login from the driver first: a refused one is remembered by the transport, which
         # travels to the workers with that knowledge, so none of them asks the server again.
         server_size = run_sync(preflight(transports))
-        log.info("gem %s: sending %d %s messages from the Spark executors", self.name, count, props.mode)
+        log.info("gem %s: sending %s messages from the Spark executors", self.name, props.mode)
         workers = parallelism(spark)  # once: on Spark Connect it asks the server
         sender = PartitionSender(props, transports, job=self.name, params=self.params, run_ts=run_ts, run_key=run_key,
                                  domain=domain, destination=destination, ledger=ledger,
                                  rate_share=1 / workers,
                                  size_limit=self._size_limit(server_size), instants=self._instant_columns(spark, frame))
         report = send_distributed(frame, sender, workers)
+        if report.empty and props.on_empty == "skip":
+            log.info("gem %s: frame is empty, nothing sent (on_empty: skip)", self.name)
+            return to_spark(spark, [skipped_row("(none)", props.connection)])
         counts = report["status"].value_counts().to_dict()
         log.info("gem %s: %d messages: %s", self.name, len(report),
                  ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))

@@ -26,7 +26,6 @@ from mailgem.connections.delivery import Deliverer
 from mailgem.connections.errors import SmtpError
 from mailgem.connections.transport import SmtpTransport
 
-from ...spark import partition_count
 from ..content.compose import Composer
 from ..data import instants, normalise
 from .ledger import LedgerTarget, SendLedger
@@ -128,10 +127,12 @@ def send_distributed(frame: Any, sender: PartitionSender, workers: int) -> pd.Da
     """Run ``sender`` over ``frame``'s partitions, spread over ``workers`` (:func:`mailgem.gems.spark.parallelism`);
     return the delivery report rows (pandas)."""
     props = sender.props
+    # Rows are always spread over the executor cores, so every core sends (a small file is one
+    # partition). Counting the frame's partitions first is no cheaper: with adaptive query
+    # execution, a plan with a shuffle runs its upstream to know them (and Spark Connect has no
+    # RDD to ask). The shuffle costs far less than sending what it spreads.
     if props.mode == "per_group":
         frame = frame.repartition(workers, *props.group_by)
-    elif (partitions := partition_count(frame)) is None or partitions < workers:
-        # A small file is one partition: spread its rows so every executor core sends. (On Spark
-        # Connect the partitions cannot be counted without a job: always spread.)
+    else:
         frame = frame.repartition(workers)
     return with_nullable_ints(frame.mapInPandas(sender, schema=SPARK_SCHEMA).toPandas())
