@@ -1,7 +1,7 @@
 """Spark Connect (Spark 4's client mode, as on Databricks serverless and shared clusters): every
 mode sends the same messages as the pandas path. A Connect session cannot share a process with
 the test run's classic SparkSession, so the Connect client runs in a subprocess, against a real
-local Spark Connect server that ``SparkSession.builder.remote("local[2]")`` starts."""
+local Spark Connect server started in that subprocess on a free loopback port."""
 
 from __future__ import annotations
 
@@ -25,20 +25,38 @@ ROOT = Path(__file__).resolve().parents[1]
 REPORT = {"connection": "reports", "to": "boss@example.com", "subject": "{{ row_count }} open tickets",
           "attachments": [{"file_name": "tickets.csv", "compression": "gzip"}]}
 
+# The local Connect server is started here, as PySpark's remote("local[2]") would start it, but
+# on a free loopback port: remote("local[...]") always binds (all interfaces) and dials port
+# 15002, so two test runs on one machine collided there.
 CONNECT_SCRIPT = """
-import json, sys
+import json, socket, sys, uuid, os
 import pandas as pd
-from pyspark.sql import SparkSession
+from pyspark import SparkConf, SparkContext
+from pyspark.sql.connect.session import SparkSession as RemoteSparkSession
 from mailgem.fabric import load_fabric
 from mailgem.gems.email import EmailGem
 
 fabric, props, frame = load_fabric(sys.argv[1]), json.loads(sys.argv[2]), pd.read_json(sys.argv[3])
-spark = SparkSession.builder.remote("local[2]").getOrCreate()
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+token = os.environ["SPARK_CONNECT_AUTHENTICATE_TOKEN"] = str(uuid.uuid4())
+conf = (SparkConf().setMaster("local[2]").set("spark.ui.enabled", "false")
+        .set("spark.plugins", "org.apache.spark.sql.connect.SparkConnectPlugin")
+        .set("spark.connect.grpc.binding.address", "127.0.0.1").set("spark.connect.grpc.binding.port", str(port))
+        .set("spark.connect.authenticate.token", token))
+server = SparkContext.getOrCreate(conf)
+# What SparkSession.builder.remote("local[2]") returns once its server is up (it refuses a URL
+# while a classic context exists in the process, even the one serving it).
+os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
+# (Host "localhost": the client sends a token over plain gRPC only to localhost.)
+spark = RemoteSparkSession.builder.remote(f"sc://localhost:{port}/;token={token}").getOrCreate()
 assert type(spark).__module__.startswith("pyspark.sql.connect"), type(spark)
 report = EmailGem(props, fabric, user="alice", name="tickets").apply(spark, spark.createDataFrame(frame))
 assert type(report).__module__.startswith("pyspark.sql.connect"), type(report)
 print("REPORT " + report.toPandas().to_json(orient="records"))
 spark.stop()
+server.stop()
 """
 
 
