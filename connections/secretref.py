@@ -25,9 +25,10 @@ class SecretRef(BaseModel):
     @classmethod
     def _from_plain_value(cls, data: Any) -> Any:
         if isinstance(data, str):
-            # A bare string would be the password itself: refuse it without echoing it.
+            # A bare string would be the secret itself (a password, a key, a token): refuse it
+            # without echoing it. The field's path comes before this text in every message.
             raise ValueError(
-                "password must be a secret reference such as {secret: NAME}, never the value; "
+                "must be a secret reference such as {secret: NAME}, never the secret's value; "
                 "store the value with `mailgem secrets set NAME`"
             )
         return data

@@ -106,7 +106,7 @@ def test_missing_env_var_names_the_yaml_path(fabric_file, monkeypatch):
 @pytest.mark.parametrize("replace, expected", [
     (("port: ${SMTP_PORT}", "port: seventy"), r"connections\[0\]\.port: Input should be a valid integer"),
     (("timeout_s: 10", "timeout_s: 10\n    colour: blue"), r"connections\[0\]\.colour: Extra inputs"),
-    (("password: {secret: gmail-app-password}", "password: hunter2"), r"connections\[1\]\.password: password must be a secret reference"),
+    (("password: {secret: gmail-app-password}", "password: hunter2"), r"connections\[1\]\.password: must be a secret reference"),
     (("members: [alice, bob]", "members: alice"), r"teams\[0\]\.members: Input should be a valid list"),
     (("type: encrypted_file", "type: vault"), r"secrets: Input tag 'vault'"),
     (("  - name: gmail", "  - name: reports"), "connection names must be unique; repeated: reports"),

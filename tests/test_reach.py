@@ -183,8 +183,10 @@ def test_dkim_configuration_mistakes_are_reported_before_sending(starttls_server
     pem, _ = _key("ed25519")
     with pytest.raises(ValueError, match="not the sender's domain"):
         connection_for(starttls_server, dkim={"domain": "other.org", "selector": "s", "private_key": {"secret": "k"}})
-    with pytest.raises(ValueError, match="must be a secret reference"):
+    with pytest.raises(ValueError, match="must be a secret reference") as info:
         connection_for(starttls_server, dkim={"domain": "example.com", "selector": "s", "private_key": pem})
+    # Named as the key it is, not as a password, and never echoed.
+    assert "private_key" in str(info.value) and "password" not in str(info.value) and pem not in str(info.value)
     bad = _signing_fabric(starttls_server, "not a key")
     with pytest.raises(ConfigError, match="not an unencrypted PEM private key") as info:
         EmailGem(PER_ROW, bad, user=USER).apply(None, _frame("a@example.com"))
