@@ -455,3 +455,37 @@ def test_preview_of_per_row_reads_only_the_rows_it_shows(spark, starttls_server)
         "id AS n", "IF(id <= 2, concat('u', id, '@example.com'), raise_error('read past the preview')) AS to")
     built = EmailGem(ROW_PROPS, fabric_for(starttls_server), user=USER).preview(frame, limit=2)
     assert [b.recipients for b in built] == [["u1@example.com"], ["u2@example.com"]]
+
+
+def test_preview_of_per_group_collects_only_the_groups_it_shows(spark, starttls_server, monkeypatch):
+    import pandas as pd
+    from conftest import fabric_for
+
+    from mailgem.gems.email import gem as gem_module
+    from mailgem.gems.email.gem import EmailGem
+
+    props = {"connection": "reports", "mode": "per_group", "group_by": ["team"], "to": "ops@example.com",
+             "subject": "{{ group.team }}: {{ row_count }} rows", "attachments": [{"file_name": "rows.csv"}]}
+    teams = [f"t{i % 40:02d}" for i in range(1000)] + [None] * 10
+    pdf = pd.DataFrame({"team": teams, "n": range(len(teams))})
+    collected: list[int] = []
+    collect = gem_module.collect
+
+    def counting(frame, **kwargs):  # the rows that reach the driver
+        data = collect(frame, **kwargs)
+        collected.append(data.table.num_rows)
+        return data
+
+    monkeypatch.setattr(gem_module, "collect", counting)
+    gem = EmailGem(props, fabric_for(starttls_server), user=USER)
+    built = gem.preview(spark.createDataFrame(pdf).repartition(3), limit=3)
+    # The first three groups, as the pandas path takes them, built from their own rows only.
+    assert [b.message["Subject"] for b in built] == ["t00: 25 rows", "t01: 25 rows", "t02: 25 rows"]
+    assert [b.message["Subject"] for b in gem.preview(pdf, limit=3)] == ["t00: 25 rows", "t01: 25 rows", "t02: 25 rows"]
+    assert collected[0] == 75  # not 1,010
+    # A null key is a group like any other, last, as in the pandas path.
+    small = pdf[pdf["team"].isin(["t00", "t01"]) | pdf["team"].isna()]
+    subjects = [b.message["Subject"] for b in gem.preview(spark.createDataFrame(small), limit=3)]
+    assert subjects == ["t00: 25 rows", "t01: 25 rows", ": 10 rows"]
+    assert subjects == [b.message["Subject"] for b in gem.preview(small, limit=3)]
+    assert starttls_server.messages == [] and starttls_server.sessions_opened == 0

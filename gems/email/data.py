@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from mailgem.connections.errors import MailgemError
 
-__all__ = ["FrameData", "collect", "instants", "is_spark_frame", "column_names", "normalise", "GemInputError"]
+__all__ = ["FrameData", "collect", "first_groups", "instants", "is_spark_frame", "column_names", "normalise", "GemInputError"]
 
 
 class GemInputError(MailgemError, TypeError):
@@ -118,6 +118,22 @@ def _is_valid_text(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def first_groups(frame: Any, columns: Sequence[str], count: int) -> Any:
+    """The rows of a Spark frame's first ``count`` groups by ``columns``, in the order
+    :func:`~mailgem.gems.email.run.plan.units` takes groups (ascending, nulls last), so a preview
+    of a few groups collects those groups' rows, not the whole frame.
+
+    The keys are found by Spark (``distinct``, ``orderBy``, ``limit``) and the rows kept with a
+    null-safe left semi join: a null key is a group like any other."""
+    from pyspark.sql import functions as F
+
+    keys = (frame.select(*columns).distinct()
+            .orderBy(*[F.col(c).asc_nulls_last() for c in columns]).limit(count)
+            .select(*[F.col(c).alias(f"_mailgem_key_{i}") for i, c in enumerate(columns)]))
+    condition = [frame[c].eqNullSafe(keys[f"_mailgem_key_{i}"]) for i, c in enumerate(columns)]
+    return frame.join(keys, on=condition, how="left_semi")
 
 
 def collect(frame: Any, *, all_rows: bool, head_rows: int, columns: Sequence[str] | None = None,

@@ -40,7 +40,7 @@ from mailgem.fabric.model import Fabric, current_user
 
 from ..spark import parallelism
 from .content.compose import Composer, SplitNeeded, Unit, split_unit
-from .data import collect, column_names, is_spark_frame
+from .data import collect, column_names, first_groups, is_spark_frame
 from .run.distributed import PartitionSender, preflight, send_distributed
 from .run.ledger import LedgerTarget, SendLedger
 from .run.plan import count_units, units
@@ -201,6 +201,8 @@ class EmailGem:
         if limit is not None and props.mode == "per_row":
             # The first N messages are the first N rows: read no more (a preview of a huge frame stays quick).
             in0 = in0.limit(limit) if is_spark_frame(in0) else in0.head(limit)
+        elif limit is not None and props.mode == "per_group" and is_spark_frame(in0):
+            in0 = first_groups(in0, props.group_by, limit)  # only those groups' rows reach the driver
         data = collect(in0, all_rows=True, head_rows=props.table.max_rows,
                        spark_instants=props.formats.timezone is not None)
         composer = self._composer(transport, dt.datetime.now(dt.UTC), self.properties.max_message_bytes)
