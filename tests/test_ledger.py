@@ -337,3 +337,29 @@ def test_the_same_message_twice_in_a_run_is_sent_once(starttls_server, ledger_pl
     assert sorted(report["status"]) == ["already_sent", "already_sent", "sent", "sent"]
     time.sleep(0.3)
     assert sorted(r for m in starttls_server.messages for r in m.rcpt_tos) == ["a@example.com", "b@example.com"]
+
+
+def test_a_rerun_looks_its_messages_up_a_chunk_at_a_time(starttls_server, ledger_place, monkeypatch):
+    # A re-run asked the ledger about each message (a round trip each to PostgreSQL); now one
+    # query covers a chunk of messages, and what it says is what one query each would say.
+    from mailgem.gems.email.run import ledger_db, sender
+
+    monkeypatch.setattr(sender, "PREFETCH_UNITS", 50)
+    props = ROW | {"ledger": ledger_place}
+    first = EmailGem(props, fabric_for(starttls_server, pool_size=2), user=USER).apply(None, _frame(80))
+    assert set(first["status"]) == {"sent"}
+    statements: list[str] = []
+    execute = ledger_db.Backend.execute
+
+    def recording(self, db, statement, args=()):
+        statements.append(statement)
+        return execute(self, db, statement, args)
+
+    monkeypatch.setattr(ledger_db.Backend, "execute", recording)
+    report = EmailGem(props, fabric_for(starttls_server, pool_size=2), user=USER).apply(None, _frame(120))
+    assert Counter(report["status"]) == {"already_sent": 80, "sent": 40}
+    assert list(report["message_key"]) == [f"row:[{i}]" for i in range(120)]
+    lookups = [s for s in statements if "FROM sends s LEFT JOIN" in s]
+    assert len(lookups) == 3 and all("message_key IN" in s for s in lookups), lookups  # 120 messages, chunks of 50
+    assert len(starttls_server.wait_for_messages(120)) == 120
+    assert sorted(r for m in starttls_server.messages for r in m.rcpt_tos) == sorted(_frame(120)["to"])

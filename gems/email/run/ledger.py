@@ -30,6 +30,8 @@ sender claims a batch of messages in one transaction before any of them goes out
 (:meth:`SendLedger.begin_many`), and outcomes are committed together at most
 ``OUTCOME_DELAY_S`` (20 ms) after the server's reply, or with the next claim
 (:meth:`SendLedger.finish`). On PostgreSQL each transaction goes in libpq's pipeline mode.
+Reads are grouped too: a first run looks nothing up (the claim decides), and a re-run looks its
+messages up a chunk at a time (:meth:`SendLedger.prefetch`).
 
 Where: ``ledger: {path: FILE}`` is a SQLite file (WAL mode, busy timeout) for the processes of
 one machine; ``ledger: {url: postgresql://user@host/db, secret: NAME}`` a PostgreSQL database
@@ -166,8 +168,14 @@ class SendLedger:
         self._stop = threading.Event()
         self.failure: Exception | None = None  # a group commit or lease renewal that failed (see check())
         self._had_rows: bool | None = None  # rows for this job, run key and destination when first asked
+        # prefetch(): the message keys last looked up together, and their rows by (key, recipients hash)
+        self._prefetched_keys: set[str] = set()
+        self._prefetched: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._backend.create(self._db(), _SCHEMA)
         n = self._backend.now
+        # What prior() reads of a row (s: sends, o: its owner's lease), in PriorSend's order.
+        self._prior_columns = (f"s.status, s.message_id, s.maybe_delivered, s.owner, o.host, o.pid, o.started_at,"
+                               f" o.alive_until > {n}")
         self._claim_where = (
             "sends.status NOT IN ('sent', 'partial')"
             # ...held by no live run (an owner without a lease row is gone: killed, or closed)
@@ -194,26 +202,50 @@ class SendLedger:
     def _key(self, message_key: str, recipients_hash: str) -> tuple[str, ...]:
         return self.job, self.run_key, self.destination, message_key, recipients_hash
 
+    def _has_rows(self) -> bool:
+        if self._had_rows is None:
+            self._had_rows = self._backend.execute(
+                self._db(), "SELECT 1 FROM sends WHERE job=? AND run_key=? AND destination=? LIMIT 1",
+                (self.job, self.run_key, self.destination)).fetchone() is not None
+        return self._had_rows
+
+    def prefetch(self, message_keys: Sequence[str]) -> None:
+        """Look these messages up in one query, for :meth:`prior` with ``live=False`` to answer
+        from (a re-run then costs one round trip per batch, not per message). Replaces what an
+        earlier call fetched; nothing is fetched when the run had no rows when first asked."""
+        self._prefetched_keys, self._prefetched = set(), {}
+        if not message_keys or not self._has_rows():
+            return
+        keys = list(dict.fromkeys(message_keys))
+        rows = self._backend.execute(
+            self._db(),
+            f"SELECT s.message_key, s.recipients_hash, {self._prior_columns} FROM sends s"
+            f" LEFT JOIN ledger_owners o ON o.owner = s.owner WHERE s.job=? AND s.run_key=? AND s.destination=?"
+            f" AND s.message_key IN ({', '.join('?' * len(keys))})",
+            (self.job, self.run_key, self.destination, *keys)).fetchall()
+        self._prefetched = {(r[0], r[1]): tuple(r[2:]) for r in rows}
+        self._prefetched_keys = set(keys)
+
     def prior(self, message_key: str, recipients_hash: str, *, live: bool = True) -> PriorSend | None:
         """What the ledger holds for this message at this destination, or ``None``.
 
         With ``live=False`` the answer may be from when this ledger was first asked: a run whose
         job, run key and destination had no rows then skips the per-message query (a round trip
-        to PostgreSQL). That is safe because the claim decides (:meth:`begin_many`): a message
-        another run recorded meanwhile is not claimed, and is looked at again, live.
+        to PostgreSQL), and a message :meth:`prefetch` looked up is answered from that. That is
+        safe because the claim decides (:meth:`begin_many`): a message another run recorded
+        meanwhile is not claimed, and is looked at again, live.
         """
         if not live:
-            if self._had_rows is None:
-                self._had_rows = self._backend.execute(
-                    self._db(), "SELECT 1 FROM sends WHERE job=? AND run_key=? AND destination=? LIMIT 1",
-                    (self.job, self.run_key, self.destination)).fetchone() is not None
-            if not self._had_rows:
+            if not self._has_rows():
                 return None
-        row = self._backend.execute(
+            if message_key in self._prefetched_keys:
+                return self._prior(self._prefetched.get((message_key, recipients_hash)))
+        return self._prior(self._backend.execute(
             self._db(),
-            f"SELECT s.status, s.message_id, s.maybe_delivered, s.owner, o.host, o.pid, o.started_at,"
-            f" o.alive_until > {self._backend.now} FROM sends s LEFT JOIN ledger_owners o ON o.owner = s.owner"
-            f" WHERE {_KEY.replace('job=', 's.job=')}", self._key(message_key, recipients_hash)).fetchone()
+            f"SELECT {self._prior_columns} FROM sends s LEFT JOIN ledger_owners o ON o.owner = s.owner"
+            f" WHERE {_KEY.replace('job=', 's.job=')}", self._key(message_key, recipients_hash)).fetchone())
+
+    def _prior(self, row: tuple[Any, ...] | None) -> PriorSend | None:
         if row is None:
             return None
         status, message_id, maybe, owner, host, pid, started, alive = row

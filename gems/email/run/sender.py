@@ -18,6 +18,7 @@ done (see :mod:`.ledger`).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
@@ -36,6 +37,9 @@ from .report import DeliveryRow
 __all__ = ["SendContext", "send_units", "StopRun", "describe_error"]
 
 log = logging.getLogger("mailgem.gems")
+
+# Messages looked up in the ledger together (one query) before they are built and claimed.
+PREFETCH_UNITS = 500
 
 MAYBE_DELIVERED_NOTE = (" The server may have accepted it (the connection was lost after its content was sent); "
                         "with a ledger, a re-run sends it again with the same Message-ID.")
@@ -219,7 +223,21 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
             task.add_done_callback(tasks.discard)
         return True
 
-    source: Iterator[tuple[Unit, DeliveryRow | None]] = ((unit, None) for unit in units)
+    def looked_up(ahead: Iterable[Unit]) -> Iterator[Unit]:
+        # With a ledger, each chunk of messages is looked up in one query (a re-run's lookups
+        # cost one round trip a chunk, not one a message); should that fail, each is looked up alone.
+        assert ledger is not None
+        pending = iter(ahead)
+        while chunk := list(itertools.islice(pending, PREFETCH_UNITS)):
+            try:
+                ledger.prefetch([unit.key for unit in chunk])
+            except Exception as exc:  # noqa: BLE001 - prior() asks again, message by message
+                log.warning("ledger %s: looking up %d messages at once failed (%s); looking each up alone",
+                            ledger.target, len(chunk), describe_error(exc, "reading the ledger"))
+            yield from chunk
+
+    source: Iterator[tuple[Unit, DeliveryRow | None]] = (
+        (unit, None) for unit in (looked_up(units) if ledger is not None else units))
     parts: deque[Unit] = deque()  # a unit too large for the size limit, split (attachments_over_limit: split)
     position = -1
     again = False  # looking again at held messages: none of this run's own is in flight any more
