@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -181,3 +183,37 @@ connections:
     done = _run("run", "local.yaml", "--outbox", "out", cwd=job_dir, env={"MAILGEM_FABRIC": "fabric.yaml"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(list((job_dir / "out").glob("*.eml"))) == 1 and len(starttls_server.messages) == 1
+
+
+def test_a_json_sources_columns_are_checked_before_spark(tmp_path, monkeypatch, capsys):
+    # A JSON source's columns are every record's keys (a writer leaves out null fields): read
+    # whole before Spark starts when small, so a misspelt column is reported at once, and a
+    # column only later records have is not.
+    from mailgem.gems import source
+
+    records = [{"city": "Oslo", "sales": 10}, {"city": "Bergen", "sales": 5, "manager": "ana@example.com"}]
+    (tmp_path / "sales.json").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    job = textwrap.dedent("""
+        name: json-report
+        source: {{path: sales.json}}
+        email:
+          connection: local
+          mode: per_row
+          to_column: {column}
+          subject: "{{{{ row.city }}}}: {{{{ row.sales }}}}"
+    """)
+
+    def no_spark(*args, **kwargs):
+        raise AssertionError("Spark was started")
+
+    monkeypatch.setattr("mailgem.gems.spark.local_spark", no_spark)
+    (tmp_path / "job.yaml").write_text(job.format(column="manger"))
+    assert main(["validate", str(tmp_path / "job.yaml"), "--local"]) == 2
+    err = capsys.readouterr().err
+    assert "to_column" in err and "unknown column 'manger'; the frame has: city, manager, sales" in err
+    (tmp_path / "job.yaml").write_text(job.format(column="manager"))
+    assert main(["validate", str(tmp_path / "job.yaml"), "--local"]) == 0, capsys.readouterr()
+    # Too big to read whole: the columns are left to Spark (no check, no false error).
+    monkeypatch.setattr(source, "JSON_SCAN_LIMIT_BYTES", 10)
+    (tmp_path / "job.yaml").write_text(job.format(column="manger"))
+    assert main(["validate", str(tmp_path / "job.yaml"), "--local"]) == 0, capsys.readouterr()
