@@ -363,3 +363,27 @@ def test_a_rerun_looks_its_messages_up_a_chunk_at_a_time(starttls_server, ledger
     assert len(lookups) == 3 and all("message_key IN" in s for s in lookups), lookups  # 120 messages, chunks of 50
     assert len(starttls_server.wait_for_messages(120)) == 120
     assert sorted(r for m in starttls_server.messages for r in m.rcpt_tos) == sorted(_frame(120)["to"])
+
+
+def test_a_rerun_looks_groups_up_with_a_bound_on_the_rows_held_ahead(starttls_server, ledger_place, monkeypatch):
+    # A group's rows are copied out of the frame: a chunk holds at most PREFETCH_ROWS rows.
+    from mailgem.gems.email.run import ledger_db, sender
+
+    monkeypatch.setattr(sender, "PREFETCH_ROWS", 100)
+    frame = pd.DataFrame({"team": [f"t{i // 30:02d}" for i in range(300)], "n": range(300)})
+    props = {"connection": "reports", "mode": "per_group", "group_by": ["team"], "to": "ops@example.com",
+             "subject": "{{ group.team }}", "attachments": [{"file_name": "rows.csv"}], "ledger": ledger_place}
+    EmailGem(props, fabric_for(starttls_server), user=USER).apply(None, frame.head(150))  # 5 groups
+    statements: list[str] = []
+    execute = ledger_db.Backend.execute
+
+    def recording(self, db, statement, args=()):
+        statements.append(statement)
+        return execute(self, db, statement, args)
+
+    monkeypatch.setattr(ledger_db.Backend, "execute", recording)
+    report = EmailGem(props, fabric_for(starttls_server), user=USER).apply(None, frame)
+    assert Counter(report["status"]) == {"already_sent": 5, "sent": 5}
+    lookups = [s for s in statements if "FROM sends s LEFT JOIN" in s]
+    assert len(lookups) == 3 and all("message_key IN" in s for s in lookups)  # 4 + 4 + 2 groups of 30 rows
+    assert len(starttls_server.wait_for_messages(10)) == 10

@@ -18,7 +18,6 @@ done (see :mod:`.ledger`).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections import deque
@@ -38,8 +37,10 @@ __all__ = ["SendContext", "send_units", "StopRun", "describe_error"]
 
 log = logging.getLogger("mailgem.gems")
 
-# Messages looked up in the ledger together (one query) before they are built and claimed.
+# Messages looked up in the ledger together (one query) before they are built and claimed, and
+# the most rows those messages may hold.
 PREFETCH_UNITS = 500
+PREFETCH_ROWS = 50_000
 
 MAYBE_DELIVERED_NOTE = (" The server may have accepted it (the connection was lost after its content was sent); "
                         "with a ledger, a re-run sends it again with the same Message-ID.")
@@ -228,7 +229,18 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
         # cost one round trip a chunk, not one a message); should that fail, each is looked up alone.
         assert ledger is not None
         pending = iter(ahead)
-        while chunk := list(itertools.islice(pending, PREFETCH_UNITS)):
+        while True:
+            # At most PREFETCH_UNITS messages, and at most PREFETCH_ROWS rows held ahead (a group's
+            # rows are copied out of the frame).
+            chunk: list[Unit] = []
+            rows_ahead = 0
+            for unit in pending:
+                chunk.append(unit)
+                rows_ahead += unit.row_count
+                if len(chunk) >= PREFETCH_UNITS or rows_ahead >= PREFETCH_ROWS:
+                    break
+            if not chunk:
+                return
             try:
                 ledger.prefetch([unit.key for unit in chunk])
             except Exception as exc:  # noqa: BLE001 - prior() asks again, message by message
