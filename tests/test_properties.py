@@ -12,12 +12,13 @@ from collections.abc import Iterator
 import pandas as pd
 import pytest
 from conftest import LOGIN, PASSWORD, USER, fabric_for, parse_strict
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from mailgem.connections.local_server import LocalSmtpServer
 from mailgem.gems.email import EmailGem, GemValidationError
 from mailgem.gems.email.content.render import one_line
+from mailgem.gems.email.content.templates import is_template
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                             HealthCheck.too_slow])
@@ -88,6 +89,9 @@ def test_any_addresses_are_sent_or_reported(servers, smtputf8, addresses):
 @given(smtputf8=st.booleans(), names=st.lists(ANY_TEXT, min_size=1, max_size=3), values=st.lists(CELL, min_size=3, max_size=3),
        param=ANY_TEXT, header=ANY_TEXT)
 def test_any_template_header_and_cell_values_are_sent_or_reported(servers, smtputf8, names, values, param, header):
+    # A header value that is a template is rendered (tested with templates elsewhere); here the
+    # value is sent as it is, so the oracle below holds. Hypothesis once drew '{{run_date}}'.
+    assume(not is_template(header))
     server = servers[smtputf8]
     before = len(server.messages)
     rows = len(names)
