@@ -34,10 +34,20 @@ __all__ = [
     "parse_enhanced_status",
     "is_sender_refusal",
     "from_aiosmtplib",
+    "redact",
 ]
 
 # RFC 3463 §2: class.subject.detail, class in {2,4,5}; servers put it first in the reply text.
 _ENHANCED_STATUS = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with every non-empty one of ``secrets`` replaced by ``***``: for a library's
+    error text that could quote a password or token (most do not; this makes sure)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def parse_enhanced_status(text: str | None) -> str | None:

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from .errors import AuthenticationError, ConfigError
+from .errors import AuthenticationError, ConfigError, redact
 from .secretref import SecretRef
 
 __all__ = ["OAuth2Options", "TokenSource", "explain_refusal"]
@@ -169,7 +169,7 @@ class TokenSource:
                                       hint=OAUTH_HINT) from None
         except Exception as exc:  # noqa: BLE001 - httpx's connection and TLS errors, in words
             raise AuthenticationError(f"could not get an OAuth2 token from {opts.url}: {type(exc).__name__}: "
-                                      f"{_scrub(str(exc), self._secrets)}", transient=True,
+                                      f"{redact(str(exc), *(v.get_secret_value() for v in self._secrets.values()))}", transient=True,
                                       hint="check auth.token_url and that this machine reaches it") from None
         finally:
             await client.aclose()
@@ -183,13 +183,6 @@ class TokenSource:
     def forget(self) -> None:
         """Drop the cached token (the server refused it: the next session fetches a new one)."""
         self._token = None
-
-
-def _scrub(text: str, secrets: dict[str, SecretStr]) -> str:
-    for value in secrets.values():
-        if value.get_secret_value():
-            text = text.replace(value.get_secret_value(), "***")
-    return text
 
 
 def _token_refusal(opts: OAuth2Options, error: str | None, description: str | None) -> str:

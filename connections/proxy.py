@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from .errors import SmtpConnectError, SmtpTimeoutError
+from .errors import SmtpConnectError, SmtpTimeoutError, redact
 from .secretref import SecretRef
 
 __all__ = ["ProxyOptions", "open_tunnel"]
@@ -101,11 +101,11 @@ async def open_tunnel(proxy: ProxyOptions, password: SecretStr | None, host: str
         raise SmtpTimeoutError(f"the proxy {proxy.address} did not answer within {timeout:g} s",
                                hint="check that the proxy runs and is reachable from here", **where) from None
     except OSError as exc:  # ProxyConnectionError included
-        raise SmtpConnectError(f"cannot reach the proxy {proxy.address}: {_clean(exc, secret)}",
+        raise SmtpConnectError(f"cannot reach the proxy {proxy.address}: {redact(str(exc), secret)}",
                                hint="check proxy: its host and port, and that it runs", **where) from None
     except ProxyError as exc:
         raise SmtpConnectError(
-            f"the proxy {proxy.address} refused the tunnel to {host}:{port}: {_clean(exc, secret)}",
+            f"the proxy {proxy.address} refused the tunnel to {host}:{port}: {redact(str(exc), secret)}",
             hint="check the proxy's user and password (proxy.password), and that it allows connections to this "
                  "host and port", **where) from None
 
@@ -144,8 +144,3 @@ async def _http_connect(proxy: ProxyOptions, secret: str | None, host: str, port
     except BaseException:
         sock.close()
         raise
-
-
-def _clean(exc: BaseException, secret: str | None) -> str:
-    text = str(exc)
-    return text.replace(secret, "***") if secret else text

@@ -162,6 +162,14 @@ class Fabric(BaseModel):
         self.check_access(user or current_user())
         return self.store().get(name)
 
+    def special_domains(self, name: str) -> tuple[str, ...]:
+        """Connection ``name``'s ``allowed_special_domains``; none when there is no such
+        connection (that is reported where the connection is resolved)."""
+        try:
+            return self.connection(name).allowed_special_domains
+        except FabricConfigError:
+            return ()
+
     def transport(self, name: str, user: str | None = None) -> SmtpTransport:
         """An :class:`SmtpTransport` for connection ``name``, used by ``user`` (default: :func:`current_user`).
 
@@ -173,13 +181,13 @@ class Fabric(BaseModel):
         user = user or current_user()
         team = self.check_access(user)
         conn = self.connection(name)
-        password = self.store().get(conn.password.secret) if conn.password is not None else None
-        dkim_key = self.store().get(conn.dkim.private_key.secret) if conn.dkim is not None else None
+        store = self.store()
+        password = store.get(conn.password.secret) if conn.password is not None else None
+        dkim_key = store.get(conn.dkim.private_key.secret) if conn.dkim is not None else None
         proxy = conn.proxy
-        proxy_password = self.store().get(proxy.password.secret) if proxy is not None and proxy.password else None
+        proxy_password = store.get(proxy.password.secret) if proxy is not None and proxy.password else None
         tokens = None
         if conn.auth is not None:
-            store = self.store()
             tokens = TokenSource(conn.auth, {n: store.get(n) for n in conn.auth.secrets()},
                                  verify=str(conn.auth.ca_bundle) if conn.auth.ca_bundle else True)
         log.info("user %s (team %s) uses connection %s of fabric %s", user, team.name, name, self.name)

@@ -157,10 +157,7 @@ def special_domains(pre: Preflight) -> tuple[str, ...]:
     """The job's connection's ``allowed_special_domains`` (none without its fabric)."""
     if pre.fabric is None or pre.job is None:
         return ()
-    try:
-        return pre.fabric.connection(pre.job.email.connection).allowed_special_domains
-    except MailgemError:
-        return ()
+    return pre.fabric.special_domains(pre.job.email.connection)
 
 
 def default_fabric() -> Path | None:

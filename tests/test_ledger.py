@@ -339,15 +339,10 @@ def test_the_same_message_twice_in_a_run_is_sent_once(starttls_server, ledger_pl
     assert sorted(r for m in starttls_server.messages for r in m.rcpt_tos) == ["a@example.com", "b@example.com"]
 
 
-def test_a_rerun_looks_its_messages_up_a_chunk_at_a_time(starttls_server, ledger_place, monkeypatch):
-    # A re-run asked the ledger about each message (a round trip each to PostgreSQL); now one
-    # query covers a chunk of messages, and what it says is what one query each would say.
-    from mailgem.gems.email.run import ledger_db, sender
+def _record_statements(monkeypatch) -> list[str]:
+    """Every statement the ledger sends from now on (both databases), in order."""
+    from mailgem.gems.email.run import ledger_db
 
-    monkeypatch.setattr(sender, "PREFETCH_UNITS", 50)
-    props = ROW | {"ledger": ledger_place}
-    first = EmailGem(props, fabric_for(starttls_server, pool_size=2), user=USER).apply(None, _frame(80))
-    assert set(first["status"]) == {"sent"}
     statements: list[str] = []
     execute = ledger_db.Backend.execute
 
@@ -356,6 +351,19 @@ def test_a_rerun_looks_its_messages_up_a_chunk_at_a_time(starttls_server, ledger
         return execute(self, db, statement, args)
 
     monkeypatch.setattr(ledger_db.Backend, "execute", recording)
+    return statements
+
+
+def test_a_rerun_looks_its_messages_up_a_chunk_at_a_time(starttls_server, ledger_place, monkeypatch):
+    # A re-run asked the ledger about each message (a round trip each to PostgreSQL); now one
+    # query covers a chunk of messages, and what it says is what one query each would say.
+    from mailgem.gems.email.run import sender
+
+    monkeypatch.setattr(sender, "PREFETCH_UNITS", 50)
+    props = ROW | {"ledger": ledger_place}
+    first = EmailGem(props, fabric_for(starttls_server, pool_size=2), user=USER).apply(None, _frame(80))
+    assert set(first["status"]) == {"sent"}
+    statements = _record_statements(monkeypatch)
     report = EmailGem(props, fabric_for(starttls_server, pool_size=2), user=USER).apply(None, _frame(120))
     assert Counter(report["status"]) == {"already_sent": 80, "sent": 40}
     assert list(report["message_key"]) == [f"row:[{i}]" for i in range(120)]
@@ -367,21 +375,14 @@ def test_a_rerun_looks_its_messages_up_a_chunk_at_a_time(starttls_server, ledger
 
 def test_a_rerun_looks_groups_up_with_a_bound_on_the_rows_held_ahead(starttls_server, ledger_place, monkeypatch):
     # A group's rows are copied out of the frame: a chunk holds at most PREFETCH_ROWS rows.
-    from mailgem.gems.email.run import ledger_db, sender
+    from mailgem.gems.email.run import sender
 
     monkeypatch.setattr(sender, "PREFETCH_ROWS", 100)
     frame = pd.DataFrame({"team": [f"t{i // 30:02d}" for i in range(300)], "n": range(300)})
     props = {"connection": "reports", "mode": "per_group", "group_by": ["team"], "to": "ops@example.com",
              "subject": "{{ group.team }}", "attachments": [{"file_name": "rows.csv"}], "ledger": ledger_place}
     EmailGem(props, fabric_for(starttls_server), user=USER).apply(None, frame.head(150))  # 5 groups
-    statements: list[str] = []
-    execute = ledger_db.Backend.execute
-
-    def recording(self, db, statement, args=()):
-        statements.append(statement)
-        return execute(self, db, statement, args)
-
-    monkeypatch.setattr(ledger_db.Backend, "execute", recording)
+    statements = _record_statements(monkeypatch)
     report = EmailGem(props, fabric_for(starttls_server), user=USER).apply(None, frame)
     assert Counter(report["status"]) == {"already_sent": 5, "sent": 5}
     lookups = [s for s in statements if "FROM sends s LEFT JOIN" in s]

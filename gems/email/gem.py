@@ -136,10 +136,7 @@ class EmailGem:
     def _special_domains(self) -> tuple[str, ...]:
         """The connection's ``allowed_special_domains`` (none when the fabric lacks it: that is
         reported when the run starts)."""
-        try:
-            return self.fabric.connection(self.properties.connection).allowed_special_domains
-        except Exception:  # noqa: BLE001 - no fabric, or no such connection
-            return ()
+        return self.fabric.special_domains(self.properties.connection)
 
     def _check(self, in0: Any) -> None:
         problems = [d for d in self.validate(column_names(in0)) if d.severity == "error"]

@@ -174,8 +174,8 @@ class SendLedger:
         self._backend.create(self._db(), _SCHEMA)
         n = self._backend.now
         # What prior() reads of a row (s: sends, o: its owner's lease), in PriorSend's order.
-        self._prior_columns = (f"s.status, s.message_id, s.maybe_delivered, s.owner, o.host, o.pid, o.started_at,"
-                               f" o.alive_until > {n}")
+        self._prior_select = (f"s.status, s.message_id, s.maybe_delivered, s.owner, o.host, o.pid, o.started_at,"
+                              f" o.alive_until > {n} FROM sends s LEFT JOIN ledger_owners o ON o.owner = s.owner")
         self._claim_where = (
             "sends.status NOT IN ('sent', 'partial')"
             # ...held by no live run (an owner without a lease row is gone: killed, or closed)
@@ -219,8 +219,7 @@ class SendLedger:
         keys = list(dict.fromkeys(message_keys))
         rows = self._backend.execute(
             self._db(),
-            f"SELECT s.message_key, s.recipients_hash, {self._prior_columns} FROM sends s"
-            f" LEFT JOIN ledger_owners o ON o.owner = s.owner WHERE s.job=? AND s.run_key=? AND s.destination=?"
+            f"SELECT s.message_key, s.recipients_hash, {self._prior_select} WHERE s.job=? AND s.run_key=? AND s.destination=?"
             f" AND s.message_key IN ({', '.join('?' * len(keys))})",
             (self.job, self.run_key, self.destination, *keys)).fetchall()
         self._prefetched = {(r[0], r[1]): tuple(r[2:]) for r in rows}
@@ -242,8 +241,7 @@ class SendLedger:
                 return self._prior(self._prefetched.get((message_key, recipients_hash)))
         return self._prior(self._backend.execute(
             self._db(),
-            f"SELECT {self._prior_columns} FROM sends s LEFT JOIN ledger_owners o ON o.owner = s.owner"
-            f" WHERE {_KEY.replace('job=', 's.job=')}", self._key(message_key, recipients_hash)).fetchone())
+            f"SELECT {self._prior_select} WHERE {_KEY.replace('job=', 's.job=')}", self._key(message_key, recipients_hash)).fetchone())
 
     def _prior(self, row: tuple[Any, ...] | None) -> PriorSend | None:
         if row is None:

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import SecretStr
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
 
-from mailgem.connections.errors import ConfigError
+from mailgem.connections.errors import ConfigError, redact
 
 __all__ = ["LedgerTarget", "Backend", "SqliteBackend", "PostgresBackend"]
 
@@ -165,9 +165,7 @@ class PostgresBackend(Backend):
             return self._psycopg.connect(self.target.url, password=password, autocommit=True, connect_timeout=10,
                                          application_name="mailgem")
         except self._psycopg.Error as exc:
-            reason = str(exc).strip()
-            if password:
-                reason = reason.replace(password, "***")  # libpq does not echo it; make sure
+            reason = redact(str(exc).strip(), password)  # libpq does not echo it; make sure
             hint = ("check ledger.url, the server, and the password in the secret ledger.secret names"
                     if "password" in reason or "authentication" in reason else
                     "check that the server runs and ledger.url names its host, port and database")
