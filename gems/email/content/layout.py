@@ -42,7 +42,6 @@ _TO, _CC, _FROM = "slot-to@mailgem.invalid", "slot-cc@mailgem.invalid", "slot-fr
 _SUBJECT, _MID = "MAILGEMSLOTSUBJECT", "<slot-mid@mailgem.invalid>"
 _TEXT, _HTML = "MAILGEMSLOTTEXTBODY", "MAILGEMSLOTHTMLBODY"
 _CTE_7BIT = b"Content-Transfer-Encoding: 7bit\r\n"
-_NEWLINES = re.compile(r"\r\n|\r|\n")
 # Message-IDs from new_message_id(): one short ASCII token, which the stdlib writes unfolded.
 _OWN_MESSAGE_ID = re.compile(r"<[0-9a-f]{32}\.mailgem@[A-Za-z0-9.-]{1,200}>\Z")
 
@@ -88,10 +87,18 @@ def _stdlib_encode_text(text: str, charset: str) -> tuple[str, str]:
 _encode_text = getattr(contentmanager, "_encode_text", None)
 
 
+def _crlf(text: str) -> str:
+    """Every line break (CRLF, lone CR, lone LF) as CRLF (RFC 5322 §2.1): ``str.replace`` in C,
+    a tenth of a regular expression's time on a 2 KB body."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.replace("\n", "\r\n")
+
+
 def _encode_body(text: str, charset: str) -> tuple[bytes, bytes]:
     """``(Content-Transfer-Encoding line, body bytes)`` as ``set_content`` + ``as_bytes`` give them."""
     cte, payload = _encode_text(text, charset, None, _POLICY) if _encode_text else _stdlib_encode_text(text, charset)
-    body = _NEWLINES.sub("\r\n", payload).encode("ascii", "surrogateescape")
+    body = _crlf(payload).encode("ascii", "surrogateescape")
     return f"Content-Transfer-Encoding: {cte}\r\n".encode("ascii"), body
 
 
