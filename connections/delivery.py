@@ -121,7 +121,8 @@ class Deliverer:
         return self.pools[self._active].transport.connection.name
 
     async def send(self, message: EmailMessage | Prepared, recipients: Sequence[str], *,
-                   proceed: Callable[[], bool] | None = None, envelope_id: str | None = None) -> Delivery:
+                   proceed: Callable[[], bool] | None = None, fence: Callable[[], bool] | None = None,
+                   envelope_id: str | None = None) -> Delivery:
         """Deliver ``message`` to ``recipients``; never raises for SMTP failures (see :class:`Delivery`).
 
         ``message`` is an ``EmailMessage`` (flattened with each connection's identity) or any
@@ -129,6 +130,9 @@ class Deliverer:
 
         ``proceed`` is asked once a session is free for the first attempt, before anything of the
         message is written: ``False`` (the run is stopping) gives status ``not_started``.
+        ``fence`` is asked the same way before *every* attempt, retries included: ``False`` (the
+        run may no longer send at all, e.g. its ledger lease may have lapsed and another run may
+        be sending the message) gives ``not_started`` too, however many attempts went before.
 
         ``envelope_id``: the RFC 3461 ``ENVID`` for connections with ``dsn``.
         """
@@ -144,7 +148,7 @@ class Deliverer:
         async def send_once(index: int) -> SendResult:
             data, utf8 = data_by_pool[index]
             async with self.pools[index].lease() as lease:
-                if attempts == 1 and proceed is not None and not proceed():
+                if (attempts == 1 and proceed is not None and not proceed()) or (fence is not None and not fence()):
                     raise _NotStarted("not started: the run is stopping")
                 return await lease.session.send_bytes(data, pending, message_id=str(message["Message-ID"]),
                                                       smtputf8=utf8, lend=lease.lend, envelope_id=envelope_id)
@@ -219,7 +223,14 @@ class Deliverer:
         except DailyLimitReached as exc:
             return Delivery("deferred", None, exc, attempts, self.connection, message_id, now())
         except _NotStarted:
-            return Delivery("not_started", None, None, 0, self.connection, message_id, now())
+            if not accepted:
+                return Delivery("not_started", None, None, 0, self.connection, message_id, now())
+            # Stopped before retrying the recipients the server refused for now: the others have
+            # it, so the message is partial (never sent again to them); those keep their refusal.
+            assert last is not None
+            for r in pending:
+                why = last.refused[r]
+                refused[r] = RecipientRefusal(why.code, f"{why.message} (not retried: the run stopped)", why.enhanced_status)
         except Exception as exc:  # noqa: BLE001 - one message's problem is that message's outcome
             error = exc if isinstance(exc, SmtpError) else SmtpResponseError(
                 f"could not send the message: {type(exc).__name__}: {exc}", transient=False)

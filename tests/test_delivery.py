@@ -30,13 +30,13 @@ def _message(subject: str = "hi") -> EmailMessage:
     return msg
 
 
-def _deliver(server, messages, recipients=("ops@example.com",), **overrides):
+def _deliver(server, messages, recipients=("ops@example.com",), fence=None, **overrides):
     transport = SmtpTransport(connection_for(server, **(FAST | overrides)), SecretStr(PASSWORD))
 
     async def go():
         deliverer = Deliverer([transport])
         try:
-            return await asyncio.gather(*(deliverer.send(m, list(recipients)) for m in messages))
+            return await asyncio.gather(*(deliverer.send(m, list(recipients), fence=fence) for m in messages))
         finally:
             await deliverer.aclose()
 
@@ -87,6 +87,38 @@ def test_recipient_refused_with_4xx_is_retried_alone(starttls_server):
     first, second = starttls_server.wait_for_messages(2)
     assert first.rcpt_tos == ("ops@example.com",) and second.rcpt_tos == ("busy@example.com",)
     assert parse(first.data)["Message-ID"] == parse(second.data)["Message-ID"]
+
+
+def _fence_open_for(attempts: int):
+    """A fence (see Deliverer.send) that lets the first ``attempts`` attempts through, and the
+    list of times it was asked."""
+    asked: list[int] = []
+
+    def fence() -> bool:
+        asked.append(len(asked) + 1)
+        return len(asked) <= attempts
+
+    return fence, asked
+
+
+def test_no_retry_once_the_fence_closes(starttls_server):
+    # A run whose ledger lease may have lapsed during the backoff must not try again: another
+    # run may be sending the message by then.
+    starttls_server.data_script = ["451 4.3.0 Temporary failure"]
+    fence, asked = _fence_open_for(1)
+    [d] = _deliver(starttls_server, [_message()], fence=fence)
+    assert d.status == "not_started" and asked == [1, 2]
+    assert starttls_server.data_script == [] and starttls_server.messages == []
+
+
+def test_recipients_not_retried_once_the_fence_closes_leave_the_message_partial(starttls_server):
+    starttls_server.rcpt_replies["busy@example.com"] = ["450 4.2.1 Mailbox busy"]
+    fence, _ = _fence_open_for(1)
+    [d] = _deliver(starttls_server, [_message()], recipients=["ops@example.com", "busy@example.com"], fence=fence)
+    assert d.status == "partial" and d.result.accepted == ("ops@example.com",)
+    why = d.result.refused["busy@example.com"]
+    assert why.code == 450 and why.enhanced_status == "4.2.1" and "(not retried: the run stopped)" in why.message
+    assert [m.rcpt_tos for m in starttls_server.messages] == [("ops@example.com",)]
 
 
 def test_slow_accept_past_the_timeout_is_the_documented_duplicate_window(starttls_server):

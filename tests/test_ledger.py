@@ -388,3 +388,138 @@ def test_a_rerun_looks_groups_up_with_a_bound_on_the_rows_held_ahead(starttls_se
     lookups = [s for s in statements if "FROM sends s LEFT JOIN" in s]
     assert len(lookups) == 3 and all("message_key IN" in s for s in lookups)  # 4 + 4 + 2 groups of 30 rows
     assert len(starttls_server.wait_for_messages(10)) == 10
+
+
+class _Stall:
+    """The ledger's database holding up this run's lease renewals, as a stalled or unreachable
+    database would (or a paused process, whose lease runs out the same way): SQLite's write lock,
+    or a PostgreSQL row lock on the lease rows."""
+
+    def __init__(self, place: dict[str, str]) -> None:
+        self.place = place
+        self.db = None
+
+    def __enter__(self) -> _Stall:
+        if "path" in self.place:
+            import sqlite3
+
+            self.db = sqlite3.connect(self.place["path"], isolation_level=None)
+            self.db.execute("BEGIN IMMEDIATE")  # every writer waits (busy timeout)
+        else:
+            import psycopg
+
+            self.db = psycopg.connect(self.place["url"], password=pg_server.PASSWORD)
+            self.db.execute("SELECT 1 FROM ledger_owners FOR UPDATE")  # renewals wait; claims do not
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.db.commit() if "url" in self.place else self.db.execute("COMMIT")
+        self.db.close()
+
+
+def test_a_lease_that_ran_out_is_not_renewed_and_does_not_overwrite_the_next_owner(ledger_place):
+    # The database's clock passed the lease (as it does while the run is stopped or asleep): the
+    # renewal that comes next must not revive it, and the outcome the run records late must not
+    # overwrite the run that took the message over.
+    a = SendLedger(_target(ledger_place, lease_s=0.6), "job", "r1", "dest")
+    b = SendLedger(_target(ledger_place), "job", "r1", "dest")
+    try:
+        assert a.begin_many([("k1", "h", "<a@x>")]) == {("k1", "h")}
+        assert a.lease_held() and a.failure is None
+        b._backend.execute(b._db(), "UPDATE ledger_owners SET alive_until = 0 WHERE owner = ?", (a.owner,))
+        deadline = time.monotonic() + 5
+        while a.failure is None and time.monotonic() < deadline:  # bounded: renewals come every 0.2 s
+            time.sleep(0.05)
+        assert type(a.failure).__name__ == "LeaseLapsedError", a.failure
+        assert "had run out by the database's clock" in str(a.failure) and "Re-run with the same run key" in str(a.failure)
+        assert not a.lease_held()
+        assert b.begin_many([("k1", "h", "<a@x>")]) == {("k1", "h")}  # taken over (same Message-ID)
+        b.finish("k1", "h", status="sent", attempts=1, reply_code=250, message_id="<a@x>", error=None)
+        b.flush()
+        a.finish("k1", "h", status="failed", attempts=1, reply_code=451, message_id="<a@x>", error="late")
+        a.flush()
+        assert b.prior("k1", "h").done and b.prior("k1", "h").status == "sent"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_no_message_starts_once_the_lease_was_not_renewed_in_time(ledger_place):
+    a = SendLedger(_target(ledger_place, lease_s=0.6), "job", "r1", "dest")
+    try:
+        assert a.lease_held()  # nothing claimed yet: no lease to lose
+        a.begin_many([("k1", "h", "<a@x>")])
+        with _Stall(ledger_place):
+            deadline = time.monotonic() + 5
+            while a.lease_held() and time.monotonic() < deadline:  # bounded
+                time.sleep(0.02)
+            assert not a.lease_held()
+        assert "was last renewed" in str(a.failure) and "lease_s 0.6 s" in str(a.failure)
+    finally:
+        a.close()
+
+
+def test_a_run_whose_lease_may_have_lapsed_stops_and_the_rerun_sends_the_rest_once(starttls_server, ledger_place):
+    n = 60
+    props = ROW | {"ledger": ledger_place | {"lease_s": 1, "run_key": "r"}}
+    fab = fabric_for(starttls_server, pool_size=1)
+    starttls_server.data_script = [0.05] * n  # the run takes about 3 s
+
+    def first_run():
+        try:
+            return EmailGem(props, fab, user=USER, name="j").apply(None, _frame(n))
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            return exc
+
+    thread, out = _in_thread(first_run)
+    deadline = time.monotonic() + 30
+    while len(starttls_server.messages) < 5 and time.monotonic() < deadline:  # bounded
+        time.sleep(0.02)
+    with _Stall(ledger_place):
+        time.sleep(2.5)  # over the lease: another run could have taken its messages over meanwhile
+    thread.join(timeout=60)
+    assert isinstance(out[0], Exception), "the run went on sending after its lease could have lapsed"
+    assert "lease" in str(out[0]) and "Re-run with the same run key" in str(out[0]), out[0]
+    sent_first = len(starttls_server.messages)
+    assert 5 <= sent_first < n
+
+    starttls_server.data_script = []
+    again = EmailGem(props, fab, user=USER, name="j").apply(None, _frame(n))
+    assert Counter(again["status"]) == {"already_sent": sent_first, "sent": n - sent_first}
+    per_key = Counter(parse(m.data)["Subject"] for m in starttls_server.wait_for_messages(n))
+    assert len(per_key) == n and set(per_key.values()) == {1}
+
+
+def test_a_paused_run_stops_when_it_resumes_after_a_rerun_took_its_messages_over(starttls_server, tmp_path,
+                                                                                 ledger_place):
+    # A real pause (SIGSTOP) longer than the lease: a re-run takes the paused run's messages over
+    # meanwhile; when the paused run resumes, it must not start another message.
+    n = 60
+    place = ledger_place | {"lease_s": 1}
+    args, env = _run_args(starttls_server, tmp_path, place, n)
+    starttls_server.data_script = [0.05] * n  # the first run takes about 3 s
+    paused = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(starttls_server.messages) < 10 and time.monotonic() < deadline and paused.poll() is None:
+            time.sleep(0.01)
+        paused.send_signal(signal.SIGSTOP)
+        time.sleep(1.5)  # its lease runs out
+        starttls_server.data_script = []
+        rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        paused.send_signal(signal.SIGCONT)
+        _, err = paused.communicate(timeout=60)
+    finally:
+        paused.kill()
+        paused.wait(timeout=30)
+    assert paused.returncode != 0 and "lease" in err and "Re-run with the same run key" in err, err[-2000:]
+    time.sleep(0.5)  # anything the resumed run still wrote has arrived
+    received = [parse(m.data) for m in starttls_server.messages]
+    per_key = Counter(m["Subject"] for m in received)
+    assert len(per_key) == n
+    # Only what was being written when the pause began may arrive twice, with one Message-ID.
+    twice = {key for key, count in per_key.items() if count > 1}
+    assert len(twice) <= 2 and max(per_key.values()) <= 2, per_key
+    for key in twice:
+        assert len({m["Message-ID"] for m in received if m["Subject"] == key}) == 1

@@ -21,6 +21,14 @@ a thread and drops when it closes. A killed run stops renewing: ``lease_s`` late
 waits for that run's outcome (at most ``3 × lease_s`` seconds) and reports
 ``already_sent`` when it was accepted, or sends it when it was not.
 
+**A lease that may have lapsed stops the run.** A process paused for longer than its lease
+(stopped, a frozen container or VM, a machine asleep) or a ledger too slow to renew it may have
+lost its claims to a re-run meanwhile. So a message starts only while the lease was renewed
+less than ``0.8 × lease_s`` ago (:meth:`SendLedger.lease_held`), a renewal extends only a
+lease that has not run out by the database's clock, and an outcome is recorded only on a row
+this run still owns. Messages whose first byte went out before such a pause may still finish
+(as with a killed run, a re-run sends those again with the same Message-ID).
+
 An entry counts only for its **destination**: the fabric, connection, host, port and sender
 the job sends through (:meth:`mailgem.fabric.model.Fabric.destination`; for the embedded server, its
 outbox). Trying a job on the embedded local server never marks the real run's messages as sent.
@@ -48,16 +56,17 @@ import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailgem.connections.errors import ConfigError
+from mailgem.connections.errors import ConfigError, MailgemError
 
 from .ledger_db import LedgerTarget
 
-__all__ = ["SendLedger", "PriorSend", "LedgerTarget", "DONE_STATUSES", "check_ledger"]
+__all__ = ["SendLedger", "PriorSend", "LedgerTarget", "LeaseLapsedError", "DONE_STATUSES", "check_ledger"]
 
 log = logging.getLogger("mailgem.gems")
 
@@ -66,6 +75,10 @@ DONE_STATUSES = ("sent", "partial")
 # Longer means fewer commits (each a round trip to PostgreSQL) and a wider window in which a
 # killed run's accepted messages still read `sending` (a re-run resends them, same Message-ID).
 OUTCOME_DELAY_S = 0.02
+# A message starts only while its run's lease was renewed less than this share of lease_s ago.
+# Renewals come every third of it: a late one has nearly half the lease to arrive, and a fifth is
+# still left when a message starts (its first byte goes out within milliseconds).
+LEASE_HELD_SHARE = 0.8
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS sends (
@@ -99,6 +112,20 @@ _COLUMNS = "job, run_key, destination, message_key, recipients_hash, status, mes
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _lease_clock() -> float:
+    """Seconds on a clock that keeps counting while the machine sleeps (``CLOCK_BOOTTIME`` on
+    Linux; elsewhere the monotonic clock): a lease runs out by the database's clock meanwhile."""
+    return time.clock_gettime(_BOOTTIME) if _BOOTTIME is not None else time.monotonic()
+
+
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+class LeaseLapsedError(MailgemError):
+    """This run's lease in the ledger ran out, or may have: another run may have taken over the
+    messages it claimed, so no further message may start (the message says why and what to do)."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +192,7 @@ class SendLedger:
         self._finishes: list[tuple[Any, ...]] = []  # outcomes not yet committed
         self._flush_scheduled = False
         self._heartbeat: threading.Thread | None = None
+        self._renewed_at: float | None = None  # _lease_clock() before the statement that last set the lease
         self._stop = threading.Event()
         self.failure: Exception | None = None  # a group commit or lease renewal that failed (see check())
         self._had_rows: bool | None = None  # rows for this job, run key and destination when first asked
@@ -301,6 +329,7 @@ class SendLedger:
             return
         db = self._db()
         b = self._backend
+        asked_at = _lease_clock()
         b.execute(db, b.begin)
         try:
             b.execute(db, f"DELETE FROM ledger_owners WHERE alive_until < {b.now} - 86400")  # long-dead runs
@@ -312,22 +341,55 @@ class SendLedger:
             with contextlib.suppress(b.error):
                 b.execute(db, "ROLLBACK")
             raise
+        self._renewed_at = asked_at
         self._heartbeat = threading.Thread(target=self._renew, name="mailgem-ledger-lease", daemon=True)
         self._heartbeat.start()
 
     def _renew(self) -> None:
-        """The lease thread: renew every ``lease_s / 3`` s; a renewal that fails stops the run
-        (another run could take over this run's messages once the lease runs out)."""
+        """The lease thread: renew every ``lease_s / 3`` s, only while the lease has not run out
+        by the database's clock. A renewal that fails or comes too late stops the run (another
+        run could take over this run's messages once the lease runs out)."""
         b = self._backend
         try:
             while not self._stop.wait(self.target.lease_s / 3):
-                b.execute(self._db(), f"UPDATE ledger_owners SET alive_until = {b.now} + ? WHERE owner = ?",
-                          (self.target.lease_s, self.owner))
+                asked_at = _lease_clock()
+                renewed = b.execute(self._db(), f"UPDATE ledger_owners SET alive_until = {b.now} + ?"
+                                                f" WHERE owner = ? AND alive_until > {b.now}",
+                                    (self.target.lease_s, self.owner)).rowcount
+                if renewed != 1:
+                    unrenewed = _lease_clock() - (self._renewed_at or asked_at)
+                    self._lapsed(f"had run out by the database's clock when it was renewed, {unrenewed:.1f} s after "
+                                 "the renewal before")
+                    return
+                self._renewed_at = asked_at
         except Exception as exc:  # noqa: BLE001 - kept for the sender, which stops the run
             log.error("ledger %s: the lease of this run could not be renewed: %s", self.target, exc)
             self.failure = self.failure or exc
         finally:
             self._close_db()
+
+    def _lapsed(self, what: str) -> None:
+        error = LeaseLapsedError(
+            f"this run's lease in ledger {self.target} {what} (lease_s {self.target.lease_s:g} s): the process was "
+            "paused (stopped, frozen or asleep) or the ledger answered too slowly, so another run may have taken "
+            "over the messages this run claimed, and no further message was started. Re-run with the same run key "
+            "to send what was not accepted; if the ledger is slow, raise ledger.lease_s")
+        log.error("%s", error)
+        self.failure = self.failure or error
+
+    def lease_held(self) -> bool:
+        """Whether a message may start now: no lease yet (nothing claimed), or one renewed less
+        than ``LEASE_HELD_SHARE × lease_s`` ago. When not, :attr:`failure` says why (the run
+        must stop). One clock read: cheap enough for every message."""
+        if isinstance(self.failure, LeaseLapsedError):
+            return False
+        if self._renewed_at is None:
+            return True
+        age = _lease_clock() - self._renewed_at
+        if age < LEASE_HELD_SHARE * self.target.lease_s:
+            return True
+        self._lapsed(f"was last renewed {age:.1f} s ago")
+        return False
 
     def finish(self, message_key: str, recipients_hash: str, *, status: str, attempts: int,
                reply_code: int | None, message_id: str | None, error: str | None, connection: str | None = None,
@@ -342,7 +404,7 @@ class SendLedger:
         if status == "failed" and maybe_delivered:
             status = "sending"
         self._finishes.append((status, attempts, reply_code, message_id, error, connection, int(maybe_delivered),
-                               _now(), *self._key(message_key, recipients_hash)))
+                               _now(), *self._key(message_key, recipients_hash), self.owner))
         if self._flush_scheduled:
             return
         try:
@@ -392,7 +454,9 @@ class SendLedger:
                             db,
                             "UPDATE sends SET status=?, attempts=attempts+?, reply_code=?, message_id=COALESCE(?, message_id),"
                             f" error=?, connection=COALESCE(?, connection), maybe_delivered={b.greatest}(maybe_delivered, ?),"
-                            f" updated_at=? WHERE {_KEY}", finishes)
+                            # Only on a row this run still owns: a run that took it over meanwhile
+                            # (this one's lease had lapsed) records its own outcome.
+                            f" updated_at=? WHERE {_KEY} AND owner=?", finishes)
                     if claim is not None:
                         args = tuple(v for row in rows for v in row)
                         claimed = {(r[0], r[1]) for r in b.execute(db, claim, args).fetchall()}

@@ -41,6 +41,9 @@ log = logging.getLogger("mailgem.gems")
 # the most rows those messages may hold.
 PREFETCH_UNITS = 500
 PREFETCH_ROWS = 50_000
+# The longest the sender builds messages without letting sessions read replies and write, seconds
+# (a yield to the event loop costs about as much as a small message's build: not after each one).
+YIELD_EVERY_S = 0.0005
 
 MAYBE_DELIVERED_NOTE = (" The server may have accepted it (the connection was lost after its content was sent); "
                         "with a ledger, a re-run sends it again with the same Message-ID.")
@@ -128,18 +131,25 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
         stop_after = position if stop_after is None else min(stop_after, position)
 
     def may_start(position: int) -> bool:
-        """Whether the message at ``position`` may still start: never once the ledger failed; with
-        stop_on_error, not when it comes after a message that failed (earlier ones go on)."""
-        if fatal or (ledger is not None and ledger.failure is not None):
+        """Whether the message at ``position`` may still start: never once the ledger failed or
+        this run's lease in it may have lapsed; with stop_on_error, not when it comes after a
+        message that failed (earlier ones go on)."""
+        if fatal or not fence():
             return False
         return not (ctx.stop_on_error and stop_after is not None and position > stop_after)
+
+    def fence() -> bool:
+        """Whether this run may still send at all, asked before every attempt (retries too): not
+        once the ledger failed or this run's lease in it may have lapsed."""
+        return ledger is None or (ledger.failure is None and ledger.lease_held())
 
     async def deliver(row: DeliveryRow, message: object, recipients: list[str], rhash: str, position: int) -> None:
         started = True
         try:
             # Asked when a session is free for it, before its first byte (tasks wait for sessions).
             delivery = await deliverer.send(message, recipients,  # type: ignore[arg-type]
-                                            proceed=lambda: may_start(position), envelope_id=row.envelope_id)
+                                            proceed=lambda: may_start(position), fence=fence,
+                                            envelope_id=row.envelope_id)
             if delivery.status == "not_started":
                 # Stopped before its first byte: left out of the report like every message after
                 # it; in the ledger it stays `sending`, so a re-run sends it with this Message-ID.
@@ -254,6 +264,7 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
     position = -1
     again = False  # looking again at held messages: none of this run's own is in flight any more
     give_up_at: float | None = None
+    next_yield = 0.0
     while True:
         while (item := (parts.popleft(), None) if parts else next(source, None)) is not None:
             unit, row = item
@@ -303,9 +314,11 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
             batch.append((row, message, envelope.recipients, rhash, message_id, position, unit))
             if len(batch) >= batch_size and not await dispatch():
                 break
-            # One message built at a time, then the sessions' writes: building the next ones
-            # (while slots are free) must not hold back a session whose reply just came in.
-            await asyncio.sleep(0)
+            # Building the next messages (while slots are free) must not hold back a session whose
+            # reply just came in: the sessions get the loop at least every YIELD_EVERY_S of building.
+            if time.perf_counter() >= next_yield:
+                await asyncio.sleep(0)
+                next_yield = time.perf_counter() + YIELD_EVERY_S
         if batch:
             # Built before the run stopped: those before the failed message still go out; the rest
             # were never recorded or sent.
