@@ -480,6 +480,9 @@ def test_a_run_whose_lease_may_have_lapsed_stops_and_the_rerun_sends_the_rest_on
     thread.join(timeout=60)
     assert isinstance(out[0], Exception), "the run went on sending after its lease could have lapsed"
     assert "lease" in str(out[0]) and "Re-run with the same run key" in str(out[0]), out[0]
+    report = out[0].report  # one row says why, on a message that was not sent; none after it
+    why = report[report["error"].fillna("").str.contains("lease")]
+    assert list(why["status"]) == ["failed"] and why.iloc[0].error.startswith("not sent: this run's lease"), why
     sent_first = len(starttls_server.messages)
     assert 5 <= sent_first < n
 
@@ -523,3 +526,34 @@ def test_a_paused_run_stops_when_it_resumes_after_a_rerun_took_its_messages_over
     assert len(twice) <= 2 and max(per_key.values()) <= 2, per_key
     for key in twice:
         assert len({m["Message-ID"] for m in received if m["Subject"] == key}) == 1
+
+
+def test_a_message_waiting_for_a_session_when_the_lease_lapses_is_not_sent(starttls_server, ledger_place):
+    # Three messages, all handed to the sender at once; the one session holds the first (its reply
+    # comes after 3 s) and carries the second's commands behind it; the third waits for the
+    # session. The lease runs out meanwhile: the third is asked to start only then, and it is the
+    # row that says why the run stopped (not a message that was sent).
+    props = ROW | {"ledger": ledger_place | {"lease_s": 1, "run_key": "r"}}
+    fab = fabric_for(starttls_server, pool_size=1)
+    starttls_server.data_script = [("hold", 3.0)]
+
+    def run():
+        try:
+            return EmailGem(props, fab, user=USER, name="j").apply(None, _frame(3))
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            return exc
+
+    thread, out = _in_thread(run)
+    deadline = time.monotonic() + 30
+    while starttls_server.holding == 0 and time.monotonic() < deadline:  # bounded
+        time.sleep(0.02)
+    with _Stall(ledger_place):
+        time.sleep(2.0)  # no renewal: the lease runs out while the first message is held
+    thread.join(timeout=60)
+    report = out[0].report
+    assert list(report["message_key"]) == ["row:[0]", "row:[1]", "row:[2]"]
+    assert list(report["status"]) == ["sent", "sent", "failed"], report
+    assert report.iloc[2].error.startswith("not sent: this run's lease")
+    assert "lease" not in str(report.iloc[1].error)
+    time.sleep(0.3)
+    assert sorted(parse(m.data)["Subject"] for m in starttls_server.messages) == ["message 0", "message 1"]

@@ -130,6 +130,11 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
             failure.append((row, error))
         stop_after = position if stop_after is None else min(stop_after, position)
 
+    def fence() -> bool:
+        """Whether this run may still send at all, asked before every attempt (retries too): not
+        once the ledger failed or this run's lease in it may have lapsed."""
+        return ledger is None or (ledger.failure is None and ledger.lease_held())
+
     def may_start(position: int) -> bool:
         """Whether the message at ``position`` may still start: never once the ledger failed or
         this run's lease in it may have lapsed; with stop_on_error, not when it comes after a
@@ -137,11 +142,6 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
         if fatal or not fence():
             return False
         return not (ctx.stop_on_error and stop_after is not None and position > stop_after)
-
-    def fence() -> bool:
-        """Whether this run may still send at all, asked before every attempt (retries too): not
-        once the ledger failed or this run's lease in it may have lapsed."""
-        return ledger is None or (ledger.failure is None and ledger.lease_held())
 
     async def deliver(row: DeliveryRow, message: object, recipients: list[str], rhash: str, position: int) -> None:
         started = True
@@ -151,10 +151,13 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
                                             proceed=lambda: may_start(position), fence=fence,
                                             envelope_id=row.envelope_id)
             if delivery.status == "not_started":
-                # Stopped before its first byte: left out of the report like every message after
-                # it; in the ledger it stays `sending`, so a re-run sends it with this Message-ID.
+                # Stopped before its first byte (or before a retry, once the fence closed): left
+                # out of the report like every message after it, unless it is the row that says
+                # the ledger stopped the run; in the ledger it stays `sending`, so a re-run sends
+                # it with this Message-ID.
                 started = False
-                drop_unsent([row])
+                if not says_why_the_ledger_stopped(row):
+                    drop_unsent([row])
                 return
             _apply(row, delivery)
             if ledger is not None:
@@ -179,6 +182,16 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
     # Messages another live run (or this one, in flight) holds: looked at again once this run's
     # other messages are done; each with its row, already in `rows`.
     held: list[tuple[Unit, DeliveryRow]] = []
+
+    def says_why_the_ledger_stopped(row: DeliveryRow) -> bool:
+        """When the ledger failed (or this run's lease in it may have lapsed) and no row says so
+        yet, ``row`` (a message that did not go out) says it, "not sent: why"; whether it does."""
+        if ledger is None or ledger.failure is None or fatal:
+            return False
+        row.error = f"not sent: {describe_error(ledger.failure, 'recording outcomes in the ledger')}"
+        fatal.append((row, ledger.failure))
+        ctx.on_done(row)
+        return True
 
     def drop_unsent(unsent: list[DeliveryRow]) -> None:
         ids = {id(r) for r in unsent}
@@ -218,12 +231,7 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
                 # out of the report; in the ledger they stay `sending`, so a re-run sends them with
                 # this Message-ID.
                 slots.release()
-                keep = None
-                if ledger is not None and ledger.failure is not None and not fatal:
-                    row.error = f"not sent: {describe_error(ledger.failure, 'recording outcomes in the ledger')}"
-                    fatal.append((row, ledger.failure))
-                    ctx.on_done(row)
-                    keep = row  # the row that says why the run stopped
+                keep = row if says_why_the_ledger_stopped(row) else None
                 drop_unsent([r for r, *_ in items[i:] if r is not keep])
                 return False
             row.message_id = message_id
