@@ -4,6 +4,7 @@ chunking, pooling, rate limits and fallback. Delays are tiny so every loop is bo
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 from email.message import EmailMessage
 
@@ -172,7 +173,7 @@ def test_rate_limiter_spaces_messages_and_caps_the_day():
     limiter = RateLimiter(rate_per_s=10, max_per_day=4)
     delays = [limiter.reserve() for _ in range(4)]
     assert delays[0] == pytest.approx(0, abs=0.01)
-    assert [round(b - a, 2) for a, b in zip(delays, delays[1:])] == [0.1, 0.1, 0.1]
+    assert [round(b - a, 2) for a, b in itertools.pairwise(delays)] == [0.1, 0.1, 0.1]
     from mailgem.connections.ratelimit import DailyLimitReached
     with pytest.raises(DailyLimitReached, match="daily limit of 4"):
         limiter.reserve()

@@ -390,6 +390,17 @@ def test_a_rerun_looks_groups_up_with_a_bound_on_the_rows_held_ahead(starttls_se
     assert len(starttls_server.wait_for_messages(10)) == 10
 
 
+def _connect(place: dict[str, str]):
+    """A connection of the test's own to the ledger's database (autocommit; ``BEGIN`` by hand)."""
+    if "path" in place:
+        import sqlite3
+
+        return sqlite3.connect(place["path"], isolation_level=None)
+    import psycopg
+
+    return psycopg.connect(place["url"], password=pg_server.PASSWORD, autocommit=True)
+
+
 class _Stall:
     """The ledger's database holding up this run's lease renewals, as a stalled or unreachable
     database would (or a paused process, whose lease runs out the same way): SQLite's write lock,
@@ -397,23 +408,18 @@ class _Stall:
 
     def __init__(self, place: dict[str, str]) -> None:
         self.place = place
-        self.db = None
 
     def __enter__(self) -> _Stall:
+        self.db = _connect(self.place)
         if "path" in self.place:
-            import sqlite3
-
-            self.db = sqlite3.connect(self.place["path"], isolation_level=None)
             self.db.execute("BEGIN IMMEDIATE")  # every writer waits (busy timeout)
         else:
-            import psycopg
-
-            self.db = psycopg.connect(self.place["url"], password=pg_server.PASSWORD)
+            self.db.execute("BEGIN")
             self.db.execute("SELECT 1 FROM ledger_owners FOR UPDATE")  # renewals wait; claims do not
         return self
 
     def __exit__(self, *exc) -> None:
-        self.db.commit() if "url" in self.place else self.db.execute("COMMIT")
+        self.db.execute("COMMIT")
         self.db.close()
 
 
@@ -426,7 +432,9 @@ def test_a_lease_that_ran_out_is_not_renewed_and_does_not_overwrite_the_next_own
     try:
         assert a.begin_many([("k1", "h", "<a@x>")]) == {("k1", "h")}
         assert a.lease_held() and a.failure is None
-        b._backend.execute(b._db(), "UPDATE ledger_owners SET alive_until = 0 WHERE owner = ?", (a.owner,))
+        db = _connect(ledger_place)
+        db.execute(f"UPDATE ledger_owners SET alive_until = 0 WHERE owner = '{a.owner}'")  # a's hex token
+        db.close()
         deadline = time.monotonic() + 5
         while a.failure is None and time.monotonic() < deadline:  # bounded: renewals come every 0.2 s
             time.sleep(0.05)
