@@ -5,6 +5,8 @@ ledger, and the database password kept out of every message."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import signal
@@ -508,12 +510,15 @@ def test_a_paused_run_stops_when_it_resumes_after_a_rerun_took_its_messages_over
     n = 60
     place = ledger_place | {"lease_s": 1}
     args, env = _run_args(starttls_server, tmp_path, place, n)
-    starttls_server.data_script = [0.05] * n  # the first run takes about 3 s
+    # The 11th reply is held: the run waits for it, between ledger transactions, when it is paused
+    # (a pause inside one is the next test's).
+    starttls_server.data_script = [0.05] * 10 + [("hold", 1.0)] + [0.05] * n
     paused = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while len(starttls_server.messages) < 10 and time.monotonic() < deadline and paused.poll() is None:
+        while starttls_server.holding == 0 and time.monotonic() < deadline and paused.poll() is None:
             time.sleep(0.01)
+        time.sleep(0.2)  # the outcomes before it are committed (within 20 ms)
         paused.send_signal(signal.SIGSTOP)
         time.sleep(1.5)  # its lease runs out
         starttls_server.data_script = []
@@ -538,6 +543,35 @@ def test_a_paused_run_stops_when_it_resumes_after_a_rerun_took_its_messages_over
     # recorded, as with a killed run) carry one Message-ID each.
     for key in (key for key, count in per_key.items() if count > 1):
         assert len({m["Message-ID"] for m in received if m["Subject"] == key}) == 1
+
+
+def test_a_transaction_a_paused_process_left_open_ends_after_the_lease(postgres):
+    # A process stopped between its BEGIN and its COMMIT holds its rows' locks: another run's
+    # claim on them waited until it resumed, however long that was. The server now ends such a
+    # transaction after lease_s (as the lease itself runs out), and the claim goes on.
+    url = postgres.create_database(f"t_open_transaction_{next(_OPEN_TRANSACTION)}")
+    target = LedgerTarget(url=url, password=SecretStr(pg_server.PASSWORD), lease_s=1)
+    a, b = SendLedger(target, "job", "r1", "dest"), SendLedger(target, "job", "r1", "dest")
+    try:
+        a.begin_many([("k1", "h", "<a@x>")])
+        a.finish("k1", "h", status="failed", attempts=1, reply_code=554, message_id="<a@x>", error="refused")
+        a.flush()
+        # a's own connection, stopped midway through a transaction that locked k1's row:
+        stalled = a._db()
+        a._backend.execute(stalled, "BEGIN")
+        a._backend.execute(stalled, "UPDATE sends SET attempts = attempts WHERE message_key = 'k1'")
+        claim, out = _in_thread(lambda: b.begin_many([("k1", "h", "<b@x>")]))
+        claim.join(timeout=15)  # bounded: without the timeout it waits as long as a is stopped
+        assert not claim.is_alive(), "the claim still waits for the stopped transaction's lock"
+        assert out == [{("k1", "h")}]  # a refused message may be claimed again
+    finally:
+        with contextlib.suppress(Exception):
+            a._backend.execute(a._db(), "ROLLBACK")
+        a.close()
+        b.close()
+
+
+_OPEN_TRANSACTION = itertools.count()
 
 
 def test_a_message_waiting_for_a_session_when_the_lease_lapses_is_not_sent(starttls_server, ledger_place):

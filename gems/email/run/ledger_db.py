@@ -162,8 +162,15 @@ class PostgresBackend(Backend):
     def connect(self) -> Any:
         password = self.target.password.get_secret_value() if self.target.password is not None else None
         try:
-            return self._psycopg.connect(self.target.url, password=password, autocommit=True, connect_timeout=10,
-                                         application_name="mailgem")
+            db = self._psycopg.connect(self.target.url, password=password, autocommit=True, connect_timeout=10,
+                                       application_name="mailgem")
+            # A transaction left open by a process that stopped midway (paused, frozen) would hold
+            # its rows' locks, and so every other run's claims on them, until it resumed. The
+            # server ends it after lease_s instead, as the lease itself runs out (this ledger's
+            # own transactions take milliseconds).
+            db.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                       (str(max(1000, int(self.target.lease_s * 1000))),))
+            return db
         except self._psycopg.Error as exc:
             reason = redact(str(exc).strip(), password)  # libpq does not echo it; make sure
             hint = ("check ledger.url, the server, and the password in the secret ledger.secret names"
