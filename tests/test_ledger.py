@@ -6,7 +6,6 @@ ledger, and the database password kept out of every message."""
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import signal
@@ -549,7 +548,7 @@ def test_a_transaction_a_paused_process_left_open_ends_after_the_lease(postgres)
     # A process stopped between its BEGIN and its COMMIT holds its rows' locks: another run's
     # claim on them waited until it resumed, however long that was. The server now ends such a
     # transaction after lease_s (as the lease itself runs out), and the claim goes on.
-    url = postgres.create_database(f"t_open_transaction_{next(_OPEN_TRANSACTION)}")
+    url = postgres.create_database("t_open_transaction")
     target = LedgerTarget(url=url, password=SecretStr(pg_server.PASSWORD), lease_s=1)
     a, b = SendLedger(target, "job", "r1", "dest"), SendLedger(target, "job", "r1", "dest")
     try:
@@ -569,9 +568,6 @@ def test_a_transaction_a_paused_process_left_open_ends_after_the_lease(postgres)
             a._backend.execute(a._db(), "ROLLBACK")
         a.close()
         b.close()
-
-
-_OPEN_TRANSACTION = itertools.count()
 
 
 def test_a_message_waiting_for_a_session_when_the_lease_lapses_is_not_sent(starttls_server, ledger_place):
