@@ -168,7 +168,7 @@ def _json_columns(files: list[Path], spec: SourceSpec) -> dict[str, str | None] 
     could miss one and report a column that exists as unknown."""
     if sum(path.stat().st_size for path in files) > JSON_SCAN_LIMIT_BYTES:
         return None
-    multi_line = str({k.lower(): v for k, v in spec.options.items()}.get("multiline", "false")).lower() == "true"
+    multi_line = _option(spec, "multiline", "false").lower() == "true"
     columns: dict[str, str | None] = {}
     try:
         for path in files:
@@ -205,10 +205,15 @@ def _inspect_parquet(files: list[Path], info: SourceInfo, job_file: str) -> None
                 "a double or a string where the file is made (e.g. pyarrow: table.cast(...))")))
 
 
+def _option(spec: SourceSpec, name: str, default: str) -> str:
+    """Reader option ``name`` (lower case) of ``spec``, its key matched case-insensitively as
+    Spark matches them, or ``default``."""
+    return str(next((v for k, v in spec.options.items() if k.lower() == name), default))
+
+
 def _csv_dialect(spec: SourceSpec) -> tuple[str, bool]:
-    options = {k.lower(): v for k, v in spec.options.items()}
-    delimiter = options.get("sep", options.get("delimiter", ","))
-    return delimiter, options.get("header", "true").lower() == "true"
+    delimiter = _option(spec, "sep", _option(spec, "delimiter", ","))
+    return delimiter, _option(spec, "header", "true").lower() == "true"
 
 
 def _csv_header(path: Path, spec: SourceSpec, sample_rows: int = 200) -> dict[str, str | None] | None:

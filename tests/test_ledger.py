@@ -188,6 +188,14 @@ def test_processes_racing_on_the_same_keys_send_each_message_once(starttls_serve
     assert len(per_key) == n and set(per_key.values()) == {1}
 
 
+def _report_or_error(props: dict, fab, n: int):
+    """Job ``j``'s delivery report for ``_frame(n)``, or the exception that ended its run."""
+    try:
+        return EmailGem(props, fab, user=USER, name="j").apply(None, _frame(n))
+    except Exception as exc:  # noqa: BLE001 - the outcome under test
+        return exc
+
+
 def _in_thread(fn) -> tuple[threading.Thread, list]:
     out: list = []
     thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
@@ -474,13 +482,7 @@ def test_a_run_whose_lease_may_have_lapsed_stops_and_the_rerun_sends_the_rest_on
     fab = fabric_for(starttls_server, pool_size=1)
     starttls_server.data_script = [0.05] * n  # the run takes about 3 s
 
-    def first_run():
-        try:
-            return EmailGem(props, fab, user=USER, name="j").apply(None, _frame(n))
-        except Exception as exc:  # noqa: BLE001 - the outcome under test
-            return exc
-
-    thread, out = _in_thread(first_run)
+    thread, out = _in_thread(lambda: _report_or_error(props, fab, n))
     deadline = time.monotonic() + 30
     while len(starttls_server.messages) < 5 and time.monotonic() < deadline:  # bounded
         time.sleep(0.02)
@@ -579,13 +581,7 @@ def test_a_message_waiting_for_a_session_when_the_lease_lapses_is_not_sent(start
     fab = fabric_for(starttls_server, pool_size=1)
     starttls_server.data_script = [("hold", 3.0)]
 
-    def run():
-        try:
-            return EmailGem(props, fab, user=USER, name="j").apply(None, _frame(3))
-        except Exception as exc:  # noqa: BLE001 - the outcome under test
-            return exc
-
-    thread, out = _in_thread(run)
+    thread, out = _in_thread(lambda: _report_or_error(props, fab, 3))
     deadline = time.monotonic() + 30
     while starttls_server.holding == 0 and time.monotonic() < deadline:  # bounded
         time.sleep(0.02)

@@ -131,12 +131,7 @@ class EmailGem:
         if columns is not None and not isinstance(columns, dict | list | tuple):
             columns = column_names(columns)
         return validate(self.properties, columns, job=self.name, params=self.params,
-                        special_domains=self._special_domains())
-
-    def _special_domains(self) -> tuple[str, ...]:
-        """The connection's ``allowed_special_domains`` (none when the fabric lacks it: that is
-        reported when the run starts)."""
-        return self.fabric.special_domains(self.properties.connection)
+                        special_domains=self.fabric.special_domains(self.properties.connection))
 
     def _check(self, in0: Any) -> None:
         problems = [d for d in self.validate(column_names(in0)) if d.severity == "error"]

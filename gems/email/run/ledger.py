@@ -115,13 +115,13 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+
 def _lease_clock() -> float:
     """Seconds on a clock that keeps counting while the machine sleeps (``CLOCK_BOOTTIME`` on
     Linux; elsewhere the monotonic clock): a lease runs out by the database's clock meanwhile."""
     return time.clock_gettime(_BOOTTIME) if _BOOTTIME is not None else time.monotonic()
-
-
-_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
 
 
 class LeaseLapsedError(MailgemError):
