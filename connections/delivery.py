@@ -25,7 +25,7 @@ from email.message import EmailMessage
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from .errors import AuthenticationError, MailgemError, SmtpConnectError, SmtpError, SmtpResponseError, SmtpTimeoutError, TlsError
+from .errors import AuthenticationError, ContentWithheldError, MailgemError, SmtpConnectError, SmtpError, SmtpResponseError, SmtpTimeoutError, TlsError
 from .pool import SmtpPool
 from .ratelimit import DailyLimitReached, RateLimiter, limiter_for
 from .transport import RecipientRefusal, SendResult, SmtpTransport
@@ -132,7 +132,10 @@ class Deliverer:
         message is written: ``False`` (the run is stopping) gives status ``not_started``.
         ``fence`` is asked the same way before *every* attempt, retries included: ``False`` (the
         run may no longer send at all, e.g. its ledger lease may have lapsed and another run may
-        be sending the message) gives ``not_started`` too, however many attempts went before.
+        be sending the message) gives ``not_started`` too, however many attempts went before. It
+        is asked once more when the server is ready for the content (see
+        :meth:`SmtpSession.send_bytes`), so a pause between a message's commands and its content
+        does not deliver it either.
 
         ``envelope_id``: the RFC 3461 ``ENVID`` for connections with ``dsn``.
         """
@@ -147,11 +150,15 @@ class Deliverer:
 
         async def send_once(index: int) -> SendResult:
             data, utf8 = data_by_pool[index]
-            async with self.pools[index].lease() as lease:
-                if (attempts == 1 and proceed is not None and not proceed()) or (fence is not None and not fence()):
-                    raise _NotStarted("not started: the run is stopping")
-                return await lease.session.send_bytes(data, pending, message_id=str(message["Message-ID"]),
-                                                      smtputf8=utf8, lend=lease.lend, envelope_id=envelope_id)
+            try:
+                async with self.pools[index].lease() as lease:
+                    if (attempts == 1 and proceed is not None and not proceed()) or (fence is not None and not fence()):
+                        raise _NotStarted("not started: the run is stopping")
+                    return await lease.session.send_bytes(data, pending, message_id=str(message["Message-ID"]),
+                                                          smtputf8=utf8, lend=lease.lend, envelope_id=envelope_id,
+                                                          fence=fence)
+            except ContentWithheldError as exc:  # the pool has closed that session; nothing was delivered
+                raise _NotStarted(exc.message) from None
 
         async def attempt() -> None:
             nonlocal pending, last, attempts, maybe_delivered

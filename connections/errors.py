@@ -20,6 +20,7 @@ __all__ = [
     "SmtpConnectError",
     "SmtpTimeoutError",
     "SmtpDisconnectedError",
+    "ContentWithheldError",
     "TlsError",
     "SecurityModeMismatchError",
     "StartTlsNotOfferedError",
@@ -165,6 +166,17 @@ class SmtpDisconnectedError(SmtpError, ConnectionError):
     )
 
     default_transient = True
+
+
+class ContentWithheldError(SmtpDisconnectedError):
+    """The caller's fence closed while a transaction waited for the server (e.g. the process was
+    paused past its ledger lease): the content was not written, and the session was ended
+    without it (or reset), so the server discards the transaction (RFC 5321 §4.1.1.4: mail is
+    processed only at the end of the mail data). Nothing of the message was delivered."""
+
+    default_hint = "the run stopped sending; a re-run with the same run key sends what is left"
+
+    default_transient = True  # a local abort (451, RFC 5321 §4.2.3), never the server's refusal
 
 
 class TlsError(SmtpError):

@@ -30,6 +30,7 @@ import aiosmtplib
 
 from .addresses import envelope_address
 from .errors import (
+    ContentWithheldError,
     MessageTooLargeError,
     RecipientsRefusedError,
     SenderRefusedError,
@@ -65,6 +66,11 @@ def wire_size(data: bytes) -> int:
     """Bytes sent after 354 for ``data`` (CRLF line ends): dot-stuffed lines (RFC 5321 §4.5.2)
     and the final ``CRLF.CRLF``."""
     return len(data) + data.count(b"\n.") + data.startswith(b".") + 5
+
+
+def _withheld(where: dict[str, object]) -> ContentWithheldError:
+    return ContentWithheldError("not sent: the run stopped sending before the message's content was written; "
+                                "the server discards the transaction", **where)  # type: ignore[arg-type]
 
 
 def _no_parameters(address: str) -> list[str]:
@@ -196,7 +202,7 @@ class SmtpSession:
 
     async def send_bytes(self, data: bytes, recipients: Sequence[str], *, message_id: str | None = None,
                          smtputf8: bool = False, lend: Callable[[], None] | None = None,
-                         envelope_id: str | None = None) -> SendResult:
+                         envelope_id: str | None = None, fence: Callable[[], bool] | None = None) -> SendResult:
         """Send an already flattened message (CRLF line endings).
 
         ``smtputf8``: the message has UTF-8 headers or addresses (RFC 6531/6532).
@@ -208,6 +214,13 @@ class SmtpSession:
         to its final dot: from then on another message's transaction may start on this session
         (its group follows the content, RFC 2920 §3.1). A pool passes its lending hook here.
 
+        ``fence``: asked once more when the server is ready for the content (after the ``354`` on
+        a pipelining session, before ``DATA`` otherwise). ``False`` (the run may no longer send,
+        e.g. it was paused past its ledger lease) raises :class:`ContentWithheldError`: the
+        content is not written, the session is ended without it (pipelined) or reset, and
+        nothing is delivered. Without it, a message whose commands went out just before a
+        pause would be written when the process resumed, after a re-run had taken it over.
+
         More than :data:`MAX_RCPT_PER_TRANSACTION` recipients go in several mail transactions of
         that many (RFC 5321 §4.5.3.1.8: servers need buffer only 100 recipients). A chunk that
         fails after an earlier one was accepted is reported per recipient, not raised, so that
@@ -217,24 +230,27 @@ class SmtpSession:
         chunks = [list(recipients[i:i + MAX_RCPT_PER_TRANSACTION])
                   for i in range(0, len(recipients), MAX_RCPT_PER_TRANSACTION)]
         if len(chunks) <= 1:
-            return await self._transaction(data, list(recipients), message_id, smtputf8, lend, envelope_id)
+            return await self._transaction(data, list(recipients), message_id, smtputf8, lend, envelope_id, fence)
         results: list[SendResult] = []
         failures: dict[str, RecipientRefusal] = {}
         last_error: SmtpError | None = None
         for i, chunk in enumerate(chunks):
             try:
                 results.append(await self._transaction(data, chunk, message_id, smtputf8,
-                                                       lend if i == len(chunks) - 1 else None, envelope_id))
+                                                       lend if i == len(chunks) - 1 else None, envelope_id, fence))
             except (MessageTooLargeError, SenderRefusedError, SmtpUtf8NotSupportedError):
                 raise  # the same for every chunk
             except SmtpError as exc:
+                withheld = isinstance(exc, ContentWithheldError)  # the run stopped: no later chunk goes either
                 if isinstance(exc, RecipientsRefusedError) and exc.recipients:
                     failures.update({r: RecipientRefusal(c, m, parse_enhanced_status(m)) for r, (c, m) in exc.recipients.items()})
                 else:
                     code = exc.code if exc.code is not None else (451 if exc.transient else 554)
                     failures.update({r: RecipientRefusal(code, exc.server_message or exc.message, exc.enhanced_status)
-                                     for r in chunk})
+                                     for rest in (chunks[i:] if withheld else [chunk]) for r in rest})
                 last_error = exc
+                if withheld:
+                    break
         if not results:
             assert last_error is not None
             raise last_error
@@ -282,7 +298,7 @@ class SmtpSession:
 
     async def _transaction(self, data: bytes, recipients: list[str], message_id: str | None,
                            smtputf8: bool, lend: Callable[[], None] | None = None,
-                           envelope_id: str | None = None) -> SendResult:
+                           envelope_id: str | None = None, fence: Callable[[], bool] | None = None) -> SendResult:
         """One mail transaction: MAIL FROM, RCPT TO each recipient, DATA."""
         transport = self._transport
         transport.raise_if_refused()
@@ -312,7 +328,7 @@ class SmtpSession:
                                            "advertise DSN (RFC 3461), so messages go without delivery status "
                                            "notification requests (dsn is ignored for this server)")
         if connection.pipelining and client.supports_extension("pipelining"):
-            return await self._pipelined(data, recipients, message_id, options, encoding, where, lend, rcpt_params)
+            return await self._pipelined(data, recipients, message_id, options, encoding, where, lend, rcpt_params, fence)
         stage = "mail"
         accepted: list[str] = []
         refused: dict[str, RecipientRefusal] = {}
@@ -342,8 +358,13 @@ class SmtpSession:
                     "every recipient was refused; nothing was sent",
                     {r: (v.code, v.message) for r, v in refused.items()},
                     code=first.code, server_message=first.message, **where)  # type: ignore[arg-type]
+            if fence is not None and not fence():
+                await self._reset()
+                raise _withheld(where)
             stage = "data"
             response = await client.data(data, timeout=connection.data_timeout_s)
+        except ContentWithheldError:
+            raise  # a ConnectionError, but ours: not to be read as the server's
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset()
             if stage == "data" and (exc.code == 552 or parse_enhanced_status(exc.message) == _TOO_BIG):
@@ -362,7 +383,7 @@ class SmtpSession:
 
     async def _pipelined(self, data: bytes, recipients: list[str], message_id: str | None, options: list[str],
                          encoding: str, where: dict[str, object], lend: Callable[[], None] | None,
-                         rcpt_params: Callable[[str], list[str]]) -> SendResult:
+                         rcpt_params: Callable[[str], list[str]], fence: Callable[[], bool] | None = None) -> SendResult:
         """The transaction as one pipelined group (RFC 2920, :mod:`mailgem.connections.pipelining`), with
         the same outcomes as the unpipelined path: partial success, sender refusals, SIZE,
         ``maybe_delivered`` once the content was sent. After the content, ``lend`` lets the next
@@ -406,6 +427,11 @@ class SmtpSession:
                         {r: (v.code, v.message) for r, v in refused.items()},
                         code=first.code, server_message=first.message, **where)  # type: ignore[arg-type]
                 raise aiosmtplib.SMTPDataError(replies.data.code, replies.data.message)
+            if fence is not None and not fence():
+                # Without the final dot the server discards the transaction; ending the session is
+                # safe here: every reply owed on it was read (the earlier message's came first).
+                reader.abort(aiosmtplib.SMTPServerDisconnected("the run stopped before the content"))
+                raise _withheld(where)
             stage = "data"
             final = write_content(reader, data)
             if lend is not None:

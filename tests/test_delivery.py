@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+import time
 from email.message import EmailMessage
 
 import pytest
@@ -106,15 +107,35 @@ def test_no_retry_once_the_fence_closes(starttls_server):
     # A run whose ledger lease may have lapsed during the backoff must not try again: another
     # run may be sending the message by then.
     starttls_server.data_script = ["451 4.3.0 Temporary failure"]
-    fence, asked = _fence_open_for(1)
+    fence, asked = _fence_open_for(2)  # the first attempt asks twice: before it, and before the content
     [d] = _deliver(starttls_server, [_message()], fence=fence)
-    assert d.status == "not_started" and asked == [1, 2]
+    assert d.status == "not_started" and asked == [1, 2, 3]
     assert starttls_server.data_script == [] and starttls_server.messages == []
+
+
+def test_a_fence_that_closes_while_the_commands_wait_keeps_the_content_back(starttls_server):
+    # A run paused after a message's MAIL and RCPT went out, past its ledger lease: when it goes
+    # on, the server is ready for the content but another run owns the message by then. The
+    # content must not follow; without its final dot the server keeps nothing.
+    def fence() -> bool:
+        return starttls_server.transactions == 0  # open until the server has this message's MAIL
+
+    [d] = _deliver(starttls_server, [_message()], fence=fence)
+    assert d.status == "not_started" and d.attempts == 0 and d.error is None
+    assert starttls_server.transactions == 1
+    assert starttls_server.messages == [] and starttls_server.empty_contents == []
+    # The session was not given back to the pool half-way through a transaction: it was closed.
+    assert starttls_server.sessions_opened == 1
+    for _ in range(50):  # bounded: 5 s for the server to see the close
+        if starttls_server.sessions_closed == 1:
+            break
+        time.sleep(0.1)
+    assert starttls_server.sessions_closed == 1
 
 
 def test_recipients_not_retried_once_the_fence_closes_leave_the_message_partial(starttls_server):
     starttls_server.rcpt_replies["busy@example.com"] = ["450 4.2.1 Mailbox busy"]
-    fence, _ = _fence_open_for(1)
+    fence, _ = _fence_open_for(2)
     [d] = _deliver(starttls_server, [_message()], recipients=["ops@example.com", "busy@example.com"], fence=fence)
     assert d.status == "partial" and d.result.accepted == ("ops@example.com",)
     why = d.result.refused["busy@example.com"]
@@ -138,6 +159,26 @@ def test_more_than_100_recipients_go_in_chunks_of_100(starttls_server):
     [d] = _deliver(starttls_server, [_message()], recipients=recipients)
     assert d.status == "sent" and len(d.result.accepted) == 250
     assert [len(m.rcpt_tos) for m in starttls_server.wait_for_messages(3)] == [100, 100, 50]
+
+
+def test_a_fence_that_closes_between_chunks_leaves_the_message_partial(starttls_server):
+    # 250 recipients go in three transactions; the run stops (its fence closes) once the server has
+    # the second one's MAIL. The first chunk's 100 have the message and are never sent it again;
+    # the other 150 are not sent now, each saying why, and nothing else reaches the server.
+    recipients = [f"user{i}@example.com" for i in range(250)]
+
+    def fence() -> bool:
+        return starttls_server.transactions < 2
+
+    [d] = _deliver(starttls_server, [_message()], recipients=recipients, fence=fence)
+    assert d.status == "partial" and d.result.accepted == tuple(recipients[:100])
+    assert sorted(d.result.refused) == sorted(recipients[100:])
+    assert all("(not retried: the run stopped)" in why.message and "not sent: the run stopped" in why.message
+               for why in d.result.refused.values())
+    assert starttls_server.transactions == 2
+    assert [m.rcpt_tos for m in starttls_server.wait_for_messages(1)] == [tuple(recipients[:100])]
+    time.sleep(0.2)
+    assert len(starttls_server.messages) == 1 and starttls_server.empty_contents == []
 
 
 def test_pool_reuses_sessions_and_reconnects_after_max_messages(starttls_server):
