@@ -23,6 +23,11 @@ report: 1,000,000 rows x 10 columns to one gzip CSV attachment; wall time and pe
   * mailgem  - EmailGem mode report (pandas in)
 Each report case runs in its own process so peak RSS (ru_maxrss) is its own.
 
+Beside each per_row rate, the CPU it took (psutil): the cores the sending side kept busy (this
+process with its threads; for Spark, the JVM and its Python workers too), its CPU microseconds
+a message, and the sink's share of a core. On 2 cores a sender at 1.00 core is bound by its own
+per-message CPU, one well below it by round trips; the sink's share shows it was not the limit.
+
 Without smtp-sink (Debian package postfix), an aiosmtpd sink in another process is used and
 the output says so; compare ratios only. ``--json PATH`` writes every figure (keys in
 :data:`JSON_KEYS`), which the README's table is made from.
@@ -45,12 +50,16 @@ import time
 from email.message import EmailMessage
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 JSON_KEYS = ("per_row.common", "per_row.reused", "per_row.ceiling", "per_row.mailgem_pandas", "per_row.mailgem_spark",
              "latency.rtt_ms", "latency.common", "latency.reused", "latency.mailgem_pandas",
-             "report.pandas_s", "report.mailgem_s", "report.pandas_rss_mb", "report.mailgem_rss_mb", "sink")
+             "report.pandas_s", "report.mailgem_s", "report.pandas_rss_mb", "report.mailgem_rss_mb", "sink",
+             "per_row_cpu.common", "per_row_cpu.reused", "per_row_cpu.ceiling", "per_row_cpu.mailgem_pandas",
+             "per_row_cpu.mailgem_spark")
 NOTE = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 24  # ~1.4 KB: messages of ~2 KB
 
 
@@ -70,6 +79,53 @@ def wait_for_port(port: int, what: str, timeout_s: float = 10.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"{what} did not start")
+
+
+def _tree_cpu_s(root: psutil.Process) -> dict[int, float]:
+    """CPU seconds (user + system) of ``root`` and its live descendants, by pid."""
+    seconds: dict[int, float] = {}
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            seconds[proc.pid] = t.user + t.system
+        except psutil.Error:  # exited meanwhile: its CPU is not counted
+            pass
+    return seconds
+
+
+class Metered:
+    """A timed span of sending ``n`` messages: its rate and the CPU spent in it.
+
+    ``sender`` is the process tree doing the work (this process by default), ``sink`` the
+    receiving server's process. After the ``with`` block: :attr:`rate` (messages/s),
+    :attr:`cores` (the sender's CPU seconds per wall second), :attr:`us_per_msg` (its CPU
+    microseconds a message) and :attr:`sink_cores`.
+    """
+
+    sink_pid: int | None = None  # set once the sink runs: every span measures it
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.sender = psutil.Process()
+        self.sink = psutil.Process(self.sink_pid) if self.sink_pid else None
+
+    def __enter__(self) -> Metered:
+        self._cpu = _tree_cpu_s(self.sender)
+        self._sink_cpu = _tree_cpu_s(self.sink) if self.sink else {}
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self._start
+        cpu = sum(s - self._cpu.get(pid, 0.0) for pid, s in _tree_cpu_s(self.sender).items())
+        sink = sum(s - self._sink_cpu.get(pid, 0.0) for pid, s in _tree_cpu_s(self.sink).items()) if self.sink else 0.0
+        self.rate = self.n / wall
+        self.cores = cpu / wall
+        self.us_per_msg = cpu / self.n * 1e6
+        self.sink_cores = sink / wall
+
+    def cpu(self) -> dict[str, float]:
+        return {"cores": round(self.cores, 2), "us_per_msg": round(self.us_per_msg, 1), "sink_cores": round(self.sink_cores, 2)}
 
 
 class Sink:
@@ -117,29 +173,28 @@ def plain_message(r) -> EmailMessage:
     return msg
 
 
-def common_pattern(port: int, frame) -> float:
-    start = time.perf_counter()
-    for r in frame.itertuples():
-        msg = plain_message(r)
-        with smtplib.SMTP("127.0.0.1", port) as smtp:
-            smtp.send_message(msg)
-    return len(frame) / (time.perf_counter() - start)
+def common_pattern(port: int, frame) -> Metered:
+    with Metered(len(frame)) as span:
+        for r in frame.itertuples():
+            msg = plain_message(r)
+            with smtplib.SMTP("127.0.0.1", port) as smtp:
+                smtp.send_message(msg)
+    return span
 
 
-def reused_prebuilt(port: int, frame) -> float:
+def reused_prebuilt(port: int, frame) -> Metered:
     import aiosmtplib
 
     messages = [(r.email, plain_message(r).as_bytes()) for r in frame.itertuples()]
 
-    async def go() -> float:
+    async def go() -> Metered:
         smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
         await smtp.connect()
-        start = time.perf_counter()
-        for to, data in messages:
-            await smtp.sendmail("bench@example.com", [to], data)
-        elapsed = time.perf_counter() - start
+        with Metered(len(messages)) as span:
+            for to, data in messages:
+                await smtp.sendmail("bench@example.com", [to], data)
         await smtp.quit()
-        return len(messages) / elapsed
+        return span
 
     return asyncio.run(go())
 
@@ -157,7 +212,7 @@ async def _replies(reader: asyncio.StreamReader, count: int) -> None:
                 break
 
 
-def pipelined_ceiling(port: int, frame, connections: int = 4) -> float:
+def pipelined_ceiling(port: int, frame, connections: int = 4) -> Metered:
     """Prebuilt messages through ``connections`` minimal pipelining clients (RFC 2920 §3.1): each
     message's MAIL, RCPT and DATA in one write, its content and the next message's group in the
     next, every reply read in order. No TLS, no checks: the machine's ceiling, not a client."""
@@ -185,10 +240,10 @@ def pipelined_ceiling(port: int, frame, connections: int = 4) -> float:
         await _replies(reader, pending + 1)
         writer.close()
 
-    async def go() -> float:
-        start = time.perf_counter()
-        await asyncio.gather(*(one(prepared[i::connections]) for i in range(connections)))
-        return len(prepared) / (time.perf_counter() - start)
+    async def go() -> Metered:
+        with Metered(len(prepared)) as span:
+            await asyncio.gather(*(one(prepared[i::connections]) for i in range(connections)))
+        return span
 
     return asyncio.run(go())
 
@@ -267,16 +322,15 @@ def per_row_gem(port: int, name: str):
                     sink_fabric(port, pool_size=4, max_messages_per_connection=100_000), name=name)
 
 
-def mailgem_per_row(port: int, frame) -> float:
+def mailgem_per_row(port: int, frame) -> Metered:
     gem = per_row_gem(port, "bench")
-    start = time.perf_counter()
-    report = gem.apply(None, frame)
-    elapsed = time.perf_counter() - start
+    with Metered(len(frame)) as span:
+        report = gem.apply(None, frame)
     assert (report["status"] == "sent").all(), report["status"].value_counts()
-    return len(frame) / elapsed
+    return span
 
 
-def mailgem_per_row_spark(port: int, frame) -> float:
+def mailgem_per_row_spark(port: int, frame) -> Metered:
     """The same gem on a Spark frame: messages built and sent on the executors (2 Python workers).
     Like the SparkSession, PySpark's Python workers are started before the timing (a job that
     imports nothing of mailgem); mailgem's own imports in the workers are timed."""
@@ -296,12 +350,11 @@ def mailgem_per_row_spark(port: int, frame) -> float:
     sdf.mapInPandas(python_workers_up, "n long").toPandas()
     print(f"  (PySpark's Python workers started in {time.perf_counter() - start:.2f} s, not timed)")
     gem = per_row_gem(port, "bench-spark")
-    start = time.perf_counter()
-    report = gem.apply(spark, sdf)
-    elapsed = time.perf_counter() - start
+    with Metered(len(frame)) as span:  # the JVM and its Python workers are this process's children
+        report = gem.apply(spark, sdf)
     assert report.filter("status != 'sent'").count() == 0
     spark.stop()  # so the JVM does not share the cores with the report cases
-    return len(frame) / elapsed
+    return span
 
 
 def report_frame(n: int):
@@ -369,6 +422,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     figures: dict[str, object] = {}
     sink = Sink()
+    Metered.sink_pid = sink.proc.pid
     figures["sink"] = sink.kind
     try:
         ceiling = sink.ceiling(args.rows)
@@ -378,27 +432,30 @@ def main() -> None:
         if args.only in (None, "per_row"):
             frame = rows(args.rows)
             print(f"\nper_row: {args.rows:,} messages of ~2 KB")
-            common = common_pattern(sink.port, frame)
-            results = {"common": common, "reused": reused_prebuilt(sink.port, frame),
-                       "ceiling": pipelined_ceiling(sink.port, frame),
-                       "mailgem_pandas": mailgem_per_row(sink.port, frame),
-                       "mailgem_spark": mailgem_per_row_spark(sink.port, frame)}
-            figures.update({f"per_row.{k}": round(v, 1) for k, v in results.items()})
+            spans = {"common": common_pattern(sink.port, frame), "reused": reused_prebuilt(sink.port, frame),
+                     "ceiling": pipelined_ceiling(sink.port, frame),
+                     "mailgem_pandas": mailgem_per_row(sink.port, frame),
+                     "mailgem_spark": mailgem_per_row_spark(sink.port, frame)}
+            figures.update({f"per_row.{k}": round(v.rate, 1) for k, v in spans.items()})
+            figures.update({f"per_row_cpu.{k}": v.cpu() for k, v in spans.items()})
+            common, ceiling_rate = spans["common"].rate, spans["ceiling"].rate
+            print(f"  {'':50s} {'':19s}   {'':12s}   {'':12s}   sender CPU        sink CPU")
             for key, name in (("common", "common (smtplib, new connection each)"),
                               ("reused", "prebuilt, one reused aiosmtplib connection"),
                               ("ceiling", "ceiling: pipelined prebuilt bytes, 4 connections"),
                               ("mailgem_pandas", "mailgem per_row, pandas (pool of 4)"),
                               ("mailgem_spark", "mailgem per_row, Spark local[2] executors")):
-                rate = results[key]
-                print(f"  {name:50s} {rate:8,.0f} messages/s   {rate / common:5.2f}x common   "
-                      f"{rate / results['ceiling']:4.2f}x ceiling")
+                span = spans[key]
+                print(f"  {name:50s} {span.rate:8,.0f} messages/s   {span.rate / common:5.2f}x common   "
+                      f"{span.rate / ceiling_rate:4.2f}x ceiling   {span.cores:4.2f} cores {span.us_per_msg:5.0f} µs/msg   "
+                      f"{span.sink_cores:4.2f} cores")
         if args.only in (None, "latency"):
             proxy = DelayProxy(sink.port)
             try:
                 frame = rows(args.latency_rows)
                 print(f"\nlatency: {args.latency_rows:,} messages through a proxy adding 5 ms each way (10 ms round trip)")
-                results = {"common": common_pattern(proxy.port, frame), "reused": reused_prebuilt(proxy.port, frame),
-                           "mailgem_pandas": mailgem_per_row(proxy.port, frame)}
+                results = {"common": common_pattern(proxy.port, frame).rate, "reused": reused_prebuilt(proxy.port, frame).rate,
+                           "mailgem_pandas": mailgem_per_row(proxy.port, frame).rate}
             finally:
                 proxy.stop()
             figures["latency.rtt_ms"] = 10
