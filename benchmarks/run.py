@@ -27,6 +27,8 @@ Beside each per_row rate, the CPU it took (psutil): the cores the sending side k
 process with its threads; for Spark, the JVM and its Python workers too), its CPU microseconds
 a message, and the sink's share of a core. On 2 cores a sender at 1.00 core is bound by its own
 per-message CPU, one well below it by round trips; the sink's share shows it was not the limit.
+(The ceiling's client keeps one message in flight a connection: it is round-trip bound, near
+two thirds of a core, so "ceiling" is the issue's yardstick, not the most the sink can take.)
 
 Without smtp-sink (Debian package postfix), an aiosmtpd sink in another process is used and
 the output says so; compare ratios only. ``--json PATH`` writes every figure (keys in
@@ -125,6 +127,7 @@ class Metered:
         self.sink_cores = sink / wall
 
     def cpu(self) -> dict[str, float]:
+        """The CPU figures for ``--json``: cores, us_per_msg and sink_cores, rounded."""
         return {"cores": round(self.cores, 2), "us_per_msg": round(self.us_per_msg, 1), "sink_cores": round(self.sink_cores, 2)}
 
 
