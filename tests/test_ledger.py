@@ -507,7 +507,7 @@ def test_a_run_whose_lease_may_have_lapsed_stops_and_the_rerun_sends_the_rest_on
 def test_a_paused_run_stops_when_it_resumes_after_a_rerun_took_its_messages_over(starttls_server, tmp_path,
                                                                                  ledger_place):
     # A real pause (SIGSTOP) longer than the lease: a re-run takes the paused run's messages over
-    # meanwhile; when the paused run resumes, it must not start another message.
+    # meanwhile; when the paused run resumes, it must not write another message.
     n = 60
     place = ledger_place | {"lease_s": 1}
     args, env = _run_args(starttls_server, tmp_path, place, n)
@@ -537,11 +537,12 @@ def test_a_paused_run_stops_when_it_resumes_after_a_rerun_took_its_messages_over
     received = [parse(m.data) for m in starttls_server.messages]
     per_key = Counter(m["Subject"] for m in received)
     assert len(per_key) == n
-    # After it resumed, the paused run only finished the message whose commands it had written
-    # (the one behind the message waiting for its reply on its one session): it started none.
+    # After it resumed, the paused run wrote nothing: it started no message, and it kept back the
+    # content of the one whose commands it had written before the pause (behind the message
+    # waiting for its reply on its one session), which it used to send.
     assert len(received) == before_resume, [m["Subject"] for m in received[before_resume:]]
-    # Copies (that one, and those accepted just before the pause whose outcome it had not yet
-    # recorded, as with a killed run) carry one Message-ID each.
+    # Copies (those accepted just before the pause whose outcome it had not yet recorded, as with
+    # a killed run) carry one Message-ID each.
     for key in (key for key, count in per_key.items() if count > 1):
         assert len({m["Message-ID"] for m in received if m["Subject"] == key}) == 1
 
