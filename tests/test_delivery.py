@@ -91,14 +91,14 @@ def test_recipient_refused_with_4xx_is_retried_alone(starttls_server):
     assert parse(first.data)["Message-ID"] == parse(second.data)["Message-ID"]
 
 
-def _fence_open_for(attempts: int):
-    """A fence (see Deliverer.send) that lets the first ``attempts`` attempts through, and the
-    list of times it was asked."""
+def _fence_open_for(asks: int):
+    """A fence (see Deliverer.send) that is open for its first ``asks`` asks, and the list of
+    times it was asked."""
     asked: list[int] = []
 
     def fence() -> bool:
         asked.append(len(asked) + 1)
-        return len(asked) <= attempts
+        return len(asked) <= asks
 
     return fence, asked
 
@@ -126,11 +126,7 @@ def test_a_fence_that_closes_while_the_commands_wait_keeps_the_content_back(star
     assert starttls_server.messages == [] and starttls_server.empty_contents == []
     # The session was not given back to the pool half-way through a transaction: it was closed.
     assert starttls_server.sessions_opened == 1
-    for _ in range(50):  # bounded: 5 s for the server to see the close
-        if starttls_server.sessions_closed == 1:
-            break
-        time.sleep(0.1)
-    assert starttls_server.sessions_closed == 1
+    assert starttls_server.wait_for_closed_sessions(timeout_s=5) == 1
 
 
 def test_recipients_not_retried_once_the_fence_closes_leave_the_message_partial(starttls_server):

@@ -143,9 +143,7 @@ def test_killed_run_then_rerun_sends_every_message_exactly_once(starttls_server,
     # The 16th DATA is held before the server stores it; the run is killed while it waits.
     starttls_server.data_script = [None] * 15 + [("hold", 30.0)]
     run = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while starttls_server.holding == 0 and time.monotonic() < deadline and run.poll() is None:
-        time.sleep(0.05)
+    _wait_until(lambda: starttls_server.holding or run.poll() is not None, 60, step_s=0.05)
     assert starttls_server.holding == 1, run.stderr.read() if run.poll() is not None else "never reached the held message"
     run.send_signal(signal.SIGKILL)
     run.wait(timeout=30)
@@ -196,6 +194,14 @@ def _report_or_error(props: dict, fab, n: int):
         return exc
 
 
+def _wait_until(condition, timeout_s: float, step_s: float = 0.02) -> None:
+    """Poll ``condition`` until it holds, at most ``timeout_s`` seconds (bounded: what follows
+    asserts what was waited for)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(step_s)
+
+
 def _in_thread(fn) -> tuple[threading.Thread, list]:
     out: list = []
     thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
@@ -209,9 +215,7 @@ def test_a_message_another_live_run_is_sending_is_waited_for(starttls_server, le
     fab = fabric_for(starttls_server, pool_size=1)
     starttls_server.data_script = [("hold", hold_s)]
     first, reports = _in_thread(lambda: EmailGem(props, fab, user=USER, name="j").apply(None, _frame(1)))
-    deadline = time.monotonic() + 30
-    while starttls_server.holding == 0 and time.monotonic() < deadline:  # bounded
-        time.sleep(0.02)
+    _wait_until(lambda: starttls_server.holding, 30)
     second = EmailGem(props, fab, user=USER, name="j").apply(None, _frame(2))
     row = second.set_index("message_key").loc["row:[0]"]
     assert row.status == outcome
@@ -444,9 +448,7 @@ def test_a_lease_that_ran_out_is_not_renewed_and_does_not_overwrite_the_next_own
         db = _connect(ledger_place)
         db.execute(f"UPDATE ledger_owners SET alive_until = 0 WHERE owner = '{a.owner}'")  # a's hex token
         db.close()
-        deadline = time.monotonic() + 5
-        while a.failure is None and time.monotonic() < deadline:  # bounded: renewals come every 0.2 s
-            time.sleep(0.05)
+        _wait_until(lambda: a.failure is not None, 5, step_s=0.05)  # renewals come every 0.2 s
         assert type(a.failure).__name__ == "LeaseLapsedError", a.failure
         assert "had run out by the database's clock" in str(a.failure) and "Re-run with the same run key" in str(a.failure)
         assert not a.lease_held()
@@ -467,9 +469,7 @@ def test_no_message_starts_once_the_lease_was_not_renewed_in_time(ledger_place):
         assert a.lease_held()  # nothing claimed yet: no lease to lose
         a.begin_many([("k1", "h", "<a@x>")])
         with _Stall(ledger_place):
-            deadline = time.monotonic() + 5
-            while a.lease_held() and time.monotonic() < deadline:  # bounded
-                time.sleep(0.02)
+            _wait_until(lambda: not a.lease_held(), 5)
             assert not a.lease_held()
         assert "was last renewed" in str(a.failure) and "lease_s 0.6 s" in str(a.failure)
     finally:
@@ -483,9 +483,7 @@ def test_a_run_whose_lease_may_have_lapsed_stops_and_the_rerun_sends_the_rest_on
     starttls_server.data_script = [0.05] * n  # the run takes about 3 s
 
     thread, out = _in_thread(lambda: _report_or_error(props, fab, n))
-    deadline = time.monotonic() + 30
-    while len(starttls_server.messages) < 5 and time.monotonic() < deadline:  # bounded
-        time.sleep(0.02)
+    _wait_until(lambda: len(starttls_server.messages) >= 5, 30)
     with _Stall(ledger_place):
         time.sleep(2.5)  # over the lease: another run could have taken its messages over meanwhile
     thread.join(timeout=60)
@@ -516,9 +514,7 @@ def test_a_paused_run_stops_when_it_resumes_after_a_rerun_took_its_messages_over
     starttls_server.data_script = [0.05] * 10 + [("hold", 1.0)] + [0.05] * n
     paused = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while starttls_server.holding == 0 and time.monotonic() < deadline and paused.poll() is None:
-            time.sleep(0.01)
+        _wait_until(lambda: starttls_server.holding or paused.poll() is not None, 60, step_s=0.01)
         time.sleep(0.2)  # the outcomes before it are committed (within 20 ms)
         paused.send_signal(signal.SIGSTOP)
         time.sleep(1.5)  # its lease runs out
@@ -586,9 +582,7 @@ def test_a_message_waiting_for_a_session_when_the_lease_lapses_is_not_sent(start
     starttls_server.data_script = [("hold", 3.0)]
 
     thread, out = _in_thread(lambda: _report_or_error(props, fab, 3))
-    deadline = time.monotonic() + 30
-    while starttls_server.holding == 0 and time.monotonic() < deadline:  # bounded
-        time.sleep(0.02)
+    _wait_until(lambda: starttls_server.holding, 30)
     with _Stall(ledger_place):
         time.sleep(2.0)  # no renewal: the lease runs out while the first message is held
     thread.join(timeout=60)

@@ -27,11 +27,12 @@ lost its claims to a re-run meanwhile. So a message starts only while the lease 
 less than ``0.8 × lease_s`` ago (:meth:`SendLedger.lease_held`), a renewal extends only a
 lease that has not run out by the database's clock, and an outcome is recorded only on a row
 this run still owns. The lease is asked once more when the server is ready for a message's
-content (``fence`` of :meth:`mailgem.connections.session.SmtpSession.send_bytes`): a message whose commands went out before
-the pause is not written after it. As with a killed run, a message whose content was being
-written when the pause began (or, without PIPELINING, whose ``DATA`` was: the content follows
-the ``354`` inside aiosmtplib) may still finish, and one accepted within ``OUTCOME_DELAY_S``
-before it still reads ``sending``: a re-run sends those again, with the same Message-ID.
+content (``fence`` of :meth:`mailgem.connections.session.SmtpSession.send_bytes`): a message
+whose commands went out before the pause is not written after it. As with a killed run, a
+message whose content was being written when the pause began (or, without PIPELINING, whose
+``DATA`` was: the content follows the ``354`` inside aiosmtplib) may still finish, and one
+accepted within ``OUTCOME_DELAY_S`` before it still reads ``sending``: a re-run sends those
+again, with the same Message-ID.
 
 An entry counts only for its **destination**: the fabric, connection, host, port and sender
 the job sends through (:meth:`mailgem.fabric.model.Fabric.destination`; for the embedded server, its

@@ -135,20 +135,23 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
         once the ledger failed or this run's lease in it may have lapsed."""
         return ledger is None or (ledger.failure is None and ledger.lease_held())
 
+    def proceeds(position: int) -> bool:
+        """Whether the run goes on to the message at ``position``: not once it must stop; with
+        stop_on_error, not when it comes after a message that failed (earlier ones go on). The
+        deliverer asks the fence itself."""
+        return not fatal and not (ctx.stop_on_error and stop_after is not None and position > stop_after)
+
     def may_start(position: int) -> bool:
-        """Whether the message at ``position`` may still start: never once the ledger failed or
-        this run's lease in it may have lapsed; with stop_on_error, not when it comes after a
-        message that failed (earlier ones go on)."""
-        if fatal or not fence():
-            return False
-        return not (ctx.stop_on_error and stop_after is not None and position > stop_after)
+        """Whether the message at ``position`` may still start: the fence is open and the run
+        goes on to it."""
+        return fence() and proceeds(position)
 
     async def deliver(row: DeliveryRow, message: object, recipients: list[str], rhash: str, position: int) -> None:
         started = True
         try:
             # Asked when a session is free for it, before its first byte (tasks wait for sessions).
             delivery = await deliverer.send(message, recipients,  # type: ignore[arg-type]
-                                            proceed=lambda: may_start(position), fence=fence,
+                                            proceed=lambda: proceeds(position), fence=fence,
                                             envelope_id=row.envelope_id)
             if delivery.status == "not_started":
                 # Stopped before its first byte (or before a retry, once the fence closed): left
