@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import USER, fabric_for, parse_strict
 
-from mailgem.gems.email import EmailGem
+from mailgem.gems.email import EmailGem, GemValidationError
 
 REPORT = {"connection": "reports", "to": "ops@example.com", "subject": "Report", "on_error": "continue"}
 
@@ -234,9 +234,11 @@ def test_templates_keep_jinjas_globals_and_the_sandbox(starttls_server):
     assert list(report["status"]) == ["sent", "sent"]
     assert sorted(m["Subject"] for m in msgs) == ["[0, 1, 2]", "[0, 1]"]
     assert sorted(m.get_body(("plain",)).get_content().strip() for m in msgs) == ["odd-even 1", "odd-even 3"]
-    report, _ = _send(starttls_server, frame.head(1), mode="per_row", to_column="to",
-                      subject="{{ row.n.__class__.__mro__ }}")
-    assert list(report["status"]) == ["failed"] and "unsafe" in report.iloc[0].error.lower()
+    # What the sandbox refuses is a validation error, before anything is sent (issue 21 §5).
+    sessions = starttls_server.sessions_opened
+    with pytest.raises(GemValidationError, match="the template sandbox refused it: .*unsafe"):
+        _send(starttls_server, frame.head(1), mode="per_row", to_column="to", subject="{{ row.n.__class__.__mro__ }}")
+    assert starttls_server.sessions_opened == sessions
 
 
 def test_time_zone_aware_timestamps_keep_their_instant_and_zone(starttls_server):

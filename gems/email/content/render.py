@@ -8,11 +8,13 @@ import re
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 
 from mailgem.connections.errors import MailgemError
 
-__all__ = ["template_environment", "render", "TemplateError", "DEFAULT_TEXT", "DEFAULT_HTML", "one_line", "nulls_refused"]
+from .sandbox import LimitedSandbox, TemplateLimitError, render_limited
+
+__all__ = ["template_environment", "render", "TemplateError", "DEFAULT_TEXT", "DEFAULT_HTML", "one_line", "nulls_refused",
+           "max_output_chars", "render_checked", "MAX_LINE_CHARS", "MAX_ADDRESS_CHARS"]
 
 DEFAULT_TEXT = """{{ job }}: {{ "{:,}".format(row_count) }} {{ "row" if row_count == 1 else "rows" }} ({{ run_date }}).
 {% if row_count == 0 %}
@@ -29,8 +31,20 @@ DEFAULT_HTML = """<p style="font-family: Arial, Helvetica, sans-serif; font-size
 {% endif %}"""
 
 
+# What one render of a template may write, in characters, by kind of template (see
+# max_output_chars). A one-line template (subject, header value, file name, run key): ten times
+# the 998 characters RFC 5322 §2.1.1 allows a line, room for whitespace that one_line() folds
+# away; a longer subject or header fails later anyway.
+MAX_LINE_CHARS = 10_000
+# An address template (to/cc/bcc) may list a group's recipients: 10,000 rows of 100 characters.
+MAX_ADDRESS_CHARS = 1_000_000
+_BODIES = ("text_body", "html_body")
+_ADDRESSES = ("to[", "cc[", "bcc[")
+
+
 class TemplateError(MailgemError, ValueError):
-    """A template failed to render (undefined variable, bad filter); names the template."""
+    """A template failed to render (undefined variable, bad filter, a limit of the sandbox);
+    names the template."""
 
 
 def _null_as_empty(value: Any) -> Any:
@@ -40,10 +54,53 @@ def _null_as_empty(value: Any) -> Any:
 
 @functools.lru_cache(maxsize=2)
 def template_environment(html: bool) -> jinja2.Environment:
-    """The sandboxed Jinja2 environment: autoescape for HTML, undefined variables are errors,
-    null values print as nothing."""
-    return SandboxedEnvironment(autoescape=html, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                                finalize=_null_as_empty)
+    """The sandboxed Jinja2 environment (:class:`~.sandbox.LimitedSandbox`: no template can
+    exhaust memory or time): autoescape for HTML, undefined variables are errors, null values
+    print as nothing."""
+    return LimitedSandbox(autoescape=html, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                          finalize=_null_as_empty)
+
+
+def max_output_chars(name: str) -> int:
+    """The most characters template ``name`` (``subject``, ``text_body``, ``to[0]``,
+    ``headers.X-Team``, ``attachments[0].file_name``, ``ledger.run_key``) may write in one render:
+    a body ``MAX_BODY_BYTES`` (10 MiB), an address template :data:`MAX_ADDRESS_CHARS`, any other
+    (one line) :data:`MAX_LINE_CHARS`."""
+    return _cap(name)[0]
+
+
+# name -> _cap(name): a dict, since a render looks it up every time (an lru_cache costs more).
+_CAPS: dict[str, tuple[int, str]] = {}
+
+
+def _cap(name: str) -> tuple[int, str]:
+    """``(max_output_chars(name), what kind of template name is)``."""
+    cap = _CAPS.get(name)
+    if cap is None:
+        from ..validate import MAX_BODY_BYTES  # validate imports this module: read at first use
+
+        if name in _BODIES:
+            cap = MAX_BODY_BYTES, "a body"
+        elif name.startswith(_ADDRESSES):
+            cap = MAX_ADDRESS_CHARS, "an address template"
+        else:
+            cap = MAX_LINE_CHARS, "a one-line template (subject, header, file name, run key)"
+        if len(_CAPS) < 4096:  # names come from properties (to[0]...), not data; bounded all the same
+            _CAPS[name] = cap
+    return cap
+
+
+def render_checked(name: str, template: jinja2.Template, context: dict[str, Any]) -> str:
+    """Render compiled ``template`` (called ``name``) with ``context`` within the sandbox's limits
+    and ``name``'s output cap (:func:`max_output_chars`), as :func:`render` does: the checks
+    before a run render their sample messages through this.
+
+    Raises:
+        TemplateLimitError: over a limit (the message names the limit).
+        Exception: whatever the template raises otherwise.
+    """
+    max_chars, what = _cap(name)
+    return render_limited(template, context, max_chars=max_chars, what=what)
 
 
 @functools.lru_cache(maxsize=256)
@@ -69,13 +126,18 @@ def nulls_refused(context: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(name: str, source: str, context: dict[str, Any], *, html: bool = False) -> str:
-    """Render template ``source`` (called ``name`` in errors) with ``context``.
+    """Render template ``source`` (called ``name`` in errors) with ``context``, within the
+    sandbox's limits and ``name``'s output cap (:func:`max_output_chars`).
 
     Raises:
-        TemplateError: syntax error, undefined variable or failing expression.
+        TemplateError: syntax error, undefined variable, failing expression, or a value, the
+            output or the work over a limit (the message names the limit).
     """
     try:
-        return _compile(source, html).render(context)
+        max_chars, what = _cap(name)
+        return render_limited(_compile(source, html), context, max_chars=max_chars, what=what)
+    except TemplateLimitError as exc:
+        raise TemplateError(f"{name}: {exc}") from None
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"{name}: template syntax error on line {exc.lineno}: {exc.message}") from None
     except jinja2.UndefinedError as exc:

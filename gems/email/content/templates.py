@@ -6,9 +6,11 @@ A template is checked in two steps, both before any data is read or any message 
    "did you mean" (difflib) and the names that template has. This covers branches a sample
    render would not take.
 2. Rendered once against a *sample context*: the real ``job``, ``params`` and run date, and a
-   sample row made from the frame's columns (and their types, when known). A missing attribute
-   (``row.citty``, ``params.regoin``) is an error; any other failure with made-up values is only
-   a warning, since real data may well render (``mailgem preview`` shows the real thing).
+   sample row made from the frame's columns (and their types, when known), within the sandbox's
+   limits (``sandbox.py``: the sample render is protected like every other). A missing attribute
+   (``row.citty``, ``params.regoin``) is an error, and so is going over a limit (``{{ 'a' *
+   10**9 }}`` is refused here, before Spark starts); any other failure with made-up values is
+   only a warning, since real data may well render (``mailgem preview`` shows the real thing).
 
 When the columns are not known (a ``transform`` changes them and Spark has not run), ``row`` and
 ``group`` accept any attribute, and only the first step and ``params`` are checked.
@@ -26,10 +28,12 @@ from typing import Any
 
 import jinja2
 import jinja2.meta
+from jinja2.sandbox import SecurityError
 from markupsafe import Markup
 
 from ..properties import EmailProperties
-from .render import base_context, template_environment
+from .render import base_context, render_checked, template_environment
+from .sandbox import TemplateLimitError
 
 __all__ = ["BASE_NAMES", "MESSAGE_NAMES", "BODY_NAMES", "template_names", "templates_of", "check_templates",
            "sample_value", "TemplateProblem", "is_template"]
@@ -160,8 +164,9 @@ def check_templates(props: EmailProperties, *, job: str = "email", params: Mappi
             ``None`` when the columns are not known.
 
     Returns:
-        problems: ``error`` for syntax errors and undefined names, ``warning`` for a sample
-        render that failed otherwise.
+        problems: ``error`` for syntax errors, undefined names and a sample render the sandbox
+        refused (an unsafe attribute, or over a limit: a value, the output or the work, see
+        ``sandbox.py``), ``warning`` for a sample render that failed otherwise.
     """
     out: list[TemplateProblem] = []
     for path, source, html in templates_of(props):
@@ -181,7 +186,10 @@ def check_templates(props: EmailProperties, *, job: str = "email", params: Mappi
             continue
         ctx = _sample_context(props, path, job=job, params=params, columns=columns)
         try:
-            compiled.render(ctx)
+            render_checked(path, compiled, ctx)
+        except SecurityError as exc:  # the sandbox refused: an unsafe attribute, or over a limit
+            out.append(TemplateProblem(path, "error", str(exc) if isinstance(exc, TemplateLimitError) else
+                                       f"the template sandbox refused it: {exc}"))
         except jinja2.UndefinedError as exc:
             known = _undefined_message(exc.message or "", ctx)
             out.append(TemplateProblem(path, "error", known) if known else TemplateProblem(
