@@ -6,8 +6,9 @@ works with every server. An address whose *local part* is not ASCII (``josé@exa
 cannot be written in ASCII at all; it needs the server's ``SMTPUTF8`` extension (RFC 6531) and
 UTF-8 headers (RFC 6532), and without it the message cannot be sent (RFC 6531 §3.2).
 
-Parsing is the stdlib's RFC 5322 parser (display name and addr-spec); checking and the A-label
-are email-validator's (no DNS lookups).
+An address without a display name is checked as written; one with a display name is read by
+the stdlib's RFC 5322 parser (see :func:`mailbox_parts`); checking and the A-label are
+email-validator's (no DNS lookups).
 """
 
 from __future__ import annotations
@@ -23,10 +24,8 @@ from email_validator import EmailNotValidError, validate_email
 from .errors import MailgemError
 
 __all__ = ["Mailbox", "AddressError", "parse_mailbox", "check_address", "special_domain_allowed", "envelope_address", "needs_smtputf8", "ascii_domain",
-           "format_mailbox", "CONTROL_CHARACTERS"]
+           "format_mailbox", "split_address_list", "mailbox_parts", "CONTROL_CHARACTERS"]
 
-# Characters that make an item more than one bare addr-spec (RFC 5322 §3.4).
-_SPECIALS = re.compile(r'[,<>"()\\;:\s{}%\[\]]')
 # Control characters: never in a header (RFC 5322 §3.2: VCHAR and WSP only); tab is WSP.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
@@ -98,6 +97,59 @@ def check_address(address: str, special_domains: tuple[str, ...] = ()) -> tuple[
     return valid.local_part, valid.ascii_domain, bool(valid.smtputf8)
 
 
+def split_address_list(text: str) -> list[str]:
+    """The items of a comma-separated address list as written (stripped, empty ones left out).
+
+    Only top-level commas separate: a comma inside a quoted display name (``"Doe, Jane"``), an
+    angle-bracketed address or a comment (``(Doe, Jane)``) does not (RFC 5322 §3.4). Nothing
+    else is interpreted; each item is parsed by :func:`mailbox_parts`.
+    """
+    if "," not in text:  # the common case, one address (a column's value per row): nothing to split
+        return [text.strip()] if text.strip() else []
+    items, start, depth, angle, quoted, escaped = [], 0, 0, False, False, False
+    for i, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\" and (quoted or depth):
+            escaped = True
+        elif quoted:
+            quoted = char != '"'
+        elif char == '"' and not depth:
+            quoted = True
+        elif char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif depth:
+            continue
+        elif char in "<>":
+            angle = char == "<"
+        elif char == "," and not angle:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [item.strip() for item in items if item.strip()]
+
+
+def mailbox_parts(item: str) -> tuple[str, str] | None:
+    """``(display name, addr-spec)`` of one mailbox as written, or ``None`` when it is not one.
+
+    An item without ``<`` or ``(`` has no display name: it is a bare addr-spec, taken as
+    written (``"not an address"`` stays whole, so email-validator says why it is not one; the
+    stdlib parser would make it ``not``). Otherwise the stdlib's RFC 5322 parser reads it,
+    and its reading counts only when it accounts for the item: one mailbox, whose address is
+    written in the item as it was read (``Bob <b@x.com> junk`` is two readings; ``<b @ x.com>``
+    is not ``b@x.com`` as written).
+    """
+    item = item.strip()
+    if "<" not in item and "(" not in item:
+        return "", item
+    parsed = [pair for pair in getaddresses([item]) if any(pair)]
+    if len(parsed) != 1 or not parsed[0][1] or parsed[0][1] not in item:
+        return None
+    return parsed[0]
+
+
 @functools.lru_cache(maxsize=8192)  # the same recipients recur in every message of a run
 def parse_mailbox(item: str, special_domains: tuple[str, ...] = ()) -> Mailbox:
     """Parse ``addr`` or ``Display Name <addr>`` into a :class:`Mailbox`. ``special_domains``:
@@ -109,27 +161,33 @@ def parse_mailbox(item: str, special_domains: tuple[str, ...] = ()) -> Mailbox:
     """
     if CONTROL_CHARACTERS.search(item):
         raise AddressError(f"{item!r} contains a control character (a line break, NUL, ...)")
-    if _SPECIALS.search(item) is None:
-        name, address = "", item.strip()  # a bare addr-spec: nothing for the RFC 5322 parser to do
-    else:
-        parsed = [pair for pair in getaddresses([item]) if any(pair)]
-        if len(parsed) != 1 or not parsed[0][1]:
-            what = "no address" if not parsed or not parsed[0][1] else f"{len(parsed)} addresses"
-            raise AddressError(f"{item!r} is not one email address ({what} found)")
-        name, address = parsed[0]
+    parts = mailbox_parts(item)
+    if parts is None:
+        raise AddressError(f"{item.strip()!r} is not one email address: write one address as name@example.com or "
+                           "Name <name@example.com>, and separate addresses with commas")
+    name, address = parts
     try:
         local_part, ascii_domain_, smtputf8 = check_address(address, special_domains)
     except EmailNotValidError as exc:
-        hint = ""
-        if "special-use" in str(exc) or "should have a period" in str(exc):
-            hint = (" (for an internal relay's domain, list it in the connection's allowed_special_domains, "
-                    f"e.g. [{address.rpartition('@')[2].rpartition('.')[2].lower()}])")
-        raise AddressError(f"{address!r} is not a valid email address: {exc}{hint}") from None
+        raise AddressError(f"{address!r} is not a valid email address: {exc}{_address_hint(address, str(exc))}") from None
     # Keep the local part as written; only the domain changes (to its A-label) when it must.
     domain = address.rpartition("@")[2]
     if not smtputf8 and not domain.isascii():
         address = f"{local_part}@{ascii_domain_}"
     return Mailbox(format_mailbox(name, address), address, smtputf8)
+
+
+def _address_hint(address: str, reason: str) -> str:
+    """How to fix an address email-validator refused, when the mistake is a common one."""
+    if "special-use" in reason or "should have a period" in reason:
+        return (" (for an internal relay's domain, list it in the connection's allowed_special_domains, "
+                f"e.g. [{address.rpartition('@')[2].rpartition('.')[2].lower()}])")
+    name, _, last = address.rpartition(" ")
+    if name.strip() and "@" in last and "@" not in name:
+        return f" (a display name goes before the address in angle brackets: {name.strip()} <{last}>)"
+    if ";" in address:
+        return " (separate addresses with commas)"
+    return ""
 
 
 @functools.lru_cache(maxsize=8192)

@@ -55,7 +55,7 @@ class DkimOptions(BaseModel):
     @classmethod
     def _from_is_signed(cls, value: Any) -> Any:
         if isinstance(value, list | tuple):
-            names = [str(v).strip().lower() for v in value]
+            names = [v.strip().lower() if isinstance(v, str) else "" for v in value]
             if any(not n or ":" in n or " " in n for n in names):
                 raise ValueError("dkim.headers: header field names, e.g. [from, to, subject, date]")
             return tuple(dict.fromkeys(["from", *names]))  # RFC 6376 §5.4.1: From MUST be signed

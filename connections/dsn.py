@@ -58,7 +58,9 @@ class DsnOptions(BaseModel):
         if isinstance(value, str):
             value = [value]
         if isinstance(value, list | tuple):
-            items = [str(v).lower() for v in value]
+            if not all(isinstance(v, str) for v in value):
+                return value  # pydantic names the item that is not text
+            items = [v.lower() for v in value]
             if "never" in items and len(items) > 1:
                 raise ValueError("dsn.notify: never cannot be combined with success, failure or delay (RFC 3461 §4.1)")
             if not items:

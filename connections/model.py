@@ -29,6 +29,7 @@ from .proxy import ProxyOptions
 from .errors import ConfigError
 from .presets import preset_fields
 from .url import parse_url
+from .yaml_types import describe_type
 
 __all__ = ["SecretRef", "SmtpConnection", "Security", "TlsVersion", "is_mailbox"]
 
@@ -37,6 +38,22 @@ _DOMAIN = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0
 
 Security = Literal["starttls", "implicit_tls", "none"]
 TlsVersion = Literal["1.2", "1.3"]
+
+
+def _text(value: Any, key: str, what: str) -> str:
+    """``value`` when it is text; a wrong type is a sentence naming ``key`` (a key a validator
+    takes out of the data, so pydantic cannot name it)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{key}: must be {what}, not {describe_type(value)}")
+    return value
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; ``False`` too for a name the system refuses (too long, a NUL)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def is_mailbox(value: str, special_domains: tuple[str, ...] = ()) -> bool:
@@ -93,6 +110,10 @@ class SmtpConnection(BaseModel):
     max_attempts: int = Field(4, ge=1, le=20, description="Attempts per message for transient failures (4xx, dropped connection, timeout).")
     retry_initial_s: float = Field(1.0, ge=0, le=3600, description="First retry delay, seconds; doubles each time, with jitter.")
     retry_max_s: float = Field(60.0, ge=0, le=86400, description="Longest retry delay, seconds.")
+    retry_outage_s: float = Field(300.0, ge=0, le=86400, description=(
+        "How long a run waits out a server that stopped answering mid-run (connection refused or timed out, "
+        "421 at connect), seconds: messages are held, not failed, while one session is retried with backoff; "
+        "then the rest fail with the reason. 0: no waiting."))
     fallback: str | None = Field(None, description="Connection in the same fabric to use when this one is unreachable or rejects AUTH.")
     charset: str = Field("utf-8", description="Charset of text and HTML parts.")
     auth: OAuth2Options | None = Field(None, description=(
@@ -123,9 +144,13 @@ class SmtpConnection(BaseModel):
             data = dict(data)
             base: dict[str, Any] = {}
             if "preset" in data:
-                base.update(preset_fields(str(data.pop("preset")), data.pop("region", None)))
+                preset = _text(data.pop("preset"), "preset", "a provider's name, e.g. gmail")
+                region = data.pop("region", None)
+                region = None if region is None else _text(region, "region", "an AWS region, e.g. eu-west-1")
+                base.update(preset_fields(preset, region))
             if "url" in data:
-                url_fields, inline_password = parse_url(str(data.pop("url")), set(cls.model_fields))
+                url = _text(data.pop("url"), "url", "an SMTP URL, e.g. smtps://user@smtp.example.com:465")
+                url_fields, inline_password = parse_url(url, set(cls.model_fields))
                 base.update(url_fields)
             base.update(data)
             data = base
@@ -139,7 +164,7 @@ class SmtpConnection(BaseModel):
     def _known_charset(cls, value: str) -> str:
         try:
             codecs.lookup(value)
-        except LookupError:
+        except (LookupError, ValueError):  # ValueError: a NUL in the name
             raise ValueError(f"unknown charset {value!r}; use utf-8 unless a recipient system needs another") from None
         return value
 
@@ -156,10 +181,10 @@ class SmtpConnection(BaseModel):
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list | tuple):
-            return value
+            return value  # pydantic says it must be a list, at this field
         out = []
         for item in value:
-            name = str(item).strip().strip(".").lower()
+            name = item.strip().strip(".").lower() if isinstance(item, str) else ""
             if not _DOMAIN.fullmatch(name):
                 raise ValueError(f"allowed_special_domains: {item!r} is not a domain name (e.g. internal, corp.local, "
                                  "relay)")
@@ -211,7 +236,7 @@ class SmtpConnection(BaseModel):
             raise ValueError("allow_insecure_auth only applies to security none; remove it")
         if self.fallback == self.name:
             raise ValueError("a connection cannot be its own fallback")
-        if self.ca_bundle is not None and not self.ca_bundle.is_file():
+        if self.ca_bundle is not None and not _is_file(self.ca_bundle):
             raise ValueError(f"ca_bundle {str(self.ca_bundle)!r} is not a readable file")
         return self
 
@@ -268,7 +293,7 @@ class SmtpConnection(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, f"connection {data.get('name', '?')!r}")) from None
+            raise ConfigError(format_validation_error(exc, f"connection {data.get('name', '?')!r}", data)) from None
 
     def tls_context(self) -> ssl.SSLContext:
         """An ``ssl.SSLContext`` with this connection's TLS policy (minimum version, verification, CAs)."""
@@ -280,13 +305,59 @@ class SmtpConnection(BaseModel):
         return context
 
 
-def format_validation_error(exc: Any, where: str) -> str:
-    """One readable message from a pydantic ``ValidationError``: ``where: a.b[0].c: message``."""
-    lines = []
+def format_validation_error(exc: Any, where: str, data: Any = None) -> str:
+    """One readable message from a pydantic ``ValidationError``: ``where: a.b[0].c: message``,
+    one line per field, every line with a path (``(top level)`` for the document itself).
+
+    Given the validated ``data`` (the document as read), the path is the YAML path: pydantic
+    also names the member of a union it tried (``chart.y.str``, ``secrets.directory.path``),
+    which is no key of the file, so those parts are left out and the members' messages about
+    one field are joined (``Input should be a valid string, or Input should be a valid list``).
+    """
+    messages: dict[str, list[str]] = {}
     for error in exc.errors(include_url=False, include_input=False):
-        path = ""
-        for part in error["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
-    return "\n".join(lines)
+        path = _yaml_path(error, data) if data is not None else _loc_path(error["loc"])
+        message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        found = messages.setdefault(path or "(top level)", [])
+        if message not in found:
+            found.append(message)
+    return "\n".join(f"{where}: {path}: {', or '.join(found)}" for path, found in messages.items())
+
+
+def _loc_path(loc: tuple[Any, ...]) -> str:
+    """``a.b[0].c`` from a pydantic location, as it is."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _yaml_path(error: Any, data: Any) -> str:
+    """The YAML path of ``error``'s location, following ``data``.
+
+    A part that is a key of the mapping (or an index of the list) it applies to is kept. Any
+    other part names a union member (left out), except the last one of an error that is not
+    about the value's type: a missing field, or one a validator filled in (a connection URL's
+    ``port``), has no key in the file but is the field to name.
+    """
+    loc, path, node = error["loc"], "", data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            path += f".{part}" if path else str(part)
+            node = node[part]
+        elif isinstance(part, int) and not isinstance(node, dict):
+            path += f"[{part}]"  # an item of a list, or of one a validator made (``notify: failure``)
+            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
+        elif i == len(loc) - 1 and not _names_member(part, node, error["type"]):
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _names_member(part: Any, node: Any, error_type: str) -> bool:
+    """Whether the last part of an error's location, not a key of ``node``, names the union
+    member tried rather than a field: the error is about the value's type (``chart.y.str``:
+    ``string_type``), or the part is the value of the node's discriminator (a rule of that
+    member's model: ``secrets.encrypted_file``)."""
+    if error_type.endswith("_type"):
+        return True
+    return isinstance(node, dict) and any(isinstance(v, str) and v == part for v in node.values())

@@ -19,7 +19,7 @@ from .model import Fabric
 # The embedded local server's connection (fabric.local); a fabric file may not define its own.
 LOCAL_CONNECTION = "local"
 
-__all__ = ["load_fabric", "load_yaml", "interpolate"]
+__all__ = ["load_fabric", "parse_fabric", "load_yaml", "interpolate"]
 
 # ${NAME} or ${NAME:-default}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -94,14 +94,27 @@ def load_fabric(path: str | Path) -> Fabric:
         FabricConfigError: anything wrong, with ``file: yaml.path: what to fix``.
     """
     path = Path(path)
-    doc = load_yaml(path)
+    return parse_fabric(load_yaml(path), path)
+
+
+def parse_fabric(doc: dict[str, Any], path: Path) -> Fabric:
+    """Validate a fabric document read from ``path`` (relative paths start at its folder).
+
+    Only what has the expected shape is prepared here (paths made absolute, the reserved
+    connection name refused); anything else is left as it is for the model to report, with
+    its YAML path.
+
+    Raises:
+        FabricConfigError: anything wrong, with ``file: yaml.path: what to fix``.
+    """
     base = path.resolve().parent
     secrets = doc.get("secrets")
     if isinstance(secrets, dict):
         for key in ("path", "key_file"):
             if key in secrets:
                 secrets[key] = _relative_to(base, secrets[key])
-    for i, conn in enumerate(doc.get("connections") or []):
+    connections = doc.get("connections")
+    for i, conn in enumerate(connections if isinstance(connections, list) else []):
         if not isinstance(conn, dict):
             continue
         if conn.get("name") == LOCAL_CONNECTION:
@@ -112,6 +125,6 @@ def load_fabric(path: str | Path) -> Fabric:
     try:
         fabric = Fabric.model_validate(doc)
     except ValidationError as exc:
-        raise FabricConfigError(format_validation_error(exc, str(path))) from None
+        raise FabricConfigError(format_validation_error(exc, str(path), doc)) from None
     fabric._source = path
     return fabric

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from mailgem.connections.model import SmtpConnection
 from mailgem.connections.oauth2 import TokenSource
@@ -105,13 +105,15 @@ class Fabric(BaseModel):
         self._store = store
         return self
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> Fabric:
-        names = [c.name for c in self.connections]
+    @field_validator("connections")
+    @classmethod
+    def _unique_names(cls, connections: list[SmtpConnection]) -> list[SmtpConnection]:
+        # A field validator, so the error is reported at ``connections``.
+        names = [c.name for c in connections]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"connection names must be unique; repeated: {', '.join(duplicates)}")
-        return self
+        return connections
 
     def store(self) -> SecretStore:
         """The fabric's secret store."""

@@ -32,7 +32,7 @@ from .email.gem import EmailGem
 from .email.properties import EmailProperties
 from .source import SourceInfo, SourceSpec, inspect_source, read_source
 
-__all__ = ["JobSpec", "SourceSpec", "load_job", "run_job", "read_source", "job_frame"]
+__all__ = ["JobSpec", "SourceSpec", "load_job", "parse_job", "run_job", "read_source", "job_frame"]
 
 log = logging.getLogger("mailgem.job")
 
@@ -74,18 +74,41 @@ def load_job(path: str | Path) -> JobSpec:
         FabricConfigError: file, YAML or validation problem, naming ``file: yaml.path``.
     """
     path = Path(path)
-    doc = load_yaml(path)
+    return parse_job(load_yaml(path), path)
+
+
+def parse_job(doc: dict[str, Any], path: Path) -> JobSpec:
+    """Validate a job document read from ``path`` (relative paths start at its folder).
+
+    Raises:
+        FabricConfigError: a validation problem, naming ``file: yaml.path``.
+    """
     try:
         job = JobSpec.model_validate(doc)
     except ValidationError as exc:
-        raise FabricConfigError(format_validation_error(exc, str(path))) from None
+        raise FabricConfigError(format_validation_error(exc, str(path), doc)) from None
     ledger = job.email.ledger
-    if ledger is not None and ledger.path is not None and not Path(ledger.path).expanduser().is_absolute():
-        resolved = str(path.absolute().parent / Path(ledger.path).expanduser())
-        email = job.email.model_copy(update={"ledger": ledger.model_copy(update={"path": resolved})})
-        job = job.model_copy(update={"email": email})
+    if ledger is not None and ledger.path is not None:
+        ledger_path = _expand_user(ledger.path, f"{path}: email.ledger.path")
+        if not ledger_path.is_absolute():
+            resolved = str(path.absolute().parent / ledger_path)
+            email = job.email.model_copy(update={"ledger": ledger.model_copy(update={"path": resolved})})
+            job = job.model_copy(update={"email": email})
     job._file = path
     return job
+
+
+def _expand_user(value: str, where: str) -> Path:
+    """``value`` with a leading ``~`` or ``~user`` expanded.
+
+    Raises:
+        FabricConfigError: ``~user`` names no user of this machine (``where`` says which field).
+    """
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # pathlib's "Could not determine home directory"
+        raise FabricConfigError(f"{where}: {value!r} starts with ~, and there is no such user's home folder here: "
+                                "write the path in full") from None
 
 
 def job_frame(job: JobSpec, spark: Any, info: SourceInfo | None = None) -> Any:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mailgem.fabric.errors import FabricConfigError
 
@@ -61,6 +61,14 @@ class SourceSpec(BaseModel):
         "Spark reader options, over mailgem's defaults (CSV: header, inferSchema, multiLine, escape '\"')."))
     sql: str | None = None
 
+    @field_validator("path")
+    @classmethod
+    def _not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("is empty: name a csv, parquet or json file, a folder or a glob of them, relative to the "
+                             "job file")
+        return value
+
     @model_validator(mode="after")
     def _one_source(self) -> SourceSpec:
         if (self.path is None) == (self.sql is None):
@@ -70,7 +78,7 @@ class SourceSpec(BaseModel):
         if self.encoding is not None:
             try:
                 codecs.lookup(self.encoding)
-            except LookupError:
+            except (LookupError, ValueError):  # ValueError: a NUL in the name
                 raise ValueError(f"unknown encoding {self.encoding!r}: use a name like utf-8, cp1252 or latin1") from None
         return self
 
@@ -111,6 +119,14 @@ def _files(path: Path, fmt: str) -> list[Path]:
     return [path] if path.is_file() else []
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; ``False`` for a name the system refuses (too long)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def inspect_source(spec: SourceSpec, base_dir: Path, job_file: str) -> SourceInfo:
     """Find and inspect a job's source before Spark starts (see the module docstring).
 
@@ -124,14 +140,21 @@ def inspect_source(spec: SourceSpec, base_dir: Path, job_file: str) -> SourceInf
     """
     if spec.path is None:
         return SourceInfo(None)
-    path = Path(spec.path).expanduser()
-    path = path if path.is_absolute() else (base_dir / path)
-    info = SourceInfo(path)
     fmt = spec.file_format
-    files = _files(path, fmt)
+    try:
+        path = Path(spec.path).expanduser()
+        path = path if path.is_absolute() else (base_dir / path)
+        files = _files(path, fmt)
+    except (RuntimeError, OSError) as exc:  # RuntimeError: ~user with no home; OSError: e.g. a name too long
+        reason = ("it starts with ~, and there is no such user's home folder here: write the path in full"
+                  if isinstance(exc, RuntimeError) else f"{exc.strerror or exc}")
+        info = SourceInfo(None)
+        info.problems.append(("error", f"{job_file}: source.path: {spec.path!r} cannot be used: {reason}"))
+        return info
+    info = SourceInfo(path)
     if not files:
         hint = ""
-        if not Path(spec.path).is_absolute() and Path(spec.path).exists():
+        if not Path(spec.path).is_absolute() and _exists(Path(spec.path)):
             hint = (f"; {spec.path} exists relative to the current directory, but a job's paths are relative to the "
                     f"job file: write it as {Path(spec.path).resolve()} or relative to {base_dir}")
         info.problems.append(("error", f"{job_file}: source.path: {spec.path!r} resolves to {path}, which does not "
@@ -146,7 +169,7 @@ def inspect_source(spec: SourceSpec, base_dir: Path, job_file: str) -> SourceInf
                 info.columns = _csv_header(files[0], spec)
             else:
                 info.columns = _json_columns(files, spec)
-    except (OSError, ValueError, UnicodeError) as exc:
+    except (OSError, ValueError, UnicodeError, csv.Error) as exc:
         info.problems.append(("error", f"{job_file}: source.path: cannot read {files[0]}: {exc}"))
     return info
 
@@ -220,6 +243,8 @@ def _csv_header(path: Path, spec: SourceSpec, sample_rows: int = 200) -> dict[st
     """Column names of a CSV file and a guess of their types from the first rows (as Spark's
     ``inferSchema`` would: all integers → ``bigint``, all numbers → ``double``), for sample values."""
     delimiter, header = _csv_dialect(spec)
+    if len(delimiter) != 1:
+        return None  # Spark takes a longer separator (and says what is wrong with an empty one); Python's csv does not
     with path.open(encoding=spec.encoding or "utf-8", errors="replace", newline="") as f:
         reader = csv.reader(f, delimiter=delimiter)
         first = next(reader, None)
@@ -284,6 +309,8 @@ def _column_at(path: Path, offset: int, spec: SourceSpec) -> str:
     end = head.find(b"\n", offset)
     line = head[line_start:end if end >= 0 else len(head)].decode("utf-8", errors="replace")
     delimiter, header = _csv_dialect(spec)
+    if len(delimiter) != 1:
+        return f", line {line_no}"  # Python's csv cannot split it (see _csv_header)
     fields = next(csv.reader(io.StringIO(line), delimiter=delimiter), [])
     names = list(_csv_header(path, spec) or {}) if header else []
     for i, value in enumerate(fields):

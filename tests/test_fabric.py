@@ -236,7 +236,7 @@ def test_a_fabric_key_file_wins_over_the_environment_variable(fabric_file, monke
 
 def test_key_env_and_key_file_together_are_refused(fabric_file):
     fabric_file.write_text(FABRIC.replace("  key_file: secrets.key\n", "  key_file: secrets.key\n  key_env: OTHER_KEY\n"))
-    with pytest.raises(FabricConfigError, match="secrets.encrypted_file: give key_env .* or key_file, not both"):
+    with pytest.raises(FabricConfigError, match="fabric.yaml: secrets: give key_env .* or key_file, not both"):
         load_fabric(fabric_file)
 
 

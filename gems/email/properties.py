@@ -14,15 +14,14 @@ There is no From field: From and the envelope sender are the connection's identi
 
 from __future__ import annotations
 
-import re
-from email.utils import getaddresses
 from typing import Any, Literal
 
 import zoneinfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mailgem.connections.addresses import CONTROL_CHARACTERS, format_mailbox
+from mailgem.connections.addresses import CONTROL_CHARACTERS, format_mailbox, mailbox_parts, split_address_list
+from mailgem.connections.yaml_types import describe_type
 
 from .run.ledger_db import DEFAULT_LEASE_S, check_postgres_url
 
@@ -32,40 +31,43 @@ __all__ = [
 ]
 
 _MODEL = ConfigDict(frozen=True, extra="forbid")
-# Characters that make an address list more than one bare addr-spec (RFC 5322 §3.4).
-ADDRESS_SPECIALS = re.compile(r'[,<>"()\\;:\s{}%]')
 
 
 def split_addresses(value: Any) -> list[str]:
     """Turn ``"A <a@x.com>, b@y.com"`` or a list of such strings into ``["A <a@x.com>", "b@y.com"]``.
 
-    Splitting uses the stdlib RFC 5322 parser (:func:`email.utils.getaddresses`), so a quoted
-    display name may contain commas. Jinja2 templates are kept whole (rendered per message).
-    Validity is checked by :func:`mailgem.gems.email.validate.validate`.
+    Each string is split at its top-level commas (a quoted display name may hold commas: see
+    :func:`mailgem.connections.addresses.split_address_list`). An address without a display
+    name is kept as written; one with a display name is read by the stdlib's RFC 5322 parser,
+    and kept as written when the parser does not account for it, so that
+    :func:`mailgem.gems.email.validate.validate` reports the text the user wrote, never a
+    fragment of it. Jinja2 templates are kept whole (rendered per message, then split).
+
+    Raises:
+        ValueError: not a string or a list of strings, or a control character (a sentence
+            for the user; pydantic reports it at the field).
     """
     if value is None:
         return []
-    items = [value] if isinstance(value, str) else list(value)
+    if isinstance(value, str):
+        items = [value]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ValueError(f"must be an address, a comma-separated text of addresses, or a list of them; not "
+                         f"{describe_type(value)}")
     out: list[str] = []
-    for item in items:
+    for i, item in enumerate(items):
         if not isinstance(item, str):
-            raise ValueError(f"addresses must be strings, got {type(item).__name__}")
+            raise ValueError(f"addresses must be text; item {i + 1} of the list is {describe_type(item)}")
         if CONTROL_CHARACTERS.search(item):
             raise ValueError(f"{item!r}: addresses must not contain line breaks or other control characters")
-        if not item.strip():
-            continue
-        if not ADDRESS_SPECIALS.search(item):
-            out.append(item.strip())  # a bare addr-spec: nothing for the RFC 5322 parser to split
-            continue
         if "{{" in item or "{%" in item:
             out.append(item.strip())  # a template: rendered per message, then split and validated
             continue
-        parsed = [(n, a) for n, a in getaddresses([item]) if n or a]
-        if not parsed:
-            # The parser gave up (e.g. "x@"): keep the text so validate() reports it, never drop it.
-            out.append(item.strip())
-        for name, address in parsed:
-            out.append(format_mailbox(name, address))
+        for part in split_address_list(item):
+            parts = mailbox_parts(part)
+            out.append(format_mailbox(*parts) if parts is not None else part)
     return out
 
 
@@ -117,7 +119,7 @@ class Formats(BaseModel):
         if value is not None:
             try:
                 zoneinfo.ZoneInfo(value)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
                 raise ValueError(f"unknown time zone {value!r}: use an IANA name like Europe/Berlin or UTC") from None
         return value
 
@@ -179,6 +181,9 @@ class AttachmentSpec(BaseModel):
         "Prefix text cells starting with = + - @ tab or CR with ' so spreadsheets show them instead of running "
         "them as formulas (OWASP CSV Injection); numbers are never changed. XLSX always writes text as text."))
     bom: bool = Field(False, description="CSV: start the file with a UTF-8 byte order mark (Excel on Windows needs it).")
+    long_cells: Literal["cut", "error"] = Field("cut", description=(
+        "XLSX only: a text cell longer than Excel's 32,767 characters is cut to fit (cut: logged, and named in the "
+        "delivery report's notes column) or fails its message, which is then not sent (error)."))
 
     @model_validator(mode="after")
     def _format_matches(self) -> AttachmentSpec:
