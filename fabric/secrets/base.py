@@ -37,7 +37,8 @@ class SecretStore(ABC):
         """The names of the secrets in the store, sorted (never the values)."""
 
     def set(self, name: str, value: SecretStr) -> None:
-        """Store ``value`` under ``name``. Read-only stores raise :class:`SecretStoreError`."""
+        """Store ``value`` under ``name`` (writable stores check it with :meth:`check_value`
+        first). Read-only stores raise :class:`SecretStoreError`."""
         raise SecretStoreError(
             f"the {self.kind} secret store is read-only for mailgem; set the secret where that store "
             "is managed, or use an encrypted_file store"
@@ -58,3 +59,25 @@ class SecretStore(ABC):
         if not SECRET_NAME.match(name):
             raise SecretStoreError(f"invalid secret name {name!r}: use letters, digits and _ . - /")
         return name
+
+    @staticmethod
+    def check_value(name: str, value: SecretStr, how: str | None = None) -> SecretStr:
+        """``value`` when it holds something other than whitespace. Kept exactly as given
+        otherwise (spaces inside or around a password may belong to it).
+
+        An empty or blank value is always a mistake (an empty pipe, an unset variable expanded
+        in a shell, Enter pressed at the prompt), and stored it would only fail later, at the
+        server's login, as a wrong password.
+
+        Args:
+            how: the command that sets it, for the message (default ``mailgem secrets set NAME``).
+
+        Raises:
+            SecretStoreError: the value is empty or only whitespace (the message never shows it).
+        """
+        if not value.get_secret_value().strip():
+            how = how or f"`mailgem secrets set {name}`"
+            raise SecretStoreError(
+                f"the value given for secret {name!r} is empty or only whitespace, so nothing was stored: pipe the "
+                f"value on stdin of {how}, or type it at its prompt")
+        return value

@@ -30,12 +30,16 @@ class DirectorySecretStore(SecretStore):
         return path
 
     def get(self, name: str) -> SecretStr:
-        if not self.directory.is_dir():
-            raise SecretStoreError(f"secret directory {self.directory} does not exist")
-        path = self._path(name)
-        if not path.is_file():
-            raise SecretNotFoundError(f"secret {name!r} not found: create the file {path}")
-        return SecretStr(path.read_text(encoding="utf-8").strip())
+        try:
+            if not self.directory.is_dir():
+                raise SecretStoreError(f"secret directory {self.directory} does not exist")
+            path = self._path(name)
+            if not path.is_file():
+                raise SecretNotFoundError(f"secret {name!r} not found: create the file {path}")
+            return SecretStr(path.read_text(encoding="utf-8").strip())
+        except OSError as exc:  # a path the system refuses (too long, no permission): said in words
+            raise SecretStoreError(f"secret directory {self.directory}: cannot read secret {name!r}: "
+                                   f"{exc.strerror or exc}") from None
 
     def names(self) -> list[str]:
         if not self.directory.is_dir():

@@ -80,9 +80,12 @@ class EncryptedFileSecretStore(SecretStore):
 
     def _aead(self) -> AESGCM:
         if self.key_file is not None:
-            if not self.key_file.is_file():
-                raise SecretStoreError(f"key file {self.key_file} does not exist; create one with `mailgem secrets keygen --key-file {self.key_file}`")
-            raw = self.key_file.read_text(encoding="utf-8").strip()
+            try:
+                if not self.key_file.is_file():
+                    raise SecretStoreError(f"key file {self.key_file} does not exist; create one with `mailgem secrets keygen --key-file {self.key_file}`")
+                raw = self.key_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise SecretStoreError(f"key file {self.key_file} cannot be read: {exc.strerror or exc}") from None
             if os.environ.get(self.key_env, raw).strip() != raw:
                 log.warning("%s is set but the secret store %s takes its key from key file %s; the variable is not "
                             "used", self.key_env, self.path, self.key_file)
@@ -113,9 +116,9 @@ class EncryptedFileSecretStore(SecretStore):
         return f"`mailgem secrets set {name}{fabric}`"
 
     def _read(self) -> dict[str, dict[str, str]]:
-        if not self.path.exists():
-            return {}
         try:
+            if not self.path.exists():
+                return {}
             doc = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise SecretStoreError(f"secret store {self.path} is not readable JSON: {exc}") from None
@@ -133,10 +136,12 @@ class EncryptedFileSecretStore(SecretStore):
         """Store ``value`` under ``name``.
 
         Raises:
-            SecretStoreError: the key does not open the secrets already in the file (nothing
-                is written: the store would otherwise hold secrets under two keys).
+            SecretStoreError: the value is empty or only whitespace; the key does not open the
+                secrets already in the file (nothing is written: the store would otherwise hold
+                secrets under two keys).
         """
         self.check_name(name)
+        self.check_value(name, value, self._set_hint(name))
         aead = self._aead()
         secrets = self._read()
         others = sorted(n for n in secrets if n != name)

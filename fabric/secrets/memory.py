@@ -28,7 +28,12 @@ class MemorySecretStore(SecretStore):
             raise SecretNotFoundError(f"secret {name!r} not found in the in-memory store") from None
 
     def set(self, name: str, value: SecretStr) -> None:
-        self._values[self.check_name(name)] = value
+        """Store ``value`` under ``name``.
+
+        Raises:
+            SecretStoreError: an invalid name, or a value that is empty or only whitespace.
+        """
+        self._values[self.check_name(name)] = self.check_value(name, value)
 
     def delete(self, name: str) -> None:
         if self._values.pop(name, None) is None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import zipfile
@@ -15,9 +16,11 @@ from zlib_ng import gzip_ng_threaded
 from ..properties import AttachmentSpec
 from .csv_format import write_csv
 from .parquet_format import PARQUET_MIME, write_parquet
-from .xlsx_format import XLSX_MIME, write_xlsx
+from .xlsx_format import EXCEL_MAX_CELL_CHARS, XLSX_MIME, write_xlsx
 
 __all__ = ["Attachment", "build_attachment", "build_csv", "safe_file_name", "MAX_FILE_NAME_CHARS"]
+
+log = logging.getLogger("mailgem.gems")
 
 # Long enough for any report's name, short enough for every mail client and file system (255).
 MAX_FILE_NAME_CHARS = 150
@@ -30,7 +33,9 @@ _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]+")
 class Attachment:
     """Bytes ready to attach, with their file name, MIME type and Content-Type parameters.
     With ``content_id``, an inline part of the HTML body (``multipart/related``, RFC 2387)
-    that the HTML shows as ``cid:<content_id>`` (RFC 2392)."""
+    that the HTML shows as ``cid:<content_id>`` (RFC 2392). ``notes``: what was changed in
+    the data to write it without failing (XLSX cells cut to Excel's limit), for the delivery
+    report."""
 
     file_name: str
     data: bytes
@@ -38,6 +43,7 @@ class Attachment:
     subtype: str
     params: tuple[tuple[str, str], ...] = ()
     content_id: str | None = None
+    notes: str | None = None
 
 
 def _gzip(data: bytes, level: int) -> bytes:
@@ -76,18 +82,36 @@ def build_attachment(table: pa.Table, spec: AttachmentSpec, file_name: str, time
     ``file_name`` (already rendered and made safe). Time-zone-aware timestamps keep their zone
     (CSV writes the ISO 8601 offset), or are shown in ``timezone`` when given.
 
+    XLSX text cells over Excel's limit are cut (``long_cells: cut``): the attachment's ``notes``
+    say in which columns, and a warning is logged.
+
     Raises:
         ValueError: the data cannot be written in that format (the message names the column,
-            or the limit: XLSX holds at most 1,048,576 rows and 16,384 columns).
+            or the limit: XLSX holds at most 1,048,576 rows and 16,384 columns, and with
+            ``long_cells: error`` at most 32,767 characters a cell).
     """
     if spec.columns:
         table = table.select(spec.columns)
     table = in_zone(table, timezone)
     if spec.format == "xlsx":
-        return Attachment(file_name, write_xlsx(table, spec), *XLSX_MIME)
+        workbook = write_xlsx(table, spec)
+        return Attachment(file_name, workbook.data, *XLSX_MIME, notes=_cut_note(file_name, workbook.cut))
     if spec.format == "parquet":
         return Attachment(file_name, write_parquet(table), *PARQUET_MIME)
     return _compressed(write_csv(table, spec), spec, file_name)
+
+
+def _cut_note(file_name: str, cut: dict[str, int]) -> str | None:
+    """What the delivery report says of XLSX cells cut to Excel's limit (``None``: none were),
+    also logged as a warning, with how to refuse them instead."""
+    if not cut:
+        return None
+    cells = sum(cut.values())
+    note = (f"xlsx attachment {file_name!r}: {cells:,} cell{'s' if cells > 1 else ''} cut to Excel's "
+            f"{EXCEL_MAX_CELL_CHARS:,} characters in column{'s' if len(cut) > 1 else ''} {', '.join(cut)}")
+    log.warning("%s; attach the data as csv or parquet to keep every character, or set long_cells: error on the "
+                "attachment to fail such messages instead", note)
+    return note
 
 
 def build_csv(table: pa.Table, spec: AttachmentSpec, file_name: str) -> Attachment:

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import css_inline
 import pyarrow as pa
@@ -38,6 +38,9 @@ from ..validate import MAX_BODY_BYTES, MAX_SUBJECT_CHARS, check_header, is_templ
 
 __all__ = ["Composer", "Unit", "Envelope", "RecipientError", "MessageBuildError", "SplitNeeded", "split_unit",
            "estimated_size"]
+
+# What Composer.message returns (see there).
+_Message = TypeVar("_Message", EmailMessage, LayoutMessage, SplicedMessage)
 
 # The user's own <style> blocks become inline styles too; remote stylesheets are never fetched.
 _INLINER = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
@@ -144,6 +147,13 @@ def _encodable(part: str, value: str, charset: str, table: pa.Table) -> None:
             "remove it from the data or the template"
         raise MessageBuildError(f"{part}: character {char!r} (U+{ord(char):04X}){origin} cannot be written in "
                                 f"{charset}: {fix}") from None
+
+
+def _noted(message: _Message, attachments: list[Attachment]) -> _Message:
+    """``message`` with attribute ``notes``: its attachments' notes joined, or ``None``. None of
+    the message classes has ``__slots__``; the attribute travels no further than the report."""
+    message.notes = "; ".join(a.notes for a in attachments if a.notes) or None  # type: ignore[union-attr]
+    return message
 
 
 class Composer:
@@ -264,7 +274,7 @@ class Composer:
         message = build_message(to=envelope.to, cc=envelope.cc, subject=subject,
                                 headers=[self._date, *self._headers, *self._templated_headers(ctx)],
                                 text=text, html=html, attachments=attachments, charset=self.charset)
-        return message, envelope
+        return _noted(message, attachments), envelope
 
     def _templated_headers(self, ctx: dict[str, Any]) -> list[PrefoldedHeader]:
         """Custom headers whose values are templates, rendered for this message.
@@ -288,7 +298,10 @@ class Composer:
 
         Messages without attachments are filled into the run's :class:`Layout` for their shape
         (the same bytes, a fraction of the work); others are built as an ``EmailMessage``, as a
-        :class:`SplicedMessage` when an attachment is large (the same bytes again).
+        :class:`SplicedMessage` when an attachment is large (the same bytes again). Each has
+        an attribute ``notes``: what was changed in its attachments' data without failing it
+        (XLSX cells cut to Excel's limit), or ``None`` (always, for a :class:`LayoutMessage`:
+        it has no attachments); the sender copies it into the delivery report.
         ``ctx`` is :meth:`context` of ``unit`` when the caller already has it.
         """
         ctx = ctx if ctx is not None else self.context(unit)
@@ -313,8 +326,9 @@ class Composer:
                                 text=text, html=html, attachments=stand_ins, charset=self.charset)
         message["Message-ID"] = message_id
         if marks:
-            return SplicedMessage(message, [(marks[id(a)], a.data) for a in attachments if id(a) in marks])
-        return message
+            return _noted(SplicedMessage(message, [(marks[id(a)], a.data) for a in attachments if id(a) in marks]),
+                          attachments)
+        return _noted(message, attachments)
 
     def _render(self, unit: Unit, ctx: dict[str, Any] | None = None,
                 compress: bool = False) -> tuple[str, str | None, str | None, list[Attachment]]:

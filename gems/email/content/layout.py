@@ -185,6 +185,10 @@ class Layout:
 class LayoutMessage:
     """One message from a :class:`Layout`; the transport supplies the From line."""
 
+    # What was changed in the data to build it (see Composer.message): nothing, as a message
+    # without attachments changes nothing.
+    notes: str | None = None
+
     def __init__(self, layout: Layout, values: dict[str, bytes], message_id: str) -> None:
         self.layout = layout
         self.values = values

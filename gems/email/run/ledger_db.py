@@ -14,7 +14,10 @@ NFS/DBFS is a known way to corrupt a SQLite database). psycopg 3 talks to Postgr
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +28,26 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from mailgem.connections.errors import ConfigError, redact
 
-__all__ = ["LedgerTarget", "Backend", "SqliteBackend", "PostgresBackend"]
+__all__ = ["LedgerTarget", "Backend", "SqliteBackend", "PostgresBackend", "LedgerDamagedError", "damage_of"]
+
+log = logging.getLogger("mailgem.gems")
 
 DEFAULT_LEASE_S = 30.0
+# What SQLite says of a file whose pages are not what it wrote (https://www.sqlite.org/rescode.html):
+# a damaged b-tree page, or a header that is not a SQLite database's.
+DAMAGED_SQLITE_ERRORS = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+# Problems of quick_check quoted in the message (it lists up to 100; the first few say enough).
+QUOTED_PROBLEMS = 3
+# The file is read through once before quick_check when it fits in this share of the memory:
+# quick_check reads pages in b-tree order, 4 KiB at a time, which a cold disk serves slowly
+# (1,000,000 rows, 440 MB: 8-10 s cold; 0.74 s to read the file in order, then 0.8 s to check).
+READ_AHEAD_MEMORY_SHARE = 0.5
+READ_AHEAD_CHUNK_BYTES = 1 << 20
+
+
+class LedgerDamagedError(ConfigError):
+    """The SQLite ledger file is damaged (or is not a SQLite database): what it recorded as sent
+    cannot be trusted, so no run may use it; the message says how to restore or replace it."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +127,15 @@ class Backend:
     def execute(self, db: Any, statement: str, args: tuple[Any, ...] = ()) -> Any:
         return db.execute(self.sql(statement), args)
 
+    def verify(self, db: Any) -> None:
+        """Check that the stored pages are sound (see :meth:`SqliteBackend.verify`). Nothing to do
+        here for a database server: PostgreSQL checks its own pages as it reads them, and reports
+        damage as the error of the statement that met it.
+
+        Raises:
+            LedgerDamagedError: the ledger is damaged.
+        """
+
 
 class SqliteBackend(Backend):
     """A SQLite file in WAL mode with a busy timeout, shared by the processes of one machine."""
@@ -141,6 +170,48 @@ class SqliteBackend(Backend):
                 "ledger (what it recorded as sent would then be sent again), or point ledger.path elsewhere")
         if "owner" not in columns:  # a ledger from before claims: its rows have no owner, and may be claimed
             db.execute("ALTER TABLE sends ADD COLUMN owner TEXT")
+
+    def verify(self, db: sqlite3.Connection) -> None:
+        """``PRAGMA quick_check``: every page of every table and index is read and its b-tree
+        structure checked (what ``integrity_check`` does, less the comparison of each index with
+        its table, which costs four times as much). Measured on a ledger of 1,000,000 rows
+        (440 MB, SQLite 3.40, 2 cores): 0.65-1.0 s with the file in the page cache, and about
+        1.6 s from a cold disk when the file is read through in order first (8-10 s without).
+
+        Raises:
+            LedgerDamagedError: SQLite found damage (or could not read a page: its own error).
+        """
+        started = time.monotonic()
+        self._read_ahead()
+        try:
+            problems = [line for (row,) in db.execute("PRAGMA quick_check") for line in str(row).splitlines()
+                        if line and not line.startswith("*** in database")]
+        except sqlite3.DatabaseError as exc:
+            damage = damage_of(self.target, exc, "SQLite's quick_check")
+            if damage is None:
+                raise
+            raise damage from None
+        if problems != ["ok"]:
+            more = f" (and {len(problems) - QUOTED_PROBLEMS} more)" if len(problems) > QUOTED_PROBLEMS else ""
+            raise _damaged(self.target, f"is damaged: SQLite's quick_check found "
+                                        f"{'; '.join(problems[:QUOTED_PROBLEMS])}{more}")
+        log.debug("ledger %s: quick_check ok in %.2f s", self.target, time.monotonic() - started)
+
+    def _read_ahead(self) -> None:
+        """Read the file through once, in order, so quick_check's reads (in b-tree order) come
+        from the page cache; skipped for a file too large to stay there (or not yet created)."""
+        path = Path(self.target.path or "")
+        try:
+            size = path.stat().st_size
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (OSError, ValueError, AttributeError):  # no file yet; no sysconf (Windows)
+            return
+        if size > READ_AHEAD_MEMORY_SHARE * memory:
+            return
+        buffer = bytearray(READ_AHEAD_CHUNK_BYTES)
+        with path.open("rb", buffering=0) as f:
+            while f.readinto(buffer):
+                pass
 
 
 class PostgresBackend(Backend):
@@ -198,6 +269,27 @@ class PostgresBackend(Backend):
         # libpq pipeline mode: BEGIN, the updates, the claim and COMMIT leave together and their
         # replies come back together, instead of one network round trip each.
         return db.pipeline()
+
+
+def damage_of(target: LedgerTarget, exc: BaseException, found_by: str = "SQLite") -> LedgerDamagedError | None:
+    """The ledger error for SQLite's ``exc`` when it says the file is damaged or is not a SQLite
+    database (``SQLITE_CORRUPT``, ``SQLITE_NOTADB``); ``None`` for any other error (a lock, a
+    missing folder, a PostgreSQL error). ``found_by`` names the check that met it."""
+    name = getattr(exc, "sqlite_errorname", None)
+    if target.path is None or not isinstance(exc, sqlite3.DatabaseError) or name not in DAMAGED_SQLITE_ERRORS:
+        return None
+    if name == "SQLITE_NOTADB":
+        return _damaged(target, f"is not a SQLite database, or its header is damaged ({exc}); if it is another "
+                                "file, point ledger.path elsewhere")
+    return _damaged(target, f"is damaged: {found_by} found {exc}")
+
+
+def _damaged(target: LedgerTarget, what: str) -> LedgerDamagedError:
+    name = Path(target.path or "").name
+    return LedgerDamagedError(
+        f"ledger {target.path} {what}. What it recorded as sent cannot be trusted, so nothing was sent. While no run "
+        f"uses it, restore the file from a backup, or move it aside to start a new ledger (what it recorded as sent "
+        f"may then be sent again); either way, move its {name}-wal and {name}-shm files, if any, aside with it")
 
 
 def _safe_url(url: str) -> str:
