@@ -12,13 +12,19 @@ Such a message is marked ``maybe_delivered`` when no later attempt settles it.
 
 Any other exception while sending one message (a value the SMTP client cannot encode, a bug)
 is that message's ``failed`` outcome, never the end of the run.
+
+A server that stops taking sessions in the middle of a run is waited out (bounded by the
+connection's ``retry_outage_s``, :mod:`.outage`) instead of failing every message in flight. A
+:class:`~mailgem.connections.gate.Gate` that is stopping starts no new message and no retry,
+and ends every wait (backoff, rate limit, outage); messages whose transaction began finish.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 from email.message import EmailMessage
@@ -26,6 +32,8 @@ from email.message import EmailMessage
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from .errors import AuthenticationError, ContentWithheldError, MailgemError, SmtpConnectError, SmtpError, SmtpResponseError, SmtpTimeoutError, TlsError
+from .gate import OPEN, Gate
+from .outage import Outage, is_unreachable
 from .pool import SmtpPool
 from .ratelimit import DailyLimitReached, RateLimiter, limiter_for
 from .transport import RecipientRefusal, SendResult, SmtpTransport
@@ -51,6 +59,10 @@ class _NotStarted(SmtpError):
     default_transient = False
 
 
+class _NoRetry(Exception):
+    """The gate stopped between a message's attempts: its last failure is its outcome."""
+
+
 class _TransientRecipients(SmtpError):
     """Some recipients were refused with 4xx; retried alone."""
 
@@ -63,7 +75,8 @@ class Delivery:
 
     Attributes:
         status: ``sent`` (all accepted), ``partial`` (some refused), ``failed``, ``deferred``
-            (not tried: daily limit reached), ``not_started`` (the caller stopped it first).
+            (not tried: daily limit reached), ``not_started`` (the caller stopped it first, or
+            the gate stopped while it waited for a session).
         result: the server's answer (accepted and refused recipients) when anything was accepted.
         error: the last error when nothing was accepted.
         attempts: attempts made (1 = no retry).
@@ -94,15 +107,22 @@ class Deliverer:
     Args:
         transports: the primary transport, then fallbacks in order.
         rate_share: this process's share of the connections' rate limits (Spark workers).
+        gate: asked before each message and each retry, and waited through (see the module
+            docstring); default: never stops.
+        check_sender: each connection's first session checks the sender before any other opens
+            (see :class:`SmtpPool`), unless this run verified it already.
 
     Use within one event loop; call :meth:`aclose` at the end.
     """
 
-    def __init__(self, transports: Sequence[SmtpTransport], *, rate_share: float = 1.0) -> None:
+    def __init__(self, transports: Sequence[SmtpTransport], *, rate_share: float = 1.0, gate: Gate = OPEN,
+                 check_sender: bool = False) -> None:
         if not transports:
             raise ValueError("at least one transport is needed")
-        self.pools = [SmtpPool(t) for t in transports]
+        self.pools = [SmtpPool(t, check_sender=check_sender) for t in transports]
         self.limiters: list[RateLimiter] = [limiter_for(t.connection, rate_share) for t in transports]
+        self.gate = gate
+        self.outage = Outage(gate)
         self._active = 0
 
     @property
@@ -138,6 +158,9 @@ class Deliverer:
         does not deliver it either.
 
         ``envelope_id``: the RFC 3461 ``ENVID`` for connections with ``dsn``.
+
+        While the deliverer's gate is stopping, the message does not start (``not_started``),
+        and a message that failed an attempt is not retried (its last failure is its outcome).
         """
         conn = self.pools[self._active].transport.connection
         pending = list(dict.fromkeys(recipients))
@@ -148,11 +171,14 @@ class Deliverer:
         maybe_delivered = False
         data_by_pool: dict[int, tuple[bytes, bool]] = {}
 
+        gate = self.gate
+
         async def send_once(index: int) -> SendResult:
             data, utf8 = data_by_pool[index]
             try:
                 async with self.pools[index].lease() as lease:
-                    if (attempts == 1 and proceed is not None and not proceed()) or (fence is not None and not fence()):
+                    if ((attempts == 1 and (gate.stopping or (proceed is not None and not proceed())))
+                            or (fence is not None and not fence())):
                         raise _NotStarted("not started: the run is stopping")
                     return await lease.session.send_bytes(data, pending, message_id=str(message["Message-ID"]),
                                                           smtputf8=utf8, lend=lease.lend, envelope_id=envelope_id,
@@ -162,6 +188,8 @@ class Deliverer:
 
         async def attempt() -> None:
             nonlocal pending, last, attempts, maybe_delivered
+            if attempts and gate.stopping:
+                raise _NoRetry  # stopped between attempts: the last failure stands
             attempts += 1
             index = self._active
             pool = self.pools[index]
@@ -172,15 +200,9 @@ class Deliverer:
                 data = (transport.flatten(message, utf8=utf8) if isinstance(message, EmailMessage)
                         else message.bytes_for(transport, utf8=utf8))
                 data_by_pool[index] = data, utf8
-            await self.limiters[index].acquire()
+            await self.limiters[index].acquire(gate.pause)
             try:
-                try:
-                    result = await send_once(index)
-                except SmtpError as exc:
-                    if not exc.inherited:
-                        raise
-                    log.info("the session broke under an earlier message (%s); sending again on another", exc.message)
-                    result = await send_once(index)  # once: it never reached the server's DATA
+                result = await self._through_outage(index, send_once, first_attempt=attempts == 1)
             except SmtpError as exc:
                 maybe_delivered = maybe_delivered or exc.maybe_delivered
                 if _falls_back(exc) and index + 1 < len(self.pools):
@@ -207,26 +229,37 @@ class Deliverer:
                 raise
             except SmtpError as exc:
                 first, replayed = exc, False  # a plain name: the closure below outlives `except ... as`
+                failure: SmtpError = first  # the last attempt's failure
 
                 async def again() -> None:
                     # tenacity's loop starts by replaying the first failure, so its retry
                     # predicate, backoff and attempt count apply exactly as if it had made it.
-                    nonlocal replayed
+                    nonlocal replayed, failure
                     if not replayed:
                         replayed = True
                         raise first
-                    await attempt()
+                    try:
+                        await attempt()
+                    except SmtpError as exc:
+                        failure = exc
+                        raise
 
                 retrying = AsyncRetrying(  # built only when a message needs it
                     retry=retry_if_exception(lambda e: isinstance(e, SmtpError) and e.transient),
                     stop=stop_after_attempt(conn.max_attempts),
                     wait=wait_random_exponential(multiplier=conn.retry_initial_s, max=conn.retry_max_s),
+                    sleep=gate.pause,  # a stop ends the backoff at once
                     before_sleep=lambda state: log.info(
                         "attempt %d failed (%s); retrying", state.attempt_number,
                         state.outcome.exception() if state.outcome else "?"),
                     reraise=True,
                 )
-                await retrying(again)
+                try:
+                    await retrying(again)
+                except _NoRetry:
+                    if accepted:  # the recipients still pending keep their temporary refusal
+                        raise _NotStarted("not retried: the run stopped") from None
+                    raise failure from None
         except DailyLimitReached as exc:
             return Delivery("deferred", None, exc, attempts, self.connection, message_id, now())
         except _NotStarted:
@@ -253,6 +286,37 @@ class Deliverer:
                             message_id or last.message_id, last.size_bytes)
         return Delivery("partial" if refused else "sent", result, None, attempts, self.connection,
                         result.message_id, now(), maybe_delivered)
+
+    async def _through_outage(self, index: int, send_once: Callable[[int], Awaitable[SendResult]], *,
+                              first_attempt: bool) -> SendResult:
+        """``send_once(index)``; once more when the session broke under an earlier message, and
+        again after waiting out an outage of the server (:mod:`.outage`), neither of which
+        counts as one of the message's attempts."""
+        again_on_new_session = True
+        while True:
+            try:
+                if self.outage.gave_up is not None and self._waits_out(index):
+                    raise copy.copy(self.outage.gave_up)  # the rest fail with the reason, without asking again
+                return await send_once(index)
+            except SmtpError as exc:
+                if exc.inherited and again_on_new_session:
+                    again_on_new_session = False  # once: it never reached the server's DATA
+                    log.info("the session broke under an earlier message (%s); sending again on another", exc.message)
+                    continue
+                if not (is_unreachable(exc) and self._waits_out(index)):
+                    raise
+                if not await self.outage.wait_out(self.pools[index], exc):
+                    if first_attempt:
+                        raise _NotStarted("not started: the run stopped while the server was away") from None
+                    raise _NoRetry from None
+
+    def _waits_out(self, index: int) -> bool:
+        """Whether an unreachable server is waited out on ``self.pools[index]``: it is the last
+        connection of the chain (a fallback is tried first), it allows waiting
+        (``retry_outage_s``), and the run reached a server before (else it is a wrong host,
+        port or firewall, reported at once)."""
+        return (index + 1 >= len(self.pools) and self.pools[index].transport.connection.retry_outage_s > 0
+                and any(pool.transport.reached for pool in self.pools))
 
     async def aclose(self) -> None:
         """Close every pool's idle sessions."""

@@ -20,6 +20,7 @@ __all__ = [
     "SmtpConnectError",
     "SmtpTimeoutError",
     "SmtpDisconnectedError",
+    "ServerUnavailableError",
     "ContentWithheldError",
     "TlsError",
     "SecurityModeMismatchError",
@@ -168,6 +169,19 @@ class SmtpDisconnectedError(SmtpError, ConnectionError):
     default_transient = True
 
 
+class ServerUnavailableError(SmtpError, ConnectionError):
+    """The server stopped answering in the middle of a run and did not come back within the
+    connection's ``retry_outage_s``: the message was held, not sent, and is not tried again in
+    this run."""
+
+    default_transient = False  # waited out already: retrying now would only wait again
+    default_hint = (
+        "the server was reachable earlier in this run, then refused or dropped connections for longer than "
+        "retry_outage_s: check that it runs, then re-run the job (with a ledger, only what was not accepted "
+        "is sent); raise the connection's retry_outage_s to wait longer"
+    )
+
+
 class ContentWithheldError(SmtpDisconnectedError):
     """The caller's fence closed while a transaction waited for the server (e.g. the process was
     paused past its ledger lease): the content was not written, and the session was ended
@@ -309,12 +323,14 @@ _SENDER_STATUSES = frozenset({"5.1.7", "5.1.8", "4.1.7", "4.1.8"})
 _SENDER_TEXT = re.compile(r"sender address rejected|not owned by (auth )?user|sender (is )?not (allowed|authori[sz]ed)", re.I)
 
 
-def is_sender_refusal(text: str | None, sender: str) -> bool:
+def is_sender_refusal(text: str | None, sender: str, *, recipient_is_sender: bool = False) -> bool:
     """Whether a ``MAIL``/``RCPT`` refusal is about the envelope sender, not the recipient.
 
     True for enhanced status 5.1.7/5.1.8 (RFC 3463 §3.2), for reply texts such as Postfix's
     ``Sender address rejected: not owned by user``, and for 5.7.1 ("delivery not authorized")
-    when the reply names the sender.
+    when the reply names the sender — unless ``recipient_is_sender`` (the sender check's
+    ``RCPT TO`` the sender itself), where naming the address says nothing about which role it
+    was refused in (``554 5.7.1 <a@x>: Relay access denied`` is about the recipient).
     """
     text = text or ""
     if "recipient address rejected" in text.lower():
@@ -322,6 +338,8 @@ def is_sender_refusal(text: str | None, sender: str) -> bool:
     status = parse_enhanced_status(text)
     if status in _SENDER_STATUSES or _SENDER_TEXT.search(text):
         return True
+    if recipient_is_sender:
+        return False
     return status in ("5.7.1", "4.7.1") and f"<{sender.lower()}>" in text.lower()
 
 
@@ -346,6 +364,21 @@ def _auth_hint(code: int, text: str, host: str | None) -> str:
     return AuthenticationError.default_hint
 
 
+def _greeting_refusal(exc: aiosmtplib.SMTPConnectResponseError, where: dict[str, object]) -> SmtpConnectError:
+    """A greeting that is not 220: the server is there (no firewall in the way) and answers, but
+    will not serve this session now (421, RFC 5321 §3.8) or at all (554, RFC 5321 §3.1)."""
+    if 400 <= exc.code < 500:
+        hint = ("the server is up but busy or refusing sessions for now (421, RFC 5321 §3.8): it is retried; if it "
+                "persists, the server may limit sessions from this host (lower the connection's pool_size) or be "
+                "shutting down")
+    else:
+        hint = ("the server refuses SMTP service to this client (RFC 5321 §3.1): it may block this host's address "
+                "or require another port; ask its administrator")
+    return SmtpConnectError(f"the server answered the connection with {exc.code} instead of a greeting",
+                            code=exc.code, server_message=exc.message, hint=hint,
+                            transient=400 <= exc.code < 500, **where)  # type: ignore[arg-type]
+
+
 def from_aiosmtplib(exc: BaseException, *, stage: str, host: str, port: int) -> SmtpError:
     """Translate an aiosmtplib (or ssl/OS) exception raised during ``stage`` into a typed error.
 
@@ -365,6 +398,8 @@ def from_aiosmtplib(exc: BaseException, *, stage: str, host: str, port: int) -> 
         return SmtpTimeoutError(f"timed out during {stage}", **where)
     if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
         return SmtpDisconnectedError(f"server disconnected during {stage}", **where)
+    if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
+        return _greeting_refusal(exc, where)
     if isinstance(exc, aiosmtplib.SMTPConnectError):
         return SmtpConnectError(f"could not connect: {exc.message}", **where)
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):

@@ -196,7 +196,12 @@ class _CountingSMTP(SMTP):
         self._owner = owner
         super().__init__(*args, **kwargs)
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._owner._live.add(self)
+        super().connection_made(transport)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._owner._live.discard(self)
         self._owner._closed()
         super().connection_lost(exc)
 
@@ -329,6 +334,7 @@ class LocalSmtpServer:
         self._listen_port = port
         self.sessions_opened = 0
         self.sessions_closed = 0
+        self._live: set[SMTP] = set()  # sessions connected now (closed when the server stops)
         self.quits = 0
         self.transactions = 0  # MAIL commands
         self.port = 0
@@ -456,13 +462,19 @@ class LocalSmtpServer:
         return self
 
     def stop(self) -> None:
-        """Stop the server and its thread."""
+        """Stop the server and its thread; connected sessions are closed, as when a server process ends."""
         if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._close_sessions)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
             self._loop = None
         if self._tmp is not None:
             self._tmp.cleanup()
+
+    def _close_sessions(self) -> None:
+        for session in list(self._live):
+            if session.transport is not None:
+                session.transport.abort()
 
     def __enter__(self) -> LocalSmtpServer:
         return self.start()

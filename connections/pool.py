@@ -67,11 +67,17 @@ class SmtpPool:
     Args:
         transport: the connection to open sessions on.
         size: most sessions open at once (default: the connection's ``pool_size``).
+        check_sender: the first session checks that the server takes the connection's sender
+            (``MAIL FROM``, ``RCPT TO`` it, ``RSET``: :meth:`SmtpSession.check_sender`) before any
+            other session opens, unless this run verified it already: a refused sender then
+            costs one session and one ``MAIL FROM``, not one per pool slot (Postfix's
+            ``reject_sender_login_mismatch`` accepts every login and refuses every message).
     """
 
-    def __init__(self, transport: SmtpTransport, size: int | None = None) -> None:
+    def __init__(self, transport: SmtpTransport, size: int | None = None, *, check_sender: bool = False) -> None:
         self.transport = transport
         self.size = size or transport.connection.pool_size
+        self.check_sender = check_sender
         self._idle: list[tuple[SmtpSession, int]] = []
         self._slots: asyncio.Semaphore | None = None
         self._first_open: asyncio.Lock | None = None
@@ -145,7 +151,7 @@ class SmtpPool:
                     # Looked at again under the lock: those that waited while the first session
                     # opened now open theirs side by side, not one after another.
                     if not self.opened:
-                        session = await self.transport._open()
+                        session = await self._open_first()
             if session is None:
                 session = await self.transport._open()
         except SmtpError as exc:
@@ -153,6 +159,31 @@ class SmtpPool:
             raise
         self.opened += 1
         return session
+
+    async def _open_first(self) -> SmtpSession:
+        """The first session, which checks the sender when asked to (see ``check_sender``)."""
+        session = await self.transport._open()
+        if self.check_sender and not self.transport.sender_verified:
+            try:
+                await session.check_sender()  # a refusal is remembered: no other session asks
+            except BaseException:
+                await session.close()
+                raise
+        return session
+
+    async def probe(self) -> None:
+        """Open one session and keep it idle for the next message (a server coming back after an
+        outage is asked once, not by every waiting message).
+
+        Raises:
+            SmtpError: as when a message opens a session (with ``during_open``).
+        """
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.size)
+            self._first_open = asyncio.Lock()
+        async with self._slots:
+            session = await self._open()
+        self._idle.append((session, 0))
 
     @staticmethod
     async def _close(session: SmtpSession) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
 from .errors import SmtpError
 from .model import SmtpConnection
@@ -63,13 +64,14 @@ class RateLimiter:
             self._next = slot + self._interval
             return slot - now
 
-    async def acquire(self) -> None:
-        """Wait for this message's slot (see :meth:`reserve`)."""
+    async def acquire(self, pause: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        """Wait for this message's slot (see :meth:`reserve`); ``pause`` waits (a
+        :meth:`mailgem.connections.gate.Gate.pause` ends early when the run stops)."""
         if not self._interval and self.max_per_day is None:
             return  # no limit: nothing to book
         delay = self.reserve()
         if delay > 0:
-            await asyncio.sleep(delay)
+            await pause(delay)
 
 
 _LIMITERS: dict[tuple[str, str, int, str | None], RateLimiter] = {}

@@ -173,7 +173,12 @@ class SmtpSession:
     @property
     def size_limit_bytes(self) -> int | None:
         """SIZE advertised by the server (RFC 1870 §4), ``None`` when absent or 0 (no limit)."""
-        raw = self._client.esmtp_extensions.get("size", "").strip()
+        return self.size_of(self._client)
+
+    @staticmethod
+    def size_of(client: aiosmtplib.SMTP) -> int | None:
+        """The SIZE ``client``'s server advertised in its last EHLO reply, bytes (``None``: none or 0)."""
+        raw = client.esmtp_extensions.get("size", "").strip()
         return int(raw) if raw.isdigit() and int(raw) > 0 else None
 
     @property
@@ -482,13 +487,15 @@ class SmtpSession:
             except aiosmtplib.SMTPSenderRefused as exc:
                 raise self._sender_refused(exc, where) from None
             except aiosmtplib.SMTPRecipientRefused as exc:
-                if is_sender_refusal(exc.message, sender):
+                if is_sender_refusal(exc.message, sender, recipient_is_sender=True):
                     raise self._sender_refused(exc, where) from None
+                self._transport.sender_verified = True
                 return RecipientRefusal(exc.code, exc.message, parse_enhanced_status(exc.message))
             finally:
                 await self._reset()
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise from_aiosmtplib(exc, stage="mail", **where) from None  # type: ignore[arg-type]
+        self._transport.sender_verified = True
         return None
 
     async def _reset(self) -> None:

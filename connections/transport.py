@@ -180,6 +180,11 @@ class SmtpTransport:
         self._password = password if password is not None else connection._inline_password
         # The first permanent refusal of this run (see remember_refusal); pickled with the transport.
         self.refusal: SmtpError | None = None
+        # What this run learnt of the server, pickled with the transport to Spark workers: a session
+        # opened once (so a later refusal to connect is an outage, not a wrong host), and the server
+        # accepted the sender (check_sender: no other session need ask).
+        self.reached = False
+        self.sender_verified = False
         self._proxy_password = proxy_password
         self._warned: set[str] = set()  # topics warned about once (see warn_once)
         self.tokens = tokens  # OAuth2 access tokens (connection auth: oauth2)
@@ -364,6 +369,7 @@ class SmtpTransport:
                     report.cipher = (ssl_object.cipher() or (None,))[0]
                 report.extensions = dict(client.esmtp_extensions)
                 report.auth_mechanisms = [m.upper() for m in client.server_auth_methods]
+                report.size_limit_bytes = SmtpSession.size_of(client)  # offered before AUTH, shown if AUTH fails
             mechanism = None
             if not c.anonymous:
                 stage = "auth"
@@ -382,6 +388,7 @@ class SmtpTransport:
                 await self.quit(client)
             self.remember_refusal(error)
             raise error from None
+        self.reached = True
         log.info("connected to %s:%s (%s%s)%s", c.host, c.port, c.security,
                  f", {client.get_transport_info('ssl_object').version()}" if encrypted else "",
                  f" as {c.username} (AUTH {mechanism.upper()})" if mechanism else "")
@@ -439,7 +446,6 @@ class SmtpTransport:
         try:
             session = await self._open(report)
             try:
-                report.size_limit_bytes = session.size_limit_bytes
                 try:
                     note = await session.check_sender()
                 except SenderRefusedError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -48,6 +49,11 @@ def local_spark(master: str = "local[2]", app_name: str = "mailgem", conf: dict[
     Args:
         log_file: when given and no JVM runs yet, the JVM's own output (start-up lines, log4j,
             stack traces, Python workers' stderr) goes to this file instead of the terminal.
+
+    A JVM started here runs in a session of its own (with its Python workers): a terminal's
+    Ctrl-C or a scheduler's signal to this process group reaches this process only, which
+    stops its run cleanly (:mod:`mailgem.gems.cli.signals`), instead of killing Spark under it
+    with stack traces. It still ends with this process (it exits when its stdin closes).
     """
     require_pyspark()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -58,15 +64,16 @@ def local_spark(master: str = "local[2]", app_name: str = "mailgem", conf: dict[
     from pyspark.sql import SparkSession
 
     settings = {"spark.master": master, "spark.app.name": app_name, **_CONF, **(conf or {})}
-    if log_file is not None and SparkContext._gateway is None:
+    if SparkContext._gateway is None:
         from pyspark.java_gateway import launch_gateway
 
-        # PySpark launches the JVM with the terminal as its stdout/stderr; launched here, it
-        # writes to the log file instead. The same settings go to spark-submit as PySpark would pass.
-        with SparkContext._lock, open(log_file, "ab") as out:
+        # PySpark launches the JVM in this process group with the terminal as its stdout/stderr;
+        # launched here, it gets a session of its own and (with log_file) writes to the log file.
+        # The same settings go to spark-submit as PySpark would pass.
+        with SparkContext._lock, (open(log_file, "ab") if log_file is not None else contextlib.nullcontext()) as out:
             if SparkContext._gateway is None:
                 gateway = launch_gateway(SparkConf(loadDefaults=False).setAll(settings.items()),
-                                         popen_kwargs={"stdout": out, "stderr": out})
+                                         popen_kwargs={"stdout": out, "stderr": out, "start_new_session": True})
                 SparkContext._gateway = gateway
                 SparkContext._jvm = gateway.jvm
     builder = SparkSession.builder

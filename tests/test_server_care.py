@@ -64,6 +64,17 @@ def test_spark_workers_do_not_retry_a_rejected_login(spark, starttls_server):
     assert len(starttls_server.auth_attempts) == 1  # the driver's one login; no worker asked again
 
 
+def test_spark_workers_do_not_ask_again_about_a_refused_sender(spark):
+    # Issue 21: a refused sender through Spark opened 9 sessions (the driver's, then one per pool
+    # slot of each worker), each with a successful AUTH, and sent a refused MAIL FROM per worker.
+    with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, senders={LOGIN: {LOGIN}}) as server:
+        frame = spark.createDataFrame(_frame(6)).repartition(3)
+        fabric = fabric_for(server, sender_address="boss@example.com", **FAST)
+        report = EmailGem(PER_ROW, fabric, user=USER).apply(spark, frame).toPandas()
+        assert set(report["status"]) == {"failed"} and set(report["error_type"]) == {"SenderRefusedError"}
+        assert server.sessions_opened == 1 and server.transactions == 1 and len(server.auth_attempts) == 1
+
+
 def test_a_session_that_fails_to_open_still_says_quit(plain_server):
     conn = connection_for(plain_server, security="starttls", **FAST)  # the server offers no STARTTLS
     [d] = _deliver(SmtpTransport(conn, SecretStr(PASSWORD)))
@@ -93,6 +104,7 @@ def test_a_refused_sender_is_a_sender_error_not_a_recipient_one(check_at, pipeli
         assert "recipient" not in error.split("Hint")[0]
         assert report.iloc[0].reply_code == 553 and report.iloc[0].enhanced_status == "5.7.1"
         assert server.transactions == 1 and server.messages == []  # asked once, not once per message
+        assert server.sessions_opened == 1 and len(server.auth_attempts) == 1  # not one per pool slot (4 before)
 
 
 def test_connection_test_checks_the_sender_without_sending(tmp_path, monkeypatch, capsys):

@@ -22,8 +22,10 @@ As Python::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from itertools import islice
 from typing import Any
@@ -32,23 +34,26 @@ from pydantic import ValidationError
 
 from mailgem.connections.delivery import Deliverer
 from mailgem.connections.errors import MailgemError
+from mailgem.connections.gate import OPEN
 from mailgem.connections.model import format_validation_error
 from mailgem.connections.sync import run_sync
 from mailgem.connections.session import TRACE_HEADROOM_BYTES
+from mailgem.connections.precheck import ChainCheck, check_chain
 from mailgem.connections.transport import SmtpTransport, new_message_id
 from mailgem.fabric.model import Fabric, current_user
 
-from ..spark import parallelism
+from ..spark import is_connect, parallelism
 from .content.compose import Composer, SplitNeeded, Unit, split_unit
 from .data import collect, column_names, first_groups, is_spark_frame
-from .run.distributed import PartitionSender, preflight, send_distributed
-from .run.ledger import LedgerTarget, SendLedger
+from .run.distributed import PartitionSender, send_distributed
+from .run.ledger import LedgerTarget, SendLedger, check_ledger
 from .run.plan import count_units, units
 from .content.preview import Built
 from .run.progress import Progress
 from .properties import EmailProperties
 from .run.report import SPARK_SCHEMA, DeliveryRow, skipped_row, to_pandas, to_spark
 from .run.sender import SendContext, StopRun, send_units
+from .run.stop import BeaconAddress, StopBeacon, StopSignal
 from .validate import Diagnostic, validate
 
 __all__ = ["EmailGem", "Built", "GemError", "GemValidationError", "DeliveryError", "MessageCapError"]
@@ -115,6 +120,12 @@ class EmailGem:
         self.user = user
         self.name = name
         self.params = dict(params or {})
+        # The connection chain as check_connection() left it, for the next apply (see there).
+        self._transports: list[SmtpTransport] | None = None
+        self._checked: ChainCheck | None = None
+        # Outcomes of the messages sent from this process so far, by status (the driver's own
+        # sends; a Spark job's arrive with its report): what a crash had already done.
+        self.outcomes: Counter[str] = Counter()
 
     def __repr__(self) -> str:
         return f"EmailGem(name={self.name!r}, mode={self.properties.mode!r}, connection={self.properties.connection!r})"
@@ -162,11 +173,37 @@ class EmailGem:
         return names, spark.conf.get("spark.sql.session.timeZone")
 
     def _server_size(self, transports: list[SmtpTransport]) -> int | None:
-        """The server's SIZE, learned by one login before composing: only when attachments may be
-        compressed or split to fit it (otherwise each session checks SIZE before MAIL FROM)."""
+        """The server's SIZE, learned before composing: only when attachments may be compressed
+        or split to fit it (otherwise each session checks SIZE before MAIL FROM)."""
         if self.properties.attachments_over_limit == "error" or not self.properties.attachments:
             return None
-        return run_sync(preflight(transports))
+        return self._check_chain(transports).size_limit_bytes
+
+    def _check_chain(self, transports: list[SmtpTransport]) -> ChainCheck:
+        """The chain's check (:func:`check_connection`'s, when it ran on these transports)."""
+        if self._checked is None or self._transports is not transports:
+            self._checked = run_sync(check_chain(transports))
+            for warning in self._checked.warnings():
+                log.warning("gem %s: %s", self.name, warning)
+        return self._checked
+
+    def check_connection(self) -> ChainCheck:
+        """Open one session through the gem's connection now, and through its fallbacks while
+        those before fail: connect, TLS, AUTH and the sender check of ``mailgem connection
+        test`` (``MAIL FROM`` and ``RCPT TO`` the sender, ``RSET``; nothing is sent), then
+        ``QUIT``. Its verdict holds for this gem's next :meth:`apply`, on the driver and on
+        Spark executors: a refused login or sender is not asked again, and a checked sender is
+        not checked again. ``mailgem run`` calls it before Spark starts.
+
+        Returns:
+            what each connection tried said; ``ok`` false when none passed (``error`` says why).
+
+        Raises:
+            AccessDeniedError, SecretNotFoundError: the user may not use the connection.
+        """
+        self._transports = self.fabric.transports(self.properties.connection, self.user)
+        self._checked = None
+        return self._check_chain(self._transports)
 
     def _cap(self, count: int) -> None:
         cap = self.properties.max_messages
@@ -219,7 +256,7 @@ class EmailGem:
         ``Built._repr_html_`` shows each one (subject, recipients, HTML body)."""
         return list(self.build(in0, limit))
 
-    def apply(self, spark: Any, in0: Any = _NO_FRAME) -> Any:
+    def apply(self, spark: Any, in0: Any = _NO_FRAME, *, stop: StopSignal | None = None) -> Any:
         """Send the frame's emails and return the delivery report.
 
         ``apply(df)`` and ``apply(spark, df)`` both work; the SparkSession is needed only to
@@ -228,6 +265,10 @@ class EmailGem:
         Args:
             spark: the SparkSession (may be ``None`` for pandas input), or the frame itself.
             in0: a Spark or pandas DataFrame; columns as the properties reference them.
+            stop: a stop signal the caller may request while this runs (a scheduler's SIGTERM):
+                no further message starts, those being written finish and are recorded, and
+                the report has a ``not_started`` row, with the reason, for every other message
+                (on Spark executors too, told by the driver). No exception is raised for it.
 
         Returns:
             the delivery report (see :mod:`mailgem.gems.email.run.report`), one row per message: a Spark
@@ -244,7 +285,8 @@ class EmailGem:
         props = self.properties
         self._check(in0)
         # Access and secrets first: a user who may not send learns it before any data is read.
-        transports = self.fabric.transports(props.connection, self.user)
+        transports = self._transports or self.fabric.transports(props.connection, self.user)
+        self.outcomes.clear()
         primary = transports[0]
         run_ts = dt.datetime.now(dt.UTC)
         is_distributed = is_spark_frame(in0) and props.mode != "report" and props.distributed
@@ -263,14 +305,15 @@ class EmailGem:
                     ledger.close()  # tables created once, here, before the executors open it
                     ledger = None
                 return self._apply_distributed(spark or in0.sparkSession, in0, transports, run_ts, run_key, domain,
-                                               destination, target)
-            return self._apply_local(spark, in0, transports, composer, run_key, domain, ledger)
+                                               destination, target, stop)
+            return self._apply_local(spark, in0, transports, composer, run_key, domain, ledger, stop)
         finally:
             if ledger is not None:
                 ledger.close()
+            self._transports, self._checked = None, None  # check_connection() speaks for one run
 
     def _apply_local(self, spark: Any, in0: Any, transports: list[SmtpTransport], composer: Composer, run_key: str,
-                     domain: str, ledger: SendLedger | None) -> Any:
+                     domain: str, ledger: SendLedger | None, stop: StopSignal | None) -> Any:
         props = self.properties
         primary = transports[0]
 
@@ -285,12 +328,18 @@ class EmailGem:
         total = count_units(data.table, props) if props.mode != "report" else 1
         self._cap(total)
         progress = Progress(total, self.name)
+
+        def done(row: DeliveryRow) -> None:
+            self.outcomes[row.status] += 1
+            progress(row)
+
         ctx = SendContext(composer, self.name, run_key, domain, primary.connection.name, ledger,
-                          stop_on_error=props.on_error == "stop", on_done=progress,
-                          envelope_ids=primary.connection.dsn is not None)
+                          stop_on_error=props.on_error == "stop", on_done=done,
+                          envelope_ids=primary.connection.dsn is not None, stop=stop)
 
         async def run() -> list[DeliveryRow]:
-            deliverer = Deliverer(transports)
+            # The first session checks the sender before others open (unless checked already).
+            deliverer = Deliverer(transports, gate=stop or OPEN, check_sender=True)
             try:
                 work = units(data.table, props, data.row_count, data.invalid_rows)
                 return await send_units(work, ctx, deliverer, concurrency=deliverer.in_flight)
@@ -319,9 +368,15 @@ class EmailGem:
         return LedgerTarget(path=options.path, url=options.url, password=password, lease_s=options.lease_s)
 
     def _ledger(self, target: LedgerTarget | None, run_key: str, destination: str) -> SendLedger | None:
-        """The run's ledger, if any; says when entries for other destinations do not count."""
+        """The run's ledger, if any, checked (a damaged SQLite file is a clear error, not the
+        database's mid-run); says when entries for other destinations do not count.
+
+        Raises:
+            ConfigError, LedgerDamagedError: see :func:`check_ledger`.
+        """
         if target is None:
             return None
+        check_ledger(target)
         ledger = SendLedger(target, self.name, run_key, destination)
         elsewhere = ledger.elsewhere()
         if elsewhere:
@@ -330,7 +385,8 @@ class EmailGem:
         return ledger
 
     def _apply_distributed(self, spark: Any, frame: Any, transports: list[SmtpTransport], run_ts: dt.datetime,
-                           run_key: str, domain: str, destination: str, ledger: LedgerTarget | None) -> Any:
+                           run_key: str, domain: str, destination: str, ledger: LedgerTarget | None,
+                           stop: StopSignal | None) -> Any:
         props = self.properties
         # The frame is computed once, by the sending job. A count (or an emptiness check) first
         # would compute an uncached frame's upstream once more, in full when its plan has a
@@ -340,16 +396,20 @@ class EmailGem:
             emails = frame if props.mode == "per_row" else frame.select(*props.group_by).distinct()
             if emails.limit(props.max_messages + 1).count() > props.max_messages:
                 self._cap(emails.count())
-        # One login from the driver first: a refused one is remembered by the transport, which
-        # travels to the workers with that knowledge, so none of them asks the server again.
-        server_size = run_sync(preflight(transports))
+        # One session from the driver first (login and sender check, unless check_connection()
+        # did it): a refusal is remembered by the transport, and a sender the server took is
+        # marked checked; the transports travel to the workers with that knowledge, so none of
+        # them asks the server again.
+        server_size = self._check_chain(transports).size_limit_bytes
         log.info("gem %s: sending %s messages from the Spark executors", self.name, props.mode)
         workers = parallelism(spark)  # once: on Spark Connect it asks the server
-        sender = PartitionSender(props, transports, job=self.name, params=self.params, run_ts=run_ts, run_key=run_key,
-                                 domain=domain, destination=destination, ledger=ledger,
-                                 rate_share=1 / workers,
-                                 size_limit=self._size_limit(server_size), instants=self._instant_columns(spark, frame))
-        report = send_distributed(frame, sender, workers)
+        with self._beacon(spark, stop) as beacon:
+            sender = PartitionSender(props, transports, job=self.name, params=self.params, run_ts=run_ts,
+                                     run_key=run_key, domain=domain, destination=destination, ledger=ledger,
+                                     rate_share=1 / workers, size_limit=self._size_limit(server_size),
+                                     instants=self._instant_columns(spark, frame), beacon=beacon)
+            report = send_distributed(frame, sender, workers)
+        self.outcomes.update(report["status"])
         if report.empty and props.on_empty == "skip":
             log.info("gem %s: frame is empty, nothing sent (on_empty: skip)", self.name)
             return to_spark(spark, [skipped_row("(none)", props.connection)])
@@ -363,6 +423,20 @@ class EmailGem:
             raise DeliveryError(f"gem {self.name!r}: message {first.message_key}: {first.error}", result,
                                 GemError(str(first.error)))
         return result
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _beacon(spark: Any, stop: StopSignal | None) -> Iterator[BeaconAddress | None]:
+        """Where the executors hear of a stop: the driver's :class:`StopBeacon`, on the address
+        they reach the driver at. Spark Connect's client is not reachable from the executors."""
+        if stop is None or is_connect(spark):
+            if stop is not None:
+                log.warning("a stop requested while the Spark Connect job runs does not reach its executors; they "
+                            "send to the end (cancel the job to end them sooner)")
+            yield None
+            return
+        with StopBeacon(stop, spark.conf.get("spark.driver.host", "127.0.0.1")) as address:
+            yield address
 
     @staticmethod
     def _report(spark: Any, in0: Any, rows: list[DeliveryRow]) -> Any:

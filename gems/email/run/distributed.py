@@ -23,7 +23,6 @@ import pandas as pd
 import pyarrow as pa
 
 from mailgem.connections.delivery import Deliverer
-from mailgem.connections.errors import SmtpError
 from mailgem.connections.transport import SmtpTransport
 
 from ..content.compose import Composer
@@ -33,27 +32,11 @@ from .plan import units
 from ..properties import EmailProperties
 from .report import SPARK_SCHEMA, DeliveryRow, to_pandas, with_nullable_ints
 from .sender import SendContext, StopRun, describe_error, send_units
+from .stop import BeaconAddress, StopListener, StopSignal
 
-__all__ = ["PartitionSender", "send_distributed", "preflight"]
+__all__ = ["PartitionSender", "send_distributed"]
 
 log = logging.getLogger("mailgem.gems")
-
-
-async def preflight(transports: list[SmtpTransport]) -> int | None:
-    """Open and close one session on each transport of the chain until one opens; return the
-    SIZE that server advertises (RFC 1870; ``None``: none, or no session opened).
-
-    A permanent refusal (a rejected login, the wrong security mode) is remembered by that
-    transport, so the Spark workers it is pickled to never ask the server again; a transient
-    failure is left for them to retry. Never raises.
-    """
-    for transport in transports:
-        try:
-            async with transport.connect() as session:
-                return session.size_limit_bytes
-        except SmtpError as exc:
-            log.warning("connection %s: %s", transport.connection.name, exc)
-    return None
 
 
 class PartitionSender:
@@ -61,8 +44,8 @@ class PartitionSender:
 
     def __init__(self, props: EmailProperties, transports: list[SmtpTransport], *, job: str, params: dict[str, Any],
                  run_ts: dt.datetime, run_key: str, domain: str, destination: str, ledger: LedgerTarget | None,
-                 rate_share: float,
-                 size_limit: int | None = None, instants: tuple[list[str], str] | None = None) -> None:
+                 rate_share: float, size_limit: int | None = None, instants: tuple[list[str], str] | None = None,
+                 beacon: BeaconAddress | None = None) -> None:
         self.props = props
         self.transports = transports
         self.job = job
@@ -75,12 +58,14 @@ class PartitionSender:
         self.rate_share = rate_share
         self.size_limit = size_limit
         self.instants = instants  # (TIMESTAMP columns, session zone) when shown in formats.timezone
+        self.beacon = beacon  # where the driver says "stop" (a scheduler's SIGTERM), if it can
 
     def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         props = self.props
         primary = self.transports[0].connection
         loop = asyncio.new_event_loop()
-        deliverer = Deliverer(self.transports, rate_share=self.rate_share)
+        stop = StopSignal()  # this partition's: the driver's beacon requests it
+        deliverer = Deliverer(self.transports, rate_share=self.rate_share, gate=stop, check_sender=True)
         ledger = None
         try:
             ledger = SendLedger(self.ledger, self.job, self.run_key, self.destination) if self.ledger else None
@@ -88,8 +73,9 @@ class PartitionSender:
                                 special_domains=primary.allowed_special_domains,
                                 size_limit=self.size_limit)
             ctx = SendContext(composer, self.job, self.run_key, self.domain, primary.name, ledger,
-                              stop_on_error=props.on_error == "stop", envelope_ids=primary.dsn is not None)
-            yield from self._partition(batches, loop, ctx, deliverer)
+                              stop_on_error=props.on_error == "stop", envelope_ids=primary.dsn is not None, stop=stop)
+            with StopListener(self.beacon, stop):
+                yield from self._partition(batches, loop, ctx, deliverer)
         except Exception as exc:  # noqa: BLE001 - reported as a row, never a failed Spark job
             log.exception("a partition could not be sent")
             yield to_pandas([DeliveryRow("(partition)", "failed", connection=primary.name, error_type=type(exc).__name__,

@@ -10,7 +10,8 @@ Columns: ``message_key`` (str: ``report``, ``group:[values]``, ``row:[key values
 ``RecipientError``, ``TemplateError``; see :data:`CONNECTION_ERRORS`), ``message_id`` (str), ``size_bytes`` (int), ``connection`` (str),
 ``attempts`` (int), ``sent_at`` (UTC timestamp), ``envelope_id`` (str: the RFC 3461 ``ENVID``
 a bounce quotes, when the connection asks for delivery status notifications; see
-:mod:`mailgem.connections.dsn`).
+:mod:`mailgem.connections.dsn`), ``notes`` (str: what was changed on the way without failing the
+message, e.g. XLSX cells cut to Excel's 32,767 characters, and in which columns).
 """
 
 from __future__ import annotations
@@ -57,13 +58,14 @@ class DeliveryRow:
     attempts: int = 0
     sent_at: dt.datetime = field(default_factory=_now)
     envelope_id: str | None = None
+    notes: str | None = None
 
 
 REPORT_COLUMNS = list(DeliveryRow.__dataclass_fields__)
 SPARK_SCHEMA = (
     "message_key string, status string, recipients string, accepted int, refused string, "
     "reply_code int, enhanced_status string, error string, error_type string, message_id string, size_bytes long, "
-    "connection string, attempts int, sent_at timestamp_ntz, envelope_id string"
+    "connection string, attempts int, sent_at timestamp_ntz, envelope_id string, notes string"
 )
 
 

@@ -13,6 +13,10 @@ With a ledger, messages are built and claimed (recorded ``sending``) a batch at 
 as are kept in flight), in one transaction, before any of them goes out. A message another live
 run holds is not sent: it waits, and is looked at again once this run's other messages are
 done (see :mod:`.ledger`).
+
+A stop requested on the run's :class:`~.stop.StopSignal` (a scheduler's SIGTERM) starts no
+further message and no retry; the messages being written finish and are recorded, and every
+message that did not start is a ``not_started`` row with the stop's reason (no exception).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from mailgem.connections.transport import new_message_id
 from ..content.compose import Composer, SplitNeeded, Unit, split_unit
 from .ledger import SendLedger
 from .report import DeliveryRow
+from .stop import StopSignal
 
 __all__ = ["SendContext", "send_units", "StopRun", "describe_error"]
 
@@ -78,6 +83,7 @@ class SendContext:
     stop_on_error: bool = True
     on_done: Callable[[DeliveryRow], None] = field(default=lambda row: None)
     envelope_ids: bool = False  # each row gets its RFC 3461 ENVID (the connection asks for DSN)
+    stop: StopSignal | None = None  # the run's stop signal (also the deliverer's gate)
 
 
 def describe_error(exc: BaseException, doing: str = "building the message") -> str:
@@ -113,7 +119,8 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
     ``stop_on_error``, no message after the first failed one starts; those already writing
     finish and are recorded, then :class:`StopRun` is raised. A ledger that cannot be written
     stops the run whatever ``on_error`` says (no message that has not started starts): without
-    it, a re-run could send twice. Messages that never started are not in the rows.
+    it, a re-run could send twice. Messages that never started are not in the rows, except after
+    a stop request (``ctx.stop``): then each is a ``not_started`` row with the stop's reason.
     """
     rows: list[DeliveryRow] = []
     slots = asyncio.Semaphore(concurrency)
@@ -136,10 +143,30 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
         return ledger is None or (ledger.failure is None and ledger.lease_held())
 
     def proceeds(position: int) -> bool:
-        """Whether the run goes on to the message at ``position``: not once it must stop; with
-        stop_on_error, not when it comes after a message that failed (earlier ones go on). The
-        deliverer asks the fence itself."""
-        return not fatal and not (ctx.stop_on_error and stop_after is not None and position > stop_after)
+        """Whether the run goes on to the message at ``position``: not once it must stop (its
+        ledger failed, or a stop was requested); with stop_on_error, not when it comes after a
+        message that failed (earlier ones go on). The deliverer asks the fence itself."""
+        return (not fatal and not stopping()
+                and not (ctx.stop_on_error and stop_after is not None and position > stop_after))
+
+    def stopping() -> bool:
+        return ctx.stop is not None and ctx.stop.stopping
+
+    def stopped_by_request() -> bool:
+        """Whether the run stops because a stop was requested, and for no reason of its own."""
+        return stopping() and not fatal and not (failure and ctx.stop_on_error)
+
+    def not_started(unsent: list[DeliveryRow]) -> None:
+        """Messages that never started: ``not_started`` rows with the stop's reason after a stop
+        request; otherwise left out of the report (in the ledger a claimed one stays
+        ``sending``, so a re-run sends it with the Message-ID it never used)."""
+        if not stopped_by_request():
+            drop_unsent(unsent)
+            return
+        assert ctx.stop is not None
+        for row in unsent:
+            row.status, row.error, row.error_type = "not_started", f"not sent: {ctx.stop.reason}", None
+            ctx.on_done(row)
 
     def may_start(position: int) -> bool:
         """Whether the message at ``position`` may still start: the fence is open and the run
@@ -155,14 +182,16 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
                                             envelope_id=row.envelope_id)
             if delivery.status == "not_started":
                 # Stopped before its first byte (or before a retry, once the fence closed): left
-                # out of the report like every message after it, unless it is the row that says
-                # the ledger stopped the run; in the ledger it stays `sending`, so a re-run sends
-                # it with this Message-ID.
+                # out of the report like every message after it (a not_started row after a stop
+                # request), unless it is the row that says the ledger stopped the run; in the
+                # ledger it stays `sending`, so a re-run sends it with this Message-ID.
                 started = False
                 if not says_why_the_ledger_stopped(row):
-                    drop_unsent([row])
+                    not_started([row])
                 return
             _apply(row, delivery)
+            if stopping() and delivery.error is not None and delivery.error.transient and ctx.stop is not None:
+                row.error = f"{row.error} Not retried: {ctx.stop.reason}."
             if ledger is not None:
                 ledger.finish(row.message_key, rhash, status=row.status, attempts=row.attempts,
                               reply_code=row.reply_code, message_id=row.message_id, error=row.error,
@@ -235,7 +264,7 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
                 # this Message-ID.
                 slots.release()
                 keep = row if says_why_the_ledger_stopped(row) else None
-                drop_unsent([r for r, *_ in items[i:] if r is not keep])
+                not_started([r for r, *_ in items[i:] if r is not keep])
                 return False
             row.message_id = message_id
             if ctx.envelope_ids:
@@ -262,6 +291,9 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
                     break
             if not chunk:
                 return
+            if stopping():
+                yield from chunk  # only to be reported not_started: nothing to look up
+                continue
             try:
                 ledger.prefetch([unit.key for unit in chunk])
             except Exception as exc:  # noqa: BLE001 - prior() asks again, message by message
@@ -280,6 +312,12 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
         while (item := (parts.popleft(), None) if parts else next(source, None)) is not None:
             unit, row = item
             if fatal or (failure and ctx.stop_on_error):
+                break
+            if stopping():
+                if row is None:
+                    parts.appendleft(unit)  # reported below with the rest not built
+                else:
+                    not_started([row])  # a held message looked at again
                 break
             position += 1
             if row is None:
@@ -309,6 +347,7 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
                 keep = prior is not None and prior.possibly_delivered and prior.message_id
                 message_id = prior.message_id if keep else new_message_id(ctx.domain)
                 message = ctx.composer.message(unit, envelope, message_id, context)
+                row.notes = getattr(message, "notes", None) or None  # what was changed without failing it
             except SplitNeeded as exc:
                 drop_unsent([row])
                 log.info("message %s: %s; sending it in %d parts", unit.key, exc, exc.parts)
@@ -334,14 +373,14 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
             # Built before the run stopped: those before the failed message still go out; the rest
             # were never recorded or sent.
             startable = [item for item in batch if may_start(item[5])]
-            drop_unsent([r for r, *_ in batch[len(startable):]])
+            not_started([r for r, *_ in batch[len(startable):]])
             batch = startable
             if batch:
                 await dispatch()
         if tasks:
             await asyncio.gather(*tasks)
-        if not held or ledger is None or fatal or (failure and ctx.stop_on_error):
-            drop_unsent([row for _, row in held])  # stopped: never sent here, like every message after
+        if not held or ledger is None or fatal or (failure and ctx.stop_on_error) or stopping():
+            not_started([row for _, row in held])  # stopped: never sent here, like every message after
             break
         # Messages another live run is sending: wait for its outcome (accepted: already_sent;
         # refused, or its lease ran out because it was killed: sent from here), a bounded time.
@@ -356,8 +395,18 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
                 failed(row, HeldElsewhere(row.error), position)
                 ctx.on_done(row)
             break
-        await asyncio.sleep(min(1.0, ledger.target.lease_s / 4))
+        pause = ctx.stop.pause if ctx.stop is not None else asyncio.sleep
+        await pause(min(1.0, ledger.target.lease_s / 4))
         source, held, again = iter(list(held)), [], True
+    if stopped_by_request():
+        # Every message not built yet: a row each, so the report says what was not sent.
+        unbuilt: list[DeliveryRow] = []
+        for unit, row in (*((u, None) for u in parts), *source):
+            if row is None:
+                row = DeliveryRow(message_key=unit.key, status="not_started", connection=ctx.connection)
+                rows.append(row)
+            unbuilt.append(row)
+        not_started(unbuilt)
     if ledger is not None and not fatal:
         try:
             ledger.flush()

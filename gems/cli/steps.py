@@ -1,0 +1,138 @@
+"""Steps the job commands (``run``, ``validate``, ``preview``) share: the pre-Spark checks, where
+the messages go (the job's fabric, or the embedded local server), the gem, and Spark with its
+errors reduced to one line."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import threading
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mailgem.connections.errors import MailgemError
+from mailgem.fabric.loader import LOCAL_CONNECTION
+from mailgem.fabric.model import Fabric
+from mailgem.gems.email.gem import EmailGem
+from mailgem.gems.preflight import Preflight, check_job
+
+from .output import Output
+from .parser import EXIT_CONFIG
+
+__all__ = ["preflight", "config_failure", "target", "make_gem", "start_spark", "read_frame", "spark_errors",
+           "SparkJobError", "is_spark_error", "spark_failure"]
+
+
+class SparkJobError(MailgemError):
+    """Spark refused the job's source or SQL (exit 2)."""
+
+
+def preflight(args: argparse.Namespace, out: Output, *, read_secrets: bool) -> Preflight:
+    """Every check before Spark (:func:`mailgem.gems.preflight.check_job`), each finding printed once."""
+    pre = check_job(args.job, fabric_file=args.fabric, local=getattr(args, "local", False), user=args.user,
+                    read_secrets=read_secrets)
+    for finding in pre.findings:
+        out.note(f"mailgem: {finding}")
+    return pre
+
+
+def config_failure(args: argparse.Namespace, out: Output, errors: list[str], pre: Preflight | None = None) -> int:
+    """Exit 2 after the pre-Spark checks found errors (already printed)."""
+    if getattr(args, "json", False):
+        out.json_line({"job": pre.job.name if pre and pre.job else str(getattr(args, "job", "")),
+                       "exit_code": EXIT_CONFIG, "errors": errors})
+    else:
+        out.note(f"mailgem: {len(errors)} problem(s); nothing was sent" if len(errors) > 1 else
+                 "mailgem: nothing was sent")
+    return EXIT_CONFIG
+
+
+@contextlib.contextmanager
+def target(args: argparse.Namespace, pre: Preflight, out: Output) -> Iterator[tuple[Fabric, Any, str]]:
+    """The fabric to send through, the embedded server (or ``None``) and the connection's name."""
+    from mailgem.fabric.local import local_fabric
+
+    job = pre.job
+    assert job is not None
+    if not pre.local:
+        assert pre.fabric is not None
+        yield pre.fabric, None, job.email.connection
+        return
+    if job.email.connection != LOCAL_CONNECTION:
+        out.note(f"--local: sending through the embedded local SMTP server instead of connection "
+                 f"{job.email.connection!r}.")
+    with local_fabric(getattr(args, "outbox", Path("outbox")), user=args.user) as local_run:
+        yield local_run.fabric, local_run.server, LOCAL_CONNECTION
+
+
+def make_gem(pre: Preflight, fabric: Fabric, connection: str, user: str | None) -> EmailGem:
+    """The job's Email gem on ``fabric``, sending through ``connection``."""
+    job = pre.job
+    assert job is not None
+    props = job.email if connection == job.email.connection else job.email.model_copy(update={"connection": connection})
+    return EmailGem(props, fabric, user=user, name=job.name, params=job.params)
+
+
+def start_spark(args: argparse.Namespace, app: str) -> tuple[Any, Path | None]:
+    """A local SparkSession whose own output goes to a log file (unless ``-v``); the file is
+    removed after the command unless an error points at it."""
+    from mailgem.gems.spark import local_spark, new_log_file, quiet_python_loggers
+
+    quiet_python_loggers(args.verbose)
+    log_file = None if args.verbose else new_log_file()
+    args.spark_log = log_file
+    ours = signal.getsignal(signal.SIGINT)
+    spark = local_spark(args.master, app_name=f"mailgem:{app}", log_file=log_file)
+    if ours is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, ours)  # PySpark took SIGINT (to cancel jobs and raise KeyboardInterrupt)
+    return spark, log_file
+
+
+def read_frame(args: argparse.Namespace, pre: Preflight, spark: Any, log_file: Path | None) -> Any:
+    """The job's source through its ``transform``, analysed (a Spark error names the step)."""
+    from mailgem.gems.source import read_source
+
+    job = pre.job
+    assert job is not None
+    with spark_errors(args, "source", job.source.sql, log_file):
+        frame = read_source(spark, job.source, pre.source)
+        frame.columns  # noqa: B018 - analysis happens here, so its errors are named as the source's
+    if job.transform:
+        with spark_errors(args, "transform", job.transform, log_file):
+            frame.createOrReplaceTempView("source")
+            frame = spark.sql(job.transform)
+            frame.columns  # noqa: B018
+    return frame
+
+
+@contextlib.contextmanager
+def spark_errors(args: argparse.Namespace, what: str, sql: str | None, log_file: Path | None) -> Iterator[None]:
+    """Turn a Spark error into its one useful line, naming the job file, the step and the SQL."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_spark_error(exc):
+            raise
+        where = f"\n  SQL: {' '.join(sql.split())}" if sql else ""
+        line = spark_failure(args, exc, log_file, where, sep="\n  ")
+        raise SparkJobError(f"{args.job}: {what}: {line}") from None
+
+
+def is_spark_error(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith(("pyspark", "py4j"))
+
+
+def spark_failure(args: argparse.Namespace, exc: BaseException, log_file: Path | None, detail: str = "",
+                  sep: str = " ") -> str:
+    """A Spark error's one useful line, ``detail`` (the SQL), and where Spark's own log is (kept
+    for the user); with ``-v`` the full trace is printed first."""
+    from mailgem.gems.spark import spark_error_line
+
+    if args.verbose:
+        traceback.print_exc()
+    args.keep_spark_log = True
+    more = f"{sep}(Spark's own log: {log_file}; -v shows the full trace)" if log_file else ""
+    return f"{spark_error_line(exc)}{detail}{more}"
