@@ -172,9 +172,21 @@ class Deliverer:
         data_by_pool: dict[int, tuple[bytes, bool]] = {}
 
         gate = self.gate
+        last_error: SmtpError | None = None  # the last attempt's failure
+
+        def data_for(index: int) -> tuple[bytes, bool]:
+            """The message as sent through ``self.pools[index]``, with that connection's identity."""
+            if index not in data_by_pool:
+                transport = self.pools[index].transport
+                utf8 = transport.needs_smtputf8(pending)  # UTF-8 headers go with SMTPUTF8 (RFC 6532)
+                # Not isinstance(message, Prepared): a runtime protocol check costs more than building a header.
+                data = (transport.flatten(message, utf8=utf8) if isinstance(message, EmailMessage)
+                        else message.bytes_for(transport, utf8=utf8))
+                data_by_pool[index] = data, utf8
+            return data_by_pool[index]
 
         async def send_once(index: int) -> SendResult:
-            data, utf8 = data_by_pool[index]
+            data, utf8 = data_for(index)
             try:
                 async with self.pools[index].lease() as lease:
                     if ((attempts == 1 and (gate.stopping or (proceed is not None and not proceed())))
@@ -187,23 +199,18 @@ class Deliverer:
                 raise _NotStarted(exc.message) from None
 
         async def attempt() -> None:
-            nonlocal pending, last, attempts, maybe_delivered
+            nonlocal pending, last, attempts, maybe_delivered, last_error
             if attempts and gate.stopping:
                 raise _NoRetry  # stopped between attempts: the last failure stands
             attempts += 1
             index = self._active
             pool = self.pools[index]
-            transport = pool.transport
-            if index not in data_by_pool:  # with the identity of that connection
-                utf8 = transport.needs_smtputf8(pending)  # UTF-8 headers go with SMTPUTF8 (RFC 6532)
-                # Not isinstance(message, Prepared): a runtime protocol check costs more than building a header.
-                data = (transport.flatten(message, utf8=utf8) if isinstance(message, EmailMessage)
-                        else message.bytes_for(transport, utf8=utf8))
-                data_by_pool[index] = data, utf8
+            data_for(index)  # flattened before the wait for a slot
             await self.limiters[index].acquire(gate.pause)
             try:
                 result = await self._through_outage(index, send_once, first_attempt=attempts == 1)
             except SmtpError as exc:
+                last_error = exc
                 maybe_delivered = maybe_delivered or exc.maybe_delivered
                 if _falls_back(exc) and index + 1 < len(self.pools):
                     self._active = index + 1
@@ -263,6 +270,9 @@ class Deliverer:
         except DailyLimitReached as exc:
             return Delivery("deferred", None, exc, attempts, self.connection, message_id, now())
         except _NotStarted:
+            if not accepted and maybe_delivered and last_error is not None:
+                # An earlier attempt lost its connection after the content: the server may hold it.
+                return Delivery("failed", None, last_error, attempts, self.connection, message_id, now(), True)
             if not accepted:
                 return Delivery("not_started", None, None, 0, self.connection, message_id, now())
             # Stopped before retrying the recipients the server refused for now: the others have
@@ -305,18 +315,17 @@ class Deliverer:
                     continue
                 if not (is_unreachable(exc) and self._waits_out(index)):
                     raise
-                if not await self.outage.wait_out(self.pools[index], exc):
+                back_on = await self.outage.wait_out(self.pools, exc)
+                if back_on is None:
                     if first_attempt:
                         raise _NotStarted("not started: the run stopped while the server was away") from None
                     raise _NoRetry from None
+                self._active = index = back_on  # the primary again, when it was the one back
 
     def _waits_out(self, index: int) -> bool:
-        """Whether an unreachable server is waited out on ``self.pools[index]``: it is the last
-        connection of the chain (a fallback is tried first), it allows waiting
-        (``retry_outage_s``), and the run reached a server before (else it is a wrong host,
-        port or firewall, reported at once)."""
-        return (index + 1 >= len(self.pools) and self.pools[index].transport.connection.retry_outage_s > 0
-                and any(pool.transport.reached for pool in self.pools))
+        """Whether an unreachable server is waited out now: ``index`` is the last connection of
+        the chain (a fallback is tried first), and :meth:`Outage.applies`."""
+        return index + 1 >= len(self.pools) and self.outage.applies(self.pools)
 
     async def aclose(self) -> None:
         """Close every pool's idle sessions."""

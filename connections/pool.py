@@ -82,6 +82,7 @@ class SmtpPool:
         self._slots: asyncio.Semaphore | None = None
         self._first_open: asyncio.Lock | None = None
         self.opened = 0
+        self._leased: list[SmtpSession] = []  # sessions borrowers hold now (one twice while it is lent on)
 
     def __repr__(self) -> str:
         return f"SmtpPool({self.transport!r}, size={self.size}, idle={len(self._idle)}, opened={self.opened})"
@@ -99,14 +100,13 @@ class SmtpPool:
         Errors raised while opening carry ``during_open = True`` so callers can tell an
         unreachable server or rejected login from a refused message.
         """
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.size)
-            self._first_open = asyncio.Lock()
-        await self._slots.acquire()
+        slots = self._loop_state()
+        await slots.acquire()
         lease: Lease | None = None
         try:
             session, used = await self._take()
             lease = Lease(self, session, used)
+            self._leased.append(session)
             yield lease
         except SmtpError as exc:
             if lease is not None:
@@ -125,8 +125,22 @@ class SmtpPool:
             else:
                 lease.give_back()
         finally:
+            if lease is not None:
+                self._leased.remove(lease.session)
             if lease is None or not lease.lent:
-                self._slots.release()
+                slots.release()
+
+    @property
+    def serving(self) -> bool:
+        """Whether a session of this pool is open and in step now (idle or in use)."""
+        return any(s.usable for s in self._leased) or any(s.usable for s, _ in self._idle)
+
+    def _loop_state(self) -> asyncio.Semaphore:
+        """The pool's slots (made in the event loop that first uses the pool)."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.size)
+            self._first_open = asyncio.Lock()
+        return self._slots
 
     async def _take(self) -> tuple[SmtpSession, int]:
         """An idle, usable session, or a new one; a session that broke while idle is closed."""
@@ -178,10 +192,7 @@ class SmtpPool:
         Raises:
             SmtpError: as when a message opens a session (with ``during_open``).
         """
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.size)
-            self._first_open = asyncio.Lock()
-        async with self._slots:
+        async with self._loop_state():
             session = await self._open()
         self._idle.append((session, 0))
 

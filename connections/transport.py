@@ -180,9 +180,9 @@ class SmtpTransport:
         self._password = password if password is not None else connection._inline_password
         # The first permanent refusal of this run (see remember_refusal); pickled with the transport.
         self.refusal: SmtpError | None = None
-        # What this run learnt of the server, pickled with the transport to Spark workers: a session
-        # opened once (so a later refusal to connect is an outage, not a wrong host), and the server
-        # accepted the sender (check_sender: no other session need ask).
+        # What this run learnt of the server: a session opened once in this process (so a later
+        # refusal to connect is an outage, not a wrong host), and the server accepted the sender
+        # (check_sender: no other session need ask; pickled with the transport to Spark workers).
         self.reached = False
         self.sender_verified = False
         self._proxy_password = proxy_password
@@ -212,6 +212,7 @@ class SmtpTransport:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_signer"] = None  # rebuilt from the key where the transport lands (a Spark executor)
+        state["reached"] = False  # a worker's network is its own: it reaches the server itself first
         return state
 
     def sign(self, data: bytes) -> bytes:

@@ -39,13 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     signals = Signals()
     signals.install()
+    args.signals = signals
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _dispatch(args, signals)
     except Interrupted as exc:
-        print(f"mailgem: {exc} before anything was sent; nothing was sent", file=sys.stderr)
-        return 128 + exc.signum
+        from .output import fail
+
+        return fail(args, f"{exc} before anything was sent; nothing was sent", code=128 + exc.signum,
+                    messages=0, counts={}, stopped_by=exc.name)
     except BrokenPipeError:
         # `mailgem schema | head`: the reader left; end quietly, and keep Python's exit-time flush quiet too.
         with contextlib.suppress(OSError):
@@ -91,14 +94,13 @@ def _unexpected(args: argparse.Namespace, exc: Exception, sending: bool) -> int:
         traceback.print_exc()
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
-    # Only the standard library's own messages are shown: another library's could quote a value
-    # (a URL with a password, a token); -v shows everything to whoever runs it.
-    text = f": {exc}" if type(exc).__module__ == "builtins" and str(exc) else ""
+    # The error's type and where, not its text: a library's text may quote a value (a URL with a
+    # password, a token), and this line goes to scheduler logs; -v shows it to whoever runs it.
     log_file = getattr(args, "spark_log", None)
     if log_file is not None:
         args.keep_spark_log = True
     more = f"; Spark's own log: {log_file}" if log_file is not None else ""
-    return fail(args, f"unexpected error {type(exc).__name__}{text}{where}; {_sent_so_far(args, sending)}{more}; "
+    return fail(args, f"unexpected error {type(exc).__name__}{where}; {_sent_so_far(args, sending)}{more}; "
                       "-v shows the full trace", code=EXIT_FAILED)
 
 

@@ -13,10 +13,10 @@ from mailgem.gems.email.content.preview import write_previews
 from mailgem.gems.email.gem import DeliveryError, EmailGem
 from mailgem.gems.email.run.report import DeliveryRow, to_pandas, with_nullable_ints
 
-from .output import Output, check_report_path, exit_code, report_lines, write_report_or_print
+from .output import Output, check_report_path, exit_code, fail, report_lines, write_report_or_print
 from .parser import EXIT_FAILED, EXIT_UNREACHABLE
 from .signals import Signals
-from .steps import config_failure, make_gem, preflight, read_frame, spark_errors, start_spark, target
+from .steps import SparkJobError, config_failure, make_gem, preflight, read_frame, spark_errors, start_spark, target
 
 __all__ = ["cmd_run"]
 
@@ -55,6 +55,9 @@ def cmd_run(args: argparse.Namespace, signals: Signals) -> int:
                     result = gem.apply(spark, frame, stop=signals.stop)
             except DeliveryError as exc:
                 error, result = exc, exc.report
+            except SparkJobError as exc:  # messages may have gone out: not a configuration error
+                return fail(args, f"{exc}\n  Spark's workers may have sent messages before it; with a ledger, a "
+                                  "re-run with the same run key sends only what was not accepted", code=EXIT_FAILED)
             report = with_nullable_ints(result.toPandas())
         received = [m.path for m in server.messages] if server is not None else []
     if error is not None:

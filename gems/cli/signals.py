@@ -11,10 +11,12 @@ recorded; a message it holds as ``sending`` is sent again by a re-run, with its 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +34,8 @@ class Interrupted(BaseException):
 
     def __init__(self, signum: int) -> None:
         self.signum = signum
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.name = signal.Signals(signum).name
+        super().__init__(f"stopped by {self.name}")
 
 
 class Signals:
@@ -48,6 +51,7 @@ class Signals:
         self.sending = False
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self._holding = False
 
     @functools.cached_property
     def stop(self) -> StopSignal:
@@ -72,6 +76,19 @@ class Signals:
             signal.signal(signum, previous)
         self._previous.clear()
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """While Spark starts: a first signal ends the command only once the JVM is up. PySpark
+        removes the folder the starting JVM reports to when it is interrupted, and that JVM
+        then never reads its stdin, so it would outlive this process; once up, it ends with it."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self.signum is not None and not self.sending:
+            raise Interrupted(self.signum)
+
     @property
     def exit_code(self) -> int | None:
         """128 + the signal's number (130, 143), once a signal arrived."""
@@ -88,8 +105,11 @@ class Signals:
             os.write(2, f"mailgem: {name} again: ending now\n".encode())
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
-            return
+            os._exit(128 + signum)  # as PID 1 (a container's entry point) the signal is ignored: end anyway
         self.signum = signum
+        if self._holding and not self.sending:
+            os.write(2, f"mailgem: {name}: ending once Spark has started (another {name} ends at once)\n".encode())
+            return
         if not self.sending:
             raise Interrupted(signum)
         self.stop.request(f"stopped by {name}")

@@ -21,6 +21,7 @@ from mailgem.gems.preflight import Preflight, check_job
 
 from .output import Output
 from .parser import EXIT_CONFIG
+from .signals import Signals
 
 __all__ = ["preflight", "config_failure", "target", "make_gem", "start_spark", "read_frame", "spark_errors",
            "SparkJobError", "is_spark_error", "spark_failure"]
@@ -78,14 +79,17 @@ def make_gem(pre: Preflight, fabric: Fabric, connection: str, user: str | None) 
 
 def start_spark(args: argparse.Namespace, app: str) -> tuple[Any, Path | None]:
     """A local SparkSession whose own output goes to a log file (unless ``-v``); the file is
-    removed after the command unless an error points at it."""
+    removed after the command unless an error points at it. A signal while it starts ends the
+    command once it has (:meth:`Signals.held`)."""
     from mailgem.gems.spark import local_spark, new_log_file, quiet_python_loggers
 
     quiet_python_loggers(args.verbose)
     log_file = None if args.verbose else new_log_file()
     args.spark_log = log_file
     ours = signal.getsignal(signal.SIGINT)
-    spark = local_spark(args.master, app_name=f"mailgem:{app}", log_file=log_file)
+    signals: Signals = args.signals
+    with signals.held():
+        spark = local_spark(args.master, app_name=f"mailgem:{app}", log_file=log_file)
     if ours is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, ours)  # PySpark took SIGINT (to cancel jobs and raise KeyboardInterrupt)
     return spark, log_file

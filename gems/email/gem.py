@@ -202,8 +202,8 @@ class EmailGem:
             AccessDeniedError, SecretNotFoundError: the user may not use the connection.
         """
         self._transports = self.fabric.transports(self.properties.connection, self.user)
-        self._checked = None
-        return self._check_chain(self._transports)
+        self._checked = run_sync(check_chain(self._transports))  # its warnings are the caller's to show
+        return self._checked
 
     def _cap(self, count: int) -> None:
         cap = self.properties.max_messages
@@ -418,7 +418,7 @@ class EmailGem:
                  ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
         result = spark.createDataFrame(report, schema=SPARK_SCHEMA)
         failed = report[report["status"] == "failed"]
-        if props.on_error == "stop" and len(failed):
+        if props.on_error == "stop" and len(failed) and not (stop is not None and stop.stopping):
             first = failed.iloc[0]
             raise DeliveryError(f"gem {self.name!r}: message {first.message_key}: {first.error}", result,
                                 GemError(str(first.error)))
@@ -435,7 +435,8 @@ class EmailGem:
                             "send to the end (cancel the job to end them sooner)")
             yield None
             return
-        with StopBeacon(stop, spark.conf.get("spark.driver.host", "127.0.0.1")) as address:
+        host = spark.conf.get("spark.driver.host", "127.0.0.1")
+        with StopBeacon(stop, host, spark.conf.get("spark.driver.bindAddress", None) or host) as address:
             yield address
 
     @staticmethod

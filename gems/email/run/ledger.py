@@ -241,8 +241,10 @@ class SendLedger:
         """Check that the ledger's stored pages are sound (SQLite: ``PRAGMA quick_check``, about
         a second per million rows; PostgreSQL: nothing to do, see :meth:`.ledger_db.Backend.verify`).
 
-        Only :func:`check_ledger` asks, once per run, on the driver before Spark starts; opening
-        a ledger does not. The Spark executors open the same file again for each partition: each
+        Only :func:`check_ledger` asks, on the driver: before Spark starts (``mailgem run``'s
+        checks) and when the gem opens the run's ledger (``apply`` from Python has no other
+        check; a CLI run pays twice, about a second per million rows). Opening a ledger does
+        not. The Spark executors open the same file again for each partition: each
         would read every page of it once more, for an answer the driver had seconds before, and
         damage that appears during the run still stops it (the statement that meets a damaged page
         fails; the sender stops on a ledger it cannot write).

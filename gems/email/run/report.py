@@ -29,7 +29,7 @@ __all__ = ["CONNECTION_ERRORS", "DELIVERED", "DeliveryRow", "to_pandas", "to_spa
 CONNECTION_ERRORS = frozenset({
     "SmtpConnectError", "SmtpTimeoutError", "SmtpDisconnectedError", "TlsError", "SecurityModeMismatchError",
     "StartTlsNotOfferedError", "InsecureAuthError", "AuthenticationError", "AuthNotSupportedError",
-    "SenderRefusedError",
+    "SenderRefusedError", "ServerUnavailableError",
 })
 # Statuses of a message the destination has (or had, in an earlier run).
 DELIVERED = frozenset({"sent", "partial", "already_sent"})

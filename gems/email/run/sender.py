@@ -153,8 +153,9 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
         return ctx.stop is not None and ctx.stop.stopping
 
     def stopped_by_request() -> bool:
-        """Whether the run stops because a stop was requested, and for no reason of its own."""
-        return stopping() and not fatal and not (failure and ctx.stop_on_error)
+        """Whether the run stops because a stop was requested (and its ledger did not fail):
+        then every message that did not start is reported, whatever ``on_error`` says."""
+        return stopping() and not fatal
 
     def not_started(unsent: list[DeliveryRow]) -> None:
         """Messages that never started: ``not_started`` rows with the stop's reason after a stop
@@ -311,13 +312,13 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
     while True:
         while (item := (parts.popleft(), None) if parts else next(source, None)) is not None:
             unit, row = item
-            if fatal or (failure and ctx.stop_on_error):
-                break
-            if stopping():
+            if stopped_by_request():
                 if row is None:
                     parts.appendleft(unit)  # reported below with the rest not built
                 else:
                     not_started([row])  # a held message looked at again
+                break
+            if fatal or (failure and ctx.stop_on_error):
                 break
             position += 1
             if row is None:
@@ -419,7 +420,9 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
     if fatal:
         row, cause = fatal[0]
         raise StopRun(f"message {row.message_key}: {row.error}", rows, cause, fatal=True)
-    if failure and ctx.stop_on_error:
+    if failure and ctx.stop_on_error and not stopping():
+        # After a stop request the report is the story (the caller knows why it stopped): a
+        # message the stop kept from its retry must not turn the stop into on_error's.
         row, cause = failure[0]
         raise StopRun(f"message {row.message_key}: {row.error or cause}", rows, cause)
     return rows

@@ -23,7 +23,7 @@ import secrets
 import select
 import socket
 import threading
-from collections.abc import Callable
+import time
 from dataclasses import dataclass
 
 __all__ = ["StopSignal", "StopBeacon", "StopListener", "BeaconAddress"]
@@ -48,7 +48,6 @@ class StopSignal:
         # Re-entrant: a signal handler may request while the main thread holds it (in pause()).
         self._lock = threading.RLock()
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
-        self._listeners: list[Callable[[str], None]] = []
 
     def __repr__(self) -> str:
         return f"StopSignal(reason={self.reason!r})"
@@ -64,20 +63,10 @@ class StopSignal:
             if self.reason is not None:
                 return
             self.reason = reason
-            waiters, listeners = list(self._waiters), list(self._listeners)
+            waiters = list(self._waiters)
         for loop, event in waiters:
             with contextlib.suppress(RuntimeError):  # that loop has closed: nothing waits there
                 loop.call_soon_threadsafe(event.set)
-        for listener in listeners:
-            listener(reason)
-
-    def on_request(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener(reason)`` when the stop is requested (at once if it was)."""
-        with self._lock:
-            if self.reason is None:
-                self._listeners.append(listener)
-                return
-        listener(self.reason)
 
     async def pause(self, seconds: float) -> None:
         """Sleep ``seconds``, or until the stop is requested."""
@@ -108,29 +97,36 @@ class BeaconAddress:
 
 
 class StopBeacon:
-    """The driver's side: a TCP listener on ``host`` that tells every connected worker (that
-    said the token) ``STOP <reason>`` once ``signal`` is requested. Use as a context manager.
+    """The driver's side: a TCP listener that tells every connected worker (that said the token)
+    ``STOP <reason>`` once ``signal`` is requested. Use as a context manager; it yields the
+    address workers connect to, or ``None`` when it cannot listen (then a stop reaches only
+    the driver, and says so).
 
     Args:
         signal: the run's stop signal.
         host: the driver's address as the executors reach it (``spark.driver.host``).
+        bind: the local address to listen on (``spark.driver.bindAddress``; default ``host``):
+            they differ behind NAT, in Docker or Kubernetes.
     """
 
-    def __init__(self, signal: StopSignal, host: str) -> None:
+    def __init__(self, signal: StopSignal, host: str, bind: str | None = None) -> None:
         self.signal = signal
         self.host = host
+        self.bind = bind or host
         self.token = secrets.token_hex(16)
         self._server: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
-        self.workers = 0  # connections that said the token (for tests and the log)
+        self.workers = 0  # connections that said the token
 
-    def __enter__(self) -> BeaconAddress:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        server = socket.socket(family, socket.SOCK_STREAM)
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind((self.host, 0))
-        server.listen(64)
+    def __enter__(self) -> BeaconAddress | None:
+        try:
+            family = socket.AF_INET6 if ":" in self.bind else socket.AF_INET
+            server = socket.create_server((self.bind, 0), family=family)
+        except OSError as exc:
+            log.warning("cannot listen on %s for Spark workers (%s): a stop of this run reaches the driver only; the "
+                        "workers send to the end", self.bind, exc)
+            return None
         server.setblocking(False)
         self._server = server
         self._thread = threading.Thread(target=self._serve, name="mailgem-stop-beacon", daemon=True)
@@ -143,20 +139,32 @@ class StopBeacon:
             self._thread.join(timeout=5)
         if self._server is not None:
             self._server.close()
+            log.info("%d Spark worker partition(s) listened for a stop of this run", self.workers)
 
     def _serve(self) -> None:
-        """Accept workers and check their token; once stopping, tell each (and any later one)."""
+        """Accept workers and check their token without waiting on any one of them; once
+        stopping, tell each (and any later one). A connection that misbehaves is closed alone."""
         assert self._server is not None
+        pending: dict[socket.socket, float] = {}  # connected, token not read yet: since when
         workers: list[socket.socket] = []
         told: set[socket.socket] = set()
         try:
             while not self._done.is_set():
-                ready, _, _ = select.select([self._server], [], [], _POLL_S)
-                if ready:
-                    with contextlib.suppress(OSError):
-                        worker, _ = self._server.accept()
-                        if self._welcome(worker):
-                            workers.append(worker)
+                ready, _, _ = select.select([self._server, *pending], [], [], _POLL_S)
+                for sock in ready:
+                    if sock is self._server:
+                        with contextlib.suppress(OSError):
+                            worker, _ = self._server.accept()
+                            worker.setblocking(False)
+                            pending[worker] = time.monotonic()
+                    else:
+                        del pending[sock]
+                        if self._welcome(sock):
+                            workers.append(sock)
+                for sock, since in list(pending.items()):
+                    if time.monotonic() - since > _CONNECT_TIMEOUT_S:  # said nothing: not one of ours
+                        del pending[sock]
+                        sock.close()
                 if self.signal.reason is not None:
                     line = f"STOP {self.signal.reason}\n".encode()
                     for worker in workers:
@@ -165,23 +173,23 @@ class StopBeacon:
                             with contextlib.suppress(OSError):
                                 worker.sendall(line)
         finally:
-            for worker in workers:
+            for sock in (*workers, *pending):
                 with contextlib.suppress(OSError):
-                    worker.close()
+                    sock.close()
 
     def _welcome(self, worker: socket.socket) -> bool:
-        """Read the worker's token line (bounded in time and size); keep it only if it matches."""
+        """Read the worker's token line (it is there: the socket is readable); keep the
+        connection only if it matches."""
         try:
-            worker.setblocking(True)
-            worker.settimeout(_CONNECT_TIMEOUT_S)
-            said = worker.recv(128).strip().decode("ascii", "replace")
-            worker.settimeout(None)
-        except OSError:
-            said = ""
-        if not hmac.compare_digest(said, self.token):
+            said = worker.recv(128).strip()
+            ok = hmac.compare_digest(said, self.token.encode())
+        except Exception:  # noqa: BLE001 - a stray connection (a scanner, a TLS hello) is closed, nothing more
+            ok = False
+        if not ok:
             with contextlib.suppress(OSError):
                 worker.close()
             return False
+        worker.setblocking(True)
         self.workers += 1
         return True
 
