@@ -172,7 +172,7 @@ class Deliverer:
         data_by_pool: dict[int, tuple[bytes, bool]] = {}
 
         gate = self.gate
-        last_error: SmtpError | None = None  # the last attempt's failure
+        last_error: SmtpError | None = None  # the last attempt's failure from the server (not a stop's)
 
         def data_for(index: int) -> tuple[bytes, bool]:
             """The message as sent through ``self.pools[index]``, with that connection's identity."""
@@ -209,6 +209,8 @@ class Deliverer:
             await self.limiters[index].acquire(gate.pause)
             try:
                 result = await self._through_outage(index, send_once, first_attempt=attempts == 1)
+            except _NotStarted:
+                raise
             except SmtpError as exc:
                 last_error = exc
                 maybe_delivered = maybe_delivered or exc.maybe_delivered
@@ -236,20 +238,15 @@ class Deliverer:
                 raise
             except SmtpError as exc:
                 first, replayed = exc, False  # a plain name: the closure below outlives `except ... as`
-                failure: SmtpError = first  # the last attempt's failure
 
                 async def again() -> None:
                     # tenacity's loop starts by replaying the first failure, so its retry
                     # predicate, backoff and attempt count apply exactly as if it had made it.
-                    nonlocal replayed, failure
+                    nonlocal replayed
                     if not replayed:
                         replayed = True
                         raise first
-                    try:
-                        await attempt()
-                    except SmtpError as exc:
-                        failure = exc
-                        raise
+                    await attempt()
 
                 retrying = AsyncRetrying(  # built only when a message needs it
                     retry=retry_if_exception(lambda e: isinstance(e, SmtpError) and e.transient),
@@ -264,9 +261,11 @@ class Deliverer:
                 try:
                     await retrying(again)
                 except _NoRetry:
-                    if accepted:  # the recipients still pending keep their temporary refusal
+                    # Recipients refused for now while others were accepted keep their refusal;
+                    # otherwise the last attempt's failure (nothing accepted: it came from the server).
+                    if accepted or last_error is None:
                         raise _NotStarted("not retried: the run stopped") from None
-                    raise failure from None
+                    raise last_error from None
         except DailyLimitReached as exc:
             return Delivery("deferred", None, exc, attempts, self.connection, message_id, now())
         except _NotStarted:

@@ -7,11 +7,11 @@ timed out, no greeting, 421 at connect), messages stop opening sessions of their
 without using up their attempts, while one of them at a time asks the server again with
 exponential backoff (tenacity), for at most the connection's ``retry_outage_s``; each time it
 asks the connections of the chain in order, primary first, so a primary that comes back is used
-again. When a session opens, everyone goes on; when the time is up, the waiting messages and every later one fail with
-:class:`~mailgem.connections.errors.ServerUnavailableError` and the reason, without asking the
-server again. A server that cannot be reached when a run *starts* (in this process) is not an
-outage: that is a wrong host, port or firewall, reported at once; nor is a refused session while
-others are open (a limit on sessions).
+again. When a session opens, everyone goes on; when the time is up, the waiting messages and
+every later one fail with :class:`~mailgem.connections.errors.ServerUnavailableError` and the
+reason, without asking the server again. A server that cannot be reached when a run *starts*
+(in this process) is not an outage: that is a wrong host, port or firewall, reported at once;
+nor is a refused session while others are open (a limit on sessions).
 """
 
 from __future__ import annotations
@@ -105,8 +105,9 @@ class Outage:
         def wait(state: RetryCallState) -> float:  # never past the deadline
             return max(0.0, min(backoff(state), deadline - time.monotonic()))
 
-        retrying = AsyncRetrying(retry=retry_if_exception(is_unreachable), stop=stop_after_delay(max(0.0, deadline -
-                                 time.monotonic())), wait=wait, sleep=self.gate.pause, reraise=True)
+        retrying = AsyncRetrying(retry=retry_if_exception(is_unreachable),
+                                 stop=stop_after_delay(max(0.0, deadline - time.monotonic())),
+                                 wait=wait, sleep=self.gate.pause, reraise=True)
         last: SmtpError = cause
         try:
             async for attempt in retrying:

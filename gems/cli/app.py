@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -17,19 +18,13 @@ from .signals import Interrupted, Signals
 __all__ = ["main"]
 
 
-def _dispatch(args: argparse.Namespace, signals: Signals) -> int:
+def _dispatch(args: argparse.Namespace) -> int:
     # Each command's module is imported only when it runs (`mailgem --version` imports none).
-    if args.command == "run":
-        from .run import cmd_run
-
-        return cmd_run(args, signals)
     commands: dict[str, tuple[str, str]] = {
-        "validate": (".validate", "cmd_validate"), "preview": (".preview", "cmd_preview"),
+        "run": (".run", "cmd_run"), "validate": (".validate", "cmd_validate"), "preview": (".preview", "cmd_preview"),
         "connection": (".connection", "cmd_connection_test"), "secrets": (".secrets", "cmd_secrets"),
         "schema": (".schema", "cmd_schema")}
     module, name = commands[args.command]
-    import importlib
-
     command: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module, __package__), name)
     return command(args)
 
@@ -39,11 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     signals = Signals()
     signals.install()
-    args.signals = signals
+    args.signals = signals  # the commands' way to them (run's stop, Spark's start-up)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return _dispatch(args, signals)
+        return _dispatch(args)
     except Interrupted as exc:
         from .output import fail
 

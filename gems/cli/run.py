@@ -21,9 +21,10 @@ from .steps import SparkJobError, config_failure, make_gem, preflight, read_fram
 __all__ = ["cmd_run"]
 
 
-def cmd_run(args: argparse.Namespace, signals: Signals) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     """Run the job (see the module docstring); returns the exit code."""
     started = time.monotonic()
+    signals: Signals = args.signals
     out = Output(args.json)
     if args.report_out is not None:
         check_report_path(args.report_out)

@@ -62,8 +62,8 @@ class Signals:
 
     def install(self) -> None:
         """Take SIGTERM and SIGINT. Only the main thread can; elsewhere (``main()`` called from a
-        thread) nothing changes. (PySpark takes SIGINT when Spark starts: the command gives it
-        back, :func:`.steps.start_spark`.)"""
+        thread) nothing changes. (PySpark takes SIGINT when Spark starts: :meth:`held` takes it
+        back.)"""
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in _HANDLED:
@@ -80,12 +80,16 @@ class Signals:
     def held(self) -> Iterator[None]:
         """While Spark starts: a first signal ends the command only once the JVM is up. PySpark
         removes the folder the starting JVM reports to when it is interrupted, and that JVM
-        then never reads its stdin, so it would outlive this process; once up, it ends with it."""
+        then never reads its stdin, so it would outlive this process; once up, it ends with it.
+        Afterwards SIGINT is taken back: PySpark installs its own (cancel the jobs, raise
+        KeyboardInterrupt)."""
         self._holding = True
         try:
             yield
         finally:
             self._holding = False
+            if signal.SIGINT in self._previous:  # installed: this is the main thread
+                signal.signal(signal.SIGINT, self._handle)
         if self.signum is not None and not self.sending:
             raise Interrupted(self.signum)
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
-import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,12 +84,9 @@ def start_spark(args: argparse.Namespace, app: str) -> tuple[Any, Path | None]:
     quiet_python_loggers(args.verbose)
     log_file = None if args.verbose else new_log_file()
     args.spark_log = log_file
-    ours = signal.getsignal(signal.SIGINT)
     signals: Signals = args.signals
     with signals.held():
         spark = local_spark(args.master, app_name=f"mailgem:{app}", log_file=log_file)
-    if ours is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, ours)  # PySpark took SIGINT (to cancel jobs and raise KeyboardInterrupt)
     return spark, log_file
 
 

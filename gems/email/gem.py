@@ -46,7 +46,7 @@ from ..spark import is_connect, parallelism
 from .content.compose import Composer, SplitNeeded, Unit, split_unit
 from .data import collect, column_names, first_groups, is_spark_frame
 from .run.distributed import PartitionSender, send_distributed
-from .run.ledger import LedgerTarget, SendLedger, check_ledger
+from .run.ledger import LedgerTarget, SendLedger, open_ledger
 from .run.plan import count_units, units
 from .content.preview import Built
 from .run.progress import Progress
@@ -372,12 +372,11 @@ class EmailGem:
         database's mid-run); says when entries for other destinations do not count.
 
         Raises:
-            ConfigError, LedgerDamagedError: see :func:`check_ledger`.
+            ConfigError, LedgerDamagedError: see :func:`open_ledger`.
         """
         if target is None:
             return None
-        check_ledger(target)
-        ledger = SendLedger(target, self.name, run_key, destination)
+        ledger = open_ledger(target, self.name, run_key, destination)
         elsewhere = ledger.elsewhere()
         if elsewhere:
             log.warning("gem %s: the ledger holds messages of run key %r sent to %s; they do not count for %s",

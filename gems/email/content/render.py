@@ -134,8 +134,7 @@ def render(name: str, source: str, context: dict[str, Any], *, html: bool = Fals
             output or the work over a limit (the message names the limit).
     """
     try:
-        max_chars, what = _cap(name)
-        return render_limited(_compile(source, html), context, max_chars=max_chars, what=what)
+        return render_checked(name, _compile(source, html), context)
     except TemplateLimitError as exc:
         raise TemplateError(f"{name}: {exc}") from None
     except jinja2.TemplateSyntaxError as exc:

@@ -72,7 +72,7 @@ from mailgem.connections.errors import ConfigError, MailgemError
 from .ledger_db import LedgerDamagedError, LedgerTarget, damage_of
 
 __all__ = ["SendLedger", "PriorSend", "LedgerTarget", "LeaseLapsedError", "LedgerDamagedError", "DONE_STATUSES",
-           "check_ledger"]
+           "check_ledger", "open_ledger"]
 
 log = logging.getLogger("mailgem.gems")
 
@@ -156,21 +156,22 @@ class PriorSend:
         return self.status == "sending" or self.maybe_delivered
 
 
-def check_ledger(target: LedgerTarget) -> None:
-    """Open the ledger at ``target`` (creating its tables), check that a SQLite file is not
-    damaged (:meth:`SendLedger.verify`), and close it again. The run's preflight calls it on the
-    driver, before Spark starts: a damaged ledger is reported in seconds, with what to do.
+def open_ledger(target: LedgerTarget, job: str, run_key: str, destination: str) -> SendLedger:
+    """The ledger at ``target`` for this job, run key and destination (its tables created),
+    checked that a SQLite file is not damaged (:meth:`SendLedger.verify`).
 
     Raises:
         LedgerDamagedError: the SQLite file is damaged, or is not a SQLite database.
         ConfigError: it cannot be opened (see :class:`SendLedger`); backend errors.
     """
     try:
-        ledger = SendLedger(target, "", "", "")
+        ledger = SendLedger(target, job, run_key, destination)
         try:
             ledger.verify()
-        finally:
+        except BaseException:
             ledger.close()
+            raise
+        return ledger
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - the database's own reason, for the user
@@ -178,6 +179,17 @@ def check_ledger(target: LedgerTarget) -> None:
         if damage is not None:
             raise damage from None
         raise ConfigError(f"cannot open the ledger {target}: {type(exc).__name__}: {exc}") from None
+
+
+def check_ledger(target: LedgerTarget) -> None:
+    """Open the ledger at ``target`` and close it again (:func:`open_ledger`). The run's
+    preflight calls it on the driver, before Spark starts: a damaged ledger is reported in
+    seconds, with what to do.
+
+    Raises:
+        LedgerDamagedError, ConfigError: see :func:`open_ledger`.
+    """
+    open_ledger(target, "", "", "").close()
 
 
 class SendLedger:
@@ -241,10 +253,10 @@ class SendLedger:
         """Check that the ledger's stored pages are sound (SQLite: ``PRAGMA quick_check``, about
         a second per million rows; PostgreSQL: nothing to do, see :meth:`.ledger_db.Backend.verify`).
 
-        Only :func:`check_ledger` asks, on the driver: before Spark starts (``mailgem run``'s
+        Only :func:`open_ledger` asks, on the driver: before Spark starts (``mailgem run``'s
         checks) and when the gem opens the run's ledger (``apply`` from Python has no other
         check; a CLI run pays twice, about a second per million rows). Opening a ledger does
-        not. The Spark executors open the same file again for each partition: each
+        not by itself. The Spark executors open the same file again for each partition: each
         would read every page of it once more, for an answer the driver had seconds before, and
         damage that appears during the run still stops it (the statement that meets a damaged page
         fails; the sender stops on a ledger it cannot write).
