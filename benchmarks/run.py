@@ -348,7 +348,7 @@ def mailgem_per_row_spark(port: int, frame) -> Metered:
     """The same gem on a Spark frame: messages built and sent on the executors (2 Python workers).
     Like the SparkSession, PySpark's Python workers are started before the timing (a job that
     imports nothing of mailgem); mailgem's own imports in the workers are timed."""
-    from mailgem.gems.spark import local_spark
+    from mailgem.runner.spark import local_spark
 
     spark = local_spark("local[2]", app_name="mailgem-bench")
     sdf = spark.createDataFrame(frame).repartition(2).cache()

@@ -34,7 +34,7 @@ PASSWORD = "Tr0ub4dor-test-only-9f3e"
 
 @pytest.fixture(scope="session")
 def spark():
-    from mailgem.gems.spark import local_spark
+    from mailgem.runner.spark import local_spark
 
     session = local_spark("local[2]", app_name="mailgem-tests")
     yield session

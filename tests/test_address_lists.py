@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mailgem.connections.addresses import AddressError, mailbox_parts, parse_mailbox, split_address_list
-from mailgem.gems.cli import main
+from mailgem.runner.cli import main
 from mailgem.gems.email.properties import split_addresses
 from mailgem.gems.email.validate import validate
 
@@ -71,7 +71,7 @@ def test_addresses_of_another_type_are_a_sentence(value, says):
 
 
 def test_not_an_address_through_the_cli(tmp_path: Path, capsys, monkeypatch):
-    monkeypatch.setattr("mailgem.gems.spark.local_spark", lambda *a, **k: pytest.fail("Spark was started"))
+    monkeypatch.setattr("mailgem.runner.spark.local_spark", lambda *a, **k: pytest.fail("Spark was started"))
     (tmp_path / "data.csv").write_text("city\nOslo\n")
     (tmp_path / "job.yaml").write_text("name: t\nsource: {path: data.csv}\nemail:\n  connection: local\n"
                                        "  to: 'a@x.com, not an address'\n  subject: hi\n")

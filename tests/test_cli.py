@@ -15,7 +15,7 @@ import pytest
 from conftest import LOGIN, PASSWORD, USER, parse, parse_strict
 
 from mailgem.connections.local_server import LocalSmtpServer
-from mailgem.gems.cli import main
+from mailgem.runner.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SPARK_NOISE = ("log4j", "Setting default log level", "NativeCodeLoader", "at org.apache", "Using incubator modules",
@@ -24,7 +24,7 @@ SPARK_NOISE = ("log4j", "Setting default log level", "NativeCodeLoader", "at org
 
 def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None,
          timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mailgem.gems.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "mailgem.runner.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, input=stdin, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
@@ -199,8 +199,8 @@ def test_spark_noise_stays_out_of_the_terminal_and_sql_errors_are_one_line(work)
 # -- data read as the user meant it -----------------------------------------------------------
 
 def test_csv_quoted_newlines_and_doubled_quotes_are_read_as_written(work, spark):
-    from mailgem.gems.job import load_job
-    from mailgem.gems.source import read_source
+    from mailgem.runner.job import load_job
+    from mailgem.runner.source import read_source
 
     job = load_job(_job(work, PER_ROW))
     rows = {r.city: r.note for r in read_source(spark, job.source, job.inspect_source()).collect()}
@@ -208,8 +208,8 @@ def test_csv_quoted_newlines_and_doubled_quotes_are_read_as_written(work, spark)
 
 
 def test_encoding_warning_names_the_column_and_the_option(work, spark, capsys):
-    from mailgem.gems.job import load_job
-    from mailgem.gems.source import read_source
+    from mailgem.runner.job import load_job
+    from mailgem.runner.source import read_source
 
     (work / "data" / "latin.csv").write_bytes("city,sales,note\nZürich,1,ok\nSão Paulo,2,fine\n".encode("cp1252"))
     job = _job(work, PER_ROW.replace("team-smtp", "local").replace("to_column: email", "to: a@example.com"),
@@ -232,8 +232,8 @@ def test_parquet_nanosecond_timestamps_are_read_and_wide_decimals_named(work, sp
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mailgem.gems.job import load_job
-    from mailgem.gems.source import read_source
+    from mailgem.runner.job import load_job
+    from mailgem.runner.source import read_source
 
     frame = pd.DataFrame({"at": pd.to_datetime(["2024-03-01 12:00:00.123456789", "1969-12-31 23:59:59.999999999"]),
                           "email": ["a@example.com", "b@example.com"]})
@@ -256,8 +256,8 @@ def test_a_small_source_is_spread_over_every_executor(work, spark, starttls_serv
     from conftest import fabric_for
 
     from mailgem.gems.email.gem import EmailGem
-    from mailgem.gems.job import load_job
-    from mailgem.gems.source import read_source
+    from mailgem.runner.job import load_job
+    from mailgem.runner.source import read_source
 
     job = load_job(_job(work, PER_ROW.replace("team-smtp", "reports")))
     frame = read_source(spark, job.source, job.inspect_source())
@@ -380,7 +380,7 @@ def test_help_version_and_schema(tmp_path):
                     ["secrets", "delete"], ["secrets", "keygen"], ["schema"]):
         text = _cli(*command, "--help", cwd=tmp_path).stdout
         assert f"example:\n  mailgem {' '.join(command)}" in text and "exit codes:" in text, command
-    from mailgem.gems.cli import _parser
+    from mailgem.runner.cli import _parser
 
     def actions(parser):
         for action in parser._actions:
@@ -401,11 +401,11 @@ def test_help_version_and_schema(tmp_path):
 
 def test_piping_into_head_ends_quietly(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(f"{sys.executable} -m gems.cli schema | head -1", shell=True, cwd=tmp_path,
+    done = subprocess.run(f"{sys.executable} -m mailgem.runner.cli schema | head -1", shell=True, cwd=tmp_path,
                           capture_output=True, text=True, timeout=60, env=env)
     assert done.stdout == "{\n" and done.stderr == "", done.stderr
     # A reader that leaves before anything is written (`| true`): the write fails with EPIPE.
-    done = subprocess.run(f"{sys.executable} -m gems.cli schema | true; echo ${{PIPESTATUS[0]}}", shell=True,
+    done = subprocess.run(f"{sys.executable} -m mailgem.runner.cli schema | true; echo ${{PIPESTATUS[0]}}", shell=True,
                           executable="/bin/bash", cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
     assert done.stderr == "" and done.stdout == "0\n", done.stderr
 

@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from mailgem.connections.errors import MailgemError
 from mailgem.fabric.loader import load_fabric, parse_fabric
 from mailgem.fabric.model import Fabric
-from mailgem.gems.cli import main
-from mailgem.gems.job import JobSpec, load_job, parse_job
+from mailgem.runner.cli import main
+from mailgem.runner.job import JobSpec, load_job, parse_job
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -219,7 +219,7 @@ def no_spark(monkeypatch: pytest.MonkeyPatch) -> None:
         SPARK_STARTS.append(args)
         raise SparkStarted
 
-    monkeypatch.setattr("mailgem.gems.spark.local_spark", local_spark)
+    monkeypatch.setattr("mailgem.runner.spark.local_spark", local_spark)
     monkeypatch.setenv("MAILGEM_SECRET_PW", "not-a-real-password")
     monkeypatch.delenv("MAILGEM_FABRIC", raising=False)
 
@@ -361,7 +361,7 @@ def test_to_42_is_a_field_error_in_a_subprocess(tmp_path):
     (tmp_path / "data.csv").write_text("city\nOslo\n")
     (tmp_path / "job.yaml").write_text("name: t\nsource: {path: data.csv}\nemail:\n  connection: local\n  to: 42\n"
                                        "  subject: hi\n")
-    done = subprocess.run([sys.executable, "-m", "mailgem.gems.cli", "validate", "job.yaml", "--local"], cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-m", "mailgem.runner.cli", "validate", "job.yaml", "--local"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 2, done.stderr

@@ -23,7 +23,7 @@ from mailgem.fabric import (
     generate_key,
     load_fabric,
 )
-from mailgem.gems.cli import main
+from mailgem.runner.cli import main
 
 FABRIC = """
 name: analytics

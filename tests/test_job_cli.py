@@ -16,7 +16,7 @@ import pytest
 from conftest import PASSWORD, USER, parse
 
 from mailgem.fabric import EncryptedFileSecretStore, generate_key
-from mailgem.gems.cli import main
+from mailgem.runner.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ email:
 
 
 def _run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mailgem.gems.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "mailgem.runner.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
@@ -102,7 +102,7 @@ def test_bad_job_files_are_clear_errors(job_dir, capsys):
 def test_every_source_kind_reads_the_same_rows(spark, tmp_path, fmt):
     import pandas as pd
 
-    from mailgem.gems.job import SourceSpec, read_source
+    from mailgem.runner.job import SourceSpec, read_source
 
     frame = pd.DataFrame({"city": ["Oslo", "Bergen"], "sales": [10, 5]})
     path = tmp_path / f"sales.{fmt}"
@@ -156,7 +156,7 @@ def test_a_job_whose_connection_is_in_a_fabric_needs_one(job_dir, monkeypatch, c
     def no_spark(*args, **kwargs):
         raise AssertionError("Spark was started")
 
-    monkeypatch.setattr("mailgem.gems.spark.local_spark", no_spark)
+    monkeypatch.setattr("mailgem.runner.spark.local_spark", no_spark)
     monkeypatch.chdir(job_dir)
     assert main(["run", "job.yaml"]) == 2
     err = capsys.readouterr().err
@@ -189,7 +189,7 @@ def test_a_json_sources_columns_are_checked_before_spark(tmp_path, monkeypatch, 
     # A JSON source's columns are every record's keys (a writer leaves out null fields): read
     # whole before Spark starts when small, so a misspelt column is reported at once, and a
     # column only later records have is not.
-    from mailgem.gems import source
+    from mailgem.runner import source
 
     records = [{"city": "Oslo", "sales": 10}, {"city": "Bergen", "sales": 5, "manager": "ana@example.com"}]
     (tmp_path / "sales.json").write_text("\n".join(json.dumps(r) for r in records) + "\n")
@@ -206,7 +206,7 @@ def test_a_json_sources_columns_are_checked_before_spark(tmp_path, monkeypatch, 
     def no_spark(*args, **kwargs):
         raise AssertionError("Spark was started")
 
-    monkeypatch.setattr("mailgem.gems.spark.local_spark", no_spark)
+    monkeypatch.setattr("mailgem.runner.spark.local_spark", no_spark)
     (tmp_path / "job.yaml").write_text(job.format(column="manger"))
     assert main(["validate", str(tmp_path / "job.yaml"), "--local"]) == 2
     err = capsys.readouterr().err

@@ -305,7 +305,7 @@ def test_a_ledger_from_before_claims_gains_its_owner_column(tmp_path):
 
 def test_mailgem_run_reports_a_ledger_it_cannot_open_before_spark_starts(starttls_server, postgres, tmp_path,
                                                                          monkeypatch, capsys):
-    from mailgem.gems.cli import main
+    from mailgem.runner.cli import main
 
     wrong = "wr0ng-ledger-pw-cli-41"
     monkeypatch.setenv("MAILGEM_SECRET_PW", PASSWORD)

@@ -1,5 +1,5 @@
 """The distribution as a package index and a user's environment see it: one import name
-(``mailgem``) holding every module of the repository's gems/, connections/ and fabric/ folders,
+(``mailgem``) holding every module of the repository's runner/, gems/, connections/ and fabric/ folders,
 metadata that passes ``twine check``, dependency ranges with PySpark in an extra, and an install
 beside Fabric (the SSH tool, whose import name is ``fabric``) in a fresh virtual environment,
 where mailgem sends from pandas without PySpark, and uninstalling it leaves Fabric working."""
@@ -21,7 +21,7 @@ from conftest import LOGIN, PASSWORD, parse
 import mailgem
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("gems", "connections", "fabric")
+FOLDERS = ("gems", "connections", "fabric", "runner")
 
 
 def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
@@ -50,7 +50,11 @@ def test_the_wheel_holds_every_module_under_the_mailgem_import_name_only(dist):
     assert tops == {"mailgem"}, tops  # no top-level gems/, connections/, fabric/ (or tests/)
     with tarfile.open(dist["sdist"]) as tar:
         sdist = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    assert {"LICENSE", "pyproject.toml", "README.md", "mailgem/__init__.py", "gems/email/gem.py"} <= sdist
+    # The sdist holds the package once, as the wheel is built from it: src/mailgem/ with the
+    # linked folders' files in it (not the links, which a tar extracts as links to nothing).
+    assert {"LICENSE", "pyproject.toml", "README.md", "src/mailgem/__init__.py", "src/mailgem/gems/email/gem.py",
+            "src/mailgem/runner/cli/app.py"} <= sdist
+    assert not [n for n in sdist if n.startswith(("gems/", "connections/", "fabric/", "runner/"))]
 
 
 def test_the_metadata_is_complete_and_uses_ranges(dist):
@@ -117,6 +121,11 @@ def test_mailgem_and_fabric_live_side_by_side_in_a_fresh_venv(dist, tmp_path, st
     cwd = str(tmp_path)  # not the checkout: nothing may come from its folders
     assert _run([py, "-c", fabric_check], env=env, cwd=cwd).stdout.split()[1] == "True"
     assert _run([str(bin_ / "fab"), "--version"], env=env, cwd=cwd).stdout.startswith("Fabric")
+
+    # From a checkout's root, the installed mailgem is the one imported (the root package lives in
+    # src/, so no folder of the checkout shadows it), and its front door holds what users need.
+    front_door = "import mailgem.connections; from mailgem import EmailGem, load_fabric, SmtpConnection; print(mailgem.__file__)"
+    assert str(venv) in _run([py, "-c", front_door], env=env, cwd=str(ROOT)).stdout
 
     sent = _run([py, "-c", SEND_FROM_PANDAS, str(starttls_server.port), starttls_server.ca_pem, LOGIN, PASSWORD],
                 env=env, cwd=cwd).stdout.split()

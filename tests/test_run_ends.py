@@ -28,7 +28,7 @@ ENV = {"PYTHONPATH": str(ROOT), "MAILGEM_SECRET_PW": PASSWORD}
 
 
 def _cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mailgem.gems.cli", *args]
+    return [sys.executable, "-m", "mailgem.runner.cli", *args]
 
 
 def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
@@ -304,7 +304,7 @@ def test_an_unforeseen_error_is_one_line_with_what_was_sent(tmp_path, starttls_s
             "def buggy(self):\n"
             "    raise TypeError(\"'int' object is not iterable\")\n"
             "Progress.close = buggy\n"
-            "from mailgem.gems.cli import main\n"
+            "from mailgem.runner.cli import main\n"
             "sys.exit(main(sys.argv[1:]))\n")
     for verbose in ([], ["-v"]):
         done = subprocess.run([sys.executable, "-c", code, *verbose, "run", "job.yaml", "--fabric", "fabric.yaml",
@@ -414,7 +414,7 @@ def test_connection_test_with_a_wrong_password_still_shows_the_size_the_server_o
 def test_version_imports_nothing_but_the_standard_library(tmp_path):
     # `mailgem --version` took 3 s on a loaded machine: it imported the gem, pandas and pyarrow.
     code = ("import sys\n"
-            "from mailgem.gems.cli import main\n"
+            "from mailgem.runner.cli import main\n"
             "try:\n"
             "    main(['--version'])\n"
             "except SystemExit:\n"

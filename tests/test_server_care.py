@@ -23,7 +23,7 @@ from mailgem.connections.delivery import Deliverer
 from mailgem.connections.local_server import LocalSmtpServer
 from mailgem.connections.session import TRACE_HEADROOM_BYTES, wire_size
 from mailgem.fabric import Fabric, MemorySecretStore, Team
-from mailgem.gems.cli import main
+from mailgem.runner.cli import main
 from mailgem.gems.email import EmailGem, validate
 
 # Both transaction paths: with PIPELINING (RFC 2920) and without.

@@ -107,6 +107,6 @@ def test_spark_connect_sends_the_same_messages_as_pandas(tickets, props, tmp_pat
     ({"spark.master": "sc://cluster.example.com"}, 2),  # nothing to go by: 2
 ])
 def test_parallelism_on_spark_connect_comes_from_configuration(conf, expected):
-    from mailgem.gems.spark import parallelism_from_conf
+    from mailgem.gems.spark_info import parallelism_from_conf
 
     assert parallelism_from_conf(conf.get) == expected

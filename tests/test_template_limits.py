@@ -254,7 +254,7 @@ def test_a_huge_subject_is_an_error_before_spark_starts(tmp_path, command):
     (tmp_path / "job.yaml").write_text("name: sales\nsource: {path: data/sales.csv}\nemail:\n  connection: local\n"
                                        "  to: boss@example.com\n  subject: \"{{ 'a' * 10**9 }}\"\n")
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "mailgem.gems.cli", *command], cwd=tmp_path, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "mailgem.runner.cli", *command], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
     took = time.monotonic() - started
     assert done.returncode == 2, done.stderr

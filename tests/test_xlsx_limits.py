@@ -105,7 +105,7 @@ def test_the_run_report_file_says_which_columns_were_cut(tmp_path):
     (tmp_path / "job.yaml").write_text(
         "name: long-cells\nsource: {path: data.csv}\nemail:\n  connection: local\n  to: ops@example.com\n"
         "  subject: Report\n  attachments: [{file_name: report.xlsx, format: xlsx}]\n")
-    done = subprocess.run([sys.executable, "-m", "mailgem.gems.cli", "run", "job.yaml", "--local", "--outbox", "out",
+    done = subprocess.run([sys.executable, "-m", "mailgem.runner.cli", "run", "job.yaml", "--local", "--outbox", "out",
                            "--report-out", "r.csv"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr

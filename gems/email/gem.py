@@ -42,7 +42,7 @@ from mailgem.connections.precheck import ChainCheck, check_chain
 from mailgem.connections.transport import SmtpTransport, new_message_id
 from mailgem.fabric.model import Fabric, current_user
 
-from ..spark import is_connect, parallelism
+from ..spark_info import is_connect, parallelism
 from .content.compose import Composer, SplitNeeded, Unit, split_unit
 from .data import collect, column_names, first_groups, is_spark_frame
 from .run.distributed import PartitionSender, send_distributed

@@ -110,7 +110,7 @@ class PartitionSender:
 
 
 def send_distributed(frame: Any, sender: PartitionSender, workers: int) -> pd.DataFrame:
-    """Run ``sender`` over ``frame``'s partitions, spread over ``workers`` (:func:`mailgem.gems.spark.parallelism`);
+    """Run ``sender`` over ``frame``'s partitions, spread over ``workers`` (:func:`mailgem.gems.spark_info.parallelism`);
     return the delivery report rows (pandas)."""
     props = sender.props
     # Rows are always spread over the executor cores, so every core sends (a small file is one

@@ -3,7 +3,7 @@
 One module per command (``run``, ``validate``, ``preview``, ``connection``, ``secrets``,
 ``schema``), imported only when it runs; :mod:`.parser` holds the arguments and exit codes,
 :mod:`.signals` how SIGTERM and SIGINT stop a run, :mod:`.app` the entry point. Every command
-that takes a job checks everything it can before Spark starts (see :mod:`mailgem.gems.preflight`),
+that takes a job checks everything it can before Spark starts (see :mod:`mailgem.runner.preflight`),
 and ``run`` also opens one session through the job's connection then. A job runs against its
 fabric; the embedded local SMTP server is used only when the job names the ``local`` connection
 or ``--local`` is given.

@@ -28,8 +28,8 @@ from mailgem.fabric.errors import FabricConfigError
 from mailgem.fabric.loader import load_yaml
 from mailgem.fabric.model import Fabric
 
-from .email.gem import EmailGem
-from .email.properties import EmailProperties
+from mailgem.gems.email.gem import EmailGem
+from mailgem.gems.email.properties import EmailProperties
 from .source import SourceInfo, SourceSpec, inspect_source, read_source
 
 __all__ = ["JobSpec", "SourceSpec", "load_job", "parse_job", "run_job", "read_source", "job_frame"]
@@ -63,7 +63,7 @@ class JobSpec(BaseModel):
         return self._file.absolute().parent if self._file is not None else Path.cwd()
 
     def inspect_source(self) -> SourceInfo:
-        """The source's resolved path, cheap schema and problems (:func:`mailgem.gems.source.inspect_source`)."""
+        """The source's resolved path, cheap schema and problems (:func:`mailgem.runner.source.inspect_source`)."""
         return inspect_source(self.source, self.base_dir, str(self._file or "job"))
 
 

@@ -15,7 +15,7 @@ from mailgem.connections.errors import MailgemError
 from mailgem.fabric.loader import LOCAL_CONNECTION
 from mailgem.fabric.model import Fabric
 from mailgem.gems.email.gem import EmailGem
-from mailgem.gems.preflight import Preflight, check_job
+from mailgem.runner.preflight import Preflight, check_job
 
 from .output import Output
 from .parser import EXIT_CONFIG
@@ -30,7 +30,7 @@ class SparkJobError(MailgemError):
 
 
 def preflight(args: argparse.Namespace, out: Output, *, read_secrets: bool) -> Preflight:
-    """Every check before Spark (:func:`mailgem.gems.preflight.check_job`), each finding printed once."""
+    """Every check before Spark (:func:`mailgem.runner.preflight.check_job`), each finding printed once."""
     pre = check_job(args.job, fabric_file=args.fabric, local=getattr(args, "local", False), user=args.user,
                     read_secrets=read_secrets)
     for finding in pre.findings:
@@ -79,7 +79,7 @@ def start_spark(args: argparse.Namespace, app: str) -> tuple[Any, Path | None]:
     """A local SparkSession whose own output goes to a log file (unless ``-v``); the file is
     removed after the command unless an error points at it. A signal while it starts ends the
     command once it has (:meth:`Signals.held`)."""
-    from mailgem.gems.spark import local_spark, new_log_file, quiet_python_loggers
+    from mailgem.runner.spark import local_spark, new_log_file, quiet_python_loggers
 
     quiet_python_loggers(args.verbose)
     log_file = None if args.verbose else new_log_file()
@@ -92,7 +92,7 @@ def start_spark(args: argparse.Namespace, app: str) -> tuple[Any, Path | None]:
 
 def read_frame(args: argparse.Namespace, pre: Preflight, spark: Any, log_file: Path | None) -> Any:
     """The job's source through its ``transform``, analysed (a Spark error names the step)."""
-    from mailgem.gems.source import read_source
+    from mailgem.runner.source import read_source
 
     job = pre.job
     assert job is not None
@@ -128,7 +128,7 @@ def spark_failure(args: argparse.Namespace, exc: BaseException, log_file: Path |
                   sep: str = " ") -> str:
     """A Spark error's one useful line, ``detail`` (the SQL), and where Spark's own log is (kept
     for the user); with ``-v`` the full trace is printed first."""
-    from mailgem.gems.spark import spark_error_line
+    from mailgem.runner.spark import spark_error_line
 
     if args.verbose:
         traceback.print_exc()

@@ -14,7 +14,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     """Print the schema ``args.what`` names; returns 0."""
     from mailgem.fabric.model import Fabric
     from mailgem.gems.email.gem import EmailGem
-    from mailgem.gems.job import JobSpec
+    from mailgem.runner.job import JobSpec
 
     model = {"job": JobSpec, "fabric": Fabric}.get(args.what)
     schema = model.model_json_schema() if model is not None else EmailGem.schema()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from mailgem.gems.email.validate import validate
-from mailgem.gems.preflight import Finding, special_domains
+from mailgem.runner.preflight import Finding, special_domains
 
 from .output import Output
 from .parser import EXIT_CONFIG, EXIT_OK

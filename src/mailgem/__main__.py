@@ -1,5 +1,5 @@
 """``python -m mailgem``: the ``mailgem`` command."""
 
-from mailgem.gems.cli import main
+from mailgem.runner.cli import main
 
 raise SystemExit(main())

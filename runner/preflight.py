@@ -19,8 +19,8 @@ from mailgem.fabric.errors import AccessDeniedError, FabricConfigError
 from mailgem.fabric.loader import LOCAL_CONNECTION, load_fabric
 from mailgem.fabric.model import Fabric, current_user
 
-from .email.run.ledger import LedgerTarget, check_ledger
-from .email.validate import validate
+from mailgem.gems.email.run.ledger import LedgerTarget, check_ledger
+from mailgem.gems.email.validate import validate
 from .job import JobSpec, load_job
 from .source import SourceInfo
 

@@ -1,0 +1,76 @@
+"""The structure a reader can check: four packages, each importing only those below it
+(``runner → gems → fabric → connections``), and the front door ``from mailgem import ...``."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Each package and the packages it may import (besides itself).
+BELOW = {
+    "connections": set(),
+    "fabric": {"connections"},
+    "gems": {"fabric", "connections"},
+    "runner": {"gems", "fabric", "connections"},
+}
+
+
+def _imports(path: Path, package: str) -> set[str]:
+    """The mailgem packages a module imports (absolute ``mailgem.X`` and relative imports alike)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    depth = len(path.relative_to(ROOT / package).parts)  # 1 for a module at the package's top
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                names = [node.module or ""]
+            elif node.level >= depth + 1:  # climbs above the package: `from ...x import y`
+                names = ["mailgem." + (node.module or "")]
+            else:
+                continue
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "mailgem" and len(parts) > 1:
+                found.add(parts[1])
+    return found - {package}
+
+
+@pytest.mark.parametrize("package", sorted(BELOW))
+def test_each_package_imports_only_those_below_it(package):
+    modules = sorted(p for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts)
+    assert len(modules) > 2, modules
+    wrong = {str(p.relative_to(ROOT)): sorted(bad) for p in modules if (bad := _imports(p, package) - BELOW[package])}
+    assert not wrong, f"{package}/ may import only {sorted(BELOW[package])}: {wrong}"
+
+
+def test_the_checker_sees_a_wrong_import(tmp_path):
+    # The rule above can fail: a gem module importing the runner is found, relative or absolute.
+    gems = tmp_path / "gems" / "email"
+    gems.mkdir(parents=True)
+    (gems / "bad.py").write_text("from ...runner.job import load_job\nimport mailgem.runner.cli\n")
+    global ROOT
+    saved, ROOT = ROOT, tmp_path
+    try:
+        assert _imports(gems / "bad.py", "gems") == {"runner"}
+    finally:
+        ROOT = saved
+
+
+def test_the_front_door_holds_what_users_need():
+    import mailgem
+
+    for name in mailgem.__all__:
+        assert getattr(mailgem, name) is not None, name
+    from mailgem import DeliveryStatus, EmailGem, SmtpConnection, load_fabric
+
+    assert EmailGem.__module__ == "mailgem.gems.email.gem" and callable(load_fabric)
+    assert SmtpConnection.__name__ == "SmtpConnection" and DeliveryStatus.SENT == "sent"
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        mailgem.Nope  # noqa: B018
