@@ -129,7 +129,7 @@ class Deliverer:
     def in_flight(self) -> int:
         """How many messages to keep in flight for the pools to stay busy: the primary pool's
         size, three times that when the connection pipelines (each session then carries a
-        message waiting for its final reply and the next one's group, see :meth:`SmtpPool.lease`,
+        message waiting for its final reply and the next one's group, see :meth:`SmtpPool.borrow`,
         and one more waits to write its group the moment a session is lent, so the group
         leaves with the content before it: one write a message)."""
         pool = self.pools[0]
@@ -141,25 +141,23 @@ class Deliverer:
         return self.pools[self._active].transport.connection.name
 
     async def send(self, message: EmailMessage | Prepared, recipients: Sequence[str], *,
-                   proceed: Callable[[], bool] | None = None, fence: Callable[[], bool] | None = None,
-                   envelope_id: str | None = None) -> Delivery:
+                   gate: Gate | None = None, envelope_id: str | None = None) -> Delivery:
         """Deliver ``message`` to ``recipients``; never raises for SMTP failures (see :class:`Delivery`).
 
         ``message`` is an ``EmailMessage`` (flattened with each connection's identity) or any
         object with ``bytes_for(transport)`` and a ``Message-ID`` item (a prepared message).
 
-        ``proceed`` is asked once a session is free for the first attempt, before anything of the
-        message is written: ``False`` (the run is stopping) gives status ``not_started``.
-        ``fence`` is asked the same way before *every* attempt, retries included: ``False`` (the
-        run may no longer send at all, e.g. its ledger lease may have lapsed and another run may
-        be sending the message) gives ``not_started`` too, however many attempts went before. It
-        is asked once more when the server is ready for the content (see
-        :meth:`SmtpSession.send_bytes`), so a pause between a message's commands and its content
-        does not deliver it either.
+        ``gate``: this message's :class:`~mailgem.connections.gate.Gate` (default: the
+        deliverer's). ``may_start()`` is asked once a session is free for the first attempt,
+        before anything of the message is written; ``may_write()`` before *every* attempt,
+        retries included, and once more when the server is ready for the content (see
+        :meth:`SmtpSession.send_bytes`). Either ``False`` gives status ``not_started``, however
+        many attempts went before, so a pause between a message's commands and its content does
+        not deliver it either.
 
         ``envelope_id``: the RFC 3461 ``ENVID`` for connections with ``dsn``.
 
-        While the deliverer's gate is stopping, the message does not start (``not_started``),
+        While the gate is stopping, the message does not start (``not_started``),
         and a message that failed an attempt is not retried (its last failure is its outcome).
         """
         conn = self.pools[self._active].transport.connection
@@ -171,7 +169,7 @@ class Deliverer:
         maybe_delivered = False
         data_by_pool: dict[int, tuple[bytes, bool]] = {}
 
-        gate = self.gate
+        gate = self.gate if gate is None else gate
         last_error: SmtpError | None = None  # the last attempt's failure from the server (not a stop's)
 
         def data_for(index: int) -> tuple[bytes, bool]:
@@ -188,13 +186,12 @@ class Deliverer:
         async def send_once(index: int) -> SendResult:
             data, utf8 = data_for(index)
             try:
-                async with self.pools[index].lease() as lease:
-                    if ((attempts == 1 and (gate.stopping or (proceed is not None and not proceed())))
-                            or (fence is not None and not fence())):
+                async with self.pools[index].borrow() as loan:
+                    if (attempts == 1 and (gate.stopping or not gate.may_start())) or not gate.may_write():
                         raise _NotStarted("not started: the run is stopping")
-                    return await lease.session.send_bytes(data, pending, message_id=str(message["Message-ID"]),
-                                                          smtputf8=utf8, lend=lease.lend, envelope_id=envelope_id,
-                                                          fence=fence)
+                    return await loan.session.send_bytes(data, pending, message_id=str(message["Message-ID"]),
+                                                          smtputf8=utf8, lend=loan.lend, envelope_id=envelope_id,
+                                                          gate=gate)
             except ContentWithheldError as exc:  # the pool has closed that session; nothing was delivered
                 raise _NotStarted(exc.message) from None
 

@@ -177,18 +177,18 @@ class ServerUnavailableError(SmtpError, ConnectionError):
     default_transient = False  # waited out already: retrying now would only wait again
     default_hint = (
         "the server was reachable earlier in this run, then refused or dropped connections for longer than "
-        "retry_outage_s: check that it runs, then re-run the job (with a ledger, only what was not accepted "
-        "is sent); raise the connection's retry_outage_s to wait longer"
+        "retry_outage_s: check that it runs, then re-run the job; raise the connection's retry_outage_s to wait longer"
     )
 
 
 class ContentWithheldError(SmtpDisconnectedError):
-    """The caller's fence closed while a transaction waited for the server (e.g. the process was
-    paused past its ledger lease): the content was not written, and the session was ended
+    """The caller's gate closed while a transaction waited for the server (``Gate.may_write()``
+    was ``False``: e.g. the process was paused past the time its claim on the message held; see
+    :mod:`mailgem.connections.gate`): the content was not written, and the session was ended
     without it (or reset), so the server discards the transaction (RFC 5321 §4.1.1.4: mail is
     processed only at the end of the mail data). Nothing of the message was delivered."""
 
-    default_hint = "the run stopped sending; a re-run with the same run key sends what is left"
+    default_hint = "the run stopped sending this message; a re-run sends what is left"
 
     default_transient = True  # a local abort (451, RFC 5321 §4.2.3), never the server's refusal
 

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from .errors import SmtpConnectError, SmtpDisconnectedError, SmtpError, SmtpTimeoutError
 from .transport import SmtpSession, SmtpTransport
 
-__all__ = ["SmtpPool", "Lease", "breaks_session"]
+__all__ = ["SmtpPool", "Loan", "breaks_session"]
 
 log = logging.getLogger("mailgem.connections")
 
@@ -29,8 +29,8 @@ def breaks_session(exc: SmtpError) -> bool:
     return isinstance(exc, (SmtpDisconnectedError, SmtpTimeoutError, SmtpConnectError)) or exc.code == 421
 
 
-class Lease:
-    """One borrower's hold on a pooled session (see :meth:`SmtpPool.lease`)."""
+class Loan:
+    """One borrower's hold on a pooled session (see :meth:`SmtpPool.borrow`)."""
 
     __slots__ = ("pool", "session", "used", "lent", "returned")
 
@@ -82,16 +82,16 @@ class SmtpPool:
         self._slots: asyncio.Semaphore | None = None
         self._first_open: asyncio.Lock | None = None
         self.opened = 0
-        self._leased: list[SmtpSession] = []  # sessions borrowers hold now (one twice while it is lent on)
+        self._lent_out: list[SmtpSession] = []  # sessions borrowers hold now (one twice while it is lent on)
 
     def __repr__(self) -> str:
         return f"SmtpPool({self.transport!r}, size={self.size}, idle={len(self._idle)}, opened={self.opened})"
 
     @contextlib.asynccontextmanager
-    async def lease(self) -> AsyncIterator[Lease]:
+    async def borrow(self) -> AsyncIterator[Loan]:
         """Borrow a session for one message (opening one if none is idle or usable).
 
-        ``lease.lend`` (pass it to :meth:`SmtpSession.send_bytes`) gives the session to the next
+        ``loan.lend`` (pass it to :meth:`SmtpSession.send_bytes`) gives the session to the next
         borrower as soon as this message's content is written, while this one still waits for
         the reply to its final dot: on a pipelining server the next group follows at once
         (RFC 2920 §3.1). A session that breaks afterwards fails both borrowers' waits and is
@@ -102,38 +102,38 @@ class SmtpPool:
         """
         slots = self._loop_state()
         await slots.acquire()
-        lease: Lease | None = None
+        loan: Loan | None = None
         try:
             session, used = await self._take()
-            lease = Lease(self, session, used)
-            self._leased.append(session)
-            yield lease
+            loan = Loan(self, session, used)
+            self._lent_out.append(session)
+            yield loan
         except SmtpError as exc:
-            if lease is not None:
+            if loan is not None:
                 if breaks_session(exc):
-                    await self._discard(lease.session)
+                    await self._discard(loan.session)
                 else:
-                    lease.give_back()
+                    loan.give_back()
             raise
         except BaseException:
-            if lease is not None:
-                await self._discard(lease.session)
+            if loan is not None:
+                await self._discard(loan.session)
             raise
         else:
-            if lease.last:
-                await self._discard(lease.session)
+            if loan.last:
+                await self._discard(loan.session)
             else:
-                lease.give_back()
+                loan.give_back()
         finally:
-            if lease is not None:
-                self._leased.remove(lease.session)
-            if lease is None or not lease.lent:
+            if loan is not None:
+                self._lent_out.remove(loan.session)
+            if loan is None or not loan.lent:
                 slots.release()
 
     @property
     def serving(self) -> bool:
         """Whether a session of this pool is open and in step now (idle or in use)."""
-        return any(s.usable for s in self._leased) or any(s.usable for s, _ in self._idle)
+        return any(s.usable for s in self._lent_out) or any(s.usable for s, _ in self._idle)
 
     def _loop_state(self) -> asyncio.Semaphore:
         """The pool's slots (made in the event loop that first uses the pool)."""

@@ -44,6 +44,7 @@ from .errors import (
 from .pipelining import ReplyReader, send_group, send_line, write_content
 
 if TYPE_CHECKING:
+    from .gate import Gate
     from .transport import SmtpTransport
 
 __all__ = ["SmtpSession", "SendResult", "RecipientRefusal", "MAX_RCPT_PER_TRANSACTION", "TRACE_HEADROOM_BYTES",
@@ -207,7 +208,7 @@ class SmtpSession:
 
     async def send_bytes(self, data: bytes, recipients: Sequence[str], *, message_id: str | None = None,
                          smtputf8: bool = False, lend: Callable[[], None] | None = None,
-                         envelope_id: str | None = None, fence: Callable[[], bool] | None = None) -> SendResult:
+                         envelope_id: str | None = None, gate: Gate | None = None) -> SendResult:
         """Send an already flattened message (CRLF line endings).
 
         ``smtputf8``: the message has UTF-8 headers or addresses (RFC 6531/6532).
@@ -219,12 +220,13 @@ class SmtpSession:
         to its final dot: from then on another message's transaction may start on this session
         (its group follows the content, RFC 2920 §3.1). A pool passes its lending hook here.
 
-        ``fence``: asked once more when the server is ready for the content (after the ``354`` on
-        a pipelining session, before ``DATA`` otherwise). ``False`` (the run may no longer send,
-        e.g. it was paused past its ledger lease) raises :class:`ContentWithheldError`: the
-        content is not written, the session is ended without it (pipelined) or reset, and
-        nothing is delivered. Without it, a message whose commands went out just before a
-        pause would be written when the process resumed, after a re-run had taken it over.
+        ``gate``: its ``may_write()`` is asked once more when the server is ready for the content
+        (after the ``354`` on a pipelining session, before ``DATA`` otherwise). ``False`` (the
+        caller may no longer send this message, e.g. it was paused past the time its claim on the
+        message held) raises :class:`ContentWithheldError`: the content is not written, the
+        session is ended without it (pipelined) or reset, and nothing is delivered. Without it, a
+        message whose commands went out just before a pause would be written when the process
+        resumed, after another run had taken it over. See :mod:`mailgem.connections.gate`.
 
         More than :data:`MAX_RCPT_PER_TRANSACTION` recipients go in several mail transactions of
         that many (RFC 5321 §4.5.3.1.8: servers need buffer only 100 recipients). A chunk that
@@ -235,14 +237,14 @@ class SmtpSession:
         chunks = [list(recipients[i:i + MAX_RCPT_PER_TRANSACTION])
                   for i in range(0, len(recipients), MAX_RCPT_PER_TRANSACTION)]
         if len(chunks) <= 1:
-            return await self._transaction(data, list(recipients), message_id, smtputf8, lend, envelope_id, fence)
+            return await self._transaction(data, list(recipients), message_id, smtputf8, lend, envelope_id, gate)
         results: list[SendResult] = []
         failures: dict[str, RecipientRefusal] = {}
         last_error: SmtpError | None = None
         for i, chunk in enumerate(chunks):
             try:
                 results.append(await self._transaction(data, chunk, message_id, smtputf8,
-                                                       lend if i == len(chunks) - 1 else None, envelope_id, fence))
+                                                       lend if i == len(chunks) - 1 else None, envelope_id, gate))
             except (MessageTooLargeError, SenderRefusedError, SmtpUtf8NotSupportedError):
                 raise  # the same for every chunk
             except SmtpError as exc:
@@ -303,7 +305,7 @@ class SmtpSession:
 
     async def _transaction(self, data: bytes, recipients: list[str], message_id: str | None,
                            smtputf8: bool, lend: Callable[[], None] | None = None,
-                           envelope_id: str | None = None, fence: Callable[[], bool] | None = None) -> SendResult:
+                           envelope_id: str | None = None, gate: Gate | None = None) -> SendResult:
         """One mail transaction: MAIL FROM, RCPT TO each recipient, DATA."""
         transport = self._transport
         transport.raise_if_refused()
@@ -333,7 +335,7 @@ class SmtpSession:
                                            "advertise DSN (RFC 3461), so messages go without delivery status "
                                            "notification requests (dsn is ignored for this server)")
         if connection.pipelining and client.supports_extension("pipelining"):
-            return await self._pipelined(data, recipients, message_id, options, encoding, where, lend, rcpt_params, fence)
+            return await self._pipelined(data, recipients, message_id, options, encoding, where, lend, rcpt_params, gate)
         stage = "mail"
         accepted: list[str] = []
         refused: dict[str, RecipientRefusal] = {}
@@ -363,7 +365,7 @@ class SmtpSession:
                     "every recipient was refused; nothing was sent",
                     {r: (v.code, v.message) for r, v in refused.items()},
                     code=first.code, server_message=first.message, **where)  # type: ignore[arg-type]
-            if fence is not None and not fence():
+            if gate is not None and not gate.may_write():
                 await self._reset()
                 raise _withheld(where)
             stage = "data"
@@ -388,7 +390,7 @@ class SmtpSession:
 
     async def _pipelined(self, data: bytes, recipients: list[str], message_id: str | None, options: list[str],
                          encoding: str, where: dict[str, object], lend: Callable[[], None] | None,
-                         rcpt_params: Callable[[str], list[str]], fence: Callable[[], bool] | None = None) -> SendResult:
+                         rcpt_params: Callable[[str], list[str]], gate: Gate | None = None) -> SendResult:
         """The transaction as one pipelined group (RFC 2920, :mod:`mailgem.connections.pipelining`), with
         the same outcomes as the unpipelined path: partial success, sender refusals, SIZE,
         ``maybe_delivered`` once the content was sent. After the content, ``lend`` lets the next
@@ -432,7 +434,7 @@ class SmtpSession:
                         {r: (v.code, v.message) for r, v in refused.items()},
                         code=first.code, server_message=first.message, **where)  # type: ignore[arg-type]
                 raise aiosmtplib.SMTPDataError(replies.data.code, replies.data.message)
-            if fence is not None and not fence():
+            if gate is not None and not gate.may_write():
                 # Without the final dot the server discards the transaction; ending the session is
                 # safe here: every reply owed on it was read (the earlier message's came first).
                 reader.abort(aiosmtplib.SMTPServerDisconnected("the run stopped before the content"))

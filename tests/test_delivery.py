@@ -32,13 +32,29 @@ def _message(subject: str = "hi") -> EmailMessage:
     return msg
 
 
+class _WriteGate:
+    """A gate whose ``may_write`` is ``fence`` (a run's claim on its messages, as the gem's is)."""
+
+    stopping = False
+
+    def __init__(self, fence):
+        self.may_write = fence
+
+    async def pause(self, seconds):
+        await asyncio.sleep(seconds)
+
+    def may_start(self):
+        return True
+
+
 def _deliver(server, messages, recipients=("ops@example.com",), fence=None, **overrides):
     transport = SmtpTransport(connection_for(server, **(FAST | overrides)), SecretStr(PASSWORD))
 
     async def go():
         deliverer = Deliverer([transport])
         try:
-            return await asyncio.gather(*(deliverer.send(m, list(recipients), fence=fence) for m in messages))
+            gate = None if fence is None else _WriteGate(fence)
+            return await asyncio.gather(*(deliverer.send(m, list(recipients), gate=gate) for m in messages))
         finally:
             await deliverer.aclose()
 

@@ -63,6 +63,16 @@ def test_the_checker_sees_a_wrong_import(tmp_path):
         ROOT = saved
 
 
+def test_the_connection_layer_knows_nothing_of_ledgers_or_leases():
+    # The run's rules reach connections/ only through its Gate protocol (connections/gate.py).
+    import re
+
+    word = re.compile(r"\b(ledgers?|leases?|leased|leasing)\b", re.IGNORECASE)
+    named = {f"{p.name}:{n}": line.strip() for p in sorted((ROOT / "connections").rglob("*.py"))
+             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if word.search(line)}
+    assert not named, named
+
+
 def test_the_front_door_holds_what_users_need():
     import mailgem
 

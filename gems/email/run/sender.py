@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from mailgem.connections.delivery import Deliverer, Delivery
 from mailgem.connections.dsn import envelope_id
 from mailgem.connections.errors import MailgemError, SmtpError
+from mailgem.connections.gate import OPEN
 from mailgem.connections.transport import new_message_id
 
 from ..content.compose import Composer, SplitNeeded, Unit, split_unit
@@ -84,6 +85,31 @@ class SendContext:
     on_done: Callable[[DeliveryRow], None] = field(default=lambda row: None)
     envelope_ids: bool = False  # each row gets its RFC 3461 ENVID (the connection asks for DSN)
     stop: StopSignal | None = None  # the run's stop signal (also the deliverer's gate)
+
+
+class _MessageGate:
+    """One message's :class:`~mailgem.connections.gate.Gate`: the run's rules as the delivery layer
+    asks them. ``may_start``: the run goes on to this message (no stop requested, the ledger did
+    not fail, and with ``on_error: stop`` no earlier message failed); ``may_write``: this run may
+    still send at all (its claim in the ledger holds). Waits go through the stop signal."""
+
+    __slots__ = ("_stop", "_proceeds", "_fence")
+
+    def __init__(self, stop: StopSignal | None, proceeds: Callable[[], bool], fence: Callable[[], bool]) -> None:
+        self._stop, self._proceeds, self._fence = stop, proceeds, fence
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop is not None and self._stop.stopping
+
+    async def pause(self, seconds: float) -> None:
+        await (self._stop.pause(seconds) if self._stop is not None else OPEN.pause(seconds))
+
+    def may_start(self) -> bool:
+        return self._proceeds()
+
+    def may_write(self) -> bool:
+        return self._fence()
 
 
 def describe_error(exc: BaseException, doing: str = "building the message") -> str:
@@ -179,7 +205,7 @@ async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliver
         try:
             # Asked when a session is free for it, before its first byte (tasks wait for sessions).
             delivery = await deliverer.send(message, recipients,  # type: ignore[arg-type]
-                                            proceed=lambda: proceeds(position), fence=fence,
+                                            gate=_MessageGate(ctx.stop, lambda: proceeds(position), fence),
                                             envelope_id=row.envelope_id)
             if delivery.status == "not_started":
                 # Stopped before its first byte (or before a retry, once the fence closed): left

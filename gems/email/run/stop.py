@@ -57,6 +57,14 @@ class StopSignal:
         """Whether a stop was requested."""
         return self.reason is not None
 
+    def may_start(self) -> bool:
+        """A message may start until a stop is requested."""
+        return self.reason is None
+
+    def may_write(self) -> bool:
+        """Messages already started are written to the end: a stop holds back only new ones."""
+        return True
+
     def request(self, reason: str) -> None:
         """Stop, for ``reason`` (e.g. ``"stopped by SIGTERM"``): every pause ends now."""
         with self._lock:
