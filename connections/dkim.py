@@ -43,7 +43,7 @@ class DkimOptions(BaseModel):
     selector: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
                           description="Selector (s=): the key is published at SELECTOR._domainkey.DOMAIN.")
     private_key: SecretRef = Field(description="Secret holding the private key's PEM text: {secret: NAME}.")
-    headers: tuple[str, ...] = Field(DEFAULT_HEADERS, description="Header fields to sign (From is always signed).")
+    headers: tuple[str, ...] = Field(default=DEFAULT_HEADERS, description="Header fields to sign (From is always signed).")
 
 
     @field_validator("domain")

@@ -48,9 +48,9 @@ class DsnOptions(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    notify: tuple[Notify, ...] = Field(("failure", "delay"), description=(
+    notify: tuple[Notify, ...] = Field(default=("failure", "delay"), description=(
         "When the destination reports back: never, or any of success, failure, delay (RFC 3461 §4.1)."))
-    ret: Literal["headers", "full"] = Field("headers", description="What a bounce returns: the headers or the full message.")
+    ret: Literal["headers", "full"] = Field(default="headers", description="What a bounce returns: the headers or the full message.")
 
     @field_validator("notify", mode="before")
     @classmethod

@@ -85,54 +85,54 @@ class SmtpConnection(BaseModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$", description="Connection name, unique in a fabric.")
     host: str = Field(min_length=1, description="SMTP server host name or IP address.")
     port: int = Field(ge=1, le=65535, description="TCP port: 587 (STARTTLS), 465 (implicit TLS), 25 (relay).")
-    security: Security = Field("starttls", description="starttls (required, never opportunistic), implicit_tls, or none.")
-    min_tls_version: TlsVersion = Field("1.2", description="Lowest TLS version accepted.")
-    verify_certificates: bool = Field(True, description="Verify the server certificate and host name.")
-    ca_bundle: Path | None = Field(None, description="PEM file of CAs to trust (a private relay's CA), so verification can stay on.")
-    username: str | None = Field(None, description="Login for AUTH.")
-    password: SecretRef | None = Field(None, description="Secret holding the password or API key.")
-    anonymous: bool = Field(False, description="No AUTH at all (internal relays); needs sender_address.")
-    allow_insecure_auth: bool = Field(False, description="Allow AUTH over an unencrypted connection (security none only).")
-    sender_address: str | None = Field(None, description="Address the credential may send as; defaults to username when that is an address.")
-    sender_name: str | None = Field(None, description="Display name shown in From.")
-    ehlo_hostname: str | None = Field(None, description="Name sent in EHLO; defaults to this machine's FQDN.")
-    connect_timeout_s: float = Field(30.0, gt=0, le=3600, description="Timeout to connect and read the greeting, seconds.")
+    security: Security = Field(default="starttls", description="starttls (required, never opportunistic), implicit_tls, or none.")
+    min_tls_version: TlsVersion = Field(default="1.2", description="Lowest TLS version accepted.")
+    verify_certificates: bool = Field(default=True, description="Verify the server certificate and host name.")
+    ca_bundle: Path | None = Field(default=None, description="PEM file of CAs to trust (a private relay's CA), so verification can stay on.")
+    username: str | None = Field(default=None, description="Login for AUTH.")
+    password: SecretRef | None = Field(default=None, description="Secret holding the password or API key.")
+    anonymous: bool = Field(default=False, description="No AUTH at all (internal relays); needs sender_address.")
+    allow_insecure_auth: bool = Field(default=False, description="Allow AUTH over an unencrypted connection (security none only).")
+    sender_address: str | None = Field(default=None, description="Address the credential may send as; defaults to username when that is an address.")
+    sender_name: str | None = Field(default=None, description="Display name shown in From.")
+    ehlo_hostname: str | None = Field(default=None, description="Name sent in EHLO; defaults to this machine's FQDN.")
+    connect_timeout_s: float = Field(default=30.0, gt=0, le=3600, description="Timeout to connect and read the greeting, seconds.")
     # RFC 5321 §4.5.3.2: servers may take 5 minutes to answer MAIL/RCPT and 10 minutes to
     # answer the end of DATA; giving up sooner risks a duplicate (the server may have accepted).
-    timeout_s: float = Field(300.0, gt=0, le=3600, description="Timeout for each SMTP command's reply, seconds (RFC 5321 §4.5.3.2: 5 min).")
-    pipelining: bool = Field(True, description=(
+    timeout_s: float = Field(default=300.0, gt=0, le=3600, description="Timeout for each SMTP command's reply, seconds (RFC 5321 §4.5.3.2: 5 min).")
+    pipelining: bool = Field(default=True, description=(
         "Send each message's MAIL FROM, RCPT TO and DATA as one group when the server offers PIPELINING (RFC 2920)."))
-    data_timeout_s: float = Field(600.0, gt=0, le=3600, description="Timeout for the reply to the end of DATA, seconds (RFC 5321 §4.5.3.2.6: 10 min).")
-    pool_size: int = Field(4, ge=1, le=64, description="Authenticated connections kept open and reused per process.")
-    max_messages_per_connection: int = Field(100, ge=1, description="Reconnect after this many messages on one connection.")
-    rate_per_s: float | None = Field(None, gt=0, description="At most this many messages per second through this connection, per process.")
-    max_per_day: int | None = Field(None, ge=1, description="Provider's daily sending cap (e.g. 500 for Gmail), per process and UTC day.")
-    max_attempts: int = Field(4, ge=1, le=20, description="Attempts per message for transient failures (4xx, dropped connection, timeout).")
-    retry_initial_s: float = Field(1.0, ge=0, le=3600, description="First retry delay, seconds; doubles each time, with jitter.")
-    retry_max_s: float = Field(60.0, ge=0, le=86400, description="Longest retry delay, seconds.")
-    retry_outage_s: float = Field(300.0, ge=0, le=86400, description=(
+    data_timeout_s: float = Field(default=600.0, gt=0, le=3600, description="Timeout for the reply to the end of DATA, seconds (RFC 5321 §4.5.3.2.6: 10 min).")
+    pool_size: int = Field(default=4, ge=1, le=64, description="Authenticated connections kept open and reused per process.")
+    max_messages_per_connection: int = Field(default=100, ge=1, description="Reconnect after this many messages on one connection.")
+    rate_per_s: float | None = Field(default=None, gt=0, description="At most this many messages per second through this connection, per process.")
+    max_per_day: int | None = Field(default=None, ge=1, description="Provider's daily sending cap (e.g. 500 for Gmail), per process and UTC day.")
+    max_attempts: int = Field(default=4, ge=1, le=20, description="Attempts per message for transient failures (4xx, dropped connection, timeout).")
+    retry_initial_s: float = Field(default=1.0, ge=0, le=3600, description="First retry delay, seconds; doubles each time, with jitter.")
+    retry_max_s: float = Field(default=60.0, ge=0, le=86400, description="Longest retry delay, seconds.")
+    retry_outage_s: float = Field(default=300.0, ge=0, le=86400, description=(
         "How long a run waits out a server that stopped answering mid-run (connection refused or timed out, "
         "421 at connect), seconds: messages are held, not failed, while one session is retried with backoff; "
         "then the rest fail with the reason. 0: no waiting."))
-    fallback: str | None = Field(None, description="Connection in the same fabric to use when this one is unreachable or rejects AUTH.")
-    charset: str = Field("utf-8", description="Charset of text and HTML parts.")
-    auth: OAuth2Options | None = Field(None, description=(
+    fallback: str | None = Field(default=None, description="Connection in the same fabric to use when this one is unreachable or rejects AUTH.")
+    charset: str = Field(default="utf-8", description="Charset of text and HTML parts.")
+    auth: OAuth2Options | None = Field(default=None, description=(
         "OAuth2 instead of a password (SASL XOAUTH2): {type: oauth2, provider: office365 | google | generic, "
         "token_url, tenant, client_id, client_secret: {secret}, refresh_token: {secret}, scope}."))
-    proxy: ProxyOptions | None = Field(None, description=(
+    proxy: ProxyOptions | None = Field(default=None, description=(
         "Reach the server through a proxy: socks5://[user@]host:port or http://[user@]host:port (CONNECT), or "
         "{url, password: {secret: NAME}}; TLS stays end to end with the server."))
-    dkim: DkimOptions | None = Field(None, description=(
+    dkim: DkimOptions | None = Field(default=None, description=(
         "DKIM signing (RFC 6376): {domain, selector, private_key: {secret: NAME}, headers: [...]}; relaxed/relaxed, "
         "rsa-sha256 or ed25519-sha256 by the key."))
-    dsn: DsnOptions | None = Field(None, description=(
+    dsn: DsnOptions | None = Field(default=None, description=(
         "Delivery status notifications (RFC 3461): {notify: [failure, delay] | never, ret: headers | full}; "
         "sent only to servers that advertise DSN."))
-    allowed_special_domains: tuple[str, ...] = Field((), description=(
+    allowed_special_domains: tuple[str, ...] = Field(default=(), description=(
         "Domains of an internal relay that addresses may use although they are special-use (RFC 6761: local, "
         "internal, localhost, ...) or a single label (a company relay's host); each also allows its subdomains. "
         "Off by default; every other address is validated as usual."))
-    max_message_bytes: int = Field(25 * 1024 * 1024, gt=0, description="mailgem's own size cap when the server advertises no SIZE, bytes.")
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, gt=0, description="mailgem's own size cap when the server advertises no SIZE, bytes.")
 
     _inline_password: SecretStr | None = PrivateAttr(default=None)
 

@@ -58,13 +58,13 @@ class OAuth2Options(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
     type: Literal["oauth2"]
     provider: Literal["office365", "google", "generic"] = "generic"
-    token_url: str | None = Field(None, description="HTTPS token endpoint; from the provider when not given.")
-    tenant: str | None = Field(None, description="office365: the directory (tenant) ID or domain.")
+    token_url: str | None = Field(default=None, description="HTTPS token endpoint; from the provider when not given.")
+    tenant: str | None = Field(default=None, description="office365: the directory (tenant) ID or domain.")
     client_id: str = Field(min_length=1, description="The application's client ID.")
-    client_secret: SecretRef | None = Field(None, description="Secret holding the client secret: {secret: NAME}.")
-    refresh_token: SecretRef | None = Field(None, description="Secret holding a refresh token (google, generic): {secret: NAME}.")
-    scope: str | None = Field(None, description="Scope to ask for; from the provider when not given.")
-    ca_bundle: Path | None = Field(None, description="PEM file of CAs to verify the token endpoint with (a private "
+    client_secret: SecretRef | None = Field(default=None, description="Secret holding the client secret: {secret: NAME}.")
+    refresh_token: SecretRef | None = Field(default=None, description="Secret holding a refresh token (google, generic): {secret: NAME}.")
+    scope: str | None = Field(default=None, description="Scope to ask for; from the provider when not given.")
+    ca_bundle: Path | None = Field(default=None, description="PEM file of CAs to verify the token endpoint with (a private "
                                                      "identity provider); the system's CAs otherwise.")
 
 

@@ -38,7 +38,7 @@ class ProxyOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
     url: str = Field(description="socks5://[user@]host:port or http://[user@]host:port (HTTP CONNECT); no password.")
-    password: SecretRef | None = Field(None, description="Secret holding the proxy user's password: {secret: NAME}.")
+    password: SecretRef | None = Field(default=None, description="Secret holding the proxy user's password: {secret: NAME}.")
 
     @model_validator(mode="before")
     @classmethod

@@ -76,7 +76,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
         raise FabricConfigError(f"{path}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(doc, dict):
         raise FabricConfigError(f"{path}: the top level must be a mapping, got {type(doc).__name__}")
-    return interpolate(doc, str(path))
+    interpolated: dict[str, Any] = interpolate(doc, str(path))
+    return interpolated
 
 
 def _relative_to(base: Path, value: Any) -> Any:

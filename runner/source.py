@@ -56,7 +56,7 @@ class SourceSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     path: str | None = None
     format: Literal["csv", "parquet", "json"] | None = None
-    encoding: str | None = Field(None, description="Text encoding of a csv/json source (default utf-8), e.g. cp1252.")
+    encoding: str | None = Field(default=None, description="Text encoding of a csv/json source (default utf-8), e.g. cp1252.")
     options: dict[str, str] = Field(default_factory=dict, description=(
         "Spark reader options, over mailgem's defaults (CSV: header, inferSchema, multiLine, escape '\"')."))
     sql: str | None = None

@@ -72,7 +72,7 @@ def local_spark(master: str = "local[2]", app_name: str = "mailgem", conf: dict[
         # The same settings go to spark-submit as PySpark would pass.
         with SparkContext._lock, (open(log_file, "ab") if log_file is not None else contextlib.nullcontext()) as out:
             if SparkContext._gateway is None:
-                gateway = launch_gateway(SparkConf(loadDefaults=False).setAll(settings.items()),
+                gateway = launch_gateway(SparkConf(loadDefaults=False).setAll(list(settings.items())),
                                          popen_kwargs={"stdout": out, "stderr": out, "start_new_session": True})
                 SparkContext._gateway = gateway
                 SparkContext._jvm = gateway.jvm

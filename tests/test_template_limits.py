@@ -19,7 +19,7 @@ from conftest import USER, fabric_for, parse
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from mailgem.gems.email import EmailGem, validate
-from mailgem.gems.email.content import sandbox
+from mailgem.gems.email.content import template_limits
 from mailgem.gems.email.content.render import DEFAULT_TEXT, MAX_LINE_CHARS, TemplateError, base_context, render
 from mailgem.gems.email.content.sandbox import MAX_VALUE_CHARS, LimitedSandbox, TemplateLimitError
 from mailgem.gems.email.validate import MAX_BODY_BYTES
@@ -211,7 +211,7 @@ def test_blocks_macros_and_containers_count_toward_the_templates_cap():
     "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}",
 ])
 def test_nested_loops_and_recursion_stop_at_the_step_limit(source, monkeypatch):
-    monkeypatch.setattr(sandbox, "MAX_RENDER_S", 600.0)  # however loaded the machine, the steps stop it
+    monkeypatch.setattr(template_limits, "MAX_RENDER_S", 600.0)  # however loaded the machine, the steps stop it
     started = time.monotonic()
     with pytest.raises(TemplateError, match="more than 10,000,000 steps in one render \\(a loop iteration is one, a "
                                             "macro call 20: nested loops or recursion\\?\\); that is the limit"):
@@ -220,7 +220,7 @@ def test_nested_loops_and_recursion_stop_at_the_step_limit(source, monkeypatch):
 
 
 def test_a_render_that_takes_too_long_stops(monkeypatch):
-    monkeypatch.setattr(sandbox, "MAX_RENDER_S", 0.3)
+    monkeypatch.setattr(template_limits, "MAX_RENDER_S", 0.3)
     started = time.monotonic()
     with pytest.raises(TemplateError, match="subject: rendering took more than 0.3 s, the limit for one template"):
         # Few steps, each building a value near the limit: the clock is read with every large value.

@@ -90,11 +90,12 @@ class EncryptedFileSecretStore(SecretStore):
                 log.warning("%s is set but the secret store %s takes its key from key file %s; the variable is not "
                             "used", self.key_env, self.path, self.key_file)
         else:
-            raw = os.environ.get(self.key_env)
-            if raw is None:
+            from_env = os.environ.get(self.key_env)
+            if from_env is None:
                 raise SecretStoreError(
                     f"no key for the encrypted secret store {self.path}: set the environment variable {self.key_env}, "
                     "or name a key_file in the fabric (generate a key with `mailgem secrets keygen`)")
+            raw = from_env
         try:
             key = base64.urlsafe_b64decode(raw.strip())
         except (binascii.Error, ValueError):
@@ -124,7 +125,8 @@ class EncryptedFileSecretStore(SecretStore):
             raise SecretStoreError(f"secret store {self.path} is not readable JSON: {exc}") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("secrets"), dict):
             raise SecretStoreError(f"secret store {self.path} is not a {FORMAT} file")
-        return doc["secrets"]
+        secrets: dict[str, dict[str, str]] = doc["secrets"]
+        return secrets
 
     def get(self, name: str) -> SecretStr:
         entry = self._read().get(self.check_name(name))

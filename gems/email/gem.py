@@ -28,7 +28,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 from pydantic import ValidationError
 
@@ -55,6 +55,10 @@ from .run.report import SPARK_SCHEMA, DeliveryRow, skipped_row, to_pandas, to_sp
 from .run.sender import SendContext, StopRun, send_units
 from .run.stop import BeaconAddress, StopBeacon, StopSignal
 from .validate import Diagnostic, validate
+
+if TYPE_CHECKING:  # for the overloads of apply: neither is imported at run time
+    import pandas as pd
+    from pyspark.sql import DataFrame as SparkDataFrame, SparkSession
 
 __all__ = ["EmailGem", "Built", "GemError", "GemValidationError", "DeliveryError", "MessageCapError"]
 
@@ -255,6 +259,21 @@ class EmailGem:
         """The first ``limit`` messages, built but not sent (see :meth:`build`). In a notebook,
         ``Built._repr_html_`` shows each one (subject, recipients, HTML body)."""
         return list(self.build(in0, limit))
+
+    # Typed for users' checkers: pandas in -> pandas report out, Spark (classic or Connect) in ->
+    # Spark report out, with or without the session before the frame.
+    @overload
+    def apply(self, spark: pd.DataFrame, /, *, stop: StopSignal | None = None) -> pd.DataFrame: ...
+
+    @overload
+    def apply(self, spark: SparkSession | None, in0: pd.DataFrame, /, *, stop: StopSignal | None = None) -> pd.DataFrame: ...
+
+    @overload
+    def apply(self, spark: SparkDataFrame, /, *, stop: StopSignal | None = None) -> SparkDataFrame: ...
+
+    @overload
+    def apply(self, spark: SparkSession | None, in0: SparkDataFrame, /, *,
+              stop: StopSignal | None = None) -> SparkDataFrame: ...
 
     def apply(self, spark: Any, in0: Any = _NO_FRAME, *, stop: StopSignal | None = None) -> Any:
         """Send the frame's emails and return the delivery report.

@@ -109,7 +109,7 @@ class Formats(BaseModel):
     date_format: str = "%Y-%m-%d"
     datetime_format: str = "%Y-%m-%d %H:%M:%S"
     na_rep: str = ""
-    timezone: str | None = Field(None, description=(
+    timezone: str | None = Field(default=None, description=(
         "IANA zone (e.g. Europe/Berlin) to show time-zone-aware timestamps in; by default each keeps its own "
         "zone. The offset is always shown (ISO 8601)."))
 
@@ -134,9 +134,9 @@ class TableOptions(BaseModel):
     model_config = _MODEL
     enabled: bool = True
     columns: list[str] | None = None
-    max_rows: int = Field(100, ge=1, le=10_000)
-    max_html_bytes: int = Field(90_000, ge=2_000, le=10 * 1024 * 1024)
-    max_cell_chars: int = Field(200, ge=10, le=100_000, description=(
+    max_rows: int = Field(default=100, ge=1, le=10_000)
+    max_html_bytes: int = Field(default=90_000, ge=2_000, le=10 * 1024 * 1024)
+    max_cell_chars: int = Field(default=200, ge=10, le=100_000, description=(
         "Longer cells are cut with '…' in the body's tables (the attachment keeps the whole value)."))
     summary: Summary | None = None
 
@@ -154,7 +154,7 @@ class ChartOptions(BaseModel):
     x: str
     y: str | list[str]
     title: str | None = None
-    top_n: int | None = Field(None, ge=1, le=1_000)
+    top_n: int | None = Field(default=None, ge=1, le=1_000)
 
     @property
     def y_columns(self) -> list[str]:
@@ -170,18 +170,18 @@ class AttachmentSpec(BaseModel):
     ``xlsx`` (typed cells, for Excel) or ``parquet`` (for data consumers)."""
 
     model_config = _MODEL
-    file_name: str = Field("data-{{ run_date }}.csv", description="Jinja2 template for the file name.")
-    format: AttachmentFormat = Field("csv", description="csv, xlsx (Excel workbook) or parquet.")
+    file_name: str = Field(default="data-{{ run_date }}.csv", description="Jinja2 template for the file name.")
+    format: AttachmentFormat = Field(default="csv", description="csv, xlsx (Excel workbook) or parquet.")
     columns: list[str] | None = None
-    delimiter: str = Field(",", min_length=1, max_length=1, description="CSV only.")
+    delimiter: str = Field(default=",", min_length=1, max_length=1, description="CSV only.")
     header: bool = True
-    compression: Literal["none", "gzip", "zip"] = Field("none", description="CSV only (xlsx and parquet are compressed).")
-    compression_level: int = Field(6, ge=1, le=9, description="zlib level: 1 fastest, 9 smallest.")
-    csv_formula_escape: bool = Field(True, description=(
+    compression: Literal["none", "gzip", "zip"] = Field(default="none", description="CSV only (xlsx and parquet are compressed).")
+    compression_level: int = Field(default=6, ge=1, le=9, description="zlib level: 1 fastest, 9 smallest.")
+    csv_formula_escape: bool = Field(default=True, description=(
         "Prefix text cells starting with = + - @ tab or CR with ' so spreadsheets show them instead of running "
         "them as formulas (OWASP CSV Injection); numbers are never changed. XLSX always writes text as text."))
-    bom: bool = Field(False, description="CSV: start the file with a UTF-8 byte order mark (Excel on Windows needs it).")
-    long_cells: Literal["cut", "error"] = Field("cut", description=(
+    bom: bool = Field(default=False, description="CSV: start the file with a UTF-8 byte order mark (Excel on Windows needs it).")
+    long_cells: Literal["cut", "error"] = Field(default="cut", description=(
         "XLSX only: a text cell longer than Excel's 32,767 characters is cut to fit (cut: logged, and named in the "
         "delivery report's notes column) or fails its message, which is then not sent (error)."))
 
@@ -217,12 +217,12 @@ class LedgerOptions(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)  # a URL may hold a password
-    path: str | None = Field(None, description="SQLite file of the ledger (created if missing); one machine only.")
-    url: str | None = Field(None, description="PostgreSQL database of the ledger: postgresql://user@host[:port]/database "
+    path: str | None = Field(default=None, description="SQLite file of the ledger (created if missing); one machine only.")
+    url: str | None = Field(default=None, description="PostgreSQL database of the ledger: postgresql://user@host[:port]/database "
                                               "(no password here: see secret). Tables are created if missing.")
-    secret: str | None = Field(None, description="Name of the fabric secret holding the PostgreSQL password.")
-    run_key: str = Field("{{ run_date }}", description="Jinja2 template naming one run: a re-run with the same key resumes it.")
-    lease_s: float = Field(DEFAULT_LEASE_S, ge=1, le=3600,
+    secret: str | None = Field(default=None, description="Name of the fabric secret holding the PostgreSQL password.")
+    run_key: str = Field(default="{{ run_date }}", description="Jinja2 template naming one run: a re-run with the same key resumes it.")
+    lease_s: float = Field(default=DEFAULT_LEASE_S, ge=1, le=3600,
                            description="Seconds a run's claim on the messages it is sending outlives it when it is killed; "
                                        "a re-run waits at most three times this for them. Renewed every lease_s/3 s.")
 
@@ -255,32 +255,32 @@ class EmailProperties(BaseModel):
     bcc: list[str] = Field(default_factory=list, description="Envelope-only recipients; never in the headers.")
     reply_to: list[str] = Field(default_factory=list)
     subject: str = Field(min_length=1, description="Jinja2 template; line breaks from data are folded to spaces.")
-    text_body: str | None = Field(None, description="Jinja2 template of the text/plain part.")
-    html_body: str | None = Field(None, description="Jinja2 template (autoescaped) of the text/html part.")
+    text_body: str | None = Field(default=None, description="Jinja2 template of the text/plain part.")
+    html_body: str | None = Field(default=None, description="Jinja2 template (autoescaped) of the text/html part.")
     priority: Priority = "normal"
     headers: dict[str, str] = Field(default_factory=dict, description="Custom headers (at most 50; identity and structural headers are reserved).")
     table: TableOptions = Field(default_factory=TableOptions)
     formats: Formats = Field(default_factory=Formats)
     attachments: list[AttachmentSpec] = Field(default_factory=list)
-    chart: ChartOptions | None = Field(None, description="An inline chart in the HTML body ({{ chart }}).")
-    on_empty: Literal["skip", "send"] = Field("skip", description="What to do when the frame has no rows.")
-    on_error: Literal["stop", "continue"] = Field("stop", description="stop: raise; continue: record the failure in the delivery report.")
+    chart: ChartOptions | None = Field(default=None, description="An inline chart in the HTML body ({{ chart }}).")
+    on_empty: Literal["skip", "send"] = Field(default="skip", description="What to do when the frame has no rows.")
+    on_error: Literal["stop", "continue"] = Field(default="stop", description="stop: raise; continue: record the failure in the delivery report.")
 
-    mode: Mode = Field("report", description="report: one email for the frame; per_group: one per group of group_by; per_row: one per row.")
+    mode: Mode = Field(default="report", description="report: one email for the frame; per_group: one per group of group_by; per_row: one per row.")
     group_by: list[str] = Field(default_factory=list, description="Columns whose values make a group (per_group).")
     key_columns: list[str] = Field(default_factory=list, description="Columns identifying a row (per_row message keys); default: all values.")
-    to_column: str | None = Field(None, description="Column holding To addresses (comma-separated allowed); added to `to`.")
+    to_column: str | None = Field(default=None, description="Column holding To addresses (comma-separated allowed); added to `to`.")
     cc_column: str | None = None
     bcc_column: str | None = None
-    max_messages: int | None = Field(None, ge=1, description="Refuse the run, before sending anything, if it would send more messages.")
-    max_message_bytes: int | None = Field(None, ge=20_000, description=(
+    max_messages: int | None = Field(default=None, ge=1, description="Refuse the run, before sending anything, if it would send more messages.")
+    max_message_bytes: int | None = Field(default=None, ge=20_000, description=(
         "Largest message to send, in bytes as transmitted (e.g. 10,000,000 for a mailbox that takes 10 MB); "
         "the server's SIZE applies too."))
-    attachments_over_limit: Literal["error", "compress", "split"] = Field("error", description=(
+    attachments_over_limit: Literal["error", "compress", "split"] = Field(default="error", description=(
         "When attachments make a message too large: error (that message fails), compress (CSV becomes gzip), "
         "or split (the rows go out in numbered parts, each under the limit)."))
-    ledger: LedgerOptions | None = Field(None, description="Send ledger for safe re-runs; off when absent.")
-    distributed: bool = Field(True, description="Spark input, per_group/per_row: build and send on the executors.")
+    ledger: LedgerOptions | None = Field(default=None, description="Send ledger for safe re-runs; off when absent.")
+    distributed: bool = Field(default=True, description="Spark input, per_group/per_row: build and send on the executors.")
 
     @field_validator("to", "cc", "bcc", "reply_to", mode="before")
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -105,83 +105,99 @@ def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str
                                e["msg"].removeprefix("Value error, "))
                     for e in exc.errors(include_url=False, include_input=False)]
     props = properties
-    out: list[Diagnostic] = []
-    err = lambda path, msg: out.append(Diagnostic(path, "error", msg))  # noqa: E731
+    types: Mapping[str, str | None] | None = (
+        None if columns is None else columns if isinstance(columns, Mapping) else dict.fromkeys(columns))
+    return [*_recipients(props, special_domains), *_mode(props), *_headers(props),
+            *(Diagnostic(found.path, found.severity, found.message)
+              for found in check_templates(props, job=job, params=params, columns=types)),
+            *_content(props), *([] if columns is None else _columns(props, list(columns)))]
 
+
+def _error(path: str, message: str) -> Diagnostic:
+    return Diagnostic(path, "error", message)
+
+
+def _recipients(props: EmailProperties, special_domains: tuple[str, ...]) -> Iterator[Diagnostic]:
+    """Fixed addresses (templates are checked per message, when rendered)."""
     if not (props.to or props.cc or props.bcc or props.to_column or props.cc_column or props.bcc_column):
-        err("to", "no recipients: set to, cc or bcc (addresses or templates), or to_column")
+        yield _error("to", "no recipients: set to, cc or bcc (addresses or templates), or to_column")
     for field in ("to", "cc", "bcc", "reply_to"):
         for i, item in enumerate(getattr(props, field)):
             if is_template(item):
                 continue  # rendered per message, then validated (a bad one fails that message only)
             problem = address_problem(item, special_domains)
             if problem:
-                err(f"{field}[{i}]", problem)
+                yield _error(f"{field}[{i}]", problem)
             elif field == "reply_to" and parse_mailbox(item, special_domains).smtputf8:
-                err(f"{field}[{i}]", f"{item!r} has a non-ASCII local part; Reply-To must be an ASCII address "
-                                     "(it is in every message, and not every server offers SMTPUTF8)")
-    if props.mode == "per_group" and not props.group_by:
-        err("group_by", "mode per_group needs group_by: the columns whose values make a group")
-    if props.mode != "per_group" and props.group_by:
-        out.append(Diagnostic("group_by", "warning", f"group_by is only used by mode per_group, not {props.mode}"))
-    if props.mode == "report" and (props.to_column or props.cc_column or props.bcc_column):
-        out.append(Diagnostic("to_column", "warning", "in mode report, recipients from columns are the distinct values of the whole frame"))
+                yield _error(f"{field}[{i}]", f"{item!r} has a non-ASCII local part; Reply-To must be an ASCII address "
+                                              "(it is in every message, and not every server offers SMTPUTF8)")
 
+
+def _mode(props: EmailProperties) -> Iterator[Diagnostic]:
+    if props.mode == "per_group" and not props.group_by:
+        yield _error("group_by", "mode per_group needs group_by: the columns whose values make a group")
+    if props.mode != "per_group" and props.group_by:
+        yield Diagnostic("group_by", "warning", f"group_by is only used by mode per_group, not {props.mode}")
+    if props.mode == "report" and (props.to_column or props.cc_column or props.bcc_column):
+        yield Diagnostic("to_column", "warning", "in mode report, recipients from columns are the distinct values of the whole frame")
+
+
+def _headers(props: EmailProperties) -> Iterator[Diagnostic]:
+    """Custom headers, and Reply-To, which is the same in every message."""
     if len(props.headers) > MAX_CUSTOM_HEADERS:
-        err("headers", f"{len(props.headers)} custom headers; at most {MAX_CUSTOM_HEADERS} are allowed")
+        yield _error("headers", f"{len(props.headers)} custom headers; at most {MAX_CUSTOM_HEADERS} are allowed")
     for name, value in props.headers.items():
         problem = check_header(name, value)
         if problem:
-            err(f"headers.{name}", problem)
-
+            yield _error(f"headers.{name}", problem)
     for i, item in enumerate(props.reply_to):
         if is_template(item):
-            err(f"reply_to[{i}]", "reply_to is the same in every message and cannot be a template; give an address")
-    types: Mapping[str, str | None] | None = (
-        None if columns is None else columns if isinstance(columns, Mapping) else dict.fromkeys(columns))
-    for problem in check_templates(props, job=job, params=params, columns=types):
-        out.append(Diagnostic(problem.path, problem.severity, problem.message))  # type: ignore[arg-type]
+            yield _error(f"reply_to[{i}]", "reply_to is the same in every message and cannot be a template; give an address")
+
+
+def _content(props: EmailProperties) -> Iterator[Diagnostic]:
+    """Subject and body sizes, the chart's place, and a message with nothing in it."""
     if len(props.subject) > MAX_SUBJECT_CHARS:
-        err("subject", f"subject is {len(props.subject)} characters; at most {MAX_SUBJECT_CHARS} (RFC 5322 §2.1.1)")
+        yield _error("subject", f"subject is {len(props.subject)} characters; at most {MAX_SUBJECT_CHARS} (RFC 5322 §2.1.1)")
     for path in ("text_body", "html_body"):
         body = getattr(props, path)
         if body is not None and len(body.encode()) > MAX_BODY_BYTES:
-            err(path, f"template is over {MAX_BODY_BYTES:,} bytes")
+            yield _error(path, f"template is over {MAX_BODY_BYTES:,} bytes")
     if props.chart is not None:
         if props.html_body is not None and "chart" not in props.html_body:
-            out.append(Diagnostic("html_body", "warning", "a chart is configured but html_body never shows {{ chart }}"))
+            yield Diagnostic("html_body", "warning", "a chart is configured but html_body never shows {{ chart }}")
         if props.html_body is None and props.text_body is not None:
-            err("chart", "a chart needs an HTML body: remove text_body or add html_body with {{ chart }}")
+            yield _error("chart", "a chart needs an HTML body: remove text_body or add html_body with {{ chart }}")
         if props.table.summary is not None:
             outputs = set(props.table.summary.group_by) | {a.output_name for a in props.table.summary.aggregates}
             for name in (props.chart.x, *props.chart.y_columns):
                 if name not in outputs:
-                    err("chart", f"{name!r} is not a summary column ({', '.join(sorted(outputs))}); with table.summary "
-                                 "the chart draws the summary")
+                    yield _error("chart", f"{name!r} is not a summary column ({', '.join(sorted(outputs))}); with "
+                                          "table.summary the chart draws the summary")
     if props.text_body is None and props.html_body is None and not props.table.enabled and not props.attachments:
-        out.append(Diagnostic("table.enabled", "warning", "no body, no table and no attachment: the email will say only the row count"))
+        yield Diagnostic("table.enabled", "warning", "no body, no table and no attachment: the email will say only the row count")
 
-    if columns is not None:
-        columns = list(columns)
-        known = set(columns)
-        refs: list[tuple[str, list[str]]] = [("table.columns", props.table.columns or [])]
-        summary = props.table.summary
-        if summary is not None:
-            refs.append(("table.summary.group_by", summary.group_by))
-            refs.append(("table.summary.aggregates", [a.column for a in summary.aggregates]))
-            outputs = set(summary.group_by) | {a.output_name for a in summary.aggregates}
-            for i, key in enumerate(summary.order_by):
-                if key.lstrip("-") not in outputs:
-                    err(f"table.summary.order_by[{i}]", f"{key.lstrip('-')!r} is not a summary column ({', '.join(sorted(outputs))})")
-            if props.table.columns:
-                refs[0] = ("table.columns", [c for c in props.table.columns if c not in outputs])
-        refs += [(f"attachments[{i}].columns", a.columns or []) for i, a in enumerate(props.attachments)]
-        if props.chart is not None and summary is None:
-            refs.append(("chart", [props.chart.x, *props.chart.y_columns]))
-        refs += [("group_by", props.group_by), ("key_columns", props.key_columns)]
-        refs += [(f, [getattr(props, f)]) for f in ("to_column", "cc_column", "bcc_column") if getattr(props, f)]
-        for path, names in refs:
-            for name in names:
-                if name not in known:
-                    err(path, f"unknown column {name!r}; the frame has: {', '.join(columns)}")
-    return out
+
+def _columns(props: EmailProperties, columns: list[str]) -> Iterator[Diagnostic]:
+    """Every column the properties name is one the frame has (a summary's columns where it applies)."""
+    known = set(columns)
+    refs: list[tuple[str, list[str]]] = [("table.columns", props.table.columns or [])]
+    summary = props.table.summary
+    if summary is not None:
+        refs.append(("table.summary.group_by", summary.group_by))
+        refs.append(("table.summary.aggregates", [a.column for a in summary.aggregates]))
+        outputs = set(summary.group_by) | {a.output_name for a in summary.aggregates}
+        for i, key in enumerate(summary.order_by):
+            if key.lstrip("-") not in outputs:
+                yield _error(f"table.summary.order_by[{i}]", f"{key.lstrip('-')!r} is not a summary column ({', '.join(sorted(outputs))})")
+        if props.table.columns:
+            refs[0] = ("table.columns", [c for c in props.table.columns if c not in outputs])
+    refs += [(f"attachments[{i}].columns", a.columns or []) for i, a in enumerate(props.attachments)]
+    if props.chart is not None and summary is None:
+        refs.append(("chart", [props.chart.x, *props.chart.y_columns]))
+    refs += [("group_by", props.group_by), ("key_columns", props.key_columns)]
+    refs += [(f, [getattr(props, f)]) for f in ("to_column", "cc_column", "bcc_column") if getattr(props, f)]
+    for path, names in refs:
+        for name in names:
+            if name not in known:
+                yield _error(path, f"unknown column {name!r}; the frame has: {', '.join(columns)}")

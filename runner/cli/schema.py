@@ -12,11 +12,14 @@ __all__ = ["cmd_schema"]
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the schema ``args.what`` names; returns 0."""
+    from pydantic import BaseModel
+
     from mailgem.fabric.model import Fabric
     from mailgem.gems.email.gem import EmailGem
     from mailgem.runner.job import JobSpec
 
-    model = {"job": JobSpec, "fabric": Fabric}.get(args.what)
+    models: dict[str, type[BaseModel]] = {"job": JobSpec, "fabric": Fabric}
+    model = models.get(args.what)
     schema = model.model_json_schema() if model is not None else EmailGem.schema()
     print(json.dumps(schema, indent=2))
     return EXIT_OK

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
-import hashlib
 import math
 import uuid
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any, TypeVar
@@ -27,6 +24,7 @@ from mailgem.connections.errors import MailgemError, MessageTooLargeError
 from mailgem.connections.headers import PrefoldedHeader, prefolded, text_header
 
 from .attachments import Attachment, build_attachment, safe_file_name
+from .unit import Envelope, SplitNeeded, Unit, split_unit
 from .chart import DISPLAY_WIDTH_PX, draw_chart
 from .layout import Layout, LayoutMessage
 from .message import build_message, run_headers
@@ -60,77 +58,9 @@ def estimated_size(subject: str, text: str | None, html: str | None, attachments
     return base64 + bodies + len(subject.encode()) + 4096
 
 
-class SplitNeeded(MailgemError):
-    """Too large for the limit with ``attachments_over_limit: split``: send the unit's rows in
-    ``parts`` messages (see :func:`split_unit`)."""
-
-    def __init__(self, message: str, parts: int) -> None:
-        self.parts = max(2, parts)
-        super().__init__(message)
-
-
-def split_unit(unit: Unit, parts: int) -> list[Unit]:
-    """``unit``'s rows in ``parts`` consecutive slices, each its own message ``key#part-i-of-n``."""
-    size = math.ceil(unit.table.num_rows / parts)
-    slices = [unit.table.slice(i * size, size) for i in range(parts) if i * size < unit.table.num_rows]
-    n = len(slices)
-    return [Unit(f"{unit.key}#part-{i}-of-{n}", t, t.num_rows, {**unit.extra, "part": (i, n)}, unit.problem)
-            for i, t in enumerate(slices, 1)]
-
-
 class MessageBuildError(MailgemError, ValueError):
     """One message could not be built; the message names the part (``subject``,
     ``attachments[0]``, a column) and why. Only that message fails."""
-
-
-@dataclass(frozen=True)
-class Unit:
-    """The rows of one email.
-
-    Attributes:
-        key: the message key (``report``, ``group:<values>``, ``row:<values or hash>``).
-        table: Arrow table of the rows (all of them, or the first ones when ``row_count`` says more).
-        row_count: rows this email is about.
-        extra: template context added for this email (``group`` or ``row``).
-        problem: why this email cannot be built from its data (e.g. a value that is not valid
-            text); set, the message fails with it.
-    """
-
-    key: str
-    table: pa.Table
-    row_count: int
-    extra: dict[str, Any] = field(default_factory=dict)
-    problem: str | None = None
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """Header and envelope recipients of one email.
-
-    Attributes:
-        to, cc, bcc: mailboxes as written in the headers (IDN domains as A-labels).
-        recipients: ``RCPT TO`` addresses (To, Cc and Bcc), de-duplicated, in order.
-        smtputf8: an address has a non-ASCII local part: the message needs SMTPUTF8 (RFC 6531).
-    """
-
-    to: list[str]
-    cc: list[str]
-    bcc: list[str]
-    recipients: list[str]
-    smtputf8: bool
-
-    @classmethod
-    def of(cls, to: list[Mailbox], cc: list[Mailbox], bcc: list[Mailbox]) -> Envelope:
-        def headers(boxes: list[Mailbox]) -> list[str]:
-            return list(dict.fromkeys(b.header for b in boxes))
-
-        every = to + cc + bcc
-        return cls(headers(to), headers(cc), headers(bcc), list(dict.fromkeys(b.address for b in every)),
-                   any(b.smtputf8 for b in every))
-
-    @functools.cached_property
-    def recipients_hash(self) -> str:
-        return hashlib.sha256("\n".join(sorted(self.recipients)).encode()).hexdigest()[:16]
 
 
 def _encodable(part: str, value: str, charset: str, table: pa.Table) -> None:
@@ -152,7 +82,7 @@ def _encodable(part: str, value: str, charset: str, table: pa.Table) -> None:
 def _noted(message: _Message, attachments: list[Attachment]) -> _Message:
     """``message`` with attribute ``notes``: its attachments' notes joined, or ``None``. None of
     the message classes has ``__slots__``; the attribute travels no further than the report."""
-    message.notes = "; ".join(a.notes for a in attachments if a.notes) or None  # type: ignore[union-attr]
+    message.notes = "; ".join(a.notes for a in attachments if a.notes) or None  # type: ignore[attr-defined]
     return message
 
 

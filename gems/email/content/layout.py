@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email import contentmanager, policy
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, cast
 
 from mailgem.connections.headers import PrefoldedHeader, fold_text
 from mailgem.connections.transport import SmtpTransport
@@ -38,6 +38,7 @@ from .message import build_message
 __all__ = ["Layout", "LayoutMessage"]
 
 _POLICY = policy.SMTP
+_MAX_LINE: int = _POLICY.max_line_length or 78  # 78 characters a line (RFC 5322 §2.1.1); SMTP policy sets it
 _TO, _CC, _FROM = "slot-to@mailgem.invalid", "slot-cc@mailgem.invalid", "slot-from@mailgem.invalid"
 _SUBJECT, _MID = "MAILGEMSLOTSUBJECT", "<slot-mid@mailgem.invalid>"
 _TEXT, _HTML = "MAILGEMSLOTTEXTBODY", "MAILGEMSLOTHTMLBODY"
@@ -49,7 +50,7 @@ _OWN_MESSAGE_ID = re.compile(r"<[0-9a-f]{32}\.mailgem@[A-Za-z0-9.-]{1,200}>\Z")
 @functools.lru_cache(maxsize=16)
 def _header_class(name: str) -> Any:
     # HeaderRegistry builds a new class on every lookup; one per header name is enough.
-    return _POLICY.header_factory[name]
+    return cast(Any, _POLICY.header_factory)[name]
 
 
 # Values the stdlib writes verbatim on one line (checked against it by tests/test_layout.py):
@@ -64,7 +65,7 @@ _VERBATIM["Cc"] = _VERBATIM["To"]
 def _fold(name: str, value: str) -> bytes:
     """What BytesGenerator writes for a header (``policy.fold_binary`` with the SMTP policy)."""
     plain = _VERBATIM.get(name)
-    if plain is not None and len(name) + 2 + len(value) <= _POLICY.max_line_length and "=?" not in value \
+    if plain is not None and len(name) + 2 + len(value) <= _MAX_LINE and "=?" not in value \
             and plain.match(value):
         return f"{name}: {value}\r\n".encode("ascii")  # nothing to encode or fold
     if name == "Subject":

@@ -82,7 +82,7 @@ def _number(value: float | decimal.Decimal, spec: str) -> str:
     and no negative zero (``-0.00``) from rounding."""
     if isinstance(value, float) and math.isinf(value):
         return "∞" if value > 0 else "-∞"
-    if abs(value) >= _HUGE:
+    if abs(float(value)) >= _HUGE:
         return format(float(value), ".4g")
     text = format(value, spec)
     if text.startswith("-") and not any(ch in "123456789" for ch in text):

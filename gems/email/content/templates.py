@@ -24,7 +24,7 @@ import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
 import jinja2.meta
@@ -121,7 +121,7 @@ class TemplateProblem:
     """One finding about a template: ``path``, ``severity`` (``error``/``warning``), ``message``."""
 
     path: str
-    severity: str
+    severity: Literal["error", "warning"]
     message: str
 
 

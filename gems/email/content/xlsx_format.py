@@ -51,7 +51,7 @@ def _cell_text(value: Any) -> str:
 
 def _widths(table: pa.Table) -> list[float]:
     sample = table.slice(0, _WIDTH_SAMPLE_ROWS)
-    widths = []
+    widths: list[float] = []
     for name, column in zip(table.column_names, sample.columns, strict=True):
         longest = max([len(name) + 2] + [len(_cell_text(v)) for v in column.to_pylist() if v is not None])
         widths.append(min(_MAX_WIDTH, max(8, longest + 1)))

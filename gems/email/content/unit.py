@@ -1,0 +1,85 @@
+"""What one email is made of before it is built: its rows (:class:`Unit`), its recipients
+(:class:`Envelope`), and how a unit too large for one message is split into several."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from mailgem.connections.addresses import Mailbox
+from mailgem.connections.errors import MailgemError
+
+__all__ = ["Unit", "Envelope", "SplitNeeded", "split_unit"]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """The rows of one email.
+
+    Attributes:
+        key: the message key (``report``, ``group:<values>``, ``row:<values or hash>``).
+        table: Arrow table of the rows (all of them, or the first ones when ``row_count`` says more).
+        row_count: rows this email is about.
+        extra: template context added for this email (``group`` or ``row``).
+        problem: why this email cannot be built from its data (e.g. a value that is not valid
+            text); set, the message fails with it.
+    """
+
+    key: str
+    table: pa.Table
+    row_count: int
+    extra: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Header and envelope recipients of one email.
+
+    Attributes:
+        to, cc, bcc: mailboxes as written in the headers (IDN domains as A-labels).
+        recipients: ``RCPT TO`` addresses (To, Cc and Bcc), de-duplicated, in order.
+        smtputf8: an address has a non-ASCII local part: the message needs SMTPUTF8 (RFC 6531).
+    """
+
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    recipients: list[str]
+    smtputf8: bool
+
+    @classmethod
+    def of(cls, to: list[Mailbox], cc: list[Mailbox], bcc: list[Mailbox]) -> Envelope:
+        def headers(boxes: list[Mailbox]) -> list[str]:
+            return list(dict.fromkeys(b.header for b in boxes))
+
+        every = to + cc + bcc
+        return cls(headers(to), headers(cc), headers(bcc), list(dict.fromkeys(b.address for b in every)),
+                   any(b.smtputf8 for b in every))
+
+    @functools.cached_property
+    def recipients_hash(self) -> str:
+        return hashlib.sha256("\n".join(sorted(self.recipients)).encode()).hexdigest()[:16]
+
+
+class SplitNeeded(MailgemError):
+    """Too large for the limit with ``attachments_over_limit: split``: send the unit's rows in
+    ``parts`` messages (see :func:`split_unit`)."""
+
+    def __init__(self, message: str, parts: int) -> None:
+        self.parts = max(2, parts)
+        super().__init__(message)
+
+
+def split_unit(unit: Unit, parts: int) -> list[Unit]:
+    """``unit``'s rows in ``parts`` consecutive slices, each its own message ``key#part-i-of-n``."""
+    size = math.ceil(unit.table.num_rows / parts)
+    slices = [unit.table.slice(i * size, size) for i in range(parts) if i * size < unit.table.num_rows]
+    n = len(slices)
+    return [Unit(f"{unit.key}#part-{i}-of-{n}", t, t.num_rows, {**unit.extra, "part": (i, n)}, unit.problem)
+            for i, t in enumerate(slices, 1)]
