@@ -8,8 +8,10 @@ values: the only inputs are reply texts from the server and names from configura
 
 from __future__ import annotations
 
+import copy
 import re
 import ssl
+from typing import Any, Self, TypedDict
 
 import aiosmtplib
 
@@ -33,6 +35,7 @@ __all__ = [
     "RecipientsRefusedError",
     "MessageTooLargeError",
     "SmtpResponseError",
+    "Where",
     "parse_enhanced_status",
     "is_sender_refusal",
     "from_aiosmtplib",
@@ -58,6 +61,21 @@ def parse_enhanced_status(text: str | None) -> str | None:
         return None
     match = _ENHANCED_STATUS.match(text)
     return match.group(1) if match else None
+
+
+class Where(TypedDict):
+    """The server an error came from, as :class:`SmtpError` takes it (``**where``)."""
+
+    host: str
+    port: int
+
+
+class _Context(Where):
+    """Where, and the flags :func:`from_aiosmtplib` passes on to the error it builds."""
+
+    maybe_delivered: bool
+    inherited: bool
+    during_open: bool
 
 
 def _restore(cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]) -> BaseException:
@@ -94,11 +112,12 @@ class SmtpError(MailgemError):
         inherited: a pipelining session failed under an earlier message (its final reply never
             came) before this one's commands were answered: nothing of this message was
             delivered, and it is tried again on another session without counting an attempt.
+        during_open: raised while a session was being opened (connect, TLS, EHLO, AUTH, the
+            pool's sender check), not by a message's transaction: an unreachable server or a
+            refused login, which a fallback connection may get past.
     """
 
     default_hint = ""
-    maybe_delivered = False
-    inherited = False
     # None: decided by the reply code (4xx transient, RFC 5321 §4.2.1); subclasses fix it.
     default_transient: bool | None = None
 
@@ -112,6 +131,9 @@ class SmtpError(MailgemError):
         hint: str | None = None,
         host: str | None = None,
         port: int | None = None,
+        maybe_delivered: bool = False,
+        inherited: bool = False,
+        during_open: bool = False,
     ) -> None:
         self.code = code
         self.server_message = server_message
@@ -122,8 +144,26 @@ class SmtpError(MailgemError):
         self.hint = hint if hint is not None else self.default_hint
         self.host = host
         self.port = port
+        self.maybe_delivered = maybe_delivered
+        self.inherited = inherited
+        self.during_open = during_open
         self.message = message
         super().__init__(message)
+
+    def replace(self, *, transient: bool | None = None, during_open: bool | None = None) -> Self:
+        """A new error of the same kind with the same attributes but those given (the error
+        itself is never changed: a copy of it may be remembered or raised elsewhere)."""
+        error = copy.copy(self)  # through __reduce__: a new instance with every attribute
+        if transient is not None:
+            error.__dict__["transient"] = transient
+        if during_open is not None:
+            error.__dict__["during_open"] = during_open
+        return error
+
+    def while_opening(self) -> Self:
+        """This error as raised while a session opened: itself when it says so already, else a
+        new one of its kind with ``during_open`` (see :meth:`replace`)."""
+        return self if self.during_open else self.replace(during_open=True)
 
     def __str__(self) -> str:
         where = f" [{self.host}:{self.port}]" if self.host else ""
@@ -287,9 +327,9 @@ class RecipientsRefusedError(SmtpError):
 
     default_hint = "check the recipient addresses; 5xx refusals are permanent and must not be retried"
 
-    def __init__(self, message: str, recipients: dict[str, tuple[int, str]], **kwargs: object) -> None:
+    def __init__(self, message: str, recipients: dict[str, tuple[int, str]], **kwargs: Any) -> None:
         self.recipients = recipients
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        super().__init__(message, **kwargs)
 
 
 class MessageTooLargeError(SmtpError):
@@ -307,10 +347,10 @@ class MessageTooLargeError(SmtpError):
         "fewer columns, or filter the rows"
     )
 
-    def __init__(self, message: str, *, size_bytes: int, limit_bytes: int | None, **kwargs: object) -> None:
+    def __init__(self, message: str, *, size_bytes: int, limit_bytes: int | None, **kwargs: Any) -> None:
         self.size_bytes = size_bytes
         self.limit_bytes = limit_bytes
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        super().__init__(message, **kwargs)
 
 
 class SmtpResponseError(SmtpError):
@@ -364,7 +404,7 @@ def _auth_hint(code: int, text: str, host: str | None) -> str:
     return AuthenticationError.default_hint
 
 
-def _greeting_refusal(exc: aiosmtplib.SMTPConnectResponseError, where: dict[str, object]) -> SmtpConnectError:
+def _greeting_refusal(exc: aiosmtplib.SMTPConnectResponseError, where: _Context) -> SmtpConnectError:
     """A greeting that is not 220: the server is there (no firewall in the way) and answers, but
     will not serve this session now (421, RFC 5321 §3.8) or at all (554, RFC 5321 §3.1)."""
     if 400 <= exc.code < 500:
@@ -376,15 +416,19 @@ def _greeting_refusal(exc: aiosmtplib.SMTPConnectResponseError, where: dict[str,
                 "or require another port; ask its administrator")
     return SmtpConnectError(f"the server answered the connection with {exc.code} instead of a greeting",
                             code=exc.code, server_message=exc.message, hint=hint,
-                            transient=400 <= exc.code < 500, **where)  # type: ignore[arg-type]
+                            transient=400 <= exc.code < 500, **where)
 
 
-def from_aiosmtplib(exc: BaseException, *, stage: str, host: str, port: int) -> SmtpError:
+def from_aiosmtplib(exc: BaseException, *, stage: str, host: str, port: int, maybe_delivered: bool = False,
+                    inherited: bool = False, during_open: bool = False) -> SmtpError:
     """Translate an aiosmtplib (or ssl/OS) exception raised during ``stage`` into a typed error.
 
     ``stage`` is one of ``connect``, ``starttls``, ``auth``, ``mail``, ``rcpt``, ``data``.
+    ``maybe_delivered``, ``inherited``, ``during_open``: set on the error built (see
+    :class:`SmtpError`); an ``exc`` that is an :class:`SmtpError` already is returned as it is.
     """
-    where = {"host": host, "port": port}
+    where: _Context = {"host": host, "port": port, "maybe_delivered": maybe_delivered, "inherited": inherited,
+                       "during_open": during_open}
     if isinstance(exc, SmtpError):
         return exc
     ssl_cause = exc if isinstance(exc, ssl.SSLError) else exc.__cause__ or exc.__context__
