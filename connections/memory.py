@@ -61,4 +61,5 @@ class ServerMemory:
             SmtpError: the remembered refusal's kind, code and text.
         """
         if self.refusal is not None:
-            raise self.refusal.replace(during_open=True if opening else None)  # a copy: the remembered one stays as it is
+            # A copy: the remembered one stays as it was built.
+            raise self.refusal.replace(during_open=True if opening else None)

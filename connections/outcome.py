@@ -16,6 +16,7 @@ time or pipelined (RFC 2920): the session sends, this module says what came of i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -35,7 +36,8 @@ from .errors import (
 from .memory import ServerMemory
 from .model import SmtpConnection
 
-__all__ = ["Outcomes", "RecipientRefusal", "SendResult", "TRACE_HEADROOM_BYTES", "wire_size"]
+__all__ = ["Outcomes", "RecipientRefusal", "SendResult", "TRACE_HEADROOM_BYTES", "wire_size", "chunk_refusals",
+           "combined"]
 
 log = logging.getLogger("mailgem.connections")
 
@@ -91,6 +93,28 @@ class SendResult:
     enhanced_status: str | None
     message_id: str | None
     size_bytes: int
+
+
+def chunk_refusals(exc: SmtpError, recipients: list[str]) -> dict[str, RecipientRefusal]:
+    """How ``recipients`` are reported when their transaction failed with ``exc`` while another of
+    the same message's was (or may be) accepted: one refusal each, never raised, so what was
+    accepted is not sent again. Their own replies when every one was refused; else ``exc``'s
+    reply (451 for a transient failure without one, 554 for a permanent one)."""
+    if isinstance(exc, RecipientsRefusedError) and exc.recipients:
+        return {r: RecipientRefusal(c, m, parse_enhanced_status(m)) for r, (c, m) in exc.recipients.items()}
+    code = exc.code if exc.code is not None else (451 if exc.transient else 554)
+    refusal = RecipientRefusal(code, exc.server_message or exc.message, exc.enhanced_status)
+    return dict.fromkeys(recipients, refusal)
+
+
+def combined(results: list[SendResult], failures: dict[str, RecipientRefusal], message_id: str | None,
+             size_bytes: int) -> SendResult:
+    """One message's result from its transactions' ``results`` (in order) and the recipients of
+    those that failed (``failures``); code and text are the last accepted transaction's."""
+    refused = {r: v for res in results for r, v in res.refused.items()} | failures
+    last = results[-1]
+    return SendResult(tuple(a for res in results for a in res.accepted), refused, last.code, last.message,
+                      last.enhanced_status, message_id, size_bytes)
 
 
 class Outcomes:
@@ -177,14 +201,17 @@ class Outcomes:
                                     "the server discards the transaction", **self.where)
 
     def failed(self, exc: BaseException, stage: str, data: bytes, limit: int | None, *,
-               inherited: bool = False) -> SmtpError:
+               ahead: asyncio.Future[aiosmtplib.SMTPResponse | None] | None = None) -> SmtpError:
         """An aiosmtplib (or socket) exception during ``stage`` (``mail``, ``rcpt``, ``data``) as
         a typed error: a 552/5.3.4 to the content is too large; a failure without a reply once
-        the content began is ``maybe_delivered``; ``inherited``: see :class:`SmtpError`."""
+        the content began is ``maybe_delivered``. ``ahead``: on a pipelining session, the final
+        reply an earlier message waited for when this one's group was written; a session that
+        broke before it came is ``inherited`` (see :class:`SmtpError`)."""
         if isinstance(exc, aiosmtplib.SMTPResponseException):
             if stage == "data" and (exc.code == 552 or parse_enhanced_status(exc.message) == _TOO_BIG):
                 return self.too_large(exc.code, exc.message, data, limit)
             return from_aiosmtplib(exc, stage=stage, **self.where)
+        inherited = stage == "mail" and ahead is not None and (ahead.cancelled() or ahead.result() is None)
         return from_aiosmtplib(exc, stage=stage, maybe_delivered=stage == "data", inherited=inherited, **self.where)
 
     def sent(self, accepted: list[str], refused: dict[str, RecipientRefusal], reply: aiosmtplib.SMTPResponse,

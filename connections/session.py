@@ -21,12 +21,11 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from email.message import EmailMessage
-from email.utils import getaddresses
 from typing import TYPE_CHECKING
 
 import aiosmtplib
 
-from .addresses import envelope_address
+from .addresses import envelope_address, envelope_recipients
 from .errors import (
     ContentWithheldError,
     MessageTooLargeError,
@@ -41,8 +40,8 @@ from .errors import (
 from .identity import SenderIdentity
 from .memory import ServerMemory
 from .model import SmtpConnection
-from .outcome import TRACE_HEADROOM_BYTES, Outcomes, RecipientRefusal, SendResult, wire_size
-from .pipelining import GroupReplies, ReplyReader, send_group, send_line, write_content
+from .outcome import TRACE_HEADROOM_BYTES, Outcomes, RecipientRefusal, SendResult, chunk_refusals, combined, wire_size
+from .pipelining import GroupReplies, ReplyReader, give_back, send_group, send_line, take_over, write_content
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -73,24 +72,6 @@ async def quit_client(client: aiosmtplib.SMTP) -> None:
     client.close()
 
 
-def envelope_recipients(message: EmailMessage) -> list[str]:
-    """Addresses from To, Cc and Bcc (RFC 5322 §3.6.3), de-duplicated, in order."""
-    fields = [str(v) for name in ("To", "Cc", "Bcc") for v in message.get_all(name, [])]
-    seen: dict[str, None] = {}
-    for _, address in getaddresses(fields):
-        if address:
-            seen.setdefault(address, None)
-    return list(seen)
-
-
-def _inherited(exc: BaseException, stage: str, ahead: asyncio.Future[aiosmtplib.SMTPResponse | None] | None) -> bool:
-    """Whether a pipelined transaction failed because the session broke under an earlier message
-    (whose final reply, ``ahead``, never came) before this one's commands were answered."""
-    if isinstance(exc, aiosmtplib.SMTPResponseException) or stage != "mail" or ahead is None:
-        return False
-    return ahead.cancelled() or ahead.result() is None
-
-
 class SmtpSession:
     """One connected, secured and authenticated aiosmtplib client, opened by
     :mod:`mailgem.connections.opening` (e.g. through :meth:`SmtpTransport.connect`)."""
@@ -116,27 +97,14 @@ class SmtpSession:
     def _pipeline(self) -> ReplyReader:
         """The session's :class:`ReplyReader`, installed on its transport on first use."""
         if self._reader is None:
-            transport = self._client.transport
-            if transport is None or transport.is_closing():
-                raise aiosmtplib.SMTPServerDisconnected("connection lost")
-            self._client_protocol = transport.get_protocol()
-            reader = ReplyReader()
-            reader.connection_made(transport)
-            transport.set_protocol(reader)
-            self._reader = reader
+            self._reader, self._client_protocol = take_over(self._client)
         return self._reader
 
     def _unpipeline(self) -> None:
-        """Give the transport back to aiosmtplib (for NOOP, the sender check, QUIT); a session out
-        of step with the server is closed instead (its replies cannot be matched any more)."""
+        """Give the transport back to aiosmtplib (for NOOP, the sender check, QUIT); see :func:`give_back`."""
         reader, self._reader = self._reader, None
-        if reader is None or reader.transport is None or self._client_protocol is None:
-            return
-        if not reader.in_step:  # whoever still waits on this session learns it now, not at a timeout
-            reader.abort(aiosmtplib.SMTPServerDisconnected("the session was closed while out of step"))
-        reader.transport.set_protocol(self._client_protocol)
-        if reader.lost:
-            self._client_protocol.connection_lost(None)  # aiosmtplib learns what happened meanwhile
+        if reader is not None and self._client_protocol is not None:
+            give_back(reader, self._client_protocol)
 
     @property
     def size_limit_bytes(self) -> int | None:
@@ -201,10 +169,15 @@ class SmtpSession:
         what was accepted is never sent again.
         """
         data = self.identity.sign(data)  # DKIM on the final bytes (RFC 6376), when the connection signs
+        if len(recipients) <= MAX_RCPT_PER_TRANSACTION:
+            return await self._transaction(data, list(recipients), message_id, smtputf8, lend, envelope_id, gate)
+        return await self._in_chunks(data, recipients, message_id, smtputf8, lend, envelope_id, gate)
+
+    async def _in_chunks(self, data: bytes, recipients: Sequence[str], message_id: str | None, smtputf8: bool,
+                         lend: Callable[[], None] | None, envelope_id: str | None, gate: Gate | None) -> SendResult:
+        """Transactions of :data:`MAX_RCPT_PER_TRANSACTION` recipients each (see :meth:`send_bytes`)."""
         chunks = [list(recipients[i:i + MAX_RCPT_PER_TRANSACTION])
                   for i in range(0, len(recipients), MAX_RCPT_PER_TRANSACTION)]
-        if len(chunks) <= 1:
-            return await self._transaction(data, list(recipients), message_id, smtputf8, lend, envelope_id, gate)
         results: list[SendResult] = []
         failures: dict[str, RecipientRefusal] = {}
         last_error: SmtpError | None = None
@@ -216,22 +189,15 @@ class SmtpSession:
                 raise  # the same for every chunk
             except SmtpError as exc:
                 withheld = isinstance(exc, ContentWithheldError)  # the run stopped: no later chunk goes either
-                if isinstance(exc, RecipientsRefusedError) and exc.recipients:
-                    failures.update({r: RecipientRefusal(c, m, parse_enhanced_status(m)) for r, (c, m) in exc.recipients.items()})
-                else:
-                    code = exc.code if exc.code is not None else (451 if exc.transient else 554)
-                    failures.update({r: RecipientRefusal(code, exc.server_message or exc.message, exc.enhanced_status)
-                                     for rest in (chunks[i:] if withheld else [chunk]) for r in rest})
+                left = [r for rest in (chunks[i:] if withheld else [chunk]) for r in rest]
+                failures.update(chunk_refusals(exc, left))
                 last_error = exc
                 if withheld:
                     break
         if not results:
             assert last_error is not None
             raise last_error
-        refused = {r: v for res in results for r, v in res.refused.items()} | failures
-        last = results[-1]
-        return SendResult(tuple(a for res in results for a in res.accepted), refused, last.code, last.message,
-                          last.enhanced_status, message_id, len(data))
+        return combined(results, failures, message_id, len(data))
 
     async def _transaction(self, data: bytes, recipients: list[str], message_id: str | None,
                            smtputf8: bool, lend: Callable[[], None] | None = None,
@@ -362,8 +328,7 @@ class SmtpSession:
         except SmtpError:
             raise
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            inherited = _inherited(exc, stage, ahead)
-            raise outcomes.failed(exc, stage, data, limit, inherited=inherited) from None
+            raise outcomes.failed(exc, stage, data, limit, ahead=ahead) from None
         return outcomes.sent(accepted, refused, reply, message_id, data, " (pipelined)")
 
     def _read_group(self, replies: GroupReplies, recipients: list[str], accepted: list[str],
