@@ -210,7 +210,8 @@ class SmtpSession:
         self._outcomes.check_size(data, limit)
         if smtputf8 and not self.supports_smtputf8:
             raise self._no_smtputf8(recipients)
-        options, rcpt_params = self._mail_parameters(data, smtputf8, envelope_id)
+        options = self._mail_parameters(data, smtputf8, envelope_id)
+        rcpt_params = self._rcpt_parameters()
         encoding = "utf-8" if smtputf8 else "ascii"
         if self.connection.pipelining and self._client.supports_extension("pipelining"):
             return await self._pipelined(data, recipients, message_id, options, encoding, rcpt_params, limit,
@@ -223,26 +224,29 @@ class SmtpSession:
             f"{', '.join(wide)} has a non-ASCII local part, which needs SMTPUTF8 (RFC 6531 §3.2), and the "
             "server does not offer it; nothing was sent", **self._outcomes.where)
 
-    def _mail_parameters(self, data: bytes, smtputf8: bool,
-                         envelope_id: str | None) -> tuple[list[str], RcptParameters]:
-        """The ESMTP parameters of ``MAIL FROM`` (SIZE, BODY, SMTPUTF8, DSN's RET and ENVID) and
-        the function giving each ``RCPT TO``'s (DSN's NOTIFY), as far as the server offers them."""
+    def _mail_parameters(self, data: bytes, smtputf8: bool, envelope_id: str | None) -> list[str]:
+        """The ESMTP parameters of ``MAIL FROM`` (SIZE, BODY, SMTPUTF8, DSN's RET and ENVID), as
+        far as the server offers them."""
         client, connection = self._client, self.connection
         options = [f"SIZE={len(data)}"] if client.supports_extension("size") else []
         if not data.isascii() and client.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")  # RFC 6152: 8-bit content is declared
         if smtputf8:
             options.append("SMTPUTF8")
-        rcpt_params: RcptParameters = _no_parameters
         if connection.dsn is not None:
             if client.supports_extension("dsn"):  # RFC 3461 §4: only where advertised
                 options += connection.dsn.mail_parameters(envelope_id)
-                rcpt_params = connection.dsn.rcpt_parameters
             else:
                 self.memory.warn_once("dsn", f"connection {connection.name}: {connection.host}:{connection.port} does "
                                              "not advertise DSN (RFC 3461), so messages go without delivery status "
                                              "notification requests (dsn is ignored for this server)")
-        return options, rcpt_params
+        return options
+
+    def _rcpt_parameters(self) -> RcptParameters:
+        """What gives each ``RCPT TO``'s ESMTP parameters (DSN's NOTIFY, RFC 3461 §4.1, where the
+        connection asks for it and the server offers DSN)."""
+        dsn = self.connection.dsn
+        return dsn.rcpt_parameters if dsn is not None and self._client.supports_extension("dsn") else _no_parameters
 
     async def _plain(self, data: bytes, recipients: list[str], message_id: str | None, options: list[str],
                      encoding: str, rcpt_params: RcptParameters, limit: int | None, gate: Gate | None) -> SendResult:
