@@ -17,13 +17,14 @@ import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from email.message import EmailMessage
 from email.utils import formataddr, getaddresses
 
 from email_validator import EmailNotValidError, validate_email
 
 from .errors import MailgemError
 
-__all__ = ["Mailbox", "AddressError", "parse_mailbox", "check_address", "special_domain_allowed", "envelope_address", "needs_smtputf8", "ascii_domain",
+__all__ = ["Mailbox", "AddressError", "parse_mailbox", "check_address", "special_domain_allowed", "envelope_address", "needs_smtputf8", "ascii_domain", "envelope_recipients",
            "format_mailbox", "split_address_list", "mailbox_parts", "CONTROL_CHARACTERS"]
 
 # Control characters: never in a header (RFC 5322 §3.2: VCHAR and WSP only); tab is WSP.
@@ -219,3 +220,13 @@ def ascii_domain(address: str) -> str:
     """
     domain = address.rpartition("@")[2]
     return domain if domain.isascii() else parse_mailbox("postmaster@" + domain).address.rpartition("@")[2]
+
+
+def envelope_recipients(message: EmailMessage) -> list[str]:
+    """Addresses from To, Cc and Bcc (RFC 5322 §3.6.3), de-duplicated, in order."""
+    fields = [str(v) for name in ("To", "Cc", "Bcc") for v in message.get_all(name, [])]
+    seen: dict[str, None] = {}
+    for _, address in getaddresses(fields):
+        if address:
+            seen.setdefault(address, None)
+    return list(seen)

@@ -24,18 +24,20 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 from email.message import EmailMessage
+from typing import Protocol, runtime_checkable
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState
 
 from .errors import AuthenticationError, ContentWithheldError, MailgemError, SmtpConnectError, SmtpError, SmtpResponseError, SmtpTimeoutError, TlsError
 from .gate import OPEN, Gate
+from .identity import SenderIdentity
 from .outage import Outage, is_unreachable
 from .pool import SmtpPool
 from .ratelimit import DailyLimitReached, RateLimiter, limiter_for
+from .retry import RetryPolicy
 from .transport import RecipientRefusal, SendResult, SmtpTransport
 
 __all__ = ["Deliverer", "Delivery", "Prepared"]
@@ -45,9 +47,9 @@ log = logging.getLogger("mailgem.connections")
 
 @runtime_checkable
 class Prepared(Protocol):
-    """A message already rendered to bytes except for the connection's identity."""
+    """A message already rendered to bytes except for the connection's identity (the From line)."""
 
-    def bytes_for(self, transport: SmtpTransport, *, utf8: bool = False) -> bytes: ...
+    def bytes_for(self, identity: SenderIdentity, *, utf8: bool = False) -> bytes: ...
 
     def __getitem__(self, name: str) -> str | None: ...
 
@@ -96,9 +98,36 @@ class Delivery:
     maybe_delivered: bool = False
 
 
-def _falls_back(exc: BaseException) -> bool:
-    return bool(getattr(exc, "during_open", False)) and isinstance(
-        exc, (SmtpConnectError, SmtpTimeoutError, AuthenticationError, TlsError))
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _falls_back(exc: SmtpError) -> bool:
+    """Whether a fallback connection may get past ``exc``: a session could not be opened (the
+    server unreachable, the login or TLS refused), not a refused message."""
+    return exc.during_open and isinstance(exc, (SmtpConnectError, SmtpTimeoutError, AuthenticationError, TlsError))
+
+
+class _Message:
+    """One message on its way through its attempts: what :meth:`Deliverer.send` keeps between them."""
+
+    __slots__ = ("message", "gate", "envelope_id", "policy", "pending", "accepted", "refused", "last", "attempts",
+                 "maybe_delivered", "last_error", "data")
+
+    def __init__(self, message: EmailMessage | Prepared, recipients: Sequence[str], gate: Gate,
+                 envelope_id: str | None, policy: RetryPolicy) -> None:
+        self.message = message
+        self.gate = gate
+        self.envelope_id = envelope_id
+        self.policy = policy  # the connection's in use when the message started
+        self.pending = list(dict.fromkeys(recipients))  # recipients still to send to
+        self.accepted: list[str] = []
+        self.refused: dict[str, RecipientRefusal] = {}
+        self.last: SendResult | None = None  # the last attempt's result, when the server took the content
+        self.attempts = 0
+        self.maybe_delivered = False
+        self.last_error: SmtpError | None = None  # the last attempt's failure from the server (not a stop's)
+        self.data: dict[int, tuple[bytes, bool]] = {}  # the message as sent through each pool, and utf8
 
 
 class Deliverer:
@@ -121,6 +150,7 @@ class Deliverer:
             raise ValueError("at least one transport is needed")
         self.pools = [SmtpPool(t, check_sender=check_sender) for t in transports]
         self.limiters: list[RateLimiter] = [limiter_for(t.connection, rate_share) for t in transports]
+        self.policies = [RetryPolicy(t.connection) for t in transports]
         self.gate = gate
         self.outage = Outage(gate)
         self._active = 0
@@ -145,7 +175,8 @@ class Deliverer:
         """Deliver ``message`` to ``recipients``; never raises for SMTP failures (see :class:`Delivery`).
 
         ``message`` is an ``EmailMessage`` (flattened with each connection's identity) or any
-        object with ``bytes_for(transport)`` and a ``Message-ID`` item (a prepared message).
+        object with ``bytes_for(identity)`` (the connection's :class:`SenderIdentity`) and a
+        ``Message-ID`` item (a prepared message, :class:`Prepared`).
 
         ``gate``: this message's :class:`~mailgem.connections.gate.Gate` (default: the
         deliverer's). ``may_start()`` is asked once a session is free for the first attempt,
@@ -160,142 +191,151 @@ class Deliverer:
         While the gate is stopping, the message does not start (``not_started``),
         and a message that failed an attempt is not retried (its last failure is its outcome).
         """
-        conn = self.pools[self._active].transport.connection
-        pending = list(dict.fromkeys(recipients))
-        accepted: list[str] = []
-        refused: dict[str, RecipientRefusal] = {}
-        last: SendResult | None = None
-        attempts = 0
-        maybe_delivered = False
-        data_by_pool: dict[int, tuple[bytes, bool]] = {}
-
-        gate = self.gate if gate is None else gate
-        last_error: SmtpError | None = None  # the last attempt's failure from the server (not a stop's)
-
-        def data_for(index: int) -> tuple[bytes, bool]:
-            """The message as sent through ``self.pools[index]``, with that connection's identity."""
-            if index not in data_by_pool:
-                transport = self.pools[index].transport
-                utf8 = transport.needs_smtputf8(pending)  # UTF-8 headers go with SMTPUTF8 (RFC 6532)
-                # Not isinstance(message, Prepared): a runtime protocol check costs more than building a header.
-                data = (transport.flatten(message, utf8=utf8) if isinstance(message, EmailMessage)
-                        else message.bytes_for(transport, utf8=utf8))
-                data_by_pool[index] = data, utf8
-            return data_by_pool[index]
-
-        async def send_once(index: int) -> SendResult:
-            data, utf8 = data_for(index)
-            try:
-                async with self.pools[index].borrow() as loan:
-                    if (attempts == 1 and (gate.stopping or not gate.may_start())) or not gate.may_write():
-                        raise _NotStarted("not started: the run is stopping")
-                    return await loan.session.send_bytes(data, pending, message_id=str(message["Message-ID"]),
-                                                          smtputf8=utf8, lend=loan.lend, envelope_id=envelope_id,
-                                                          gate=gate)
-            except ContentWithheldError as exc:  # the pool has closed that session; nothing was delivered
-                raise _NotStarted(exc.message) from None
-
-        async def attempt() -> None:
-            nonlocal pending, last, attempts, maybe_delivered, last_error
-            if attempts and gate.stopping:
-                raise _NoRetry  # stopped between attempts: the last failure stands
-            attempts += 1
-            index = self._active
-            pool = self.pools[index]
-            data_for(index)  # flattened before the wait for a slot
-            await self.limiters[index].acquire(gate.pause)
-            try:
-                result = await self._through_outage(index, send_once, first_attempt=attempts == 1)
-            except _NotStarted:
-                raise
-            except SmtpError as exc:
-                last_error = exc
-                maybe_delivered = maybe_delivered or exc.maybe_delivered
-                if _falls_back(exc) and index + 1 < len(self.pools):
-                    self._active = index + 1
-                    log.warning("connection %s failed (%s); falling back to %s", pool.transport.connection.name,
-                                exc.message, self.connection)
-                    exc.transient = True  # retry at once on the fallback
-                raise
-            last = result
-            accepted.extend(result.accepted)
-            transient = {r: v for r, v in result.refused.items() if v.transient}
-            refused.update({r: v for r, v in result.refused.items() if not v.transient})
-            if transient and attempts < conn.max_attempts:
-                pending = list(transient)
-                raise _TransientRecipients(f"{len(transient)} recipient(s) refused temporarily", code=next(iter(transient.values())).code)
-            refused.update(transient)
-
-        now = lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None)  # noqa: E731
         message_id = str(message["Message-ID"]) if message["Message-ID"] else None
+        m = _Message(message, recipients, self.gate if gate is None else gate, envelope_id, self.policies[self._active])
         try:
-            try:
-                await attempt()  # most messages succeed first time: no retry bookkeeping for them
-            except _NotStarted:
-                raise
-            except SmtpError as exc:
-                first, replayed = exc, False  # a plain name: the closure below outlives `except ... as`
-
-                async def again() -> None:
-                    # tenacity's loop starts by replaying the first failure, so its retry
-                    # predicate, backoff and attempt count apply exactly as if it had made it.
-                    nonlocal replayed
-                    if not replayed:
-                        replayed = True
-                        raise first
-                    await attempt()
-
-                retrying = AsyncRetrying(  # built only when a message needs it
-                    retry=retry_if_exception(lambda e: isinstance(e, SmtpError) and e.transient),
-                    stop=stop_after_attempt(conn.max_attempts),
-                    wait=wait_random_exponential(multiplier=conn.retry_initial_s, max=conn.retry_max_s),
-                    sleep=gate.pause,  # a stop ends the backoff at once
-                    before_sleep=lambda state: log.info(
-                        "attempt %d failed (%s); retrying", state.attempt_number,
-                        state.outcome.exception() if state.outcome else "?"),
-                    reraise=True,
-                )
-                try:
-                    await retrying(again)
-                except _NoRetry:
-                    # Recipients refused for now while others were accepted keep their refusal;
-                    # otherwise the last attempt's failure (nothing accepted: it came from the server).
-                    if accepted or last_error is None:
-                        raise _NotStarted("not retried: the run stopped") from None
-                    raise last_error from None
+            await self._attempts(m)
         except DailyLimitReached as exc:
-            return Delivery("deferred", None, exc, attempts, self.connection, message_id, now())
+            return Delivery("deferred", None, exc, m.attempts, self.connection, message_id, _now())
         except _NotStarted:
-            if not accepted and maybe_delivered and last_error is not None:
-                # An earlier attempt lost its connection after the content: the server may hold it.
-                return Delivery("failed", None, last_error, attempts, self.connection, message_id, now(), True)
-            if not accepted:
-                return Delivery("not_started", None, None, 0, self.connection, message_id, now())
-            # Stopped before retrying the recipients the server refused for now: the others have
-            # it, so the message is partial (never sent again to them); those keep their refusal.
-            assert last is not None
-            for r in pending:
-                why = last.refused[r]
-                refused[r] = RecipientRefusal(why.code, f"{why.message} (not retried: the run stopped)", why.enhanced_status)
+            if not m.accepted:
+                return self._not_started(m, message_id)
+            self._stopped_before_retry(m)
         except Exception as exc:  # noqa: BLE001 - one message's problem is that message's outcome
             error = exc if isinstance(exc, SmtpError) else SmtpResponseError(
                 f"could not send the message: {type(exc).__name__}: {exc}", transient=False)
-            if accepted:
-                # Accepted for some recipients before a later attempt failed: never resend to them.
-                for r in pending:
-                    refused[r] = RecipientRefusal(error.code or 451, error.server_message or error.message,
-                                                  error.enhanced_status)
-            else:
-                return Delivery("failed", None, error, attempts, self.connection, message_id, now(), maybe_delivered)
+            if not m.accepted:
+                return Delivery("failed", None, error, m.attempts, self.connection, message_id, _now(),
+                                m.maybe_delivered)
+            # Accepted for some recipients before a later attempt failed: never resend to them.
+            m.refused.update({r: RecipientRefusal(error.code or 451, error.server_message or error.message,
+                                                  error.enhanced_status) for r in m.pending})
+        last = m.last
         assert last is not None
-        result = SendResult(tuple(accepted), refused, last.code, last.message, last.enhanced_status,
+        result = SendResult(tuple(m.accepted), m.refused, last.code, last.message, last.enhanced_status,
                             message_id or last.message_id, last.size_bytes)
-        return Delivery("partial" if refused else "sent", result, None, attempts, self.connection,
-                        result.message_id, now(), maybe_delivered)
+        return Delivery("partial" if m.refused else "sent", result, None, m.attempts, self.connection,
+                        result.message_id, _now(), m.maybe_delivered)
 
-    async def _through_outage(self, index: int, send_once: Callable[[int], Awaitable[SendResult]], *,
-                              first_attempt: bool) -> SendResult:
-        """``send_once(index)``; once more when the session broke under an earlier message, and
+    def _not_started(self, m: _Message, message_id: str | None) -> Delivery:
+        """The outcome of a message stopped before the server accepted it for anyone."""
+        if m.maybe_delivered and m.last_error is not None:
+            # An earlier attempt lost its connection after the content: the server may hold it.
+            return Delivery("failed", None, m.last_error, m.attempts, self.connection, message_id, _now(), True)
+        return Delivery("not_started", None, None, 0, self.connection, message_id, _now())
+
+    @staticmethod
+    def _stopped_before_retry(m: _Message) -> None:
+        """Stopped before retrying the recipients the server refused for now: the others have the
+        message, so it is partial (never sent again to them); those keep their refusal."""
+        assert m.last is not None
+        for r in m.pending:
+            why = m.last.refused[r]
+            m.refused[r] = RecipientRefusal(why.code, f"{why.message} (not retried: the run stopped)",
+                                            why.enhanced_status)
+
+    async def _attempts(self, m: _Message) -> None:
+        """Attempt ``m`` until it is settled: the first attempt without any retry machinery, the
+        others as its :class:`RetryPolicy` says (one policy: what is retried, how often, how long
+        apart; every wait goes through the gate's ``pause``)."""
+        state: RetryCallState | None = None
+        while True:
+            try:
+                return await self._attempt(m)
+            except _NoRetry:
+                # Recipients refused for now while others were accepted keep their refusal;
+                # otherwise the last attempt's failure (nothing accepted: it came from the server).
+                if m.accepted or m.last_error is None:
+                    raise _NotStarted("not retried: the run stopped") from None
+                raise m.last_error from None
+            except SmtpError as exc:
+                state = m.policy.failed(exc, state)
+                backoff_s = m.policy.backoff_s(state)
+                if backoff_s is None:
+                    raise
+                log.info("attempt %d failed (%s); retrying", state.attempt_number, exc)
+                await m.gate.pause(backoff_s)  # a stop ends the backoff at once
+
+    async def _attempt(self, m: _Message) -> None:
+        """One attempt through the connection in use; its result is added to ``m``.
+
+        Raises:
+            _NoRetry: the gate is stopping and this would be a retry.
+            _TransientRecipients: some recipients were refused for now (retried alone).
+            SmtpError: the attempt failed (made transient when a fallback takes over).
+        """
+        if m.attempts and m.gate.stopping:
+            raise _NoRetry  # stopped between attempts: the last failure stands
+        m.attempts += 1
+        index = self._active
+        self._data_for(m, index)  # flattened before the wait for a slot
+        await self.limiters[index].acquire(m.gate.pause)
+        try:
+            result = await self._through_outage(index, m)
+        except _NotStarted:
+            raise
+        except SmtpError as exc:
+            error = self._fall_back(index, exc)
+            m.last_error = error
+            m.maybe_delivered = m.maybe_delivered or error.maybe_delivered
+            if error is exc:
+                raise
+            raise error from exc
+        m.last = result
+        m.accepted.extend(result.accepted)
+        transient = {r: v for r, v in result.refused.items() if v.transient}
+        m.refused.update({r: v for r, v in result.refused.items() if not v.transient})
+        if transient and m.attempts < m.policy.max_attempts:
+            m.pending = list(transient)
+            raise _TransientRecipients(f"{len(transient)} recipient(s) refused temporarily",
+                                       code=next(iter(transient.values())).code)
+        m.refused.update(transient)
+
+    def _fall_back(self, index: int, exc: SmtpError) -> SmtpError:
+        """After ``exc`` on connection ``index``: when a fallback may get past it, make the next
+        connection of the chain the one in use and return a transient error of the same kind (so
+        the message is retried there); else ``exc``."""
+        if not (_falls_back(exc) and index + 1 < len(self.pools)):
+            return exc
+        self._active = index + 1
+        log.warning("connection %s failed (%s); falling back to %s", self.pools[index].transport.connection.name,
+                    exc.message, self.connection)
+        return exc.replace(transient=True)
+
+    def _data_for(self, m: _Message, index: int) -> tuple[bytes, bool]:
+        """The message as sent through ``self.pools[index]`` (with that connection's identity),
+        and whether it needs SMTPUTF8; flattened once a connection."""
+        data = m.data.get(index)
+        if data is None:
+            identity = self.pools[index].transport.identity
+            utf8 = identity.needs_smtputf8(m.pending)  # UTF-8 headers go with SMTPUTF8 (RFC 6532)
+            message = m.message
+            # Not isinstance(message, Prepared): a runtime protocol check costs more than building a header.
+            raw = (identity.flatten(message, utf8=utf8) if isinstance(message, EmailMessage)
+                   else message.bytes_for(identity, utf8=utf8))
+            data = m.data[index] = raw, utf8
+        return data
+
+    async def _send_once(self, m: _Message, index: int) -> SendResult:
+        """Borrow a session of pool ``index`` and send ``m`` to its pending recipients, if the gate allows.
+
+        Raises:
+            _NotStarted: the gate said no (before anything was written, or before the content).
+        """
+        data, utf8 = self._data_for(m, index)
+        gate = m.gate
+        try:
+            async with self.pools[index].borrow() as loan:
+                if (m.attempts == 1 and (gate.stopping or not gate.may_start())) or not gate.may_write():
+                    raise _NotStarted("not started: the run is stopping")
+                return await loan.session.send_bytes(data, m.pending, message_id=str(m.message["Message-ID"]),
+                                                      smtputf8=utf8, lend=loan.lend, envelope_id=m.envelope_id,
+                                                      gate=gate)
+        except ContentWithheldError as exc:  # the pool has closed that session; nothing was delivered
+            raise _NotStarted(exc.message) from None
+
+    async def _through_outage(self, index: int, m: _Message) -> SendResult:
+        """:meth:`_send_once`; once more when the session broke under an earlier message, and
         again after waiting out an outage of the server (:mod:`.outage`), neither of which
         counts as one of the message's attempts."""
         again_on_new_session = True
@@ -303,7 +343,7 @@ class Deliverer:
             try:
                 if self.outage.gave_up is not None and self._waits_out(index):
                     raise copy.copy(self.outage.gave_up)  # the rest fail with the reason, without asking again
-                return await send_once(index)
+                return await self._send_once(m, index)
             except SmtpError as exc:
                 if exc.inherited and again_on_new_session:
                     again_on_new_session = False  # once: it never reached the server's DATA
@@ -313,7 +353,7 @@ class Deliverer:
                     raise
                 back_on = await self.outage.wait_out(self.pools, exc)
                 if back_on is None:
-                    if first_attempt:
+                    if m.attempts == 1:
                         raise _NotStarted("not started: the run stopped while the server was away") from None
                     raise _NoRetry from None
                 self._active = index = back_on  # the primary again, when it was the one back

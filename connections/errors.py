@@ -8,10 +8,13 @@ values: the only inputs are reply texts from the server and names from configura
 
 from __future__ import annotations
 
-import re
+import copy
 import ssl
+from typing import Any, Self, TypedDict
 
 import aiosmtplib
+
+from .replies import is_sender_refusal, parse_enhanced_status
 
 __all__ = [
     "MailgemError",
@@ -33,14 +36,12 @@ __all__ = [
     "RecipientsRefusedError",
     "MessageTooLargeError",
     "SmtpResponseError",
+    "Where",
     "parse_enhanced_status",
     "is_sender_refusal",
     "from_aiosmtplib",
     "redact",
 ]
-
-# RFC 3463 §2: class.subject.detail, class in {2,4,5}; servers put it first in the reply text.
-_ENHANCED_STATUS = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
 
 
 def redact(text: str, *secrets: str | None) -> str:
@@ -52,12 +53,19 @@ def redact(text: str, *secrets: str | None) -> str:
     return text
 
 
-def parse_enhanced_status(text: str | None) -> str | None:
-    """Return the RFC 3463 enhanced status code (e.g. ``"5.7.8"``) at the start of a reply text."""
-    if not text:
-        return None
-    match = _ENHANCED_STATUS.match(text)
-    return match.group(1) if match else None
+class Where(TypedDict):
+    """The server an error came from, as :class:`SmtpError` takes it (``**where``)."""
+
+    host: str
+    port: int
+
+
+class _Context(Where):
+    """Where, and the flags :func:`from_aiosmtplib` passes on to the error it builds."""
+
+    maybe_delivered: bool
+    inherited: bool
+    during_open: bool
 
 
 def _restore(cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]) -> BaseException:
@@ -94,11 +102,12 @@ class SmtpError(MailgemError):
         inherited: a pipelining session failed under an earlier message (its final reply never
             came) before this one's commands were answered: nothing of this message was
             delivered, and it is tried again on another session without counting an attempt.
+        during_open: raised while a session was being opened (connect, TLS, EHLO, AUTH, the
+            pool's sender check), not by a message's transaction: an unreachable server or a
+            refused login, which a fallback connection may get past.
     """
 
     default_hint = ""
-    maybe_delivered = False
-    inherited = False
     # None: decided by the reply code (4xx transient, RFC 5321 §4.2.1); subclasses fix it.
     default_transient: bool | None = None
 
@@ -112,6 +121,9 @@ class SmtpError(MailgemError):
         hint: str | None = None,
         host: str | None = None,
         port: int | None = None,
+        maybe_delivered: bool = False,
+        inherited: bool = False,
+        during_open: bool = False,
     ) -> None:
         self.code = code
         self.server_message = server_message
@@ -122,8 +134,26 @@ class SmtpError(MailgemError):
         self.hint = hint if hint is not None else self.default_hint
         self.host = host
         self.port = port
+        self.maybe_delivered = maybe_delivered
+        self.inherited = inherited
+        self.during_open = during_open
         self.message = message
         super().__init__(message)
+
+    def replace(self, *, transient: bool | None = None, during_open: bool | None = None) -> Self:
+        """A new error of the same kind with the same attributes but those given (the error
+        itself is never changed: a copy of it may be remembered or raised elsewhere)."""
+        error = copy.copy(self)  # through __reduce__: a new instance with every attribute
+        if transient is not None:
+            error.__dict__["transient"] = transient
+        if during_open is not None:
+            error.__dict__["during_open"] = during_open
+        return error
+
+    def while_opening(self) -> Self:
+        """This error as raised while a session opened: itself when it says so already, else a
+        new one of its kind with ``during_open`` (see :meth:`replace`)."""
+        return self if self.during_open else self.replace(during_open=True)
 
     def __str__(self) -> str:
         where = f" [{self.host}:{self.port}]" if self.host else ""
@@ -287,9 +317,9 @@ class RecipientsRefusedError(SmtpError):
 
     default_hint = "check the recipient addresses; 5xx refusals are permanent and must not be retried"
 
-    def __init__(self, message: str, recipients: dict[str, tuple[int, str]], **kwargs: object) -> None:
+    def __init__(self, message: str, recipients: dict[str, tuple[int, str]], **kwargs: Any) -> None:
         self.recipients = recipients
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        super().__init__(message, **kwargs)
 
 
 class MessageTooLargeError(SmtpError):
@@ -307,40 +337,14 @@ class MessageTooLargeError(SmtpError):
         "fewer columns, or filter the rows"
     )
 
-    def __init__(self, message: str, *, size_bytes: int, limit_bytes: int | None, **kwargs: object) -> None:
+    def __init__(self, message: str, *, size_bytes: int, limit_bytes: int | None, **kwargs: Any) -> None:
         self.size_bytes = size_bytes
         self.limit_bytes = limit_bytes
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        super().__init__(message, **kwargs)
 
 
 class SmtpResponseError(SmtpError):
     """Any other error reply from the server (e.g. to DATA)."""
-
-
-# Enhanced status codes about the sender (RFC 3463 §3.2: 5.1.7 bad sender's mailbox syntax,
-# 5.1.8 bad sender's system address) and reply texts servers use for a refused sender.
-_SENDER_STATUSES = frozenset({"5.1.7", "5.1.8", "4.1.7", "4.1.8"})
-_SENDER_TEXT = re.compile(r"sender address rejected|not owned by (auth )?user|sender (is )?not (allowed|authori[sz]ed)", re.I)
-
-
-def is_sender_refusal(text: str | None, sender: str, *, recipient_is_sender: bool = False) -> bool:
-    """Whether a ``MAIL``/``RCPT`` refusal is about the envelope sender, not the recipient.
-
-    True for enhanced status 5.1.7/5.1.8 (RFC 3463 §3.2), for reply texts such as Postfix's
-    ``Sender address rejected: not owned by user``, and for 5.7.1 ("delivery not authorized")
-    when the reply names the sender — unless ``recipient_is_sender`` (the sender check's
-    ``RCPT TO`` the sender itself), where naming the address says nothing about which role it
-    was refused in (``554 5.7.1 <a@x>: Relay access denied`` is about the recipient).
-    """
-    text = text or ""
-    if "recipient address rejected" in text.lower():
-        return False
-    status = parse_enhanced_status(text)
-    if status in _SENDER_STATUSES or _SENDER_TEXT.search(text):
-        return True
-    if recipient_is_sender:
-        return False
-    return status in ("5.7.1", "4.7.1") and f"<{sender.lower()}>" in text.lower()
 
 
 def _auth_hint(code: int, text: str, host: str | None) -> str:
@@ -364,7 +368,7 @@ def _auth_hint(code: int, text: str, host: str | None) -> str:
     return AuthenticationError.default_hint
 
 
-def _greeting_refusal(exc: aiosmtplib.SMTPConnectResponseError, where: dict[str, object]) -> SmtpConnectError:
+def _greeting_refusal(exc: aiosmtplib.SMTPConnectResponseError, where: _Context) -> SmtpConnectError:
     """A greeting that is not 220: the server is there (no firewall in the way) and answers, but
     will not serve this session now (421, RFC 5321 §3.8) or at all (554, RFC 5321 §3.1)."""
     if 400 <= exc.code < 500:
@@ -376,15 +380,19 @@ def _greeting_refusal(exc: aiosmtplib.SMTPConnectResponseError, where: dict[str,
                 "or require another port; ask its administrator")
     return SmtpConnectError(f"the server answered the connection with {exc.code} instead of a greeting",
                             code=exc.code, server_message=exc.message, hint=hint,
-                            transient=400 <= exc.code < 500, **where)  # type: ignore[arg-type]
+                            transient=400 <= exc.code < 500, **where)
 
 
-def from_aiosmtplib(exc: BaseException, *, stage: str, host: str, port: int) -> SmtpError:
+def from_aiosmtplib(exc: BaseException, *, stage: str, host: str, port: int, maybe_delivered: bool = False,
+                    inherited: bool = False, during_open: bool = False) -> SmtpError:
     """Translate an aiosmtplib (or ssl/OS) exception raised during ``stage`` into a typed error.
 
     ``stage`` is one of ``connect``, ``starttls``, ``auth``, ``mail``, ``rcpt``, ``data``.
+    ``maybe_delivered``, ``inherited``, ``during_open``: set on the error built (see
+    :class:`SmtpError`); an ``exc`` that is an :class:`SmtpError` already is returned as it is.
     """
-    where = {"host": host, "port": port}
+    where: _Context = {"host": host, "port": port, "maybe_delivered": maybe_delivered, "inherited": inherited,
+                       "during_open": during_open}
     if isinstance(exc, SmtpError):
         return exc
     ssl_cause = exc if isinstance(exc, ssl.SSLError) else exc.__cause__ or exc.__context__

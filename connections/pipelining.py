@@ -34,7 +34,8 @@ from dataclasses import dataclass
 import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
-__all__ = ["ReplyReader", "send_group", "write_content", "send_line", "GroupReplies", "dot_stuffed"]
+__all__ = ["ReplyReader", "send_group", "write_content", "send_line", "GroupReplies", "dot_stuffed", "take_over",
+           "give_back"]
 
 _MAX_REPLY_BYTES = 1 << 20
 
@@ -190,6 +191,35 @@ class ReplyReader(asyncio.Protocol):
     def in_step(self) -> bool:
         """Every reply owed was read and nothing is left over: the session is in step with the server."""
         return not self._waiting and not self._buffer and not self._outbox and self.error is None
+
+
+def take_over(client: aiosmtplib.SMTP) -> tuple[ReplyReader, asyncio.BaseProtocol]:
+    """Install a :class:`ReplyReader` on ``client``'s transport; the reader and aiosmtplib's own
+    protocol, for :func:`give_back`.
+
+    Raises:
+        aiosmtplib.SMTPServerDisconnected: the connection is gone.
+    """
+    transport = client.transport
+    if transport is None or transport.is_closing():
+        raise aiosmtplib.SMTPServerDisconnected("connection lost")
+    protocol = transport.get_protocol()
+    reader = ReplyReader()
+    reader.connection_made(transport)
+    transport.set_protocol(reader)
+    return reader, protocol
+
+
+def give_back(reader: ReplyReader, protocol: asyncio.BaseProtocol) -> None:
+    """Give the transport back to aiosmtplib's ``protocol`` (for NOOP, the sender check, QUIT); a
+    session out of step with the server is closed instead (its replies cannot be matched any more)."""
+    if reader.transport is None:
+        return
+    if not reader.in_step:  # whoever still waits on this session learns it now, not at a timeout
+        reader.abort(aiosmtplib.SMTPServerDisconnected("the session was closed while out of step"))
+    reader.transport.set_protocol(protocol)
+    if reader.lost:
+        protocol.connection_lost(None)  # aiosmtplib learns what happened meanwhile
 
 
 def _write(reader: ReplyReader, data: bytes, replies: int) -> list[asyncio.Future[SMTPResponse | None]]:

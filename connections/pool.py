@@ -17,7 +17,8 @@ import logging
 from collections.abc import AsyncIterator
 
 from .errors import SmtpConnectError, SmtpDisconnectedError, SmtpError, SmtpTimeoutError
-from .transport import SmtpSession, SmtpTransport
+from .session import SmtpSession
+from .transport import SmtpTransport
 
 __all__ = ["SmtpPool", "Loan", "breaks_session"]
 
@@ -97,8 +98,8 @@ class SmtpPool:
         (RFC 2920 §3.1). A session that breaks afterwards fails both borrowers' waits and is
         closed; each of them retries as after any dropped connection.
 
-        Errors raised while opening carry ``during_open = True`` so callers can tell an
-        unreachable server or rejected login from a refused message.
+        Errors raised while opening (the sender check included) carry ``during_open`` so callers
+        can tell an unreachable server or rejected login from a refused message.
         """
         slots = self._loop_state()
         await slots.acquire()
@@ -158,28 +159,27 @@ class SmtpPool:
     async def _open(self) -> SmtpSession:
         """Open a session; one at a time until the first has opened (see the module docstring)."""
         assert self._first_open is not None
-        try:
-            session = None
-            if not self.opened:
-                async with self._first_open:
-                    # Looked at again under the lock: those that waited while the first session
-                    # opened now open theirs side by side, not one after another.
-                    if not self.opened:
-                        session = await self._open_first()
-            if session is None:
-                session = await self.transport._open()
-        except SmtpError as exc:
-            exc.during_open = True  # type: ignore[attr-defined]
-            raise
+        session = None
+        if not self.opened:
+            async with self._first_open:
+                # Looked at again under the lock: those that waited while the first session
+                # opened now open theirs side by side, not one after another.
+                if not self.opened:
+                    session = await self._open_first()
+        if session is None:
+            session = await self.transport.open_session()
         self.opened += 1
         return session
 
     async def _open_first(self) -> SmtpSession:
         """The first session, which checks the sender when asked to (see ``check_sender``)."""
-        session = await self.transport._open()
+        session = await self.transport.open_session()
         if self.check_sender and not self.transport.sender_verified:
             try:
                 await session.check_sender()  # a refusal is remembered: no other session asks
+            except SmtpError as exc:
+                await session.close()
+                raise exc.while_opening() from None  # part of opening this pool's first session
             except BaseException:
                 await session.close()
                 raise

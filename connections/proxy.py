@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from .errors import SmtpConnectError, SmtpTimeoutError, redact
+from .errors import SmtpConnectError, SmtpTimeoutError, Where, redact
 from .secretref import SecretRef
 
 __all__ = ["ProxyOptions", "open_tunnel"]
@@ -88,7 +88,7 @@ async def open_tunnel(proxy: ProxyOptions, password: SecretStr | None, host: str
 
     parts = urlsplit(proxy.url)
     secret = password.get_secret_value() if password is not None else None
-    where = {"host": host, "port": port}
+    where: Where = {"host": host, "port": port}
     try:
         if proxy.kind == "http":
             return await asyncio.wait_for(_http_connect(proxy, secret, host, port), timeout)

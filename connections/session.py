@@ -1,34 +1,31 @@
 """One authenticated SMTP session and its mail transactions (``MAIL FROM``, ``RCPT TO``, ``DATA``).
 
-What the transaction adds to aiosmtplib's commands:
+What the transaction adds to aiosmtplib's commands (what its replies mean is
+:mod:`mailgem.connections.outcome`'s, the same for both ways of sending):
 
-* SIZE (RFC 1870) is checked before ``MAIL FROM`` against what the server will count: the
-  message as transmitted (dot-stuffed, RFC 5321 §4.5.2) plus :data:`TRACE_HEADROOM_BYTES` for
-  the trace fields the server adds before it compares (Postfix 3.7 adds about 1,040 bytes,
-  measured). A 552 after ``DATA`` is the same :class:`MessageTooLargeError`.
 * ``BODY=8BITMIME`` (RFC 6152) when the message has 8-bit content and the server offers it;
   ``SMTPUTF8`` (RFC 6531) when an address needs it, or a clear per-message error when the
   server does not offer it (RFC 6531 §3.2).
-* A refusal that is about the sender (at ``MAIL``, or at ``RCPT`` when the server delays its
-  checks) is a :class:`SenderRefusedError`, not "every recipient refused".
-* A connection lost or timed out after the content was sent is marked ``maybe_delivered``: the
-  server may have accepted the message (RFC 5321 §4.5.3.2.6).
+* ``PIPELINING`` (RFC 2920) when offered and the connection allows it: the commands go as one
+  group (:mod:`mailgem.connections.pipelining`); otherwise one at a time through aiosmtplib.
+* More than :data:`MAX_RCPT_PER_TRANSACTION` recipients go in several transactions.
+
+A session knows its connection, its sender (:class:`~mailgem.connections.identity.SenderIdentity`)
+and what the run learnt of the server (:class:`~mailgem.connections.memory.ServerMemory`); it is
+opened by :mod:`mailgem.connections.opening`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import getaddresses
 from typing import TYPE_CHECKING
 
 import aiosmtplib
 
-from .addresses import envelope_address
+from .addresses import envelope_address, envelope_recipients
 from .errors import (
     ContentWithheldError,
     MessageTooLargeError,
@@ -40,38 +37,25 @@ from .errors import (
     is_sender_refusal,
     parse_enhanced_status,
 )
-
-from .pipelining import ReplyReader, send_group, send_line, write_content
+from .identity import SenderIdentity
+from .memory import ServerMemory
+from .model import SmtpConnection
+from .outcome import TRACE_HEADROOM_BYTES, Outcomes, RecipientRefusal, SendResult, chunk_refusals, combined, wire_size
+from .pipelining import GroupReplies, ReplyReader, give_back, send_group, send_line, take_over, write_content
 
 if TYPE_CHECKING:
     from .gate import Gate
-    from .transport import SmtpTransport
 
 __all__ = ["SmtpSession", "SendResult", "RecipientRefusal", "MAX_RCPT_PER_TRANSACTION", "TRACE_HEADROOM_BYTES",
-           "envelope_recipients", "wire_size"]
-
-log = logging.getLogger("mailgem.connections")
+           "envelope_recipients", "wire_size", "quit_client"]
 
 # RFC 5321 §4.5.3.1.8: a server must accept at least 100 recipients per transaction.
 MAX_RCPT_PER_TRANSACTION = 100
 
-# Room for the trace fields a server adds before comparing a message with its SIZE (Received:,
-# Return-Path:, Authentication-Results:, ...; Postfix also counts queue-file records).
-TRACE_HEADROOM_BYTES = 4096
+QUIT_TIMEOUT_S = 5.0
 
-# RFC 3463 §3.4: 5.3.4 "message too big for system"; RFC 1870 §6.1: 552 to MAIL or after DATA.
-_TOO_BIG = "5.3.4"
-
-
-def wire_size(data: bytes) -> int:
-    """Bytes sent after 354 for ``data`` (CRLF line ends): dot-stuffed lines (RFC 5321 §4.5.2)
-    and the final ``CRLF.CRLF``."""
-    return len(data) + data.count(b"\n.") + data.startswith(b".") + 5
-
-
-def _withheld(where: dict[str, object]) -> ContentWithheldError:
-    return ContentWithheldError("not sent: the run stopped sending before the message's content was written; "
-                                "the server discards the transaction", **where)  # type: ignore[arg-type]
+# ESMTP parameters of one RCPT TO (RFC 3461 NOTIFY, ORCPT), by address.
+RcptParameters = Callable[[str], list[str]]
 
 
 def _no_parameters(address: str) -> list[str]:
@@ -79,63 +63,27 @@ def _no_parameters(address: str) -> list[str]:
     return []
 
 
-@dataclass(frozen=True)
-class RecipientRefusal:
-    """One refused ``RCPT TO``: reply code, enhanced status code and the server's text."""
-
-    code: int
-    message: str
-    enhanced_status: str | None = None
-
-    @property
-    def transient(self) -> bool:
-        return 400 <= self.code < 500
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.message}"
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """What the server said about one message.
-
-    Attributes:
-        accepted: recipients the server accepted (``RCPT TO`` 250/251).
-        refused: ``{recipient: RecipientRefusal}`` for recipients refused while others were
-            accepted (a partial success, RFC 5321 §3.3).
-        code: reply code to the end of DATA (250 when queued).
-        message: the server's reply text (often carries its queue id).
-        enhanced_status: RFC 3463 code from that reply, if any.
-        message_id: the message's ``Message-ID`` header.
-        size_bytes: bytes transmitted in DATA.
-    """
-
-    accepted: tuple[str, ...]
-    refused: dict[str, RecipientRefusal]
-    code: int
-    message: str
-    enhanced_status: str | None
-    message_id: str | None
-    size_bytes: int
-
-
-def envelope_recipients(message: EmailMessage) -> list[str]:
-    """Addresses from To, Cc and Bcc (RFC 5322 §3.6.3), de-duplicated, in order."""
-    fields = [str(v) for name in ("To", "Cc", "Bcc") for v in message.get_all(name, [])]
-    seen: dict[str, None] = {}
-    for _, address in getaddresses(fields):
-        if address:
-            seen.setdefault(address, None)
-    return list(seen)
+async def quit_client(client: aiosmtplib.SMTP) -> None:
+    """QUIT (waiting at most :data:`QUIT_TIMEOUT_S` seconds), then close the socket; never raises
+    for a session that is gone already."""
+    if client.is_connected:
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+            await asyncio.wait_for(client.quit(), timeout=QUIT_TIMEOUT_S)
+    client.close()
 
 
 class SmtpSession:
-    """One connected, secured and authenticated aiosmtplib client. Use via :meth:`SmtpTransport.connect`."""
+    """One connected, secured and authenticated aiosmtplib client, opened by
+    :mod:`mailgem.connections.opening` (e.g. through :meth:`SmtpTransport.connect`)."""
 
-    def __init__(self, transport: SmtpTransport, client: aiosmtplib.SMTP, banner: str | None) -> None:
-        self._transport = transport
+    def __init__(self, connection: SmtpConnection, identity: SenderIdentity, memory: ServerMemory,
+                 client: aiosmtplib.SMTP, banner: str | None) -> None:
+        self.connection = connection
+        self.identity = identity
+        self.memory = memory
         self._client = client
         self.banner = banner
+        self._outcomes = Outcomes(connection, memory, identity.envelope_sender)
         self._reader: ReplyReader | None = None  # holds the transport while the session pipelines
         self._client_protocol: asyncio.BaseProtocol | None = None
 
@@ -149,27 +97,14 @@ class SmtpSession:
     def _pipeline(self) -> ReplyReader:
         """The session's :class:`ReplyReader`, installed on its transport on first use."""
         if self._reader is None:
-            transport = self._client.transport
-            if transport is None or transport.is_closing():
-                raise aiosmtplib.SMTPServerDisconnected("connection lost")
-            self._client_protocol = transport.get_protocol()
-            reader = ReplyReader()
-            reader.connection_made(transport)
-            transport.set_protocol(reader)
-            self._reader = reader
+            self._reader, self._client_protocol = take_over(self._client)
         return self._reader
 
     def _unpipeline(self) -> None:
-        """Give the transport back to aiosmtplib (for NOOP, the sender check, QUIT); a session out
-        of step with the server is closed instead (its replies cannot be matched any more)."""
+        """Give the transport back to aiosmtplib (for NOOP, the sender check, QUIT); see :func:`give_back`."""
         reader, self._reader = self._reader, None
-        if reader is None or reader.transport is None or self._client_protocol is None:
-            return
-        if not reader.in_step:  # whoever still waits on this session learns it now, not at a timeout
-            reader.abort(aiosmtplib.SMTPServerDisconnected("the session was closed while out of step"))
-        reader.transport.set_protocol(self._client_protocol)
-        if reader.lost:
-            self._client_protocol.connection_lost(None)  # aiosmtplib learns what happened meanwhile
+        if reader is not None and self._client_protocol is not None:
+            give_back(reader, self._client_protocol)
 
     @property
     def size_limit_bytes(self) -> int | None:
@@ -202,8 +137,8 @@ class SmtpSession:
         if not rcpts:
             raise RecipientsRefusedError("the message has no recipients", {}, transient=False,
                                          hint="set to, cc or bcc")
-        utf8 = self._transport.needs_smtputf8(rcpts)
-        data = self._transport.flatten(message, utf8=utf8)  # Bcc was read above, before flatten drops it
+        utf8 = self.identity.needs_smtputf8(rcpts)
+        data = self.identity.flatten(message, utf8=utf8)  # Bcc was read above, before flatten drops it
         return await self.send_bytes(data, rcpts, message_id=str(message["Message-ID"]), smtputf8=utf8)
 
     async def send_bytes(self, data: bytes, recipients: Sequence[str], *, message_id: str | None = None,
@@ -233,11 +168,16 @@ class SmtpSession:
         fails after an earlier one was accepted is reported per recipient, not raised, so that
         what was accepted is never sent again.
         """
-        data = self._transport.sign(data)  # DKIM on the final bytes (RFC 6376), when the connection signs
+        data = self.identity.sign(data)  # DKIM on the final bytes (RFC 6376), when the connection signs
+        if len(recipients) <= MAX_RCPT_PER_TRANSACTION:
+            return await self._transaction(data, list(recipients), message_id, smtputf8, lend, envelope_id, gate)
+        return await self._in_chunks(data, recipients, message_id, smtputf8, lend, envelope_id, gate)
+
+    async def _in_chunks(self, data: bytes, recipients: Sequence[str], message_id: str | None, smtputf8: bool,
+                         lend: Callable[[], None] | None, envelope_id: str | None, gate: Gate | None) -> SendResult:
+        """Transactions of :data:`MAX_RCPT_PER_TRANSACTION` recipients each (see :meth:`send_bytes`)."""
         chunks = [list(recipients[i:i + MAX_RCPT_PER_TRANSACTION])
                   for i in range(0, len(recipients), MAX_RCPT_PER_TRANSACTION)]
-        if len(chunks) <= 1:
-            return await self._transaction(data, list(recipients), message_id, smtputf8, lend, envelope_id, gate)
         results: list[SendResult] = []
         failures: dict[str, RecipientRefusal] = {}
         last_error: SmtpError | None = None
@@ -249,104 +189,79 @@ class SmtpSession:
                 raise  # the same for every chunk
             except SmtpError as exc:
                 withheld = isinstance(exc, ContentWithheldError)  # the run stopped: no later chunk goes either
-                if isinstance(exc, RecipientsRefusedError) and exc.recipients:
-                    failures.update({r: RecipientRefusal(c, m, parse_enhanced_status(m)) for r, (c, m) in exc.recipients.items()})
-                else:
-                    code = exc.code if exc.code is not None else (451 if exc.transient else 554)
-                    failures.update({r: RecipientRefusal(code, exc.server_message or exc.message, exc.enhanced_status)
-                                     for rest in (chunks[i:] if withheld else [chunk]) for r in rest})
+                left = [r for rest in (chunks[i:] if withheld else [chunk]) for r in rest]
+                failures.update(chunk_refusals(exc, left))
                 last_error = exc
                 if withheld:
                     break
         if not results:
             assert last_error is not None
             raise last_error
-        refused = {r: v for res in results for r, v in res.refused.items()} | failures
-        last = results[-1]
-        return SendResult(tuple(a for res in results for a in res.accepted), refused, last.code, last.message,
-                          last.enhanced_status, message_id, len(data))
-
-    def _check_size(self, data: bytes, where: dict[str, object]) -> None:
-        limit = self.size_limit_bytes
-        if limit is not None:
-            wire = wire_size(data)
-            if wire + TRACE_HEADROOM_BYTES > limit:
-                raise MessageTooLargeError(
-                    f"message is {len(data):,} bytes ({wire:,} as transmitted); with {TRACE_HEADROOM_BYTES:,} "
-                    f"bytes of headroom for the trace headers the server adds, it is over the server's SIZE "
-                    f"limit (RFC 1870) of {limit:,} bytes; nothing was sent",
-                    size_bytes=len(data), limit_bytes=limit, **where)  # type: ignore[arg-type]
-        elif len(data) > self._transport.connection.max_message_bytes:
-            cap = self._transport.connection.max_message_bytes
-            raise MessageTooLargeError(
-                f"message is {len(data):,} bytes, over the connection's max_message_bytes of {cap:,} bytes; "
-                "nothing was sent", size_bytes=len(data), limit_bytes=cap, **where)  # type: ignore[arg-type]
-
-    def _too_large(self, exc: aiosmtplib.SMTPResponseException, data: bytes, where: dict[str, object]) -> MessageTooLargeError:
-        limit = self.size_limit_bytes
-        stated = f"the server's SIZE is {limit:,} bytes" if limit else "the server advertises no SIZE"
-        return MessageTooLargeError(
-            f"the server refused the message as too large: it is {len(data):,} bytes ({wire_size(data):,} as "
-            f"transmitted) and {stated}; it adds its own trace headers before comparing",
-            size_bytes=len(data), limit_bytes=limit, code=exc.code, server_message=exc.message, **where)  # type: ignore[arg-type]
-
-    def _sender_refused(self, exc: aiosmtplib.SMTPResponseException, where: dict[str, object]) -> SenderRefusedError:
-        connection = self._transport.connection
-        hint = (f"the login {connection.username or '(anonymous)'!s} may not send as <{connection.sender}>: set "
-                f"sender_address on connection {connection.name!r} to an address this login owns (a verified "
-                "sender at SendGrid, SES or Mailgun); `mailgem connection test` checks it without sending")
-        if 400 <= exc.code < 500:
-            hint = "a temporary refusal (RFC 5321 §4.2.1): it is retried"
-        error = SenderRefusedError(
-            f"the server refused the sender <{connection.sender}> of connection {connection.name!r}",
-            code=exc.code, server_message=exc.message, hint=hint, **where)  # type: ignore[arg-type]
-        self._transport.remember_refusal(error)
-        return error
+        return combined(results, failures, message_id, len(data))
 
     async def _transaction(self, data: bytes, recipients: list[str], message_id: str | None,
                            smtputf8: bool, lend: Callable[[], None] | None = None,
                            envelope_id: str | None = None, gate: Gate | None = None) -> SendResult:
-        """One mail transaction: MAIL FROM, RCPT TO each recipient, DATA."""
-        transport = self._transport
-        transport.raise_if_refused()
-        connection = transport.connection
-        where: dict[str, object] = {"host": connection.host, "port": connection.port}
-        self._check_size(data, where)
-        client = self._client
+        """One mail transaction: MAIL FROM, RCPT TO each recipient, DATA (pipelined when the
+        server offers it and the connection allows it). Nothing is sent when a check before
+        ``MAIL FROM`` fails (a remembered refusal, SIZE, SMTPUTF8)."""
+        self.memory.raise_if_refused()
+        limit = self.size_limit_bytes
+        self._outcomes.check_size(data, limit)
         if smtputf8 and not self.supports_smtputf8:
-            wide = [r for r in recipients if envelope_address(r)[1]] or [connection.sender]
-            raise SmtpUtf8NotSupportedError(
-                f"{', '.join(wide)} has a non-ASCII local part, which needs SMTPUTF8 (RFC 6531 §3.2), and the "
-                "server does not offer it; nothing was sent", **where)  # type: ignore[arg-type]
+            raise self._no_smtputf8(recipients)
+        options = self._mail_parameters(data, smtputf8, envelope_id)
+        rcpt_params = self._rcpt_parameters()
+        encoding = "utf-8" if smtputf8 else "ascii"
+        if self.connection.pipelining and self._client.supports_extension("pipelining"):
+            return await self._pipelined(data, recipients, message_id, options, encoding, rcpt_params, limit,
+                                         lend, gate)
+        return await self._plain(data, recipients, message_id, options, encoding, rcpt_params, limit, gate)
+
+    def _no_smtputf8(self, recipients: list[str]) -> SmtpUtf8NotSupportedError:
+        wide = [r for r in recipients if envelope_address(r)[1]] or [self.connection.sender]
+        return SmtpUtf8NotSupportedError(
+            f"{', '.join(wide)} has a non-ASCII local part, which needs SMTPUTF8 (RFC 6531 §3.2), and the "
+            "server does not offer it; nothing was sent", **self._outcomes.where)
+
+    def _mail_parameters(self, data: bytes, smtputf8: bool, envelope_id: str | None) -> list[str]:
+        """The ESMTP parameters of ``MAIL FROM`` (SIZE, BODY, SMTPUTF8, DSN's RET and ENVID), as
+        far as the server offers them."""
+        client, connection = self._client, self.connection
         options = [f"SIZE={len(data)}"] if client.supports_extension("size") else []
         if not data.isascii() and client.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")  # RFC 6152: 8-bit content is declared
         if smtputf8:
             options.append("SMTPUTF8")
-        encoding = "utf-8" if smtputf8 else "ascii"
-        sender = transport.envelope_sender
-        rcpt_params: Callable[[str], list[str]] = _no_parameters
         if connection.dsn is not None:
             if client.supports_extension("dsn"):  # RFC 3461 §4: only where advertised
                 options += connection.dsn.mail_parameters(envelope_id)
-                rcpt_params = connection.dsn.rcpt_parameters
             else:
-                transport.warn_once("dsn", f"connection {connection.name}: {connection.host}:{connection.port} does not "
-                                           "advertise DSN (RFC 3461), so messages go without delivery status "
-                                           "notification requests (dsn is ignored for this server)")
-        if connection.pipelining and client.supports_extension("pipelining"):
-            return await self._pipelined(data, recipients, message_id, options, encoding, where, lend, rcpt_params, gate)
+                self.memory.warn_once("dsn", f"connection {connection.name}: {connection.host}:{connection.port} does "
+                                             "not advertise DSN (RFC 3461), so messages go without delivery status "
+                                             "notification requests (dsn is ignored for this server)")
+        return options
+
+    def _rcpt_parameters(self) -> RcptParameters:
+        """What gives each ``RCPT TO``'s ESMTP parameters (DSN's NOTIFY, RFC 3461 §4.1, where the
+        connection asks for it and the server offers DSN)."""
+        dsn = self.connection.dsn
+        return dsn.rcpt_parameters if dsn is not None and self._client.supports_extension("dsn") else _no_parameters
+
+    async def _plain(self, data: bytes, recipients: list[str], message_id: str | None, options: list[str],
+                     encoding: str, rcpt_params: RcptParameters, limit: int | None, gate: Gate | None) -> SendResult:
+        """The transaction one command at a time (aiosmtplib); a refused transaction is reset
+        (``RSET``) so the session stays usable."""
+        client, outcomes = self._client, self._outcomes
         stage = "mail"
         accepted: list[str] = []
         refused: dict[str, RecipientRefusal] = {}
         try:
             try:
-                await client.mail(sender, options=options, encoding=encoding)
+                await client.mail(outcomes.sender, options=options, encoding=encoding)
             except aiosmtplib.SMTPSenderRefused as exc:
                 await self._reset()
-                if exc.code == 552 or parse_enhanced_status(exc.message) == _TOO_BIG:
-                    raise self._too_large(exc, data, where) from None
-                raise self._sender_refused(exc, where) from None
+                raise outcomes.refused_at_mail(exc.code, exc.message, data, limit) from None
             stage = "rcpt"
             for rcpt in recipients:
                 try:
@@ -354,116 +269,93 @@ class SmtpSession:
                     await client.rcpt(address, options=rcpt_params(address), encoding=encoding)
                     accepted.append(rcpt)
                 except aiosmtplib.SMTPRecipientRefused as exc:
-                    if is_sender_refusal(exc.message, sender):  # checked late (Postfix smtpd_delay_reject)
+                    if outcomes.note_rcpt_refusal(rcpt, exc.code, exc.message, refused):
                         await self._reset()
-                        raise self._sender_refused(exc, where) from None
-                    refused[rcpt] = RecipientRefusal(exc.code, exc.message, parse_enhanced_status(exc.message))
+                        raise outcomes.sender_refused(exc.code, exc.message) from None
             if not accepted:
                 await self._reset()
-                first = next(iter(refused.values()))
-                raise RecipientsRefusedError(
-                    "every recipient was refused; nothing was sent",
-                    {r: (v.code, v.message) for r, v in refused.items()},
-                    code=first.code, server_message=first.message, **where)  # type: ignore[arg-type]
+                raise outcomes.nobody_accepted(refused)
             if gate is not None and not gate.may_write():
                 await self._reset()
-                raise _withheld(where)
+                raise outcomes.withheld()
             stage = "data"
-            response = await client.data(data, timeout=connection.data_timeout_s)
-        except ContentWithheldError:
-            raise  # a ConnectionError, but ours: not to be read as the server's
+            reply = await client.data(data, timeout=self.connection.data_timeout_s)
+        except SmtpError:
+            raise  # ours (ContentWithheldError is a ConnectionError, but not the server's)
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset()
-            if stage == "data" and (exc.code == 552 or parse_enhanced_status(exc.message) == _TOO_BIG):
-                raise self._too_large(exc, data, where) from None
-            raise from_aiosmtplib(exc, stage=stage, **where) from None  # type: ignore[arg-type]
+            raise outcomes.failed(exc, stage, data, limit) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            error = from_aiosmtplib(exc, stage=stage, **where)  # type: ignore[arg-type]
-            # After DATA began, a lost connection or a missing reply leaves it open whether the
-            # server accepted the message (RFC 5321 §4.5.3.2.6).
-            error.maybe_delivered = stage == "data"
-            raise error from None
-        log.debug("message %s accepted by %s:%s for %d recipient(s), %d refused",
-                  message_id, connection.host, connection.port, len(accepted), len(refused))
-        return SendResult(tuple(accepted), refused, response.code, response.message,
-                          parse_enhanced_status(response.message), message_id, len(data))
+            raise outcomes.failed(exc, stage, data, limit) from None
+        return outcomes.sent(accepted, refused, reply, message_id, data)
 
     async def _pipelined(self, data: bytes, recipients: list[str], message_id: str | None, options: list[str],
-                         encoding: str, where: dict[str, object], lend: Callable[[], None] | None,
-                         rcpt_params: Callable[[str], list[str]], gate: Gate | None = None) -> SendResult:
-        """The transaction as one pipelined group (RFC 2920, :mod:`mailgem.connections.pipelining`), with
-        the same outcomes as the unpipelined path: partial success, sender refusals, SIZE,
-        ``maybe_delivered`` once the content was sent. After the content, ``lend`` lets the next
-        message start before this one's final reply."""
-        connection = self._transport.connection
-        sender = self._transport.envelope_sender
+                         encoding: str, rcpt_params: RcptParameters, limit: int | None,
+                         lend: Callable[[], None] | None, gate: Gate | None) -> SendResult:
+        """The transaction as one pipelined group (RFC 2920, :mod:`mailgem.connections.pipelining`),
+        with the same outcomes as :meth:`_plain`. After the content, ``lend`` lets the next message
+        start before this one's final reply."""
+        connection, outcomes = self.connection, self._outcomes
         stage = "mail"
         ahead = None  # the reply an earlier message on this session still waits for
+        accepted: list[str] = []
+        refused: dict[str, RecipientRefusal] = {}
         try:
             reader = self._pipeline()
             ahead = reader.last_waiting()
             addresses = [envelope_address(r)[0] for r in recipients]
-            replies = await send_group(reader, sender=sender, options=options, recipients=addresses,
+            replies = await send_group(reader, sender=outcomes.sender, options=options, recipients=addresses,
                                        encoding=encoding, timeout=connection.timeout_s,
                                        rcpt_options=[rcpt_params(a) for a in addresses])
-            accepted: list[str] = []
-            refused: dict[str, RecipientRefusal] = {}
-            sender_reply = None if 200 <= replies.mail.code < 300 else replies.mail
-            if sender_reply is None:
-                for rcpt, reply in zip(recipients, replies.rcpt, strict=True):
-                    if 200 <= reply.code < 300:
-                        accepted.append(rcpt)
-                    elif is_sender_refusal(reply.message, sender):  # checked late (smtpd_delay_reject)
-                        sender_reply = reply
-                    else:
-                        refused[rcpt] = RecipientRefusal(reply.code, reply.message, parse_enhanced_status(reply.message))
+            sender_reply = self._read_group(replies, recipients, accepted, refused)
             if sender_reply is not None or not accepted or replies.data.code != 354:
-                if replies.data.code == 354:  # a lone dot ends it (RFC 2920 §3.1)
-                    await reader.replies([write_content(reader, None)], connection.timeout_s)
-                # RSET keeps the session usable after a refused transaction (RFC 5321 §4.1.1.5).
-                await send_line(reader, b"RSET\r\n", connection.timeout_s)
+                await self._end_group(reader, replies.data.code == 354)
                 if sender_reply is not None:
-                    refusal = aiosmtplib.SMTPSenderRefused(sender_reply.code, sender_reply.message, sender)
-                    if refusal.code == 552 or parse_enhanced_status(refusal.message) == _TOO_BIG:
-                        raise self._too_large(refusal, data, where)
-                    raise self._sender_refused(refusal, where)
+                    raise outcomes.refused_at_mail(sender_reply.code, sender_reply.message, data, limit)
                 if not accepted:
-                    first = next(iter(refused.values()))
-                    raise RecipientsRefusedError(
-                        "every recipient was refused; nothing was sent",
-                        {r: (v.code, v.message) for r, v in refused.items()},
-                        code=first.code, server_message=first.message, **where)  # type: ignore[arg-type]
+                    raise outcomes.nobody_accepted(refused)
                 raise aiosmtplib.SMTPDataError(replies.data.code, replies.data.message)
             if gate is not None and not gate.may_write():
                 # Without the final dot the server discards the transaction; ending the session is
                 # safe here: every reply owed on it was read (the earlier message's came first).
                 reader.abort(aiosmtplib.SMTPServerDisconnected("the run stopped before the content"))
-                raise _withheld(where)
+                raise outcomes.withheld()
             stage = "data"
             final = write_content(reader, data)
             if lend is not None:
                 lend()
-            response = (await reader.replies([final], connection.data_timeout_s))[0]
+            reply = (await reader.replies([final], connection.data_timeout_s))[0]
             # No RSET after a refused final dot: the transaction is over either way (RFC 5321
             # §4.1.1.4), and the next message's group may already follow the content.
-            if not 200 <= response.code < 300:
-                raise aiosmtplib.SMTPDataError(response.code, response.message)
+            if not 200 <= reply.code < 300:
+                raise aiosmtplib.SMTPDataError(reply.code, reply.message)
         except SmtpError:
             raise
-        except aiosmtplib.SMTPResponseException as exc:
-            if stage == "data" and (exc.code == 552 or parse_enhanced_status(exc.message) == _TOO_BIG):
-                raise self._too_large(exc, data, where) from None
-            raise from_aiosmtplib(exc, stage=stage, **where) from None  # type: ignore[arg-type]
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            error = from_aiosmtplib(exc, stage=stage, **where)  # type: ignore[arg-type]
-            error.maybe_delivered = stage == "data"  # the content went out; the reply did not come back
-            # The session broke before the earlier message's final reply: not this message's doing.
-            error.inherited = stage == "mail" and ahead is not None and (ahead.cancelled() or ahead.result() is None)
-            raise error from None
-        log.debug("message %s accepted by %s:%s for %d recipient(s), %d refused (pipelined)",
-                  message_id, connection.host, connection.port, len(accepted), len(refused))
-        return SendResult(tuple(accepted), refused, response.code, response.message,
-                          parse_enhanced_status(response.message), message_id, len(data))
+            raise outcomes.failed(exc, stage, data, limit, ahead=ahead) from None
+        return outcomes.sent(accepted, refused, reply, message_id, data, " (pipelined)")
+
+    def _read_group(self, replies: GroupReplies, recipients: list[str], accepted: list[str],
+                    refused: dict[str, RecipientRefusal]) -> aiosmtplib.SMTPResponse | None:
+        """Sort a group's ``RCPT TO`` replies into ``accepted`` and ``refused``; the reply that
+        refused the sender (to ``MAIL FROM``, or to a ``RCPT TO`` when checked late), if any."""
+        if not 200 <= replies.mail.code < 300:
+            return replies.mail
+        sender_reply = None
+        for rcpt, reply in zip(recipients, replies.rcpt, strict=True):
+            if 200 <= reply.code < 300:
+                accepted.append(rcpt)
+            elif self._outcomes.note_rcpt_refusal(rcpt, reply.code, reply.message, refused):
+                sender_reply = reply
+        return sender_reply
+
+    async def _end_group(self, reader: ReplyReader, after_354: bool) -> None:
+        """End a pipelined transaction that sends no content: a lone dot after a ``354`` (RFC 2920
+        §3.1), then RSET, which keeps the session usable (RFC 5321 §4.1.1.5)."""
+        timeout = self.connection.timeout_s
+        if after_354:
+            await reader.replies([write_content(reader, None)], timeout)
+        await send_line(reader, b"RSET\r\n", timeout)
 
     async def check_sender(self) -> RecipientRefusal | None:
         """``MAIL FROM`` the sender, ``RCPT TO`` the sender, ``RSET``: nothing is sent.
@@ -476,28 +368,27 @@ class SmtpSession:
             SenderRefusedError: the server refused the sender.
             SmtpError: any other failure.
         """
-        connection = self._transport.connection
-        where: dict[str, object] = {"host": connection.host, "port": connection.port}
-        sender = self._transport.envelope_sender
-        encoding = "utf-8" if self._transport.sender_smtputf8 else "ascii"
-        options = ["SMTPUTF8"] if self._transport.sender_smtputf8 and self.supports_smtputf8 else []
+        identity, outcomes = self.identity, self._outcomes
+        sender = identity.envelope_sender
+        encoding = "utf-8" if identity.sender_smtputf8 else "ascii"
+        options = ["SMTPUTF8"] if identity.sender_smtputf8 and self.supports_smtputf8 else []
         self._unpipeline()
         try:
             try:
                 await self._client.mail(sender, options=options, encoding=encoding)
                 await self._client.rcpt(sender, encoding=encoding)
             except aiosmtplib.SMTPSenderRefused as exc:
-                raise self._sender_refused(exc, where) from None
+                raise outcomes.sender_refused(exc.code, exc.message) from None
             except aiosmtplib.SMTPRecipientRefused as exc:
                 if is_sender_refusal(exc.message, sender, recipient_is_sender=True):
-                    raise self._sender_refused(exc, where) from None
-                self._transport.sender_verified = True
+                    raise outcomes.sender_refused(exc.code, exc.message) from None
+                self.memory.sender_verified = True
                 return RecipientRefusal(exc.code, exc.message, parse_enhanced_status(exc.message))
             finally:
                 await self._reset()
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise from_aiosmtplib(exc, stage="mail", **where) from None  # type: ignore[arg-type]
-        self._transport.sender_verified = True
+            raise from_aiosmtplib(exc, stage="mail", **outcomes.where) from None
+        self.memory.sender_verified = True
         return None
 
     async def _reset(self) -> None:
@@ -513,4 +404,4 @@ class SmtpSession:
     async def close(self) -> None:
         """QUIT (bounded wait), then close the socket; closing twice is harmless."""
         self._unpipeline()
-        await self._transport.quit(self._client)
+        await quit_client(self._client)

@@ -31,7 +31,7 @@ from email.message import EmailMessage
 from typing import Any, cast
 
 from mailgem.connections.headers import PrefoldedHeader, fold_text
-from mailgem.connections.transport import SmtpTransport
+from mailgem.connections.identity import SenderIdentity
 
 from .message import build_message
 
@@ -184,7 +184,7 @@ class Layout:
 
 
 class LayoutMessage:
-    """One message from a :class:`Layout`; the transport supplies the From line."""
+    """One message from a :class:`Layout`; the connection's sender identity supplies the From line."""
 
     # What was changed in the data to build it (see Composer.message): nothing, as a message
     # without attachments changes nothing.
@@ -198,8 +198,8 @@ class LayoutMessage:
     def __getitem__(self, name: str) -> str | None:
         return self.message_id if name.lower() == "message-id" else None
 
-    def bytes_for(self, transport: SmtpTransport, *, utf8: bool = False) -> bytes:
-        """The message as transmitted through ``transport`` (its identity in From; ``utf8``:
+    def bytes_for(self, identity: SenderIdentity, *, utf8: bool = False) -> bytes:
+        """The message as transmitted with ``identity`` (a connection's sender, in From; ``utf8``:
         From in UTF-8 (RFC 6532), for a sender whose local part is not ASCII)."""
-        values = dict(self.values, **{"from": transport.from_line(utf8)})
+        values = dict(self.values, **{"from": identity.from_line(utf8)})
         return b"".join(s if isinstance(s, bytes) else values[s] for s in self.layout.segments)
