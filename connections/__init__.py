@@ -1,26 +1,33 @@
-"""How to reach an SMTP server: the connection model, transport, and error taxonomy.
+"""How to reach an SMTP server: the connection model, the transport, and the error taxonomy.
 
-Knows SMTP and nothing about teams or gems.
+Knows SMTP and nothing about teams or gems. The names here are what users use: a connection
+(:class:`SmtpConnection`, from fields, a URL or a preset), its transport (:class:`SmtpTransport`:
+``check()`` for a "Test connection", ``send()``), delivery with retries (:class:`Deliverer`), and
+the typed errors each SMTP failure becomes. The plumbing underneath (sessions, the pool, the
+pipelining reader, prefolded headers, the sync facade) is imported from its own module.
 """
 
-from .errors import *  # noqa: F403
-from .errors import __all__ as _errors_all
-from .addresses import AddressError, Mailbox, envelope_address, parse_mailbox
-from .model import SecretRef, Security, SmtpConnection, TlsVersion, format_validation_error, is_mailbox
-from .presets import PRESETS, preset_fields
+from .addresses import AddressError, Mailbox, parse_mailbox
 from .delivery import Deliverer, Delivery
-from .headers import PrefoldedHeader, prefolded
-from .pool import SmtpPool
-from .ratelimit import DailyLimitReached, RateLimiter, limiter_for
-from .sync import run_sync
-from .transport import CheckReport, RecipientRefusal, SendResult, SmtpSession, SmtpTransport, new_message_id
+from .errors import (
+    AuthenticationError, AuthNotSupportedError, ConfigError, ContentWithheldError, InsecureAuthError, MailgemError,
+    MessageTooLargeError, RecipientsRefusedError, SecurityModeMismatchError, SenderRefusedError, ServerUnavailableError,
+    SmtpConnectError, SmtpDisconnectedError, SmtpError, SmtpResponseError, SmtpTimeoutError, SmtpUtf8NotSupportedError,
+    StartTlsNotOfferedError, TlsError)
+from .gate import Gate
+from .model import SecretRef, Security, SmtpConnection, TlsVersion
+from .presets import PRESETS
+from .ratelimit import DailyLimitReached
+from .transport import CheckReport, RecipientRefusal, SendResult, SmtpTransport
 
 __all__ = [
-    *_errors_all,
-    "SecretRef", "Security", "SmtpConnection", "TlsVersion", "format_validation_error", "is_mailbox",
-    "PRESETS", "preset_fields", "run_sync",
-    "CheckReport", "RecipientRefusal", "SendResult", "SmtpSession", "SmtpTransport", "new_message_id",
-    "AddressError", "Mailbox", "envelope_address", "parse_mailbox",
-    "Deliverer", "Delivery", "PrefoldedHeader", "prefolded", "SmtpPool", "DailyLimitReached", "RateLimiter",
-    "limiter_for",
+    "SmtpConnection", "SecretRef", "Security", "TlsVersion", "PRESETS",
+    "SmtpTransport", "CheckReport", "SendResult", "RecipientRefusal",
+    "Deliverer", "Delivery", "Gate", "DailyLimitReached",
+    "AddressError", "Mailbox", "parse_mailbox",
+    "MailgemError", "ConfigError", "SmtpError", "SmtpConnectError", "SmtpTimeoutError", "SmtpDisconnectedError",
+    "ServerUnavailableError", "ContentWithheldError", "TlsError", "SecurityModeMismatchError",
+    "StartTlsNotOfferedError", "InsecureAuthError", "AuthenticationError", "AuthNotSupportedError",
+    "SenderRefusedError", "SmtpUtf8NotSupportedError", "RecipientsRefusedError", "MessageTooLargeError",
+    "SmtpResponseError",
 ]

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 
-from .errors import SenderRefusedError, SmtpError, from_aiosmtplib
+from .errors import SenderRefusedError, SmtpError
+from .translate import from_aiosmtplib
 from .opening import Offer, Opener
 
 __all__ = ["CheckReport", "check"]

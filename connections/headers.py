@@ -21,12 +21,17 @@ __all__ = ["PrefoldedHeader", "prefolded", "text_header", "fold_text"]
 class PrefoldedHeader(str):
     """A parsed header (the stdlib's ``header_factory`` result) whose folding is cached."""
 
+    parsed: Any
+    name: str
+    defects: Any
+    _folded: dict[int, str]
+
     def __new__(cls, parsed: Any) -> PrefoldedHeader:
         self = super().__new__(cls, str(parsed))
         self.parsed = parsed
         self.name = parsed.name
         self.defects = parsed.defects
-        self._folded: dict[int, str] = {}
+        self._folded = {}
         return self
 
     def fold(self, *, policy: Policy) -> str:

@@ -32,8 +32,8 @@ from .errors import (
     SecurityModeMismatchError,
     SmtpError,
     StartTlsNotOfferedError,
-    from_aiosmtplib,
 )
+from .translate import from_aiosmtplib
 from .identity import SenderIdentity
 from .memory import ServerMemory
 from .model import SmtpConnection

@@ -29,10 +29,10 @@ from .errors import (
     SenderRefusedError,
     SmtpError,
     Where,
-    from_aiosmtplib,
     is_sender_refusal,
     parse_enhanced_status,
 )
+from .translate import from_aiosmtplib
 from .memory import ServerMemory
 from .model import SmtpConnection
 

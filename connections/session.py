@@ -26,22 +26,14 @@ from typing import TYPE_CHECKING
 import aiosmtplib
 
 from .addresses import envelope_address, envelope_recipients
-from .errors import (
-    ContentWithheldError,
-    MessageTooLargeError,
-    RecipientsRefusedError,
-    SenderRefusedError,
-    SmtpError,
-    SmtpUtf8NotSupportedError,
-    from_aiosmtplib,
-    is_sender_refusal,
-    parse_enhanced_status,
-)
+from .errors import (ContentWithheldError, MessageTooLargeError, RecipientsRefusedError, SenderRefusedError, SmtpError,
+                     SmtpUtf8NotSupportedError, is_sender_refusal, parse_enhanced_status)
 from .identity import SenderIdentity
 from .memory import ServerMemory
 from .model import SmtpConnection
 from .outcome import TRACE_HEADROOM_BYTES, Outcomes, RecipientRefusal, SendResult, chunk_refusals, combined, wire_size
 from .pipelining import GroupReplies, ReplyReader, give_back, send_group, send_line, take_over, write_content
+from .translate import from_aiosmtplib
 
 if TYPE_CHECKING:
     from .gate import Gate

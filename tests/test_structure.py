@@ -63,6 +63,29 @@ def test_the_checker_sees_a_wrong_import(tmp_path):
         ROOT = saved
 
 
+# What a reader can hold at once: a module of at most ~400 lines, a function of at most ~80.
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 80
+
+
+def test_modules_and_functions_stay_small():
+    too_long: list[str] = []
+    for package in BELOW:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            text = path.read_text(encoding="utf-8")
+            where = path.relative_to(ROOT)
+            if (lines := len(text.splitlines())) > MAX_MODULE_LINES:
+                too_long.append(f"{where}: {lines} lines")
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    length = (node.end_lineno or node.lineno) - node.lineno + 1
+                    if length > MAX_FUNCTION_LINES:
+                        too_long.append(f"{where}:{node.lineno} {node.name}(): {length} lines")
+    assert not too_long, too_long
+
+
 def test_the_connection_layer_knows_nothing_of_ledgers_or_leases():
     # The run's rules reach connections/ only through its Gate protocol (connections/gate.py).
     import re
@@ -71,6 +94,17 @@ def test_the_connection_layer_knows_nothing_of_ledgers_or_leases():
     named = {f"{p.name}:{n}": line.strip() for p in sorted((ROOT / "connections").rglob("*.py"))
              for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if word.search(line)}
     assert not named, named
+
+
+def test_the_connection_package_offers_what_users_use_not_plumbing():
+    import mailgem.connections as connections
+
+    offered = set(connections.__all__)
+    assert {"SmtpConnection", "SmtpTransport", "SecretRef", "Deliverer", "AuthenticationError"} <= offered
+    assert not offered & {"run_sync", "prefolded", "PrefoldedHeader", "SmtpSession", "SmtpPool", "RateLimiter",
+                          "limiter_for", "Where", "redact"}, offered
+    for name in offered:
+        assert getattr(connections, name) is not None, name
 
 
 def test_the_front_door_holds_what_users_need():

@@ -104,7 +104,7 @@ def test_wrong_password_is_a_typed_error_with_hint_and_nothing_is_sent(starttls_
 
 
 def test_gmail_host_gets_the_app_password_hint():
-    from mailgem.connections.errors import from_aiosmtplib
+    from mailgem.connections.translate import from_aiosmtplib
     import aiosmtplib
 
     err = from_aiosmtplib(aiosmtplib.SMTPAuthenticationError(535, "5.7.8 Username and Password not accepted"),

@@ -22,7 +22,7 @@ from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mailgem.connections.transport import SmtpTransport
+    from mailgem.connections.identity import SenderIdentity
 
 __all__ = ["SplicedMessage", "SPLICE_MIN_BYTES", "placeholder"]
 
@@ -68,14 +68,15 @@ class SplicedMessage:
     def __setitem__(self, name: str, value: str) -> None:
         self.message[name] = value
 
-    def bytes_for(self, transport: SmtpTransport, *, utf8: bool = False) -> bytes:
-        """The message as transmitted through ``transport`` (see :meth:`SmtpTransport.flatten`).
+    def bytes_for(self, identity: SenderIdentity, *, utf8: bool = False) -> bytes:
+        """The message as transmitted with the connection's ``identity`` (see
+        :meth:`mailgem.connections.identity.SenderIdentity.flatten`).
 
         Raises:
             RuntimeError: a placeholder is not in the flattened message exactly once (a bug:
                 the message would otherwise go out without its attachment).
         """
-        skeleton = transport.flatten(self.message, utf8=utf8)
+        skeleton = identity.flatten(self.message, utf8=utf8)
         found = []
         for splice in self._splices:
             at = skeleton.find(splice.marker)
