@@ -12,7 +12,7 @@ from .outcome import describe_error
 from .pending import Pending
 from .rules import RunRules
 
-__all__ = ["looked_up", "claim"]
+__all__ = ["claim", "looked_up"]
 
 log = logging.getLogger("mailgem.gems")
 

@@ -7,7 +7,7 @@ from mailgem.connections.errors import MailgemError
 
 from .report import DeliveryRow
 
-__all__ = ["HeldElsewhere", "StopRun", "describe_error", "apply_delivery", "MAYBE_DELIVERED_NOTE"]
+__all__ = ["MAYBE_DELIVERED_NOTE", "HeldElsewhere", "StopRun", "apply_delivery", "describe_error"]
 
 MAYBE_DELIVERED_NOTE = (" The server may have accepted it (the connection was lost after its content was sent); "
                         "with a ledger, a re-run sends it again with the same Message-ID.")

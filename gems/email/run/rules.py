@@ -20,7 +20,7 @@ from .outcome import StopRun, describe_error
 from .report import DeliveryRow
 from .stop import StopSignal
 
-__all__ = ["RunRules", "MessageGate"]
+__all__ = ["MessageGate", "RunRules"]
 
 
 class RunRules:
@@ -36,7 +36,7 @@ class RunRules:
         fatal: the first row that says why the run broke and the error (the ledger's), or ``None``.
     """
 
-    __slots__ = ("stop", "ledger", "stop_on_error", "failure", "fatal", "_stop_after")
+    __slots__ = ("_stop_after", "failure", "fatal", "ledger", "stop", "stop_on_error")
 
     def __init__(self, stop: StopSignal | None, ledger: SendLedger | None, stop_on_error: bool) -> None:
         self.stop = stop
@@ -134,7 +134,7 @@ class MessageGate:
     One small object a message (the hot path: built once per :meth:`Deliverer.send`).
     """
 
-    __slots__ = ("_rules", "_position")
+    __slots__ = ("_position", "_rules")
 
     def __init__(self, rules: RunRules, position: int) -> None:
         self._rules, self._position = rules, position

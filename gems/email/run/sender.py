@@ -47,7 +47,7 @@ from .rules import MessageGate, RunRules
 from .status import DeliveryStatus
 from .stop import StopSignal
 
-__all__ = ["SendContext", "SendRun", "Pending", "send_units", "StopRun", "HeldElsewhere", "describe_error"]
+__all__ = ["HeldElsewhere", "Pending", "SendContext", "SendRun", "StopRun", "describe_error", "send_units"]
 
 log = logging.getLogger("mailgem.gems")
 
@@ -61,6 +61,8 @@ YIELD_EVERY_S = 0.0005
 
 # Outcomes that count as the message's failure (on_error: stop stops after them).
 _FAILURES = (DeliveryStatus.FAILED, DeliveryStatus.DEFERRED)
+# Asked once a message: an enum member's lookup on its class costs more than the comparison.
+_FAILED, _NOT_STARTED = DeliveryStatus.FAILED, DeliveryStatus.NOT_STARTED
 
 
 @dataclass
@@ -182,7 +184,7 @@ class SendRun:
         it is not to be sent now: accepted already, held, split into parts, or failed (its row says why)."""
         ctx, ledger = self.ctx, self.ledger
         if row is None:
-            row = DeliveryRow(message_key=unit.key, status=DeliveryStatus.FAILED, connection=ctx.connection)
+            row = DeliveryRow(message_key=unit.key, status=_FAILED, connection=ctx.connection)
             self.rows.append(row)
         try:
             context = ctx.composer.context(unit)
@@ -194,8 +196,8 @@ class SendRun:
                 return None
             # A new Message-ID for every new message; the old one only for a message the server
             # may already hold (RFC 5322 §3.6.4), so clients de-duplicate that one and nothing else.
-            keep = prior is not None and prior.possibly_delivered and prior.message_id
-            message_id = prior.message_id if keep else new_message_id(ctx.domain)
+            kept = prior.message_id if prior is not None and prior.possibly_delivered else None
+            message_id = kept or new_message_id(ctx.domain)
             message = ctx.composer.message(unit, envelope, message_id, context)
             row.notes = getattr(message, "notes", None) or None  # what was changed without failing it
         except SplitNeeded as exc:
@@ -305,7 +307,7 @@ class SendRun:
             # Asked when a session is free for it, before its first byte (tasks wait for sessions).
             delivery = await self.deliverer.send(p.message, p.recipients,  # type: ignore[arg-type]
                                                  gate=MessageGate(self.rules, p.position), envelope_id=row.envelope_id)
-            if delivery.status == DeliveryStatus.NOT_STARTED:
+            if delivery.status == _NOT_STARTED:
                 # Stopped before its first byte (or before a retry, once the fence closed): left
                 # out of the report like every message after it (a not_started row after a stop
                 # request), unless it is the row that says the ledger stopped the run; in the
@@ -332,7 +334,7 @@ class SendRun:
         """
         row, stop = p.row, self.ctx.stop
         apply_delivery(row, delivery)
-        if delivery.error is not None and delivery.error.transient and stop is not None and stop.stopping:
+        if stop is not None and stop.stopping and delivery.error is not None and delivery.error.transient:
             row.error = f"{row.error} Not retried: {stop.reason}."
         if self.ledger is not None:
             self.ledger.finish(row.message_key, p.recipients_hash, status=row.status, attempts=row.attempts,
