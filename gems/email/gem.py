@@ -53,6 +53,7 @@ from .run.progress import Progress
 from .properties import EmailProperties
 from .run.report import SPARK_SCHEMA, DeliveryRow, skipped_row, to_pandas, to_spark
 from .run.sender import SendContext, StopRun, send_units
+from .run.status import DeliveryStatus
 from .run.stop import BeaconAddress, StopBeacon, StopSignal
 from .validate import Diagnostic, validate
 
@@ -349,7 +350,7 @@ class EmailGem:
         progress = Progress(total, self.name)
 
         def done(row: DeliveryRow) -> None:
-            self.outcomes[row.status] += 1
+            self.outcomes[str(row.status)] += 1  # plain str keys, as the report holds them
             progress(row)
 
         ctx = SendContext(composer, self.name, run_key, domain, primary.connection.name, ledger,
@@ -435,7 +436,7 @@ class EmailGem:
         log.info("gem %s: %d messages: %s", self.name, len(report),
                  ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
         result = spark.createDataFrame(report, schema=SPARK_SCHEMA)
-        failed = report[report["status"] == "failed"]
+        failed = report[report["status"] == DeliveryStatus.FAILED]
         if props.on_error == "stop" and len(failed) and not (stop is not None and stop.stopping):
             first = failed.iloc[0]
             raise DeliveryError(f"gem {self.name!r}: message {first.message_key}: {first.error}", result,

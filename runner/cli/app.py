@@ -106,6 +106,9 @@ def _sent_so_far(args: argparse.Namespace, sending: bool) -> str:
     if not gem.outcomes:
         return ("what its Spark workers had sent is not known here: with a ledger, a re-run with the same run key "
                 "sends only what was not accepted")
-    accepted = gem.outcomes["sent"] + gem.outcomes["partial"]
+    # Imported here: `mailgem --version` imports no gem.
+    from mailgem.gems.email.run.status import DeliveryStatus
+
+    accepted = gem.outcomes[DeliveryStatus.SENT] + gem.outcomes[DeliveryStatus.PARTIAL]
     return (f"{accepted:,} message(s) had been accepted before it; with a ledger, a re-run with the same run key "
             "sends only the rest")

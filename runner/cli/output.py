@@ -15,8 +15,16 @@ from mailgem.connections.errors import MailgemError
 
 from .parser import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, REPORT_FORMATS
 
-__all__ = ["Output", "UsageError", "report_lines", "exit_code", "write_report", "write_report_or_print",
-           "check_report_path", "fail"]
+__all__ = [
+    "Output",
+    "UsageError",
+    "check_report_path",
+    "exit_code",
+    "fail",
+    "report_lines",
+    "write_report",
+    "write_report_or_print",
+]
 
 
 class UsageError(MailgemError):
@@ -54,9 +62,13 @@ def report_lines(report: Any, out: Output, limit: int = 20) -> None:
     """One line per message (the first ``limit``); each distinct error once, with its count."""
     import pandas as pd
 
+    # Imported here: an early failure's message imports no gem.
+    from mailgem.gems.email.run.status import DeliveryStatus as S
+
+    notes = (S.ALREADY_SENT, S.SKIPPED, S.NOT_STARTED)  # their error text says why, it is no failure
     errors: dict[str, list[str]] = {}
     for row in report.itertuples():
-        if row.error and row.status not in ("already_sent", "skipped", "not_started"):
+        if row.error and row.status not in notes:
             errors.setdefault(row.error, []).append(row.message_key)
     repeated = {e: n for n, e in enumerate((e for e, keys in errors.items() if len(keys) > 1), 1)}
     for row in report.head(limit).itertuples():
@@ -78,16 +90,18 @@ def report_lines(report: Any, out: Output, limit: int = 20) -> None:
 
 def exit_code(report: Any) -> int:
     """The run's exit code from its delivery report (see :data:`~.parser.EXIT_CODES`)."""
-    from mailgem.gems.email.run.report import CONNECTION_ERRORS, DELIVERED
+    from mailgem.gems.email.content.render import TemplateError
+    from mailgem.gems.email.run.report import CONNECTION_ERROR_NAMES, DELIVERED
+    from mailgem.gems.email.run.status import DeliveryStatus as S
 
     statuses = set(report["status"])
-    if statuses <= {"sent", "already_sent", "skipped", "dry_run"}:
+    if statuses <= {S.SENT, S.ALREADY_SENT, S.SKIPPED, S.DRY_RUN}:
         return EXIT_OK
-    failed = report[report["status"] == "failed"]
+    failed = report[report["status"] == S.FAILED]
     if not report["status"].isin(DELIVERED).any() and len(failed):
-        if failed["error_type"].isin(CONNECTION_ERRORS).all():
+        if failed["error_type"].isin(CONNECTION_ERROR_NAMES).all():
             return EXIT_UNREACHABLE
-        if (failed["error_type"] == "TemplateError").all():
+        if (failed["error_type"] == TemplateError.__name__).all():
             return EXIT_CONFIG  # a template no message could render is the job's mistake, not delivery's
     return EXIT_FAILED
 

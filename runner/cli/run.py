@@ -12,6 +12,7 @@ from mailgem.connections.precheck import ChainCheck
 from mailgem.gems.email.content.preview import write_previews
 from mailgem.gems.email.gem import DeliveryError, EmailGem
 from mailgem.gems.email.run.report import DeliveryRow, to_pandas, with_nullable_ints
+from mailgem.gems.email.run.status import DeliveryStatus
 
 from .output import Output, check_report_path, exit_code, fail, report_lines, write_report_or_print
 from .parser import EXIT_FAILED, EXIT_UNREACHABLE
@@ -19,6 +20,9 @@ from .signals import Signals
 from .steps import SparkJobError, config_failure, make_gem, preflight, read_frame, spark_errors, start_spark, target
 
 __all__ = ["cmd_run"]
+
+# Messages the server accepted (for all recipients or some).
+_WENT_OUT = (DeliveryStatus.SENT, DeliveryStatus.PARTIAL)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -100,8 +104,8 @@ def _finish(args: argparse.Namespace, out: Output, job: str, connection: str, re
         log_file = getattr(args, "spark_log", None)
         if log_file is not None:
             args.keep_spark_log = True  # what Spark said while it was stopped, kept for the user
-        out.note(f"mailgem: stopped by {signals.name}: {int(statuses.isin(('sent', 'partial')).sum()):,} message(s) "
-                 f"went out, {int((statuses == 'not_started').sum()):,} not started; re-run with the same run key to "
+        out.note(f"mailgem: stopped by {signals.name}: {int(statuses.isin(_WENT_OUT).sum()):,} message(s) "
+                 f"went out, {int((statuses == DeliveryStatus.NOT_STARTED).sum()):,} not started; re-run with the same run key to "
                  "send the rest (with a ledger, nothing accepted is sent twice)"
                  + (f"; Spark's own log: {log_file}" if log_file is not None else ""))
     elif code == EXIT_UNREACHABLE:
@@ -127,10 +131,10 @@ def _dry_run(gem: EmailGem, frame: Any, folder: Path, out: Output, connection: s
     rows = []
     for b, _ in write_previews(gem.build(frame), folder):
         if b.error is not None:
-            rows.append(DeliveryRow(b.key, "failed", connection=connection, error=str(b.error),
+            rows.append(DeliveryRow(b.key, DeliveryStatus.FAILED, connection=connection, error=str(b.error),
                                     error_type=type(b.error).__name__))
         else:
-            rows.append(DeliveryRow(b.key, "dry_run", recipients=", ".join(b.recipients), size_bytes=b.size_bytes,
+            rows.append(DeliveryRow(b.key, DeliveryStatus.DRY_RUN, recipients=", ".join(b.recipients), size_bytes=b.size_bytes,
                                     message_id=str(b.message["Message-ID"]) if b.message else None,
                                     connection=connection, notes=getattr(b.message, "notes", None) or None))
     out.say(f"Dry run: {len(rows):,} message(s) built, none sent; written to {folder}/")

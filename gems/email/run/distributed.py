@@ -32,6 +32,7 @@ from .plan import units
 from ..properties import EmailProperties
 from .report import SPARK_SCHEMA, DeliveryRow, to_pandas, with_nullable_ints
 from .sender import SendContext, StopRun, describe_error, send_units
+from .status import DeliveryStatus
 from .stop import BeaconAddress, StopListener, StopSignal
 
 __all__ = ["PartitionSender", "send_distributed"]
@@ -78,7 +79,7 @@ class PartitionSender:
                 yield from self._partition(batches, loop, ctx, deliverer)
         except Exception as exc:  # noqa: BLE001 - reported as a row, never a failed Spark job
             log.exception("a partition could not be sent")
-            yield to_pandas([DeliveryRow("(partition)", "failed", connection=primary.name, error_type=type(exc).__name__,
+            yield to_pandas([DeliveryRow("(partition)", DeliveryStatus.FAILED, connection=primary.name, error_type=type(exc).__name__,
                                          error=describe_error(exc, "reading this Spark partition"))])
         finally:
             loop.run_until_complete(deliverer.aclose())

@@ -70,13 +70,17 @@ from typing import Any
 from mailgem.connections.errors import ConfigError, MailgemError
 
 from .ledger_db import LedgerDamagedError, LedgerTarget, damage_of
+from .status import FINAL, DeliveryStatus
 
 __all__ = ["SendLedger", "PriorSend", "LedgerTarget", "LeaseLapsedError", "LedgerDamagedError", "DONE_STATUSES",
            "check_ledger", "open_ledger"]
 
 log = logging.getLogger("mailgem.gems")
 
-DONE_STATUSES = ("sent", "partial")
+# FINAL (accepted: a re-run does not send these again) in a fixed order, as plain strs for SQL.
+DONE_STATUSES = tuple(status.value for status in DeliveryStatus if status in FINAL)
+_DONE_SQL = "(" + ", ".join(f"'{status}'" for status in DONE_STATUSES) + ")"
+_SENDING = DeliveryStatus.SENDING.value
 # Outcomes wait at most this long (seconds) to be committed together; a claim commits them too.
 # Longer means fewer commits (each a round trip to PostgreSQL) and a wider window in which a
 # killed run's accepted messages still read `sending` (a re-run resends them, same Message-ID).
@@ -148,12 +152,12 @@ class PriorSend:
     @property
     def done(self) -> bool:
         """The server accepted it (for some or all recipients)."""
-        return self.status in DONE_STATUSES
+        return self.status in FINAL
 
     @property
     def possibly_delivered(self) -> bool:
         """The server may hold it: a resend must keep its Message-ID."""
-        return self.status == "sending" or self.maybe_delivered
+        return self.status == DeliveryStatus.SENDING or self.maybe_delivered
 
 
 def open_ledger(target: LedgerTarget, job: str, run_key: str, destination: str) -> SendLedger:
@@ -233,12 +237,12 @@ class SendLedger:
         self._prior_select = (f"s.status, s.message_id, s.maybe_delivered, s.owner, o.host, o.pid, o.started_at,"
                               f" o.alive_until > {n} FROM sends s LEFT JOIN ledger_owners o ON o.owner = s.owner")
         self._claim_where = (
-            "sends.status NOT IN ('sent', 'partial')"
+            f"sends.status NOT IN {_DONE_SQL}"
             # ...held by no live run (an owner without a lease row is gone: killed, or closed)
-            f" AND (sends.status <> 'sending' OR sends.owner IS NULL OR NOT EXISTS (SELECT 1 FROM ledger_owners o"
+            f" AND (sends.status <> '{_SENDING}' OR sends.owner IS NULL OR NOT EXISTS (SELECT 1 FROM ledger_owners o"
             f" WHERE o.owner = sends.owner AND o.alive_until > {n}))"
             # ...and a message the server may hold goes again only with its Message-ID
-            " AND ((sends.status <> 'sending' AND sends.maybe_delivered = 0) OR sends.message_id = excluded.message_id)")
+            f" AND ((sends.status <> '{_SENDING}' AND sends.maybe_delivered = 0) OR sends.message_id = excluded.message_id)")
 
     @property
     def path(self) -> Path | None:
@@ -320,7 +324,7 @@ class SendLedger:
         if row is None:
             return None
         status, message_id, maybe, owner, host, pid, started, alive = row
-        held = status == "sending" and owner is not None and bool(alive)
+        held = status == DeliveryStatus.SENDING and owner is not None and bool(alive)
         mine = held and owner == self.owner
         holder = f"{host} pid {pid}, started {started}" if held and not mine else None
         return PriorSend(status, message_id, bool(maybe), holder, mine)
@@ -357,10 +361,10 @@ class SendLedger:
         claimed: set[tuple[str, str]] = set()
         for start in range(0, len(rows), 500):  # a statement's placeholders are limited (SQLite: 32,766)
             chunk = rows[start:start + 500]
-            values = ", ".join(["(?, ?, ?, ?, ?, 'sending', ?, 0, ?, ?, ?)"] * len(chunk))
+            values = ", ".join([f"(?, ?, ?, ?, ?, '{_SENDING}', ?, 0, ?, ?, ?)"] * len(chunk))
             statement = (f"INSERT INTO sends ({_COLUMNS}) VALUES {values}"
                          " ON CONFLICT (job, run_key, destination, message_key, recipients_hash) DO UPDATE SET"
-                         " status='sending', message_id=excluded.message_id, owner=excluded.owner,"
+                         f" status='{_SENDING}', message_id=excluded.message_id, owner=excluded.owner,"
                          f" updated_at=excluded.updated_at WHERE {self._claim_where}"
                          " RETURNING message_key, recipients_hash")
             claimed |= self._transaction(statement, chunk)
@@ -446,9 +450,9 @@ class SendLedger:
         ``OUTCOME_DELAY_S``, or with the next claim (a failed commit is kept in :attr:`failure`,
         see :meth:`check`); outside one, at once.
         """
-        if status == "failed" and maybe_delivered:
-            status = "sending"
-        self._finishes.append((status, attempts, reply_code, message_id, error, connection, int(maybe_delivered),
+        if status == DeliveryStatus.FAILED and maybe_delivered:
+            status = DeliveryStatus.SENDING
+        self._finishes.append((str(status), attempts, reply_code, message_id, error, connection, int(maybe_delivered),
                                _now(), *self._key(message_key, recipients_hash), self.owner))
         if self._flush_scheduled:
             return

@@ -2,8 +2,9 @@
 
 Columns: ``message_key`` (str: ``report``, ``group:[values]``, ``row:[key values]`` or
 ``row:<hash>``; ``(partition)`` for a Spark partition that could not be read at all),
-``status`` (``sent`` | ``partial`` | ``failed`` | ``deferred`` (daily limit) |
-``already_sent`` (ledger) | ``skipped`` (empty frame) | ``dry_run`` (built, not sent)),
+``status`` (a :class:`~.status.DeliveryStatus` as a plain str: ``sent`` | ``partial`` | ``failed`` |
+``deferred`` (daily limit) | ``not_started`` (a stop came first) | ``already_sent`` (ledger) |
+``skipped`` (empty frame) | ``dry_run`` (built, not sent)),
 ``recipients`` (str, comma-separated envelope recipients), ``accepted`` (int), ``refused`` (str,
 ``addr: code text`` pairs), ``reply_code`` (int, null if none), ``enhanced_status`` (str),
 ``error`` (str), ``error_type`` (str: the error's class, e.g. ``AuthenticationError``,
@@ -22,17 +23,36 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["CONNECTION_ERRORS", "DELIVERED", "DeliveryRow", "to_pandas", "to_spark", "with_nullable_ints", "REPORT_COLUMNS", "SPARK_SCHEMA", "skipped_row"]
+from mailgem.connections.errors import (
+    AuthenticationError,
+    AuthNotSupportedError,
+    InsecureAuthError,
+    MailgemError,
+    SecurityModeMismatchError,
+    SenderRefusedError,
+    ServerUnavailableError,
+    SmtpConnectError,
+    SmtpDisconnectedError,
+    SmtpTimeoutError,
+    StartTlsNotOfferedError,
+    TlsError,
+)
+
+from .status import DELIVERED, DeliveryStatus
+
+__all__ = ["CONNECTION_ERRORS", "CONNECTION_ERROR_NAMES", "DELIVERED", "DeliveryRow", "to_pandas", "to_spark",
+           "with_nullable_ints", "REPORT_COLUMNS", "SPARK_SCHEMA", "skipped_row"]
 
 
 # Failures of the connection itself, not of one message: nothing can be sent while they last.
-CONNECTION_ERRORS = frozenset({
-    "SmtpConnectError", "SmtpTimeoutError", "SmtpDisconnectedError", "TlsError", "SecurityModeMismatchError",
-    "StartTlsNotOfferedError", "InsecureAuthError", "AuthenticationError", "AuthNotSupportedError",
-    "SenderRefusedError", "ServerUnavailableError",
+CONNECTION_ERRORS: frozenset[type[MailgemError]] = frozenset({
+    SmtpConnectError, SmtpTimeoutError, SmtpDisconnectedError, TlsError, SecurityModeMismatchError,
+    StartTlsNotOfferedError, InsecureAuthError, AuthenticationError, AuthNotSupportedError,
+    SenderRefusedError, ServerUnavailableError,
 })
-# Statuses of a message the destination has (or had, in an earlier run).
-DELIVERED = frozenset({"sent", "partial", "already_sent"})
+# The same as a report row's ``error_type`` names them (the class's own name: a subclass not
+# listed, e.g. ContentWithheldError, is not one of them).
+CONNECTION_ERROR_NAMES = frozenset(error.__name__ for error in CONNECTION_ERRORS)
 
 
 def _now() -> dt.datetime:
@@ -44,7 +64,7 @@ class DeliveryRow:
     """One message's outcome."""
 
     message_key: str
-    status: str
+    status: str  # a DeliveryStatus (the frames hold it as a plain str, see _record)
     recipients: str = ""
     accepted: int = 0
     refused: str = ""
@@ -76,16 +96,25 @@ def with_nullable_ints(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _record(row: DeliveryRow) -> dict[str, Any]:
+    """A row's fields as the frames hold them: its own ``__dict__`` (no copy) unless its status is
+    a :class:`DeliveryStatus`, which becomes a plain str (pandas would keep the enum's class in the
+    column, and Spark's pickled rows would carry it to the JVM)."""
+    record = vars(row)
+    status = record["status"]
+    return record if type(status) is str else {**record, "status": str(status)}
+
+
 def to_pandas(rows: list[DeliveryRow]) -> pd.DataFrame:
     """The report as pandas."""
-    return with_nullable_ints(pd.DataFrame([vars(r) for r in rows], columns=REPORT_COLUMNS))  # flat: no deep copy
+    return with_nullable_ints(pd.DataFrame([_record(r) for r in rows], columns=REPORT_COLUMNS))  # flat: no deep copy
 
 
 def skipped_row(message_key: str, connection: str) -> DeliveryRow:
     """The report's one row when an empty frame is skipped (``on_empty: skip``)."""
-    return DeliveryRow(message_key, "skipped", error="the frame is empty and on_empty is skip", connection=connection)
+    return DeliveryRow(message_key, DeliveryStatus.SKIPPED, error="the frame is empty and on_empty is skip", connection=connection)
 
 
 def to_spark(spark: Any, rows: list[DeliveryRow]) -> Any:
     """The report as a Spark DataFrame with a fixed schema."""
-    return spark.createDataFrame([tuple(vars(r).values()) for r in rows], schema=SPARK_SCHEMA)
+    return spark.createDataFrame([tuple(_record(r).values()) for r in rows], schema=SPARK_SCHEMA)
