@@ -19,7 +19,7 @@ from mailgem.fabric.errors import AccessDeniedError, FabricConfigError
 from mailgem.fabric.loader import LOCAL_CONNECTION, load_fabric
 from mailgem.fabric.model import Fabric, current_user
 
-from mailgem.gems.email.run.ledger import LedgerTarget, check_ledger
+from mailgem.gems.email.run.ledger_open import check_ledger, ledger_target
 from mailgem.gems.email.validate import validate
 from .job import JobSpec, load_job
 from .source import SourceInfo
@@ -147,8 +147,9 @@ def _check_ledger(pre: Preflight, user: str) -> None:
             "ledger.path (a SQLite file) instead, or run it through its fabric (--fabric)")))
         return
     try:
-        password = pre.fabric.secret(options.secret, user) if pre.fabric and options.secret else None
-        check_ledger(LedgerTarget(path=options.path, url=options.url, password=password, lease_s=options.lease_s))
+        target = ledger_target(options, pre.fabric, user)
+        assert target is not None
+        check_ledger(target)
     except MailgemError as exc:
         pre.findings.append(Finding("error", f"{pre.job_file}: email.ledger: {exc}"))
 

@@ -22,7 +22,6 @@ As Python::
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 from collections import Counter
@@ -33,7 +32,6 @@ from typing import TYPE_CHECKING, Any, overload
 from pydantic import ValidationError
 
 from mailgem.connections.delivery import Deliverer
-from mailgem.connections.errors import MailgemError
 from mailgem.connections.gate import OPEN
 from mailgem.connections.model import format_validation_error
 from mailgem.connections.sync import run_sync
@@ -42,11 +40,12 @@ from mailgem.connections.precheck import ChainCheck, check_chain
 from mailgem.connections.transport import SmtpTransport, new_message_id
 from mailgem.fabric.model import Fabric, current_user
 
-from ..spark_info import is_connect, parallelism
+from ..spark_info import parallelism
 from .content.compose import Composer, SplitNeeded, Unit, split_unit
 from .data import collect, column_names, first_groups, is_spark_frame
 from .run.distributed import PartitionSender, send_distributed
-from .run.ledger import LedgerTarget, SendLedger, open_ledger
+from .run.ledger import LedgerTarget, SendLedger
+from .run.ledger_open import ledger_target, open_run_ledger
 from .run.plan import count_units, units
 from .content.preview import Built
 from .run.progress import Progress
@@ -54,7 +53,8 @@ from .properties import EmailProperties
 from .run.report import SPARK_SCHEMA, DeliveryRow, skipped_row, to_pandas, to_spark
 from .run.sender import SendContext, StopRun, send_units
 from .run.status import DeliveryStatus
-from .run.stop import BeaconAddress, StopBeacon, StopSignal
+from .run.stop import StopSignal, beacon_for
+from .errors import DeliveryError, GemError, GemValidationError, MessageCapError
 from .validate import Diagnostic, validate
 
 if TYPE_CHECKING:  # for the overloads of apply: neither is imported at run time
@@ -67,36 +67,6 @@ log = logging.getLogger("mailgem.gems")
 
 
 _NO_FRAME: Any = object()
-
-
-class GemError(MailgemError):
-    """The gem could not run; the message starts with the gem's name."""
-
-
-class GemValidationError(GemError, ValueError):
-    """Properties failed :func:`validate`; ``diagnostics`` lists every problem."""
-
-    def __init__(self, message: str, diagnostics: list[Diagnostic]) -> None:
-        self.diagnostics = diagnostics
-        super().__init__(message)
-
-
-class MessageCapError(GemError):
-    """The run would send more than ``max_messages``; nothing was sent."""
-
-
-class DeliveryError(GemError):
-    """A message failed with ``on_error: stop``.
-
-    Attributes:
-        report: the delivery report of every message handled (sent ones included).
-        cause: the first failure.
-    """
-
-    def __init__(self, message: str, report: Any, cause: BaseException) -> None:
-        self.report = report
-        self.cause = cause
-        super().__init__(message)
 
 
 class EmailGem:
@@ -317,8 +287,8 @@ class EmailGem:
         destination = self.fabric.destination(props.connection)
         # The ledger next (its secret, its database, its tables): a wrong URL or password is
         # reported before Spark reads anything.
-        target = self._ledger_target()
-        ledger = self._ledger(target, run_key, destination)
+        target = ledger_target(props.ledger, self.fabric, self.user)
+        ledger = open_run_ledger(target, self.name, run_key, destination)
         try:
             if is_distributed:
                 if ledger is not None:
@@ -375,34 +345,6 @@ class EmailGem:
             progress.close()
         return self._report(spark, in0, rows)
 
-    def _ledger_target(self) -> LedgerTarget | None:
-        """Where the ledger lives, with its password from the fabric's store (``ledger.secret``).
-
-        Raises:
-            AccessDeniedError, SecretNotFoundError, SecretStoreError.
-        """
-        options = self.properties.ledger
-        if options is None:
-            return None
-        password = self.fabric.secret(options.secret, self.user) if options.secret is not None else None
-        return LedgerTarget(path=options.path, url=options.url, password=password, lease_s=options.lease_s)
-
-    def _ledger(self, target: LedgerTarget | None, run_key: str, destination: str) -> SendLedger | None:
-        """The run's ledger, if any, checked (a damaged SQLite file is a clear error, not the
-        database's mid-run); says when entries for other destinations do not count.
-
-        Raises:
-            ConfigError, LedgerDamagedError: see :func:`open_ledger`.
-        """
-        if target is None:
-            return None
-        ledger = open_ledger(target, self.name, run_key, destination)
-        elsewhere = ledger.elsewhere()
-        if elsewhere:
-            log.warning("gem %s: the ledger holds messages of run key %r sent to %s; they do not count for %s",
-                        self.name, run_key, "; ".join(elsewhere), destination)
-        return ledger
-
     def _apply_distributed(self, spark: Any, frame: Any, transports: list[SmtpTransport], run_ts: dt.datetime,
                            run_key: str, domain: str, destination: str, ledger: LedgerTarget | None,
                            stop: StopSignal | None) -> Any:
@@ -422,7 +364,7 @@ class EmailGem:
         server_size = self._check_chain(transports).size_limit_bytes
         log.info("gem %s: sending %s messages from the Spark executors", self.name, props.mode)
         workers = parallelism(spark)  # once: on Spark Connect it asks the server
-        with self._beacon(spark, stop) as beacon:
+        with beacon_for(spark, stop) as beacon:
             sender = PartitionSender(props, transports, job=self.name, params=self.params, run_ts=run_ts,
                                      run_key=run_key, domain=domain, destination=destination, ledger=ledger,
                                      rate_share=1 / workers, size_limit=self._size_limit(server_size),
@@ -442,21 +384,6 @@ class EmailGem:
             raise DeliveryError(f"gem {self.name!r}: message {first.message_key}: {first.error}", result,
                                 GemError(str(first.error)))
         return result
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _beacon(spark: Any, stop: StopSignal | None) -> Iterator[BeaconAddress | None]:
-        """Where the executors hear of a stop: the driver's :class:`StopBeacon`, on the address
-        they reach the driver at. Spark Connect's client is not reachable from the executors."""
-        if stop is None or is_connect(spark):
-            if stop is not None:
-                log.warning("a stop requested while the Spark Connect job runs does not reach its executors; they "
-                            "send to the end (cancel the job to end them sooner)")
-            yield None
-            return
-        host = spark.conf.get("spark.driver.host", "127.0.0.1")
-        with StopBeacon(stop, host, spark.conf.get("spark.driver.bindAddress", None) or host) as address:
-            yield address
 
     @staticmethod
     def _report(spark: Any, in0: Any, rows: list[DeliveryRow]) -> Any:

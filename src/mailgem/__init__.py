@@ -27,7 +27,7 @@ __version__ = "0.2.0"
 _PUBLIC = {
     "EmailGem": "mailgem.gems.email.gem",
     "EmailProperties": "mailgem.gems.email.properties",
-    "DeliveryError": "mailgem.gems.email.gem",
+    "DeliveryError": "mailgem.gems.email.errors",
     "DeliveryStatus": "mailgem.gems.email.run.status",
     "Fabric": "mailgem.fabric.model",
     "load_fabric": "mailgem.fabric.loader",
@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from mailgem.connections.transport import SmtpTransport
     from mailgem.fabric.loader import load_fabric
     from mailgem.fabric.model import Fabric
-    from mailgem.gems.email.gem import DeliveryError, EmailGem
+    from mailgem.gems.email.errors import DeliveryError
+    from mailgem.gems.email.gem import EmailGem
     from mailgem.gems.email.properties import EmailProperties
     from mailgem.gems.email.run.status import DeliveryStatus
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -93,7 +93,8 @@ class PartitionSender:
         if props.mode == "per_group":
             # A partition holds whole groups (repartitioned by the group columns).
             frames = [f for f in batches if len(f)]
-            tables = [pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)] if frames else []
+            tables: Iterable[pa.Table] = (
+                [pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)] if frames else [])
         else:
             tables = (pa.Table.from_pandas(f, preserve_index=False) for f in batches if len(f))
         for table in tables:

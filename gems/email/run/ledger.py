@@ -21,18 +21,7 @@ a thread and drops when it closes. A killed run stops renewing: ``lease_s`` late
 waits for that run's outcome (at most ``3 × lease_s`` seconds) and reports
 ``already_sent`` when it was accepted, or sends it when it was not.
 
-**A lease that may have lapsed stops the run.** A process paused for longer than its lease
-(stopped, a frozen container or VM, a machine asleep) or a ledger too slow to renew it may have
-lost its claims to a re-run meanwhile. So a message starts only while the lease was renewed
-less than ``0.8 × lease_s`` ago (:meth:`SendLedger.lease_held`), a renewal extends only a
-lease that has not run out by the database's clock, and an outcome is recorded only on a row
-this run still owns. The lease is asked once more when the server is ready for a message's
-content (``fence`` of :meth:`mailgem.connections.session.SmtpSession.send_bytes`): a message
-whose commands went out before the pause is not written after it. As with a killed run, a
-message whose content was being written when the pause began (or, without PIPELINING, whose
-``DATA`` was: the content follows the ``354`` inside aiosmtplib) may still finish, and one
-accepted within ``OUTCOME_DELAY_S`` before it still reads ``sending``: a re-run sends those
-again, with the same Message-ID.
+A run's lease is :mod:`.lease`'s: a message starts only while it holds.
 
 An entry counts only for its **destination**: the fabric, connection, host, port and sender
 the job sends through (:meth:`mailgem.fabric.model.Fabric.destination`; for the embedded server, its
@@ -55,25 +44,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
-import os
 import secrets
-import socket
 import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailgem.connections.errors import ConfigError, MailgemError
 
-from .ledger_db import LedgerDamagedError, LedgerTarget, damage_of
+from .lease import LeaseLapsedError, OwnerLease, _now
+from .prior import PriorSend
+from .ledger_db import _COLUMNS, _KEY, _SCHEMA, LedgerDamagedError, LedgerTarget
 from .status import FINAL, DeliveryStatus
 
-__all__ = ["SendLedger", "PriorSend", "LedgerTarget", "LeaseLapsedError", "LedgerDamagedError", "DONE_STATUSES",
-           "check_ledger", "open_ledger"]
+__all__ = ["SendLedger", "PriorSend", "LedgerTarget", "LeaseLapsedError", "LedgerDamagedError", "DONE_STATUSES"]
 
 log = logging.getLogger("mailgem.gems")
 
@@ -85,118 +69,7 @@ _SENDING = DeliveryStatus.SENDING.value
 # Longer means fewer commits (each a round trip to PostgreSQL) and a wider window in which a
 # killed run's accepted messages still read `sending` (a re-run resends them, same Message-ID).
 OUTCOME_DELAY_S = 0.02
-# A message starts only while its run's lease was renewed less than this share of lease_s ago.
-# Renewals come every third of it: a late one has nearly half the lease to arrive, and a fifth is
-# still left when a message starts (its first byte goes out within milliseconds).
-LEASE_HELD_SHARE = 0.8
-
-_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS sends (
-    job TEXT NOT NULL,
-    run_key TEXT NOT NULL,
-    destination TEXT NOT NULL,
-    message_key TEXT NOT NULL,
-    recipients_hash TEXT NOT NULL,
-    status TEXT NOT NULL,
-    maybe_delivered INTEGER NOT NULL DEFAULT 0,
-    reply_code INTEGER,
-    message_id TEXT,
-    connection TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    first_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    owner TEXT,
-    PRIMARY KEY (job, run_key, destination, message_key, recipients_hash)
-)""",
-    """CREATE TABLE IF NOT EXISTS ledger_owners (
-    owner TEXT PRIMARY KEY,
-    host TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    started_at TEXT NOT NULL,
-    alive_until DOUBLE PRECISION NOT NULL
-)"""]
-_KEY = "job=? AND run_key=? AND destination=? AND message_key=? AND recipients_hash=?"
-_COLUMNS = "job, run_key, destination, message_key, recipients_hash, status, message_id, attempts, owner, first_at, updated_at"
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-
-
-_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
-
-
-def _lease_clock() -> float:
-    """Seconds on a clock that keeps counting while the machine sleeps (``CLOCK_BOOTTIME`` on
-    Linux; elsewhere the monotonic clock): a lease runs out by the database's clock meanwhile."""
-    return time.clock_gettime(_BOOTTIME) if _BOOTTIME is not None else time.monotonic()
-
-
-class LeaseLapsedError(MailgemError):
-    """This run's lease in the ledger ran out, or may have: another run may have taken over the
-    messages it claimed, so no further message may start (the message says why and what to do)."""
-
-
-@dataclass(frozen=True)
-class PriorSend:
-    """What the ledger holds for one message. ``holder``: the live run (host, pid, start) that
-    is sending it now, when another run is; ``mine``: this ledger's run is sending it."""
-
-    status: str
-    message_id: str | None
-    maybe_delivered: bool
-    holder: str | None = None
-    mine: bool = False
-
-    @property
-    def done(self) -> bool:
-        """The server accepted it (for some or all recipients)."""
-        return self.status in FINAL
-
-    @property
-    def possibly_delivered(self) -> bool:
-        """The server may hold it: a resend must keep its Message-ID."""
-        return self.status == DeliveryStatus.SENDING or self.maybe_delivered
-
-
-def open_ledger(target: LedgerTarget, job: str, run_key: str, destination: str) -> SendLedger:
-    """The ledger at ``target`` for this job, run key and destination (its tables created),
-    checked that a SQLite file is not damaged (:meth:`SendLedger.verify`).
-
-    Raises:
-        LedgerDamagedError: the SQLite file is damaged, or is not a SQLite database.
-        ConfigError: it cannot be opened (see :class:`SendLedger`); backend errors.
-    """
-    try:
-        ledger = SendLedger(target, job, run_key, destination)
-        try:
-            ledger.verify()
-        except BaseException:
-            ledger.close()
-            raise
-        return ledger
-    except ConfigError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the database's own reason, for the user
-        damage = damage_of(target, exc)
-        if damage is not None:
-            raise damage from None
-        raise ConfigError(f"cannot open the ledger {target}: {type(exc).__name__}: {exc}") from None
-
-
-def check_ledger(target: LedgerTarget) -> None:
-    """Open the ledger at ``target`` and close it again (:func:`open_ledger`). The run's
-    preflight calls it on the driver, before Spark starts: a damaged ledger is reported in
-    seconds, with what to do.
-
-    Raises:
-        LedgerDamagedError, ConfigError: see :func:`open_ledger`.
-    """
-    open_ledger(target, "", "", "").close()
-
-
-class SendLedger:
+class SendLedger(OwnerLease):
     """The ledger at ``target`` (a :class:`LedgerTarget`, or a SQLite file path) for one job, run
     key and destination; each instance is one *owner* of claims.
 
@@ -369,76 +242,6 @@ class SendLedger:
                          " RETURNING message_key, recipients_hash")
             claimed |= self._transaction(statement, chunk)
         return claimed
-
-    def _start_lease(self) -> None:
-        """List this owner with a lease, committed on its own before its first claim (a claim in
-        the same transaction would be invisible to a racing PostgreSQL statement's snapshot), and
-        start renewing it."""
-        if self._heartbeat is not None:
-            return
-        db = self._db()
-        b = self._backend
-        asked_at = _lease_clock()
-        b.execute(db, b.begin)
-        try:
-            b.execute(db, f"DELETE FROM ledger_owners WHERE alive_until < {b.now} - 86400")  # long-dead runs
-            b.execute(db, f"INSERT INTO ledger_owners (owner, host, pid, started_at, alive_until) VALUES"
-                          f" (?, ?, ?, ?, {b.now} + ?)",
-                      (self.owner, socket.gethostname(), os.getpid(), _now(), self.target.lease_s))
-            b.execute(db, "COMMIT")
-        except BaseException:
-            with contextlib.suppress(b.error):
-                b.execute(db, "ROLLBACK")
-            raise
-        self._renewed_at = asked_at
-        self._heartbeat = threading.Thread(target=self._renew, name="mailgem-ledger-lease", daemon=True)
-        self._heartbeat.start()
-
-    def _renew(self) -> None:
-        """The lease thread: renew every ``lease_s / 3`` s, only while the lease has not run out
-        by the database's clock. A renewal that fails or comes too late stops the run (another
-        run could take over this run's messages once the lease runs out)."""
-        b = self._backend
-        try:
-            while not self._stop.wait(self.target.lease_s / 3):
-                asked_at = _lease_clock()
-                renewed = b.execute(self._db(), f"UPDATE ledger_owners SET alive_until = {b.now} + ?"
-                                                f" WHERE owner = ? AND alive_until > {b.now}",
-                                    (self.target.lease_s, self.owner)).rowcount
-                if renewed != 1:
-                    unrenewed = _lease_clock() - (self._renewed_at or asked_at)
-                    self._lapsed(f"had run out by the database's clock when it was renewed, {unrenewed:.1f} s after "
-                                 "the renewal before")
-                    return
-                self._renewed_at = asked_at
-        except Exception as exc:  # noqa: BLE001 - kept for the sender, which stops the run
-            log.error("ledger %s: the lease of this run could not be renewed: %s", self.target, exc)
-            self.failure = self.failure or exc
-        finally:
-            self._close_db()
-
-    def _lapsed(self, what: str) -> None:
-        error = LeaseLapsedError(
-            f"this run's lease in ledger {self.target} {what} (lease_s {self.target.lease_s:g} s): the process was "
-            "paused (stopped, frozen or asleep) or the ledger answered too slowly, so another run may have taken "
-            "over the messages this run claimed, and no further message was started. Re-run with the same run key "
-            "to send what was not accepted; if the ledger is slow, raise ledger.lease_s")
-        log.error("%s", error)
-        self.failure = self.failure or error
-
-    def lease_held(self) -> bool:
-        """Whether a message may start now: no lease yet (nothing claimed), or one renewed less
-        than ``LEASE_HELD_SHARE × lease_s`` ago. When not, :attr:`failure` says why (the run
-        must stop). One clock read: cheap enough for every message."""
-        if isinstance(self.failure, LeaseLapsedError):
-            return False
-        if self._renewed_at is None:
-            return True
-        age = _lease_clock() - self._renewed_at
-        if age < LEASE_HELD_SHARE * self.target.lease_s:
-            return True
-        self._lapsed(f"was last renewed {age:.1f} s ago")
-        return False
 
     def finish(self, message_key: str, recipients_hash: str, *, status: str, attempts: int,
                reply_code: int | None, message_id: str | None, error: str | None, connection: str | None = None,

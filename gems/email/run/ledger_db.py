@@ -98,7 +98,7 @@ def check_postgres_url(url: str) -> str:
 class Backend:
     """What differs between the databases. ``error``: the driver's exception base class."""
 
-    error: type[Exception] | tuple[type[Exception], ...] = Exception
+    error: type[Exception] = Exception
     now: str = ""  # SQL: the database clock in seconds since the epoch
     greatest: str = ""  # SQL: the larger of two values
     begin: str = "BEGIN"
@@ -232,6 +232,7 @@ class PostgresBackend(Backend):
 
     def connect(self) -> Any:
         password = self.target.password.get_secret_value() if self.target.password is not None else None
+        assert self.target.url is not None  # this backend is chosen for a ledger with a url
         try:
             db = self._psycopg.connect(self.target.url, password=password, autocommit=True, connect_timeout=10,
                                        application_name="mailgem")
@@ -300,3 +301,34 @@ def _safe_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}@{netloc}" if user else netloc))
+
+
+# The ledger's tables, and the columns of a message's key and of a claim.
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS sends (
+    job TEXT NOT NULL,
+    run_key TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    message_key TEXT NOT NULL,
+    recipients_hash TEXT NOT NULL,
+    status TEXT NOT NULL,
+    maybe_delivered INTEGER NOT NULL DEFAULT 0,
+    reply_code INTEGER,
+    message_id TEXT,
+    connection TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    first_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    owner TEXT,
+    PRIMARY KEY (job, run_key, destination, message_key, recipients_hash)
+)""",
+    """CREATE TABLE IF NOT EXISTS ledger_owners (
+    owner TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    alive_until DOUBLE PRECISION NOT NULL
+)"""]
+_KEY = "job=? AND run_key=? AND destination=? AND message_key=? AND recipients_hash=?"
+_COLUMNS = "job, run_key, destination, message_key, recipients_hash, status, message_id, attempts, owner, first_at, updated_at"

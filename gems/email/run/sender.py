@@ -29,23 +29,23 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 
 from mailgem.connections.delivery import Deliverer, Delivery
 from mailgem.connections.dsn import envelope_id
 from mailgem.connections.errors import SmtpError
 from mailgem.connections.transport import new_message_id
 
-from ..content.compose import Composer, SplitNeeded, Unit, split_unit
+from ..content.compose import SplitNeeded, Unit, split_unit
 from .claims import claim, looked_up
-from .ledger import PriorSend, SendLedger
+from .context import SendContext
+from .ending import RunEnding
+from .ledger import PriorSend
 from .outcome import HeldElsewhere, StopRun, apply_delivery, describe_error
 from .pending import Pending
 from .report import DeliveryRow
 from .rules import MessageGate, RunRules
 from .status import DeliveryStatus
-from .stop import StopSignal
 
 __all__ = ["HeldElsewhere", "Pending", "SendContext", "SendRun", "StopRun", "describe_error", "send_units"]
 
@@ -65,28 +65,12 @@ _FAILURES = (DeliveryStatus.FAILED, DeliveryStatus.DEFERRED)
 _FAILED, _NOT_STARTED = DeliveryStatus.FAILED, DeliveryStatus.NOT_STARTED
 
 
-@dataclass
-class SendContext:
-    """What a run's sends share: the composer, ledger, sender domain, policy and progress hook."""
-
-    composer: Composer
-    job: str
-    run_key: str
-    domain: str
-    connection: str
-    ledger: SendLedger | None = None
-    stop_on_error: bool = True
-    on_done: Callable[[DeliveryRow], None] = field(default=lambda row: None)
-    envelope_ids: bool = False  # each row gets its RFC 3461 ENVID (the connection asks for DSN)
-    stop: StopSignal | None = None  # the run's stop signal (also the deliverer's gate)
-
-
 async def send_units(units: Iterable[Unit], ctx: SendContext, deliverer: Deliverer, *, concurrency: int) -> list[DeliveryRow]:
     """Send every unit; return one :class:`DeliveryRow` per unit, in order (see :meth:`SendRun.run`)."""
     return await SendRun(ctx, deliverer, concurrency=concurrency).run(units)
 
 
-class SendRun:
+class SendRun(RunEnding):
     """One run of :func:`send_units`: its rows, the messages in flight, and the steps a message
     goes through (:meth:`_build`, :meth:`_claim`, :meth:`_start`, :meth:`_send`, :meth:`_finish`),
     then the held ones looked at again (:meth:`_revisit_held`) and the run's end (:meth:`_end`).
@@ -334,7 +318,7 @@ class SendRun:
         """
         row, stop = p.row, self.ctx.stop
         apply_delivery(row, delivery)
-        if stop is not None and stop.stopping and delivery.error is not None and delivery.error.transient:
+        if stop is not None and stop.stopping and isinstance(delivery.error, SmtpError) and delivery.error.transient:
             row.error = f"{row.error} Not retried: {stop.reason}."
         if self.ledger is not None:
             self.ledger.finish(row.message_key, p.recipients_hash, status=row.status, attempts=row.attempts,
@@ -342,32 +326,6 @@ class SendRun:
                                connection=row.connection, maybe_delivered=delivery.maybe_delivered)
         if row.status in _FAILURES and delivery.error is not None:
             self.rules.failed(row, delivery.error, p.position)
-
-    # -- messages that did not go -----------------------------------------------------------------
-
-    def _not_started(self, unsent: list[DeliveryRow]) -> None:
-        """Messages that never started: ``not_started`` rows with the stop's reason after a stop
-        request; otherwise left out of the report (in the ledger a claimed one stays
-        ``sending``, so a re-run sends it with the Message-ID it never used)."""
-        if not self.rules.stopped_by_request:
-            self._drop_unsent(unsent)
-            return
-        assert self.ctx.stop is not None
-        for row in unsent:
-            row.status, row.error, row.error_type = DeliveryStatus.NOT_STARTED, f"not sent: {self.ctx.stop.reason}", None
-            self.ctx.on_done(row)
-
-    def _drop_unsent(self, unsent: list[DeliveryRow]) -> None:
-        ids = {id(r) for r in unsent}
-        self.rows[:] = [r for r in self.rows if id(r) not in ids]
-
-    def _says_why_the_ledger_stopped(self, row: DeliveryRow) -> bool:
-        """Whether ``row`` (a message that did not go out) says why the ledger stopped the run
-        (:meth:`RunRules.ledger_stopped`); it is reported when it does."""
-        if not self.rules.ledger_stopped(row):
-            return False
-        self.ctx.on_done(row)
-        return True
 
     async def _revisit_held(self) -> bool:
         """Once this run's other messages are done: wait a little, then look at the held messages
@@ -392,36 +350,3 @@ class SendRun:
         await rules.pause(min(1.0, ledger.target.lease_s / 4))
         self._source, self._held, self._again = iter(list(self._held)), [], True
         return True
-
-    # -- the end ----------------------------------------------------------------------------------
-
-    def _end(self) -> list[DeliveryRow]:
-        """Report what was not built after a stop request, commit the ledger; the rows (see
-        :meth:`RunRules.verdict`).
-
-        Raises:
-            StopRun: the ledger broke (``fatal``), or a message failed under ``on_error: stop``.
-        """
-        rules = self.rules
-        if rules.stopped_by_request:
-            self._report_unbuilt()
-        if self.ledger is not None and rules.fatal is None:
-            try:
-                self.ledger.flush()
-                self.ledger.check()
-            except Exception as exc:  # noqa: BLE001
-                row = self.rows[-1]
-                reason = describe_error(exc, "recording outcomes in the ledger")
-                row.error = f"{row.error}; {reason}" if row.error else reason
-                rules.broke(row, exc)
-        return rules.verdict(self.rows)
-
-    def _report_unbuilt(self) -> None:
-        """After a stop request, every message not built yet: a row each, so the report says what was not sent."""
-        unbuilt: list[DeliveryRow] = []
-        for unit, row in (*((u, None) for u in self._parts), *self._source):
-            if row is None:
-                row = DeliveryRow(message_key=unit.key, status=DeliveryStatus.NOT_STARTED, connection=self.ctx.connection)
-                self.rows.append(row)
-            unbuilt.append(row)
-        self._not_started(unbuilt)

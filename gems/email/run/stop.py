@@ -24,9 +24,13 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["StopSignal", "StopBeacon", "StopListener", "BeaconAddress"]
+from ...spark_info import is_connect
+
+__all__ = ["StopSignal", "StopBeacon", "StopListener", "BeaconAddress", "beacon_for"]
 
 log = logging.getLogger("mailgem.gems")
 
@@ -260,3 +264,18 @@ class StopListener:
             self._sock.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def beacon_for(spark: Any, stop: StopSignal | None) -> Iterator[BeaconAddress | None]:
+    """Where the executors hear of a stop: the driver's :class:`StopBeacon`, on the address
+    they reach the driver at. Spark Connect's client is not reachable from the executors."""
+    if stop is None or is_connect(spark):
+        if stop is not None:
+            log.warning("a stop requested while the Spark Connect job runs does not reach its executors; they "
+                        "send to the end (cancel the job to end them sooner)")
+        yield None
+        return
+    host = spark.conf.get("spark.driver.host", "127.0.0.1")
+    with StopBeacon(stop, host, spark.conf.get("spark.driver.bindAddress", None) or host) as address:
+        yield address
