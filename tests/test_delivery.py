@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from mailgem.connections import SmtpConnection, SmtpTransport
 from mailgem.connections.delivery import Deliverer
-from mailgem.connections.local_server import LocalSmtpServer
+from fault_server import FaultServer
 from mailgem.connections.ratelimit import RateLimiter
 
 # Both transaction paths: with PIPELINING (RFC 2920) and without.
@@ -231,7 +231,7 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("failure", ["unreachable", "auth"])
 def test_fallback_connection_is_used_and_reported(starttls_server, failure):
-    with LocalSmtpServer(security="starttls", users={"backup@example.com": "backup-pw"}) as backup:
+    with FaultServer(security="starttls", users={"backup@example.com": "backup-pw"}) as backup:
         primary_conn = connection_for(starttls_server, name="primary", fallback="backup", **FAST)
         if failure == "unreachable":
             primary_conn = primary_conn.model_copy(update={"port": _closed_port()})

@@ -135,11 +135,11 @@ def _fingerprint(messages):
 @pytest.mark.parametrize("props", [GROUP, ROW | {"text_body": None, "attachments": [{"compression": "gzip"}]}],
                          ids=["per_group", "per_row"])
 def test_spark_distributed_path_delivers_the_same_messages_as_pandas(spark, tickets, props, tmp_path):
-    from mailgem.connections.local_server import LocalSmtpServer
+    from fault_server import FaultServer
 
     results, raw = [], []
     for engine in ("pandas", "spark"):
-        with LocalSmtpServer(security="starttls", users={"reports@example.com": PASSWORD}) as server:
+        with FaultServer(security="starttls", users={"reports@example.com": PASSWORD}) as server:
             ledger = {"path": str(tmp_path / f"{engine}.sqlite"), "run_key": "same-run"}
             gem = EmailGem(props | {"ledger": ledger}, fabric_for(server), user=USER, name="tickets")
             frame = tickets if engine == "pandas" else spark.createDataFrame(tickets).repartition(3)

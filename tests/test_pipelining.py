@@ -236,7 +236,7 @@ def postfix_relay():
 
     import trustme
 
-    from mailgem.connections.local_server import LocalSmtpServer
+    from fault_server import FaultServer
 
     if shutil.which("postfix") is None or os.geteuid() != 0:
         pytest.skip("a private Postfix instance needs the Debian package postfix and root (master starts as root "
@@ -255,7 +255,7 @@ def postfix_relay():
     cert.private_key_and_cert_chain_pem.write_to_path(str(root / "conf" / "server.pem"))
     ca.cert_pem.write_to_path(str(root / "ca.pem"))
     port = _free_port()
-    with LocalSmtpServer(security="none") as target:
+    with FaultServer(security="none") as target:
         (root / "conf" / "main.cf").write_text(f"""\
 compatibility_level = 3.6
 queue_directory = {root}/queue

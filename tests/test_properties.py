@@ -15,7 +15,7 @@ from conftest import LOGIN, PASSWORD, USER, fabric_for, parse_strict
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from mailgem.connections.local_server import LocalSmtpServer
+from fault_server import FaultServer
 from mailgem.gems.email import EmailGem, GemValidationError
 from mailgem.gems.email.content.render import one_line
 from mailgem.gems.email.content.templates import is_template
@@ -46,13 +46,13 @@ CELL = st.one_of(st.none(), st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[dict[bool, LocalSmtpServer]]:
-    with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}) as plain, \
-            LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, smtputf8=True) as utf8:
+def servers() -> Iterator[dict[bool, FaultServer]]:
+    with FaultServer(security="starttls", users={LOGIN: PASSWORD}) as plain, \
+            FaultServer(security="starttls", users={LOGIN: PASSWORD}, smtputf8=True) as utf8:
         yield {False: plain, True: utf8}
 
 
-def _check(report: pd.DataFrame, server: LocalSmtpServer, before: int, rows: int) -> list:
+def _check(report: pd.DataFrame, server: FaultServer, before: int, rows: int) -> list:
     """Every message accepted or reported; what was accepted arrived once and parses strictly."""
     assert len(report) == rows
     assert set(report["status"]) <= {"sent", "partial", "failed"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 from conftest import PASSWORD, PER_ROW, USER, fabric_for, parse
 
-from mailgem.connections.local_server import LocalSmtpServer
+from fault_server import FaultServer
 from mailgem.fabric import local_fabric
 from mailgem.gems.email import EmailGem
 
@@ -67,7 +67,7 @@ def test_a_ledger_entry_counts_only_for_its_destination(starttls_server, tmp_pat
     assert f"via analytics/reports 127.0.0.1:{starttls_server.port} as reports@example.com" in again.iloc[0].error
     assert list(again["message_id"]) == list(real["message_id"])
     # Same connection name, another server: another destination.
-    with LocalSmtpServer(security="starttls", users={"reports@example.com": PASSWORD}) as other:
+    with FaultServer(security="starttls", users={"reports@example.com": PASSWORD}) as other:
         moved = EmailGem(props, fabric_for(other), user=USER, name="job").apply(None, FRAME)
         assert list(moved["status"]) == ["sent", "sent"] and len(other.wait_for_messages(2)) == 2
     assert len(starttls_server.messages) == 2

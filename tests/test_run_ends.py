@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from conftest import LOGIN, PASSWORD, USER, parse
 
-from mailgem.connections.local_server import LocalSmtpServer
+from fault_server import FaultServer
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ("Traceback", "at org.apache", "py4j", "Exception in thread", "ERROR Executor", "KeyboardInterrupt",
@@ -37,7 +37,7 @@ def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
                           env={**os.environ, **ENV, **(env or {})})
 
 
-def _fabric(work: Path, server: LocalSmtpServer, *others: dict[str, object], **extra: object) -> None:
+def _fabric(work: Path, server: FaultServer, *others: dict[str, object], **extra: object) -> None:
     """fabric.yaml with connection team-smtp reaching ``server`` (``extra`` fields override), and ``others``."""
     fields = {"name": "team-smtp", "host": "127.0.0.1", "port": server.port, "ca_bundle": str(server.ca_pem),
               "username": LOGIN, "password": {"secret": "pw"}, "pool_size": 1, "timeout_s": 10,
@@ -64,7 +64,7 @@ def _report(path: Path) -> pd.DataFrame:
 
 # -- 1. stopped by the scheduler --------------------------------------------------------------
 
-def _stop_mid_run(work: Path, server: LocalSmtpServer, signum: int, *, whole_group: bool, after: int
+def _stop_mid_run(work: Path, server: FaultServer, signum: int, *, whole_group: bool, after: int
                   ) -> tuple[subprocess.CompletedProcess[str], float]:
     """Start `mailgem run`, send ``signum`` once ``after`` messages arrived (to the whole process
     group, as a terminal's Ctrl-C or Airflow's kill does, when ``whole_group``); its result and
@@ -242,7 +242,7 @@ def test_a_connection_that_cannot_work_ends_the_run_before_spark(tmp_path, start
 
 def test_a_refused_sender_costs_one_session_and_one_mail_from(tmp_path):
     # Postfix's reject_sender_login_mismatch accepts the login and refuses the sender at RCPT.
-    with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, senders={LOGIN: {LOGIN}}) as server:
+    with FaultServer(security="starttls", users={LOGIN: PASSWORD}, senders={LOGIN: {LOGIN}}) as server:
         _fabric(tmp_path, server, sender_address="boss@example.com")
         _job(tmp_path, 20)
         done = _cli("run", "job.yaml", "--fabric", "fabric.yaml", "--user", USER, cwd=tmp_path, env=NO_SPARK)
@@ -326,7 +326,7 @@ def test_an_unforeseen_error_is_one_line_with_what_was_sent(tmp_path, starttls_s
 
 def test_a_server_restart_mid_run_is_waited_out(tmp_path):
     certs = tmp_path / "certs"
-    servers = [LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, cert_dir=certs).start()]
+    servers = [FaultServer(security="starttls", users={LOGIN: PASSWORD}, cert_dir=certs).start()]
     try:
         servers[0].data_script = [0.05] * 10 + [("hold", 60)]  # the 11th reply waits: the server stops then
         _fabric(tmp_path, servers[0], retry_outage_s=120)
@@ -343,7 +343,7 @@ def test_a_server_restart_mid_run_is_waited_out(tmp_path):
             port = servers[0].port
             servers[0].stop()  # the server goes away mid-run ...
             time.sleep(5)
-            servers.append(LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, cert_dir=certs,
+            servers.append(FaultServer(security="starttls", users={LOGIN: PASSWORD}, cert_dir=certs,
                                            port=port).start())  # ... and is back 5 s later
             out, err = process.communicate(timeout=180)
         finally:
