@@ -19,7 +19,12 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
 from mailgem.connections.local_server import LocalSmtpServer, ReceivedMessage, _Handler, _Session
 
-__all__ = ["FaultServer", "FaultMessage", "AuthAttempt"]
+__all__ = ["FaultServer", "FaultMessage", "AuthAttempt", "LATE_S", "DATA_TIMEOUT_S"]
+
+# A reply that comes after the client gave up: the server stores the message, then waits far longer
+# than the client's data timeout (aiosmtpd cancels the wait when the client closes), so however loaded the machine,
+# the reply is late; the data timeout itself leaves normal replies a wide margin.
+LATE_S, DATA_TIMEOUT_S = 60.0, 2.0
 
 
 @dataclass(frozen=True)
@@ -353,6 +358,14 @@ class FaultServer(LocalSmtpServer):
     def wait_for_messages(self, count: int, timeout_s: float = 10.0) -> list[ReceivedMessage]:
         """Wait until at least ``count`` messages arrived (bounded by ``timeout_s``) and return all."""
         self.wait_until(lambda: len(self.messages) >= count, timeout_s)
+        return list(self.messages)
+
+    def settled(self, timeout_s: float = 30.0) -> list[ReceivedMessage]:
+        """The messages, once every session the server accepted has closed: after that none can
+        arrive, so a check that nothing more came needs no sleep. Fails if one is still open after
+        ``timeout_s`` (a client that keeps a session is a finding too)."""
+        closed = self.wait_until(lambda: self.sessions_closed >= self.sessions_opened, timeout_s)
+        assert closed, f"{self.sessions_opened - self.sessions_closed} session(s) still open after {timeout_s} s"
         return list(self.messages)
 
     def wait_for_closed_sessions(self, timeout_s: float = 10.0) -> int:

@@ -102,7 +102,7 @@ def test_spark_frames_are_computed_once_and_checked_before_sending(spark, startt
     report = EmailGem(ROW | {"max_messages": 5}, fabric_for(starttls_server), user=USER).apply(
         spark, frame.filter("ticket < 0")).toPandas()
     assert list(report["status"]) == ["skipped"] and report.iloc[0].message_key == "(none)"
-    assert len(starttls_server.messages) == 5  # nothing more was sent
+    assert len(starttls_server.settled()) == 5  # nothing more was sent
 
 
 def test_ledger_makes_a_rerun_send_only_what_was_not_accepted(starttls_server, tickets, tmp_path):

@@ -142,19 +142,29 @@ def test_a_second_signal_ends_at_once(tmp_path, starttls_server):
     _job(tmp_path, 5, mode="report", to="ops@example.com", to_column=None, key_columns=[], subject="report",
          text_body="{{ row_count }} rows")
     process = subprocess.Popen(_cmd("run", "job.yaml", "--fabric", "fabric.yaml", "--user", USER), cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV},
                                start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)  # ends with the process
+    reader.start()
     try:
         deadline = time.monotonic() + 180
         while not starttls_server.holding and time.monotonic() < deadline:  # bounded: the message is being written
             time.sleep(0.05)
         assert starttls_server.holding
         process.send_signal(signal.SIGTERM)
-        time.sleep(1.0)
-        assert process.poll() is None  # waits for the message being written
+        # Once it said it took the signal (not after a fixed sleep), it is still there, its
+        # session open: it waits for the message being written.
+        deadline = time.monotonic() + 60
+        while not any("SIGTERM: starting no new message" in ln for ln in list(lines)) and time.monotonic() < deadline:
+            time.sleep(0.05)  # bounded
+        assert any("SIGTERM: starting no new message" in ln for ln in list(lines)), lines
+        assert process.poll() is None and starttls_server.sessions_closed < starttls_server.sessions_opened
         signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=30)
+        process.wait(timeout=30)
+        reader.join(timeout=30)
+        err = "".join(lines)
         assert time.monotonic() - signalled < 10
         assert process.returncode == -signal.SIGTERM  # ended by the signal itself: a shell shows 143
         assert "SIGTERM again: ending now" in err
@@ -174,7 +184,11 @@ def test_a_signal_before_sending_ends_at_once_with_nothing_sent(tmp_path, startt
     deadline = time.monotonic() + 60
     while starttls_server.sessions_closed < 1 and time.monotonic() < deadline:  # the connection's check is done
         time.sleep(0.05)
-    time.sleep(0.5)  # Spark is starting
+    # Spark is starting: its JVM is there (a fixed sleep could signal before it, or after it was up).
+    deadline = time.monotonic() + 120
+    while not _jvms_in(tmp_path) and process.poll() is None and time.monotonic() < deadline:  # bounded
+        time.sleep(0.05)
+    assert _jvms_in(tmp_path), "Spark's JVM never started"
     os.killpg(process.pid, signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 143, err[-2000:]
@@ -292,7 +306,7 @@ def test_a_report_that_fails_to_be_written_after_sending_is_printed_instead(tmp_
     assert "could not write the delivery report to report.csv" in done.stderr and "printed on stdout" in done.stderr
     _quiet(done.stderr)
     assert "message_key,status,recipients" in done.stdout and done.stdout.count(",sent,") == 2
-    assert len(starttls_server.messages) == 2
+    assert len(starttls_server.settled()) == 2
 
 
 def test_an_unforeseen_error_is_one_line_with_what_was_sent(tmp_path, starttls_server):
@@ -319,7 +333,7 @@ def test_an_unforeseen_error_is_one_line_with_what_was_sent(tmp_path, starttls_s
         assert "unexpected error TypeError at " in line
         assert "not iterable" not in line  # an error's text may quote a secret: -v shows it
         assert "3 message(s) had been accepted before it" in line and "-v shows the full trace" in line
-    assert len(starttls_server.messages) == 6
+    assert len(starttls_server.settled()) == 6
 
 
 # -- 4. an outage of a few minutes is waited out ----------------------------------------------
