@@ -18,10 +18,10 @@ import pytest
 from pydantic import SecretStr
 
 from mailgem.connections import SmtpConnection
-from mailgem.connections.local_server import LocalSmtpServer
 from mailgem.fabric import Fabric, MemorySecretStore, Team
 
 import pg_server
+from fault_server import FaultServer
 
 os.environ["PYSPARK_PYTHON"] = sys.executable
 os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
@@ -41,8 +41,8 @@ def spark():
     session.stop()
 
 
-def _server(**kwargs) -> Iterator[LocalSmtpServer]:
-    server = LocalSmtpServer(**kwargs)
+def _server(**kwargs) -> Iterator[FaultServer]:
+    server = FaultServer(**kwargs)
     with server:
         yield server
 
@@ -62,24 +62,24 @@ def pipelining() -> bool:
 
 
 @pytest.fixture
-def starttls_server(pipelining: bool) -> Iterator[LocalSmtpServer]:
+def starttls_server(pipelining: bool) -> Iterator[FaultServer]:
     """STARTTLS required, AUTH PLAIN/LOGIN only after TLS."""
     yield from _server(security="starttls", users={LOGIN: PASSWORD}, pipelining=pipelining)
 
 
 @pytest.fixture
-def implicit_tls_server() -> Iterator[LocalSmtpServer]:
+def implicit_tls_server() -> Iterator[FaultServer]:
     yield from _server(security="implicit_tls", users={LOGIN: PASSWORD})
 
 
 @pytest.fixture
-def plain_server() -> Iterator[LocalSmtpServer]:
+def plain_server() -> Iterator[FaultServer]:
     """No TLS; offers AUTH over plaintext so tests can prove the client refuses to use it."""
     yield from _server(security="none", users={LOGIN: PASSWORD}, auth_over_plaintext=True)
 
 
 @pytest.fixture
-def relay_server() -> Iterator[LocalSmtpServer]:
+def relay_server() -> Iterator[FaultServer]:
     """No TLS, no AUTH: an internal relay."""
     yield from _server(security="none")
 
@@ -89,7 +89,7 @@ PER_ROW = {"connection": "reports", "mode": "per_row", "key_columns": ["n"], "to
            "subject": "Message {{ row.n }}", "text_body": "Hello {{ row.n }}", "on_error": "continue"}
 
 
-def connection_for(server: LocalSmtpServer, name: str = "reports", **overrides) -> SmtpConnection:
+def connection_for(server: FaultServer, name: str = "reports", **overrides) -> SmtpConnection:
     fields = dict(name=name, host=server.host, port=server.port, security=server.security,
                   ca_bundle=server.ca_pem, username=LOGIN, password={"secret": "smtp-password"},
                   sender_name="Reports", timeout_s=10)
@@ -99,7 +99,7 @@ def connection_for(server: LocalSmtpServer, name: str = "reports", **overrides) 
     return SmtpConnection(**fields)
 
 
-def fabric_for(server: LocalSmtpServer, password: str = PASSWORD, **overrides) -> Fabric:
+def fabric_for(server: FaultServer, password: str = PASSWORD, **overrides) -> Fabric:
     fab = Fabric(name="analytics", teams=[Team(name="data-eng", members=[USER, "bob"])],
                  connections=[connection_for(server, **overrides)])
     return fab.with_store(MemorySecretStore({"smtp-password": SecretStr(password),
@@ -143,7 +143,7 @@ def parse(data: bytes) -> EmailMessage:
 
 
 @pytest.fixture
-def smtputf8_server() -> Iterator[LocalSmtpServer]:
+def smtputf8_server() -> Iterator[FaultServer]:
     """STARTTLS + AUTH, offering SMTPUTF8 (RFC 6531) as Postfix does."""
     yield from _server(security="starttls", users={LOGIN: PASSWORD}, smtputf8=True)
 

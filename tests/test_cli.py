@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from conftest import LOGIN, PASSWORD, USER, parse, parse_strict
 
-from mailgem.connections.local_server import LocalSmtpServer
+from fault_server import FaultServer
 from mailgem.runner.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | 
                           timeout=timeout, input=stdin, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
-def _fabric_yaml(server: LocalSmtpServer, secret: str = "pw") -> str:
+def _fabric_yaml(server: FaultServer, secret: str = "pw") -> str:
     return f"""
 name: t
 teams: [{{name: sales, members: [{USER}]}}]

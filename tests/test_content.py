@@ -331,10 +331,10 @@ def test_attachments_over_the_limit_are_compressed(starttls_server):
 def test_attachments_over_the_servers_size_are_split_into_numbered_parts(spark):
     from conftest import LOGIN, PASSWORD
 
-    from mailgem.connections.local_server import LocalSmtpServer
+    from fault_server import FaultServer
 
     frame = _big_frame(4000, noise=True)  # about 430 KB of CSV that does not compress
-    with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, data_size_limit=200_000) as server:
+    with FaultServer(security="starttls", users={LOGIN: PASSWORD}, data_size_limit=200_000) as server:
         report, messages = _send(server, frame, attachments_over_limit="split", subject="Daily",
                                  attachments=[{"file_name": "d.csv"}])
         assert set(report["status"]) == {"sent"} and len(report) >= 3

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
-import time
 from email.message import EmailMessage
 
 import pytest
@@ -15,7 +14,7 @@ from pydantic import SecretStr
 
 from mailgem.connections import SmtpConnection, SmtpTransport
 from mailgem.connections.delivery import Deliverer
-from mailgem.connections.local_server import LocalSmtpServer
+from fault_server import DATA_TIMEOUT_S, LATE_S, FaultServer
 from mailgem.connections.ratelimit import RateLimiter
 
 # Both transaction paths: with PIPELINING (RFC 2920) and without.
@@ -126,7 +125,7 @@ def test_no_retry_once_the_fence_closes(starttls_server):
     fence, asked = _fence_open_for(2)  # the first attempt asks twice: before it, and before the content
     [d] = _deliver(starttls_server, [_message()], fence=fence)
     assert d.status == "not_started" and asked == [1, 2, 3]
-    assert starttls_server.data_script == [] and starttls_server.messages == []
+    assert starttls_server.data_script == [] and starttls_server.settled() == []
 
 
 def test_a_fence_that_closes_while_the_commands_wait_keeps_the_content_back(starttls_server):
@@ -138,8 +137,8 @@ def test_a_fence_that_closes_while_the_commands_wait_keeps_the_content_back(star
 
     [d] = _deliver(starttls_server, [_message()], fence=fence)
     assert d.status == "not_started" and d.attempts == 0 and d.error is None
+    assert starttls_server.settled() == [] and starttls_server.empty_contents == []
     assert starttls_server.transactions == 1
-    assert starttls_server.messages == [] and starttls_server.empty_contents == []
     # The session was not given back to the pool half-way through a transaction: it was closed.
     assert starttls_server.sessions_opened == 1
     assert starttls_server.wait_for_closed_sessions(timeout_s=5) == 1
@@ -152,14 +151,14 @@ def test_recipients_not_retried_once_the_fence_closes_leave_the_message_partial(
     assert d.status == "partial" and d.result.accepted == ("ops@example.com",)
     why = d.result.refused["busy@example.com"]
     assert why.code == 450 and why.enhanced_status == "4.2.1" and "(not retried: the run stopped)" in why.message
-    assert [m.rcpt_tos for m in starttls_server.messages] == [("ops@example.com",)]
+    assert [m.rcpt_tos for m in starttls_server.settled()] == [("ops@example.com",)]
 
 
 def test_slow_accept_past_the_timeout_is_the_documented_duplicate_window(starttls_server):
-    # The server accepts after 1.5 s; the client gives up at 0.5 s and retries. The server holds
+    # The server accepts only after the client gave up (at 2 s) and retried. The server holds
     # two copies, with one Message-ID, which is what lets mail clients collapse them.
-    starttls_server.data_script = [1.5]
-    [d] = _deliver(starttls_server, [_message()], data_timeout_s=0.5)
+    starttls_server.data_script = [LATE_S]
+    [d] = _deliver(starttls_server, [_message()], data_timeout_s=DATA_TIMEOUT_S)
     assert d.status == "sent" and d.attempts == 2
     copies = starttls_server.wait_for_messages(2, timeout_s=5)
     assert len(copies) == 2
@@ -188,9 +187,8 @@ def test_a_fence_that_closes_between_chunks_leaves_the_message_partial(starttls_
     assert all("(not retried: the run stopped)" in why.message and "not sent: the run stopped" in why.message
                for why in d.result.refused.values())
     assert starttls_server.transactions == 2
-    assert [m.rcpt_tos for m in starttls_server.wait_for_messages(1)] == [tuple(recipients[:100])]
-    time.sleep(0.2)
-    assert len(starttls_server.messages) == 1 and starttls_server.empty_contents == []
+    assert [m.rcpt_tos for m in starttls_server.settled()] == [tuple(recipients[:100])]
+    assert starttls_server.empty_contents == []
 
 
 def test_pool_reuses_sessions_and_reconnects_after_max_messages(starttls_server):
@@ -247,7 +245,7 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("failure", ["unreachable", "auth"])
 def test_fallback_connection_is_used_and_reported(starttls_server, failure):
-    with LocalSmtpServer(security="starttls", users={"backup@example.com": "backup-pw"}) as backup:
+    with FaultServer(security="starttls", users={"backup@example.com": "backup-pw"}) as backup:
         primary_conn = connection_for(starttls_server, name="primary", fallback="backup", **FAST)
         if failure == "unreachable":
             primary_conn = primary_conn.model_copy(update={"port": _closed_port()})

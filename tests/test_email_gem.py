@@ -248,10 +248,10 @@ def test_pandas_report_round_trips_through_spark_schema(spark, starttls_server, 
 
 
 def test_message_over_the_servers_size_is_refused_before_data(frame):
-    from mailgem.connections.local_server import LocalSmtpServer
+    from fault_server import FaultServer
     from conftest import PASSWORD
 
-    with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, data_size_limit=3_000) as server:
+    with FaultServer(security="starttls", users={LOGIN: PASSWORD}, data_size_limit=3_000) as server:
         with pytest.raises(DeliveryError) as info:
             EmailGem(_props(attachments=[{"file_name": "a.csv"}]), fabric_for(server), user=USER).apply(None, frame)
         row = info.value.report.iloc[0]

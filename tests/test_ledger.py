@@ -82,8 +82,11 @@ def test_a_killed_runs_claims_lapse_after_its_lease(ledger_place):
                               env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "claimed"
+        claimed_at = time.monotonic()
         other = SendLedger(_target(ledger_place), "job", "r1", "dest")
-        time.sleep(1.0)  # a live holder renews its lease (every 0.5 s): the claim outlives the lease
+        # Two leases later, the claim is still held only because the live holder renews its lease
+        # (every 0.5 s); one second, shorter than the lease, proved nothing.
+        time.sleep(max(0.0, claimed_at + 2 * 1.5 - time.monotonic()))
         assert other.begin_many([("k1", "h", "<a@x>")]) == set()
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
@@ -147,7 +150,7 @@ def test_killed_run_then_rerun_sends_every_message_exactly_once(starttls_server,
     assert starttls_server.holding == 1, run.stderr.read() if run.poll() is not None else "never reached the held message"
     run.send_signal(signal.SIGKILL)
     run.wait(timeout=30)
-    assert len(starttls_server.messages) == 15
+    assert len(starttls_server.settled()) == 15  # the held one was never stored
 
     # The killed run's claims (the held message and those pipelined behind it) lapse a lease
     # later; the re-run sends everything else meanwhile, then those.
@@ -181,8 +184,7 @@ def test_processes_racing_on_the_same_keys_send_each_message_once(starttls_serve
     assert len(senders) == n and set(senders.values()) == {1}  # each key sent by exactly one run
     assert all(set(run.values()) <= {"sent", "already_sent"} and len(run) == n for run in by_run)
     assert sum(1 for run in by_run if "sent" in run.values()) >= 2  # they did race
-    time.sleep(0.3)
-    per_key = Counter(parse(m.data)["Subject"] for m in starttls_server.messages)
+    per_key = Counter(parse(m.data)["Subject"] for m in starttls_server.settled())
     assert len(per_key) == n and set(per_key.values()) == {1}
 
 
@@ -348,8 +350,7 @@ def test_the_same_message_twice_in_a_run_is_sent_once(starttls_server, ledger_pl
              "ledger": ledger_place | {"lease_s": 1}}
     report = EmailGem(props, fabric_for(starttls_server, pool_size=2), user=USER).apply(None, frame)
     assert sorted(report["status"]) == ["already_sent", "already_sent", "sent", "sent"]
-    time.sleep(0.3)
-    assert sorted(r for m in starttls_server.messages for r in m.rcpt_tos) == ["a@example.com", "b@example.com"]
+    assert sorted(r for m in starttls_server.settled() for r in m.rcpt_tos) == ["a@example.com", "b@example.com"]
 
 
 def _record_statements(monkeypatch) -> list[str]:
@@ -521,7 +522,8 @@ def test_a_paused_run_stops_when_it_resumes_after_a_rerun_took_its_messages_over
         starttls_server.data_script = []
         rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
         assert rerun.returncode == 0, rerun.stderr[-2000:]
-        time.sleep(0.3)
+        # Every session but the paused run's has closed: nothing else can arrive meanwhile.
+        assert starttls_server.wait_until(lambda: starttls_server.sessions_opened - starttls_server.sessions_closed <= 1)
         before_resume = len(starttls_server.messages)
         paused.send_signal(signal.SIGCONT)
         _, err = paused.communicate(timeout=60)
@@ -529,8 +531,7 @@ def test_a_paused_run_stops_when_it_resumes_after_a_rerun_took_its_messages_over
         paused.kill()
         paused.wait(timeout=30)
     assert paused.returncode != 0 and "lease" in err and "Re-run with the same run key" in err, err[-2000:]
-    time.sleep(0.5)  # anything the resumed run still wrote has arrived
-    received = [parse(m.data) for m in starttls_server.messages]
+    received = [parse(m.data) for m in starttls_server.settled()]  # with anything the resumed run still wrote
     per_key = Counter(m["Subject"] for m in received)
     assert len(per_key) == n
     # After it resumed, the paused run wrote nothing: it started no message, and it kept back the
@@ -591,6 +592,5 @@ def test_a_message_waiting_for_a_session_when_the_lease_lapses_is_not_sent(start
     assert list(report["status"]) == ["sent", "failed"], report
     assert report.iloc[1].error.startswith("not sent: this run's lease")
     assert "lease" not in str(report.iloc[0].error)
-    time.sleep(0.3)
-    assert [parse(m.data)["Subject"] for m in starttls_server.messages] == ["message 0"]
+    assert [parse(m.data)["Subject"] for m in starttls_server.settled()] == ["message 0"]
     assert starttls_server.empty_contents == []

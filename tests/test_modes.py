@@ -102,7 +102,7 @@ def test_spark_frames_are_computed_once_and_checked_before_sending(spark, startt
     report = EmailGem(ROW | {"max_messages": 5}, fabric_for(starttls_server), user=USER).apply(
         spark, frame.filter("ticket < 0")).toPandas()
     assert list(report["status"]) == ["skipped"] and report.iloc[0].message_key == "(none)"
-    assert len(starttls_server.messages) == 5  # nothing more was sent
+    assert len(starttls_server.settled()) == 5  # nothing more was sent
 
 
 def test_ledger_makes_a_rerun_send_only_what_was_not_accepted(starttls_server, tickets, tmp_path):
@@ -135,11 +135,11 @@ def _fingerprint(messages):
 @pytest.mark.parametrize("props", [GROUP, ROW | {"text_body": None, "attachments": [{"compression": "gzip"}]}],
                          ids=["per_group", "per_row"])
 def test_spark_distributed_path_delivers_the_same_messages_as_pandas(spark, tickets, props, tmp_path):
-    from mailgem.connections.local_server import LocalSmtpServer
+    from fault_server import FaultServer
 
     results, raw = [], []
     for engine in ("pandas", "spark"):
-        with LocalSmtpServer(security="starttls", users={"reports@example.com": PASSWORD}) as server:
+        with FaultServer(security="starttls", users={"reports@example.com": PASSWORD}) as server:
             ledger = {"path": str(tmp_path / f"{engine}.sqlite"), "run_key": "same-run"}
             gem = EmailGem(props | {"ledger": ledger}, fabric_for(server), user=USER, name="tickets")
             frame = tickets if engine == "pandas" else spark.createDataFrame(tickets).repartition(3)

@@ -18,7 +18,7 @@ from conftest import PER_ROW, USER
 from pydantic import SecretStr
 
 from mailgem.connections import AuthenticationError, SmtpConnection
-from mailgem.connections.local_server import LocalSmtpServer
+from fault_server import FaultServer
 from mailgem.connections.sync import run_sync
 from mailgem.fabric import Fabric, MemorySecretStore, Team
 from mailgem.gems.email import EmailGem
@@ -102,11 +102,11 @@ def endpoint(tmp_path):
 
 @pytest.fixture
 def oauth_server(endpoint):
-    with LocalSmtpServer(security="starttls", users={}, oauth=endpoint.valid) as server:
+    with FaultServer(security="starttls", users={}, oauth=endpoint.valid) as server:
         yield server
 
 
-def _fabric(server: LocalSmtpServer, endpoint: TokenEndpoint, auth: dict, **conn) -> Fabric:
+def _fabric(server: FaultServer, endpoint: TokenEndpoint, auth: dict, **conn) -> Fabric:
     connection = SmtpConnection(name="reports", host=server.host, port=server.port, security="starttls",
                                 ca_bundle=server.ca_pem, username=MAILBOX, timeout_s=10,
                                 auth={"type": "oauth2", "token_url": endpoint.url, "ca_bundle": endpoint.ca_pem,

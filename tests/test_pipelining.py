@@ -19,6 +19,7 @@ import aiosmtplib
 import pandas as pd
 import pytest
 from conftest import PASSWORD, PER_ROW, USER, connection_for, fabric_for, parse_strict
+from fault_server import DATA_TIMEOUT_S, LATE_S
 from pydantic import SecretStr
 
 from mailgem.connections.delivery import Deliverer
@@ -176,8 +177,8 @@ def test_a_session_lost_under_the_message_before_costs_the_next_one_no_attempt(s
     # Message 0's final reply comes after the client gave up (it may be delivered): the session
     # ends with message 1's group already written behind it. Message 1 never reached DATA, so it
     # goes out once on a new session, without using one of its (here: one) attempts.
-    starttls_server.data_script = [1.5]
-    fabric = fabric_for(starttls_server, pool_size=1, data_timeout_s=0.5, max_attempts=1)
+    starttls_server.data_script = [LATE_S]
+    fabric = fabric_for(starttls_server, pool_size=1, data_timeout_s=DATA_TIMEOUT_S, max_attempts=1)
     report = EmailGem(PER_ROW, fabric, user=USER).apply(None, _frame(2))
     assert list(report["status"]) == ["failed", "sent"] and list(report["attempts"]) == [1, 1]
     assert "may have accepted it" in report.iloc[0].error
@@ -236,7 +237,7 @@ def postfix_relay():
 
     import trustme
 
-    from mailgem.connections.local_server import LocalSmtpServer
+    from fault_server import FaultServer
 
     if shutil.which("postfix") is None or os.geteuid() != 0:
         pytest.skip("a private Postfix instance needs the Debian package postfix and root (master starts as root "
@@ -255,7 +256,7 @@ def postfix_relay():
     cert.private_key_and_cert_chain_pem.write_to_path(str(root / "conf" / "server.pem"))
     ca.cert_pem.write_to_path(str(root / "ca.pem"))
     port = _free_port()
-    with LocalSmtpServer(security="none") as target:
+    with FaultServer(security="none") as target:
         (root / "conf" / "main.cf").write_text(f"""\
 compatibility_level = 3.6
 queue_directory = {root}/queue

@@ -1,27 +1,30 @@
 """Property-based tests (hypothesis) over hostile data: addresses (IDN, non-ASCII and quoted local
 parts, display names with commas and quotes, garbage), header and template values, and cell
 values. Whatever the data, against a real server with and without SMTPUTF8: nothing escapes the
-run, every message is either accepted or reported with a reason, and every accepted message
-parses strictly and says what the data said."""
+run, every message is either accepted or reported with the error class those inputs call for,
+and every accepted message parses strictly and says what the data said (HTML-escaped in HTML)."""
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
+from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
 from conftest import LOGIN, PASSWORD, USER, fabric_for, parse_strict
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, Phase, assume, event, given, settings
 from hypothesis import strategies as st
 
-from mailgem.connections.local_server import LocalSmtpServer
+from fault_server import FaultServer
 from mailgem.gems.email import EmailGem, GemValidationError
 from mailgem.gems.email.content.render import one_line
 from mailgem.gems.email.content.templates import is_template
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                            HealthCheck.too_slow])
+# No explain phase: on a failure it reruns hundreds of examples (minutes), shrinking is enough.
+SETTINGS = settings(max_examples=150, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 # Text with everything in it: any code point, lone surrogates, controls, bidi overrides, line breaks.
 ANY_TEXT = st.text(st.one_of(st.characters(), st.characters(categories=["Cs", "Cc", "Cf", "Zl", "Zp"])), max_size=40)
@@ -46,18 +49,20 @@ CELL = st.one_of(st.none(), st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[dict[bool, LocalSmtpServer]]:
-    with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}) as plain, \
-            LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, smtputf8=True) as utf8:
+def servers() -> Iterator[dict[bool, FaultServer]]:
+    with FaultServer(security="starttls", users={LOGIN: PASSWORD}) as plain, \
+            FaultServer(security="starttls", users={LOGIN: PASSWORD}, smtputf8=True) as utf8:
         yield {False: plain, True: utf8}
 
 
-def _check(report: pd.DataFrame, server: LocalSmtpServer, before: int, rows: int) -> list:
-    """Every message accepted or reported; what was accepted arrived once and parses strictly."""
+def _check(report: pd.DataFrame, server: FaultServer, before: int, rows: int, errors: frozenset[str]) -> list:
+    """Every message accepted or reported as one of ``errors`` (error classes); what was accepted
+    arrived once and parses strictly."""
     assert len(report) == rows
     assert set(report["status"]) <= {"sent", "partial", "failed"}
     failed = report[report["status"] == "failed"]
-    assert failed["error"].map(lambda e: isinstance(e, str) and len(e) > 10).all()
+    assert set(failed["error_type"]) <= errors, failed[["error_type", "error"]].to_dict("records")
+    assert failed["error"].map(lambda e: isinstance(e, str) and e.strip() != "").all()
     accepted = report[report["status"] != "failed"]
     received = server.wait_for_messages(before + len(accepted), timeout_s=10)[before:]
     assert len(received) == len(accepted)
@@ -78,11 +83,78 @@ def test_any_addresses_are_sent_or_reported(servers, smtputf8, addresses):
     props = {"connection": "reports", "mode": "per_row", "key_columns": ["n"], "to_column": "to",
              "subject": "Row {{ row.n }}", "text_body": "Hello", "on_error": "continue"}
     report = EmailGem(props, fabric_for(server), user=USER).apply(None, frame)
-    event(f"statuses {sorted(set(report['status']))}")
-    for row, received, parsed in _check(report, server, before, len(addresses)):
+    event(f"statuses {sorted(set(report['status']))} {sorted(set(report['error_type'].dropna()))}")
+    # An address that does not parse is a RecipientError; a non-ASCII one that does, to a server
+    # without SMTPUTF8, is refused before sending (SmtpUtf8NotSupportedError), never otherwise.
+    errors = frozenset({"RecipientError"} | (set() if smtputf8 else {"SmtpUtf8NotSupportedError"}))
+    for row in report.itertuples():
+        address = addresses[_row_number(row.message_key)]
+        if _plain_address(address):  # nothing wrong with it: it must be sent, to that address
+            assert row.status == "sent" and row.recipients == address, (address, row.error)
+        if row.error_type == "SmtpUtf8NotSupportedError":
+            assert not address.isascii(), address
+    for row, received, parsed in _check(report, server, before, len(addresses), errors):
         to = [a.addr_spec for a in parsed["To"].addresses]
         assert sorted(received.rcpt_tos) == sorted(to) == sorted(row.recipients.split(", "))
         assert all(a.isascii() for a in to) or (smtputf8 and "SMTPUTF8" in received.mail_options)
+
+
+def _row_number(message_key: str) -> int:
+    return int(message_key.removeprefix("row:[").removesuffix("]"))
+
+
+def _plain_address(text: str) -> bool:
+    """A dot-atom ASCII address at a domain that exists in form (RFC 5321 §4.1.2)."""
+    local, _, domain = text.partition("@")
+    return bool(local) and all(c in ATEXT for c in local) and domain in ("example.com", "xn--exmple-cua.com")
+
+
+class _Cells(HTMLParser):
+    """The text of the first ``<p>`` and of each ``<th>`` and ``<td>`` of an HTML body, unescaped."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.p: list[str] = []
+        self.th: list[str] = []
+        self.td: list[str] = []
+        self._into: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        into = {"p": self.p, "th": self.th, "td": self.td}.get(tag)
+        if into is not None:
+            into.append("")
+            self._into = into
+        else:
+            self._into = None  # a tag inside a cell would be data that was not escaped
+
+    def handle_endtag(self, tag: str) -> None:
+        self._into = None
+
+    def handle_data(self, data: str) -> None:
+        if self._into is not None:
+            self._into[-1] += data
+
+
+def _lines(text: str) -> str:
+    """``text`` with each line break as LF: a MIME text body carries line breaks as CRLF (RFC 2046
+    §4.1.1), so a lone CR or LF of the data arrives as CRLF."""
+    return re.sub(r"\r\n|\r|\n", "\n", text)
+
+
+def _shown(value: object) -> str:
+    """How the body table shows a cell, by the documented default formats (Formats): ints with
+    thousands separators, floats with two decimals (or 4 significant digits from 1e15, infinity
+    as ∞, no negative zero), None and NaN empty, text as it is."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "∞" if value > 0 else "-∞"
+        text = format(value, ".4g") if abs(value) >= 1e15 else format(value, ",.2f")
+        return text.removeprefix("-") if text.strip("-0.,") == "" else text
+    if isinstance(value, int):
+        return format(value, ",")
+    return str(value)
 
 
 @SETTINGS
@@ -109,13 +181,20 @@ def test_any_template_header_and_cell_values_are_sent_or_reported(servers, smtpu
         assert "headers.X-Data" in str(exc) and len(server.messages) == before
         event("refused by validate()")
         return
-    event(f"statuses {sorted(set(report['status']))}")
-    for row, _received, parsed in _check(report, server, before, rows):
-        name = names[int(row.message_key.removeprefix("row:[").removesuffix("]"))]
+    event(f"statuses {sorted(set(report['status']))} {sorted(set(report['error_type'].dropna()))}")
+    # Whatever the values, the message can be built and sent: no error is expected.
+    for row, _received, parsed in _check(report, server, before, rows, frozenset()):
+        n = _row_number(row.message_key)
+        name = names[n]
         assert parsed["Subject"] == one_line(f"{param} {name}")
         assert parsed["X-Data"].strip() == header.strip()
-        cells = parsed.get_body(("html",)).get_content()
-        for value in values:
-            if isinstance(value, float) and math.isinf(value):
-                continue
-            assert value is None or not isinstance(value, str) or not value.strip() or "<td" in cells
+        html = _lines(parsed.get_body(("html",)).get_content())
+        cells = _Cells()
+        cells.feed(html)
+        cells.close()
+        # Parsed back, the HTML holds each value as text: escaped, so no value became markup.
+        assert cells.p[0] == _lines(name)
+        shown = dict(zip(cells.th, cells.td, strict=True))
+        assert shown["n"] == format(n, ",") and shown["name"] == _lines(name)
+        for i, value in enumerate(values):
+            assert shown[f"c{i}"] == _lines(_shown(value)), (value, html)

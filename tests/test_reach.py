@@ -69,9 +69,9 @@ def test_connection_test_shows_the_options(starttls_server):
 
 @pytest.fixture(params=[True, False], ids=["pipelined", "unpipelined"])
 def dsn_server(request):
-    from mailgem.connections.local_server import LocalSmtpServer
+    from fault_server import FaultServer
 
-    with LocalSmtpServer(security="starttls", users={"reports@example.com": PASSWORD}, dsn=True,
+    with FaultServer(security="starttls", users={"reports@example.com": PASSWORD}, dsn=True,
                          pipelining=request.param) as server:
         yield server
 
@@ -255,11 +255,11 @@ def _proxied_fabric(server, proxy, proxy_password: str | None = None):
 @pytest.mark.parametrize("kind", ["socks5", "http"])
 @pytest.mark.parametrize("security", ["starttls", "implicit_tls"])
 def test_messages_go_through_a_real_proxy_with_tls_end_to_end(tmp_path, kind, security):
-    from mailgem.connections.local_server import LocalSmtpServer
+    from fault_server import FaultServer
 
     proxy = _Proxy(tmp_path, f"{kind}://127.0.0.1:{{port}}#relayer:Pr0xy-pw-test")
     try:
-        with LocalSmtpServer(security=security, users={"reports@example.com": PASSWORD}) as server:
+        with FaultServer(security=security, users={"reports@example.com": PASSWORD}) as server:
             fab = _proxied_fabric(server, {"url": f"{kind}://relayer@127.0.0.1:{proxy.port}",
                                            "password": {"secret": "proxy-password"}}, "Pr0xy-pw-test")
             report = EmailGem(PER_ROW, fab, user=USER).apply(None, _frame("a@example.com", "b@example.com"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 from conftest import PASSWORD, PER_ROW, USER, fabric_for, parse
 
-from mailgem.connections.local_server import LocalSmtpServer
+from fault_server import DATA_TIMEOUT_S, LATE_S, FaultServer
 from mailgem.fabric import local_fabric
 from mailgem.gems.email import EmailGem
 
@@ -34,9 +34,9 @@ def test_two_runs_the_same_day_get_new_message_ids(starttls_server):
 def test_a_ledgered_resend_of_a_possibly_delivered_message_keeps_its_id(starttls_server, tmp_path):
     # Run 1: message 1 is accepted but its reply comes after the client gave up (it may have been
     # delivered); message 2 is refused after DATA (it certainly was not).
-    starttls_server.data_script = [1.5, "554 5.6.0 Message rejected"]
+    starttls_server.data_script = [LATE_S, "554 5.6.0 Message rejected"]
     props = PER_ROW | {"ledger": {"path": str(tmp_path / "l.sqlite"), "run_key": "2024-05-01"}}
-    fabric = fabric_for(starttls_server, pool_size=1, data_timeout_s=0.5, max_attempts=1)
+    fabric = fabric_for(starttls_server, pool_size=1, data_timeout_s=DATA_TIMEOUT_S, max_attempts=1)
     first = EmailGem(props, fabric, user=USER, name="job").apply(None, FRAME)
     assert list(first["status"]) == ["failed", "failed"]
     second = EmailGem(props, fabric, user=USER, name="job").apply(None, FRAME)
@@ -67,7 +67,7 @@ def test_a_ledger_entry_counts_only_for_its_destination(starttls_server, tmp_pat
     assert f"via analytics/reports 127.0.0.1:{starttls_server.port} as reports@example.com" in again.iloc[0].error
     assert list(again["message_id"]) == list(real["message_id"])
     # Same connection name, another server: another destination.
-    with LocalSmtpServer(security="starttls", users={"reports@example.com": PASSWORD}) as other:
+    with FaultServer(security="starttls", users={"reports@example.com": PASSWORD}) as other:
         moved = EmailGem(props, fabric_for(other), user=USER, name="job").apply(None, FRAME)
-        assert list(moved["status"]) == ["sent", "sent"] and len(other.wait_for_messages(2)) == 2
-    assert len(starttls_server.messages) == 2
+        assert list(moved["status"]) == ["sent", "sent"] and len(other.settled()) == 2
+    assert len(starttls_server.settled()) == 2

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from conftest import LOGIN, PASSWORD, USER, parse
 
-from mailgem.connections.local_server import LocalSmtpServer
+from fault_server import FaultServer
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ("Traceback", "at org.apache", "py4j", "Exception in thread", "ERROR Executor", "KeyboardInterrupt",
@@ -37,7 +37,7 @@ def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
                           env={**os.environ, **ENV, **(env or {})})
 
 
-def _fabric(work: Path, server: LocalSmtpServer, *others: dict[str, object], **extra: object) -> None:
+def _fabric(work: Path, server: FaultServer, *others: dict[str, object], **extra: object) -> None:
     """fabric.yaml with connection team-smtp reaching ``server`` (``extra`` fields override), and ``others``."""
     fields = {"name": "team-smtp", "host": "127.0.0.1", "port": server.port, "ca_bundle": str(server.ca_pem),
               "username": LOGIN, "password": {"secret": "pw"}, "pool_size": 1, "timeout_s": 10,
@@ -64,7 +64,7 @@ def _report(path: Path) -> pd.DataFrame:
 
 # -- 1. stopped by the scheduler --------------------------------------------------------------
 
-def _stop_mid_run(work: Path, server: LocalSmtpServer, signum: int, *, whole_group: bool, after: int
+def _stop_mid_run(work: Path, server: FaultServer, signum: int, *, whole_group: bool, after: int
                   ) -> tuple[subprocess.CompletedProcess[str], float]:
     """Start `mailgem run`, send ``signum`` once ``after`` messages arrived (to the whole process
     group, as a terminal's Ctrl-C or Airflow's kill does, when ``whole_group``); its result and
@@ -142,19 +142,29 @@ def test_a_second_signal_ends_at_once(tmp_path, starttls_server):
     _job(tmp_path, 5, mode="report", to="ops@example.com", to_column=None, key_columns=[], subject="report",
          text_body="{{ row_count }} rows")
     process = subprocess.Popen(_cmd("run", "job.yaml", "--fabric", "fabric.yaml", "--user", USER), cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV},
                                start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)  # ends with the process
+    reader.start()
     try:
         deadline = time.monotonic() + 180
         while not starttls_server.holding and time.monotonic() < deadline:  # bounded: the message is being written
             time.sleep(0.05)
         assert starttls_server.holding
         process.send_signal(signal.SIGTERM)
-        time.sleep(1.0)
-        assert process.poll() is None  # waits for the message being written
+        # Once it said it took the signal (not after a fixed sleep), it is still there, its
+        # session open: it waits for the message being written.
+        deadline = time.monotonic() + 60
+        while not any("SIGTERM: starting no new message" in ln for ln in list(lines)) and time.monotonic() < deadline:
+            time.sleep(0.05)  # bounded
+        assert any("SIGTERM: starting no new message" in ln for ln in list(lines)), lines
+        assert process.poll() is None and starttls_server.sessions_closed < starttls_server.sessions_opened
         signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=30)
+        process.wait(timeout=30)
+        reader.join(timeout=30)
+        err = "".join(lines)
         assert time.monotonic() - signalled < 10
         assert process.returncode == -signal.SIGTERM  # ended by the signal itself: a shell shows 143
         assert "SIGTERM again: ending now" in err
@@ -174,7 +184,11 @@ def test_a_signal_before_sending_ends_at_once_with_nothing_sent(tmp_path, startt
     deadline = time.monotonic() + 60
     while starttls_server.sessions_closed < 1 and time.monotonic() < deadline:  # the connection's check is done
         time.sleep(0.05)
-    time.sleep(0.5)  # Spark is starting
+    # Spark is starting: its JVM is there (a fixed sleep could signal before it, or after it was up).
+    deadline = time.monotonic() + 120
+    while not _jvms_in(tmp_path) and process.poll() is None and time.monotonic() < deadline:  # bounded
+        time.sleep(0.05)
+    assert _jvms_in(tmp_path), "Spark's JVM never started"
     os.killpg(process.pid, signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 143, err[-2000:]
@@ -242,7 +256,7 @@ def test_a_connection_that_cannot_work_ends_the_run_before_spark(tmp_path, start
 
 def test_a_refused_sender_costs_one_session_and_one_mail_from(tmp_path):
     # Postfix's reject_sender_login_mismatch accepts the login and refuses the sender at RCPT.
-    with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, senders={LOGIN: {LOGIN}}) as server:
+    with FaultServer(security="starttls", users={LOGIN: PASSWORD}, senders={LOGIN: {LOGIN}}) as server:
         _fabric(tmp_path, server, sender_address="boss@example.com")
         _job(tmp_path, 20)
         done = _cli("run", "job.yaml", "--fabric", "fabric.yaml", "--user", USER, cwd=tmp_path, env=NO_SPARK)
@@ -292,7 +306,7 @@ def test_a_report_that_fails_to_be_written_after_sending_is_printed_instead(tmp_
     assert "could not write the delivery report to report.csv" in done.stderr and "printed on stdout" in done.stderr
     _quiet(done.stderr)
     assert "message_key,status,recipients" in done.stdout and done.stdout.count(",sent,") == 2
-    assert len(starttls_server.messages) == 2
+    assert len(starttls_server.settled()) == 2
 
 
 def test_an_unforeseen_error_is_one_line_with_what_was_sent(tmp_path, starttls_server):
@@ -319,14 +333,14 @@ def test_an_unforeseen_error_is_one_line_with_what_was_sent(tmp_path, starttls_s
         assert "unexpected error TypeError at " in line
         assert "not iterable" not in line  # an error's text may quote a secret: -v shows it
         assert "3 message(s) had been accepted before it" in line and "-v shows the full trace" in line
-    assert len(starttls_server.messages) == 6
+    assert len(starttls_server.settled()) == 6
 
 
 # -- 4. an outage of a few minutes is waited out ----------------------------------------------
 
 def test_a_server_restart_mid_run_is_waited_out(tmp_path):
     certs = tmp_path / "certs"
-    servers = [LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, cert_dir=certs).start()]
+    servers = [FaultServer(security="starttls", users={LOGIN: PASSWORD}, cert_dir=certs).start()]
     try:
         servers[0].data_script = [0.05] * 10 + [("hold", 60)]  # the 11th reply waits: the server stops then
         _fabric(tmp_path, servers[0], retry_outage_s=120)
@@ -343,7 +357,7 @@ def test_a_server_restart_mid_run_is_waited_out(tmp_path):
             port = servers[0].port
             servers[0].stop()  # the server goes away mid-run ...
             time.sleep(5)
-            servers.append(LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, cert_dir=certs,
+            servers.append(FaultServer(security="starttls", users={LOGIN: PASSWORD}, cert_dir=certs,
                                            port=port).start())  # ... and is back 5 s later
             out, err = process.communicate(timeout=180)
         finally:

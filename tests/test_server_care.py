@@ -20,7 +20,7 @@ from mailgem.connections import (
     SmtpTransport,
 )
 from mailgem.connections.delivery import Deliverer
-from mailgem.connections.local_server import LocalSmtpServer
+from fault_server import FaultServer
 from mailgem.connections.session import TRACE_HEADROOM_BYTES, wire_size
 from mailgem.fabric import Fabric, MemorySecretStore, Team
 from mailgem.runner.cli import main
@@ -45,7 +45,7 @@ def test_a_wrong_password_costs_one_auth_attempt_per_run(starttls_server):
 
 
 def test_a_rejected_login_falls_back_and_is_not_tried_again(starttls_server):
-    with LocalSmtpServer(security="starttls", users={"backup@example.com": "backup-pw"}) as backup:
+    with FaultServer(security="starttls", users={"backup@example.com": "backup-pw"}) as backup:
         primary = connection_for(starttls_server, name="reports", fallback="backup", **FAST)
         spare = connection_for(backup, name="backup", username="backup@example.com", password={"secret": "b"})
         fabric = Fabric(name="analytics", teams=[Team(name="t", members=[USER])], connections=[primary, spare])
@@ -67,7 +67,7 @@ def test_spark_workers_do_not_retry_a_rejected_login(spark, starttls_server):
 def test_spark_workers_do_not_ask_again_about_a_refused_sender(spark):
     # Issue 21: a refused sender through Spark opened 9 sessions (the driver's, then one per pool
     # slot of each worker), each with a successful AUTH, and sent a refused MAIL FROM per worker.
-    with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, senders={LOGIN: {LOGIN}}) as server:
+    with FaultServer(security="starttls", users={LOGIN: PASSWORD}, senders={LOGIN: {LOGIN}}) as server:
         frame = spark.createDataFrame(_frame(6)).repartition(3)
         fabric = fabric_for(server, sender_address="boss@example.com", **FAST)
         report = EmailGem(PER_ROW, fabric, user=USER).apply(spark, frame).toPandas()
@@ -93,7 +93,7 @@ def test_every_session_ends_with_quit(starttls_server):
 @pytest.mark.parametrize("check_at", ["rcpt", "mail"])
 def test_a_refused_sender_is_a_sender_error_not_a_recipient_one(check_at, pipelining):
     # Postfix's reject_sender_login_mismatch: with smtpd_delay_reject (the default) at RCPT time.
-    with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, senders={LOGIN: {LOGIN}},
+    with FaultServer(security="starttls", users={LOGIN: PASSWORD}, senders={LOGIN: {LOGIN}},
                          sender_check=check_at, pipelining=pipelining) as server:
         fabric = fabric_for(server, sender_address="boss@example.com")
         report = EmailGem(PER_ROW, fabric, user=USER).apply(None, _frame(5))
@@ -109,7 +109,7 @@ def test_a_refused_sender_is_a_sender_error_not_a_recipient_one(check_at, pipeli
 
 def test_connection_test_checks_the_sender_without_sending(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MAILGEM_SECRET_PW", PASSWORD)
-    with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, senders={LOGIN: {LOGIN}}) as server:
+    with FaultServer(security="starttls", users={LOGIN: PASSWORD}, senders={LOGIN: {LOGIN}}) as server:
         for sender, code in ((LOGIN, 0), ("boss@example.com", 3)):  # 3: the connection cannot send
             (tmp_path / "fabric.yaml").write_text(f"""
 name: t
@@ -179,7 +179,7 @@ def _port_465_free() -> bool:
 
 @pytest.mark.skipif(not _port_465_free(), reason="needs to listen on 127.0.0.1:465 (root, port free)")
 def test_port_465_with_starttls_gets_a_short_wait_and_the_fix():
-    with LocalSmtpServer(security="implicit_tls", users={LOGIN: PASSWORD}, port=465) as server:
+    with FaultServer(security="implicit_tls", users={LOGIN: PASSWORD}, port=465) as server:
         conn = SmtpConnection(name="r", host="127.0.0.1", port=465, security="starttls", ca_bundle=server.ca_pem,
                               username=LOGIN, password={"secret": "p"}, **FAST)  # connect_timeout_s: 30 s
         [d] = _deliver(SmtpTransport(conn, SecretStr(PASSWORD)))
@@ -196,7 +196,7 @@ def _dotted_message(size: int):
 
 def test_size_counts_what_the_server_counts(pipelining):
     limit = 20_000
-    with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, data_size_limit=limit,
+    with FaultServer(security="starttls", users={LOGIN: PASSWORD}, data_size_limit=limit,
                          pipelining=pipelining) as server:
         transport = SmtpTransport(connection_for(server, **FAST), SecretStr(PASSWORD))
         data = transport.flatten(_dotted_message(limit - 1_000))

@@ -17,7 +17,7 @@ import pytest
 from conftest import PASSWORD, USER, fabric_for, normalised
 from test_modes import GROUP, ROW, _fingerprint, _messages
 
-from mailgem.connections.local_server import LocalSmtpServer
+from fault_server import FaultServer
 from mailgem.gems.email import EmailGem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,12 +69,12 @@ def _connect_missing() -> str | None:
 @pytest.mark.parametrize("props", [ROW, GROUP, REPORT], ids=["per_row", "per_group", "report"])
 def test_spark_connect_sends_the_same_messages_as_pandas(tickets, props, tmp_path):
     results = []
-    with LocalSmtpServer(security="starttls", users={"reports@example.com": PASSWORD}) as server:
+    with FaultServer(security="starttls", users={"reports@example.com": PASSWORD}) as server:
         report = EmailGem(props, fabric_for(server), user=USER, name="tickets").apply(None, tickets)
         assert set(report["status"]) == {"sent"}
         results.append(_fingerprint(_messages(server, len(report))))
         raw = [sorted(normalised(m.data) for m in server.messages)]
-    with LocalSmtpServer(security="starttls", users={"reports@example.com": PASSWORD}) as server:
+    with FaultServer(security="starttls", users={"reports@example.com": PASSWORD}) as server:
         (tmp_path / "fabric.yaml").write_text(textwrap.dedent(f"""
             name: t
             teams: [{{name: t, members: [alice]}}]

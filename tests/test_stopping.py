@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from conftest import LOGIN, PASSWORD, PER_ROW, USER, fabric_for, parse
 
-from mailgem.connections.local_server import LocalSmtpServer
+from fault_server import FaultServer
 from mailgem.gems.email import EmailGem
 from mailgem.gems.email.run.stop import StopBeacon, StopListener, StopSignal
 
@@ -25,7 +25,7 @@ def _frame(n: int) -> pd.DataFrame:
     return pd.DataFrame({"n": range(n), "to": [f"user{i}@example.com" for i in range(n)]})
 
 
-def _when_transactions(server: LocalSmtpServer, count: int, action, timeout_s: float = 30.0) -> threading.Thread:
+def _when_transactions(server: FaultServer, count: int, action, timeout_s: float = 30.0) -> threading.Thread:
     """Call ``action()`` from another thread once ``server`` saw ``count`` MAIL commands (bounded;
     the first is the run's sender check)."""
     def watch() -> None:
@@ -39,7 +39,7 @@ def _when_transactions(server: LocalSmtpServer, count: int, action, timeout_s: f
     return thread
 
 
-def _when_received(server: LocalSmtpServer, count: int, action, timeout_s: float = 30.0) -> threading.Thread:
+def _when_received(server: FaultServer, count: int, action, timeout_s: float = 30.0) -> threading.Thread:
     """Call ``action()`` from another thread once ``server`` holds ``count`` messages (bounded)."""
     def watch() -> None:
         server.wait_for_messages(count, timeout_s=timeout_s)
@@ -145,13 +145,13 @@ def restartable(tmp_path):
     """A STARTTLS + AUTH server that a test can stop and start again on the same port (its
     certificates in a folder of their own, which the connection's ca_bundle names)."""
     certs = tmp_path / "certs"
-    servers = [LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, cert_dir=certs).start()]
+    servers = [FaultServer(security="starttls", users={LOGIN: PASSWORD}, cert_dir=certs).start()]
 
     def restart(after_s: float) -> None:
         port = servers[-1].port
         servers[-1].stop()
         time.sleep(after_s)
-        servers.append(LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, cert_dir=certs,
+        servers.append(FaultServer(security="starttls", users={LOGIN: PASSWORD}, cert_dir=certs,
                                        port=port).start())
 
     yield servers, restart
@@ -159,7 +159,7 @@ def restartable(tmp_path):
         server.stop()
 
 
-def _when_holding(server: LocalSmtpServer, action, timeout_s: float = 30.0) -> threading.Thread:
+def _when_holding(server: FaultServer, action, timeout_s: float = 30.0) -> threading.Thread:
     """Call ``action()`` from another thread once ``server`` holds a message's reply (bounded)."""
     def watch() -> None:
         deadline = time.monotonic() + timeout_s
@@ -220,7 +220,7 @@ def test_a_server_unreachable_from_the_start_is_not_waited_for(starttls_server):
     assert set(report["error_type"]) == {"SmtpConnectError"}
 
 
-class _SessionLimitedServer(LocalSmtpServer):
+class _SessionLimitedServer(FaultServer):
     """A server that takes at most ``limit`` sessions at once and answers others 421 (as
     Postfix's anvil limits a client's sessions)."""
 

@@ -21,7 +21,7 @@ from mailgem.connections import (
     StartTlsNotOfferedError,
     TlsError,
 )
-from mailgem.connections.local_server import LocalSmtpServer
+from fault_server import FaultServer
 
 
 def _message(to: str = "ops@example.com", subject: str = "Hello") -> EmailMessage:
@@ -160,7 +160,7 @@ def test_connection_refused_names_host_and_port():
 
 
 def test_size_limit_checked_before_sending():
-    with LocalSmtpServer(security="starttls", users={LOGIN: PASSWORD}, data_size_limit=2_000) as server:
+    with FaultServer(security="starttls", users={LOGIN: PASSWORD}, data_size_limit=2_000) as server:
         msg = _message()
         msg.set_content("x" * 5_000)
         with pytest.raises(MessageTooLargeError) as info:
