@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _cli(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mailgem.runner.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60, input=stdin, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          timeout=60, input=stdin, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ SPARK_NOISE = ("log4j", "Setting default log level", "NativeCodeLoader", "at org
 def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None,
          timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mailgem.runner.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, input=stdin, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+                          timeout=timeout, input=stdin, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})})
 
 
 def _fabric_yaml(server: FaultServer, secret: str = "pw") -> str:
@@ -400,7 +400,7 @@ def test_help_version_and_schema(tmp_path):
 
 
 def test_piping_into_head_ends_quietly(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     done = subprocess.run(f"{sys.executable} -m mailgem.runner.cli schema | head -1", shell=True, cwd=tmp_path,
                           capture_output=True, text=True, timeout=60, env=env)
     assert done.stdout == "{\n" and done.stderr == "", done.stderr

@@ -363,7 +363,7 @@ def test_to_42_is_a_field_error_in_a_subprocess(tmp_path):
                                        "  subject: hi\n")
     done = subprocess.run([sys.executable, "-m", "mailgem.runner.cli", "validate", "job.yaml", "--local"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert done.returncode == 2, done.stderr
     assert "job.yaml: email.to: " in done.stderr and "Traceback" not in done.stderr, done.stderr
 

@@ -36,7 +36,7 @@ email:
 
 def _run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mailgem.runner.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+                          timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})})
 
 
 @pytest.fixture

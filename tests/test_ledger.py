@@ -79,7 +79,7 @@ time.sleep(120)
 
 def test_a_killed_runs_claims_lapse_after_its_lease(ledger_place):
     holder = subprocess.Popen([sys.executable, "-c", CLAIM_AND_WAIT, repr(ledger_place), pg_server.PASSWORD],
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+                              env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "claimed"
         claimed_at = time.monotonic()
@@ -134,7 +134,7 @@ def _run_args(server, tmp_path: Path, place: dict[str, str], n: int, go: str = "
           - {{name: reports, host: 127.0.0.1, port: {server.port}, ca_bundle: "{server.ca_pem}",
               username: reports@example.com, password: {{secret: pw}}, pool_size: {pool_size}}}
     """))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MAILGEM_SECRET_PW": PASSWORD,
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MAILGEM_SECRET_PW": PASSWORD,
            "MAILGEM_SECRET_LEDGER_PASSWORD": pg_server.PASSWORD}
     args = [sys.executable, "-c", RUN_SCRIPT, str(tmp_path / "fabric.yaml"), json.dumps(place), str(n), go]
     return args, env

@@ -24,7 +24,7 @@ from fault_server import FaultServer
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ("Traceback", "at org.apache", "py4j", "Exception in thread", "ERROR Executor", "KeyboardInterrupt",
           "WARN ", "log4j")
-ENV = {"PYTHONPATH": str(ROOT), "MAILGEM_SECRET_PW": PASSWORD}
+ENV = {"PYTHONPATH": str(ROOT / "src"), "MAILGEM_SECRET_PW": PASSWORD}
 
 
 def _cmd(*args: str) -> list[str]:

@@ -83,7 +83,7 @@ def test_spark_connect_sends_the_same_messages_as_pandas(tickets, props, tmp_pat
                   username: reports@example.com, password: {{secret: pw}}, sender_name: Reports}}
         """))
         tickets.to_json(tmp_path / "tickets.json")
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "MAILGEM_SECRET_PW": PASSWORD, "PYSPARK_PYTHON": sys.executable}
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MAILGEM_SECRET_PW": PASSWORD, "PYSPARK_PYTHON": sys.executable}
         run = subprocess.run([sys.executable, "-c", CONNECT_SCRIPT, str(tmp_path / "fabric.yaml"), json.dumps(props),
                               str(tmp_path / "tickets.json")], env=env, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-3000:]

@@ -255,7 +255,7 @@ def test_a_huge_subject_is_an_error_before_spark_starts(tmp_path, command):
                                        "  to: boss@example.com\n  subject: \"{{ 'a' * 10**9 }}\"\n")
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "mailgem.runner.cli", *command], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, check=False)
     took = time.monotonic() - started
     assert done.returncode == 2, done.stderr
     [line] = [line for line in done.stderr.splitlines() if "email.subject" in line]

@@ -107,7 +107,7 @@ def test_the_run_report_file_says_which_columns_were_cut(tmp_path):
         "  subject: Report\n  attachments: [{file_name: report.xlsx, format: xlsx}]\n")
     done = subprocess.run([sys.executable, "-m", "mailgem.runner.cli", "run", "job.yaml", "--local", "--outbox", "out",
                            "--report-out", "r.csv"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert done.returncode == 0, done.stderr
     [row] = pd.read_csv(tmp_path / "r.csv").to_dict("records")
     assert row["status"] == "sent"
