@@ -137,14 +137,14 @@ class SmtpError(MailgemError):
         self.message = message
         super().__init__(message)
 
-    def replace(self, *, transient: bool | None = None, during_open: bool | None = None) -> Self:
+    def replace(self, *, transient: bool | None = None, during_open: bool | None = None,
+                maybe_delivered: bool | None = None, inherited: bool | None = None) -> Self:
         """A new error of the same kind with the same attributes but those given (the error
         itself is never changed: a copy of it may be remembered or raised elsewhere)."""
         error = copy.copy(self)  # through __reduce__: a new instance with every attribute
-        if transient is not None:
-            error.__dict__["transient"] = transient
-        if during_open is not None:
-            error.__dict__["during_open"] = during_open
+        given = {"transient": transient, "during_open": during_open, "maybe_delivered": maybe_delivered,
+                 "inherited": inherited}
+        error.__dict__.update({name: value for name, value in given.items() if value is not None})
         return error
 
     def while_opening(self) -> Self:
@@ -204,7 +204,8 @@ class ServerUnavailableError(SmtpError, ConnectionError):
     default_transient = False  # waited out already: retrying now would only wait again
     default_hint = (
         "the server was reachable earlier in this run, then refused or dropped connections for longer than "
-        "retry_outage_s: check that it runs, then re-run the job; raise the connection's retry_outage_s to wait longer"
+        "retry_outage_s: check that it runs, then re-run the job (a job that records its sends sends only what "
+        "was not accepted); raise the connection's retry_outage_s to wait longer"
     )
 
 
@@ -215,7 +216,7 @@ class ContentWithheldError(SmtpDisconnectedError):
     without it (or reset), so the server discards the transaction (RFC 5321 §4.1.1.4: mail is
     processed only at the end of the mail data). Nothing of the message was delivered."""
 
-    default_hint = "the run stopped sending this message; a re-run sends what is left"
+    default_hint = "the run stopped sending this message; a re-run with the same run key sends what is left"
 
     default_transient = True  # a local abort (451, RFC 5321 §4.2.3), never the server's refusal
 

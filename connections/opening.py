@@ -14,7 +14,7 @@ Gentle with the server, and strict about TLS:
 * A port that speaks another security mode than the connection's (RFC 8314 §3.3: 465 is
   implicit TLS) is named as such, not reported as a slow server.
 
-Every error raised here says ``during_open`` (see :class:`~mailgem.connections.errors.SmtpError`).
+Every SMTP error raised here says ``during_open`` (see :class:`~mailgem.connections.errors.SmtpError`).
 """
 
 from __future__ import annotations

@@ -57,11 +57,16 @@ def from_aiosmtplib(exc: BaseException, *, stage: str, host: str, port: int, may
 
     ``stage`` is one of ``connect``, ``starttls``, ``auth``, ``mail``, ``rcpt``, ``data``.
     ``maybe_delivered``, ``inherited``, ``during_open``: set on the error built (see
-    :class:`SmtpError`); an ``exc`` that is an :class:`SmtpError` already is returned as it is.
+    :class:`SmtpError`); an ``exc`` that is an :class:`SmtpError` already is returned as it is,
+    or as a copy that says those of them that are true (it is never changed itself).
     """
     where: _Context = {"host": host, "port": port, "maybe_delivered": maybe_delivered, "inherited": inherited,
                        "during_open": during_open}
     if isinstance(exc, SmtpError):
+        if (maybe_delivered and not exc.maybe_delivered) or (inherited and not exc.inherited) \
+                or (during_open and not exc.during_open):
+            return exc.replace(maybe_delivered=exc.maybe_delivered or maybe_delivered,
+                               inherited=exc.inherited or inherited, during_open=exc.during_open or during_open)
         return exc
     ssl_cause = exc if isinstance(exc, ssl.SSLError) else exc.__cause__ or exc.__context__
     if isinstance(ssl_cause, ssl.SSLCertVerificationError):

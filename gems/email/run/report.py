@@ -8,7 +8,7 @@ Columns: ``message_key`` (str: ``report``, ``group:[values]``, ``row:[key values
 ``recipients`` (str, comma-separated envelope recipients), ``accepted`` (int), ``refused`` (str,
 ``addr: code text`` pairs), ``reply_code`` (int, null if none), ``enhanced_status`` (str),
 ``error`` (str), ``error_type`` (str: the error's class, e.g. ``AuthenticationError``,
-``RecipientError``, ``TemplateError``; see :data:`CONNECTION_ERRORS`), ``message_id`` (str), ``size_bytes`` (int), ``connection`` (str),
+``RecipientError``, ``TemplateError``; the names of :data:`CONNECTION_ERRORS` are :data:`CONNECTION_ERROR_NAMES`), ``message_id`` (str), ``size_bytes`` (int), ``connection`` (str),
 ``attempts`` (int), ``sent_at`` (UTC timestamp), ``envelope_id`` (str: the RFC 3461 ``ENVID``
 a bounce quotes, when the connection asks for delivery status notifications; see
 :mod:`mailgem.connections.dsn`), ``notes`` (str: what was changed on the way without failing the
