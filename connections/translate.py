@@ -63,11 +63,9 @@ def from_aiosmtplib(exc: BaseException, *, stage: str, host: str, port: int, may
     where: _Context = {"host": host, "port": port, "maybe_delivered": maybe_delivered, "inherited": inherited,
                        "during_open": during_open}
     if isinstance(exc, SmtpError):
-        if (maybe_delivered and not exc.maybe_delivered) or (inherited and not exc.inherited) \
-                or (during_open and not exc.during_open):
-            return exc.replace(maybe_delivered=exc.maybe_delivered or maybe_delivered,
-                               inherited=exc.inherited or inherited, during_open=exc.during_open or during_open)
-        return exc
+        flags = {"maybe_delivered": exc.maybe_delivered or maybe_delivered, "inherited": exc.inherited or inherited,
+                 "during_open": exc.during_open or during_open}
+        return exc if all(getattr(exc, name) == value for name, value in flags.items()) else exc.replace(**flags)
     ssl_cause = exc if isinstance(exc, ssl.SSLError) else exc.__cause__ or exc.__context__
     if isinstance(ssl_cause, ssl.SSLCertVerificationError):
         return TlsError(f"TLS certificate verification failed: {ssl_cause.verify_message}", **where)

@@ -20,7 +20,6 @@ from pydantic import SecretStr
 
 from .check import CheckReport
 from .check import check as check_connection
-from .dkim import DkimSigner
 from .errors import ConfigError, InsecureAuthError, SmtpError
 from .identity import IDENTITY_HEADERS, SenderIdentity, new_message_id
 from .memory import ServerMemory
@@ -98,21 +97,9 @@ class SmtpTransport:
         """The sender's domain in ASCII: the right-hand side of Message-IDs (RFC 5322 §3.6.4)."""
         return self.identity.domain
 
-    @property
-    def _signer(self) -> DkimSigner | None:
-        return self.identity._signer
-
-    def sign(self, data: bytes) -> bytes:
-        """See :meth:`SenderIdentity.sign`."""
-        return self.identity.sign(data)
-
     def needs_smtputf8(self, recipients: Iterable[str]) -> bool:
         """See :meth:`SenderIdentity.needs_smtputf8`."""
         return self.identity.needs_smtputf8(recipients)
-
-    def from_line(self, utf8: bool = False) -> bytes:
-        """See :meth:`SenderIdentity.from_line`."""
-        return self.identity.from_line(utf8)
 
     def flatten(self, message: EmailMessage, *, utf8: bool = False) -> bytes:
         """See :meth:`SenderIdentity.flatten`."""
@@ -134,18 +121,6 @@ class SmtpTransport:
     def sender_verified(self) -> bool:
         """The server accepted the sender (``check_sender``) in this run."""
         return self.memory.sender_verified
-
-    def warn_once(self, topic: str, message: str) -> None:
-        """See :meth:`ServerMemory.warn_once`."""
-        self.memory.warn_once(topic, message)
-
-    def remember_refusal(self, error: SmtpError) -> None:
-        """See :meth:`ServerMemory.remember_refusal`."""
-        self.memory.remember_refusal(error)
-
-    def raise_if_refused(self) -> None:
-        """See :meth:`ServerMemory.raise_if_refused`."""
-        self.memory.raise_if_refused()
 
     # -- sessions (opening.py, check.py) ---------------------------------------------------
 

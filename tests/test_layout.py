@@ -53,7 +53,7 @@ def test_layout_bytes_equal_the_stdlib(has_text, has_html, has_cc):
         mid = f"<{i:032x}.mailgem@example.com>" if i % 2 else f"<other-{i}@example.com>"  # ours, and any
         filled = layout.fill(to=to, cc=cc, subject=subject, message_id=mid, text=text, html=html)
         assert filled is not None
-        assert filled.bytes_for(TRANSPORT) == _stdlib(to, cc, subject, mid, text, html, layout.boundary)
+        assert filled.bytes_for(TRANSPORT.identity) == _stdlib(to, cc, subject, mid, text, html, layout.boundary)
 
 
 def test_boundary_in_a_body_falls_back():
@@ -67,7 +67,7 @@ def test_other_charsets_equal_the_stdlib():
     for i, text in enumerate(["plain", "Grüße aus Köln", "long ü line " * 20]):  # bounded
         mid = f"<{i:032x}.mailgem@example.com>"
         filled = layout.fill(to=["a@example.com"], cc=[], subject="Grüße", message_id=mid, text=text, html=f"<b>{text}</b>")
-        assert filled.bytes_for(TRANSPORT) == _stdlib(["a@example.com"], [], "Grüße", mid, text, f"<b>{text}</b>",
+        assert filled.bytes_for(TRANSPORT.identity) == _stdlib(["a@example.com"], [], "Grüße", mid, text, f"<b>{text}</b>",
                                                       layout.boundary, charset="iso-8859-1")
 
 
@@ -140,7 +140,7 @@ def test_spliced_attachments_equal_the_stdlib(utf8):
             msg["Message-ID"] = "<1.mailgem@example.com>"
             _same_boundaries(msg)
         spliced = SplicedMessage(skeleton, [(marks[id(a)], a.data) for a in big])
-        assert spliced.bytes_for(TRANSPORT, utf8=utf8) == TRANSPORT.flatten(whole, utf8=utf8)
+        assert spliced.bytes_for(TRANSPORT.identity, utf8=utf8) == TRANSPORT.flatten(whole, utf8=utf8)
 
 
 def test_a_placeholder_that_is_not_found_is_an_error_not_a_message_without_its_attachment():
@@ -149,4 +149,4 @@ def test_a_placeholder_that_is_not_found_is_an_error_not_a_message_without_its_a
     msg = build_message(to=["a@example.com"], cc=[], subject="x", headers=HEADERS, text="t", html=None,
                         attachments=[], charset="utf-8")
     with pytest.raises(RuntimeError, match="placeholder"):
-        SplicedMessage(msg, [(placeholder(), b"data")]).bytes_for(TRANSPORT)
+        SplicedMessage(msg, [(placeholder(), b"data")]).bytes_for(TRANSPORT.identity)

@@ -193,7 +193,7 @@ def test_dkim_configuration_mistakes_are_reported_before_sending(starttls_server
     assert "not a key" not in str(info.value)
     assert starttls_server.messages == [] and starttls_server.sessions_opened == 0
     transport = _signing_fabric(starttls_server, pem).transport("reports", USER)
-    assert pem.splitlines()[1] not in repr(transport) + repr(transport._signer)
+    assert pem.splitlines()[1] not in repr(transport) + repr(transport.identity._signer)
     assert "option      dkim: d=example.com s=mg2026, key from secret 'dkim-key', relaxed/relaxed" in \
         "\n".join(run_sync(transport.check()).lines())
 

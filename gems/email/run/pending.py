@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from email.message import EmailMessage
+
+from mailgem.connections.delivery import Prepared
 
 from ..content.compose import Unit
 from .report import DeliveryRow
@@ -25,7 +28,7 @@ class Pending:
     """
 
     row: DeliveryRow
-    message: object
+    message: EmailMessage | Prepared
     recipients: list[str]
     recipients_hash: str
     message_id: str

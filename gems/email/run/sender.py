@@ -207,10 +207,10 @@ class SendRun(RunEnding):
             HeldElsewhere: this run itself sent it earlier (the same key and recipients twice).
         """
         if prior.done:
+            assert self.ledger is not None  # a prior send is the ledger's
             row.status, row.message_id = DeliveryStatus.ALREADY_SENT, prior.message_id
             row.error = (f"accepted {'by another run' if self._again else 'in an earlier run'} with run key "
-                         f"{self.ctx.run_key!r} (status {prior.status}) "
-                         f"via {self.ledger.destination}")  # type: ignore[union-attr]
+                         f"{self.ctx.run_key!r} (status {prior.status}) via {self.ledger.destination}")
             self.ctx.on_done(row)
             return True
         if prior.mine and self._again:
@@ -289,7 +289,7 @@ class SendRun(RunEnding):
         started = True
         try:
             # Asked when a session is free for it, before its first byte (tasks wait for sessions).
-            delivery = await self.deliverer.send(p.message, p.recipients,  # type: ignore[arg-type]
+            delivery = await self.deliverer.send(p.message, p.recipients,
                                                  gate=MessageGate(self.rules, p.position), envelope_id=row.envelope_id)
             if delivery.status == _NOT_STARTED:
                 # Stopped before its first byte (or before a retry, once the fence closed): left
