@@ -181,7 +181,7 @@ def _content(props: EmailProperties) -> Iterator[Diagnostic]:
 def _columns(props: EmailProperties, columns: list[str]) -> Iterator[Diagnostic]:
     """Every column the properties name is one the frame has (a summary's columns where it applies)."""
     known = set(columns)
-    refs: list[tuple[str, list[str]]] = [("table.columns", props.table.columns or [])]
+    refs: list[tuple[str, list[str]]] = [("table.columns", props.table.column_names or [])]
     summary = props.table.summary
     if summary is not None:
         refs.append(("table.summary.group_by", summary.group_by))
@@ -190,8 +190,8 @@ def _columns(props: EmailProperties, columns: list[str]) -> Iterator[Diagnostic]
         for i, key in enumerate(summary.order_by):
             if key.lstrip("-") not in outputs:
                 yield _error(f"table.summary.order_by[{i}]", f"{key.lstrip('-')!r} is not a summary column ({', '.join(sorted(outputs))})")
-        if props.table.columns:
-            refs[0] = ("table.columns", [c for c in props.table.columns if c not in outputs])
+        if props.table.column_names:
+            refs[0] = ("table.columns", [c for c in props.table.column_names if c not in outputs])
     refs += [(f"attachments[{i}].columns", a.columns or []) for i, a in enumerate(props.attachments)]
     if props.chart is not None and summary is None:
         refs.append(("chart", [props.chart.x, *props.chart.y_columns]))

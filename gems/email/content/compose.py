@@ -306,8 +306,8 @@ class Composer:
             except ValueError as exc:
                 raise MessageBuildError(f"attachments[{i}] ({name}): {exc}") from None
         shown_table = summarise(unit.table, p.table.summary) if p.table.summary else unit.table
-        if p.table.columns:
-            shown_table = shown_table.select(p.table.columns)
+        if p.table.column_names:
+            shown_table = shown_table.select(p.table.column_names)
         # The "showing N of M" note counts the unit's rows (the table may hold only the first ones).
         total = None if p.table.summary else unit.row_count
         table = (format_rows(shown_table, p.table.max_rows, p.formats, total=total, max_cell_chars=p.table.max_cell_chars)
