@@ -105,9 +105,15 @@ def test_null_group_keys_are_their_own_group_never_none(starttls_server):
                              attachments=[{"file_name": "{{ group.team }}.csv"}])
     assert sorted(report["message_key"]) == ['group:["sales"]', "group:[null]"]
     subjects = sorted(str(m["Subject"]) for m in messages)
-    assert subjects == ["Team (2)", "Team sales (1)"]
+    # A null key is named (issue 23 §5: "Region : 9 rows" lost it), in the subject and the file name.
+    assert subjects == ["Team (null) (2)", "Team sales (1)"]
     names = sorted(next(m.iter_attachments()).get_filename() for m in messages)
-    assert names == ["data.csv", "sales.csv"] and not any("None" in s for s in subjects + names)
+    assert names == ["(null).csv", "sales.csv"] and not any("None" in s for s in subjects + names)
+    # ... as formats.na_rep when one is set, and a template can still test it as false.
+    starttls_server.messages.clear()
+    report, messages = _send(starttls_server, frame, mode="per_group", group_by=["team"], to="ops@example.com",
+                             subject="Team {{ group.team }}: {{ group.team or 'no team' }}", formats={"na_rep": "n/a"})
+    assert sorted(str(m["Subject"]) for m in messages) == ["Team n/a: no team", "Team sales: sales"]
 
 
 def test_an_address_from_a_null_group_key_fails_that_message_clearly(starttls_server):
@@ -128,7 +134,8 @@ def test_long_cells_are_cut_in_the_body_but_whole_in_the_attachment(starttls_ser
     _, [msg] = _send(starttls_server, frame, attachments=[{"file_name": "d.csv"}], table={"max_cell_chars": 120})
     html = msg.get_body(("html",)).get_content()
     assert long not in html and ("word" * 29 + "wor…") in html
-    assert "overflow-wrap:anywhere" in html.replace(" ", "")
+    # Long text may break anywhere (in the style block: text cells only, never numbers, dates or booleans).
+    assert "td{overflow-wrap:anywhere" in html.replace(" ", "") and '<td class="n">1</td>' in html
     assert _csv(msg)[1][0] == long
 
 
@@ -247,13 +254,14 @@ def test_time_zone_aware_timestamps_keep_their_instant_and_zone(starttls_server)
     frame = pd.DataFrame({"at": berlin, "naive": naive})
     _, [msg] = _send(starttls_server, frame, attachments=[{"file_name": "d.csv"}])
     text = msg.get_body(("plain",)).get_content()
-    assert "2024-03-01 12:00:00+01:00" in text and "2024-07-01 12:00:00.250000+02:00" in text
-    assert "2024-03-01 12:00:00.000005" in text and "11:00:00" not in text
+    # The zone is named once, in the header; cells are wall time there (issue 23 §1).
+    assert "at (Europe/Berlin)" in text and "2024-03-01 12:00:00 " in text and "2024-07-01 12:00:00.250000" in text
+    assert "2024-03-01 12:00:00.000005" in text and "11:00:00" not in text and "+01:00" not in text
     assert [r[0] for r in _csv(msg)[1:]] == ["2024-03-01 12:00:00.000000+0100", "2024-07-01 12:00:00.250000+0200"]
     _, [_, utc] = _send(starttls_server, frame, formats={"timezone": "America/New_York"},
                         attachments=[{"file_name": "d.csv"}])
     text = utc.get_body(("plain",)).get_content()
-    assert "2024-03-01 06:00:00-05:00" in text and "2024-07-01 06:00:00.250000-04:00" in text
+    assert "at (America/New_York)" in text and "2024-03-01 06:00:00 " in text and "2024-07-01 06:00:00.250000" in text
     assert _csv(utc)[1][0] == "2024-03-01 06:00:00.000000-0500"
     from mailgem.gems.email import validate
 
@@ -344,6 +352,12 @@ def test_attachments_over_the_servers_size_are_split_into_numbered_parts(spark):
         assert all(len(m.data) <= 200_000 for m in server.messages)
         names = sorted(next(m.iter_attachments()).get_filename() for m in messages)
         assert names == sorted(f"d-part{i}of{n}.csv" for i in range(1, n + 1))
+        # Each part's body says which rows of how many it holds (issue 23 §5).
+        size = -(-4000 // n)
+        bodies = sorted(m.get_body(("plain",)).get_content() for m in messages)
+        for i in range(1, n + 1):
+            last = min(i * size, 4000)
+            assert sum(f"part {i} of {n}, rows {(i - 1) * size + 1:,}–{last:,} of 4,000" in b for b in bodies) == 1
         rows = [r for m in messages for r in _csv(m)[1:]]
         assert sorted(int(r[0]) for r in rows) == list(range(4000))  # every row, once
 
@@ -359,8 +373,8 @@ def test_spark_timestamps_are_shown_in_formats_timezone_on_the_driver_and_the_ex
                                text_body="{{ table_text }}", **zone)
     for msg in (report, per_row):
         text = msg.get_body(("plain",)).get_content()
-        assert "2024-03-01 12:00:00+01:00" in text  # the instant, in Berlin
-        assert "2024-03-01 11:00:00" in text.replace("12:00:00+01:00", "")  # TIMESTAMP_NTZ has no zone to convert
+        assert "ltz (Europe/Berlin)" in text and "2024-03-01 12:00:00" in text  # the instant, in Berlin
+        assert "2024-03-01 11:00:00" in text  # TIMESTAMP_NTZ has no zone to convert
 
 
 @pytest.mark.parametrize("attach", [False, True], ids=["layout", "full-message"])

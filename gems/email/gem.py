@@ -307,7 +307,7 @@ class EmailGem:
         props = self.properties
         primary = transports[0]
 
-        needs_all = bool(props.mode != "report" or props.attachments or props.table.summary
+        needs_all = bool(props.mode != "report" or props.attachments or props.table.summary or props.table.totals
                          or props.to_column or props.cc_column or props.bcc_column)
         data = collect(in0, all_rows=needs_all, head_rows=props.table.max_rows,
                        spark_instants=props.formats.timezone is not None)

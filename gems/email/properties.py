@@ -111,7 +111,9 @@ class Formats(BaseModel):
     int_format: str = ","
     date_format: str = "%Y-%m-%d"
     datetime_format: str = "%Y-%m-%d %H:%M:%S"
-    na_rep: str = ""
+    na_rep: str = Field(default="", max_length=100, description=(
+        "How a null shows in the body's tables and in templates; a null group key shows as na_rep, or as "
+        "'(null)' when na_rep is empty, so a subject or file name never loses it."))
     timezone: str | None = Field(default=None, description=(
         "IANA zone (e.g. Europe/Berlin) to show time-zone-aware timestamps in; by default each keeps its own "
         "zone. The offset is always shown (ISO 8601)."))
@@ -282,6 +284,12 @@ class TableOptions(BaseModel):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"table.columns lists {', '.join(map(repr, twice))} more than once: list each column once")
+        if self.column_names is not None:
+            for option, used in (("totals", list(self.totals)), ("highlight", [h.column for h in self.highlight])):
+                missing = [n for n in dict.fromkeys(used) if n not in names]
+                if missing:
+                    raise ValueError(f"table.{option} names {', '.join(map(repr, missing))}, not one of table.columns "
+                                     f"({', '.join(names)}): add it to table.columns, or use a column the table shows")
         return self
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -12,7 +13,7 @@ from mailgem.connections.addresses import CONTROL_CHARACTERS, AddressError, pars
 from mailgem.connections.headers import prefolded
 
 from .properties import EmailProperties
-from .content.templates import check_templates, is_template
+from .content.templates import check_templates, is_template, sample_value
 
 __all__ = [
     "Diagnostic", "validate", "RESERVED_HEADERS", "MAX_CUSTOM_HEADERS", "MAX_SUBJECT_CHARS",
@@ -110,7 +111,8 @@ def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str
     return [*_recipients(props, special_domains), *_mode(props), *_headers(props),
             *(Diagnostic(found.path, found.severity, found.message)
               for found in check_templates(props, job=job, params=params, columns=types)),
-            *_content(props), *([] if columns is None else _columns(props, list(columns)))]
+            *_content(props), *([] if columns is None else _columns(props, list(columns))),
+            *([] if types is None else _presentation_types(props, types))]
 
 
 def _error(path: str, message: str) -> Diagnostic:
@@ -178,6 +180,31 @@ def _content(props: EmailProperties) -> Iterator[Diagnostic]:
         yield Diagnostic("table.enabled", "warning", "no body, no table and no attachment: the email will say only the row count")
 
 
+def _kind(type_name: str | None) -> str | None:
+    """``number``, ``time`` or ``None`` (anything else, or unknown) of an Arrow or Spark type name."""
+    value = sample_value(type_name) if type_name else None
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return None
+    return "time" if isinstance(value, dt.date) else "number"
+
+
+def _presentation_types(props: EmailProperties, types: Mapping[str, str | None]) -> Iterator[Diagnostic]:
+    """A column's format fits its type, and a sum or mean is of numbers (frame columns whose
+    types are known; a summary's output types are not)."""
+    if props.table.summary is not None:
+        return
+    for name, column in props.table.presentation.items():
+        kind, want = _kind(types.get(name)), column.format_kind
+        if kind is not None and want is not None and (want == "date") != (kind == "time"):
+            what = "a date pattern" if want == "date" else "a number format"
+            fix = "a number format like ',.1f'" if kind == "number" else "a date pattern like '%d %b %Y'"
+            yield _error(f"table.columns[{name}].format", f"{column.format!r} is {what} but {name!r} holds "
+                                                           f"{types[name]}: use {fix}")
+    for name, function in props.table.totals.items():
+        if function != "count" and types.get(name) and _kind(types[name]) != "number":
+            yield _error(f"table.totals.{name}", f"{function} needs numbers, and {name!r} holds {types[name]}: use count")
+
+
 def _columns(props: EmailProperties, columns: list[str]) -> Iterator[Diagnostic]:
     """Every column the properties name is one the frame has (a summary's columns where it applies)."""
     known = set(columns)
@@ -192,6 +219,15 @@ def _columns(props: EmailProperties, columns: list[str]) -> Iterator[Diagnostic]
                 yield _error(f"table.summary.order_by[{i}]", f"{key.lstrip('-')!r} is not a summary column ({', '.join(sorted(outputs))})")
         if props.table.column_names:
             refs[0] = ("table.columns", [c for c in props.table.column_names if c not in outputs])
+        shown = [*props.table.totals, *(h.column for h in props.table.highlight)]
+        for name in dict.fromkeys(shown):
+            if name not in outputs:
+                yield _error("table.totals" if name in props.table.totals else "table.highlight",
+                             f"{name!r} is not a summary column ({', '.join(sorted(outputs))}); with table.summary the "
+                             "table shows the summary")
+    else:
+        refs.append(("table.totals", list(props.table.totals)))
+        refs.append(("table.highlight", [h.column for h in props.table.highlight]))
     refs += [(f"attachments[{i}].columns", a.columns or []) for i, a in enumerate(props.attachments)]
     if props.chart is not None and summary is None:
         refs.append(("chart", [props.chart.x, *props.chart.y_columns]))

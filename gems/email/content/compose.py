@@ -30,8 +30,9 @@ from .layout import Layout, LayoutMessage
 from .message import build_message, run_headers
 from ..properties import EmailProperties, split_addresses
 from .spliced import SPLICE_MIN_BYTES, SplicedMessage, placeholder
-from .render import DEFAULT_HTML, DEFAULT_TEXT, base_context, nulls_refused, one_line, render
-from .table import fit_rows, format_rows, html_table, summarise, text_table
+from .render import DEFAULT_HTML, DEFAULT_TEXT, NullKey, base_context, nulls_refused, one_line, render
+from .table import fit_rows, format_rows, summarise
+from .table_html import html_document, html_table, text_table
 from ..validate import MAX_BODY_BYTES, MAX_SUBJECT_CHARS, check_header, is_template
 
 __all__ = ["Composer", "Unit", "Envelope", "RecipientError", "MessageBuildError", "SplitNeeded", "split_unit",
@@ -188,7 +189,14 @@ class Composer:
         # per_row: the row's keys are the columns, in order (cheaper than asking Arrow each time)
         ctx = dict(self.base, row_count=unit.row_count, columns=list(row) if row is not None else unit.table.column_names)
         ctx["rows"] = [row] if row is not None else unit.table.slice(0, self.props.table.max_rows).to_pylist()
+        ctx["part"] = None  # a Part when the rows were split over several messages
         ctx.update(unit.extra)
+        ctx["total_row_count"] = ctx["part"].total_rows if ctx["part"] is not None else unit.row_count
+        group = unit.extra.get("group")
+        if group is not None and None in group.values():
+            # A key must be visible ("Region (null): 9 rows", "(null).xlsx"), even when empty cells are blank.
+            null = NullKey(self.props.formats.na_rep or "(null)")
+            ctx["group"] = {k: null if v is None else v for k, v in group.items()}
         return ctx
 
     def compose(self, unit: Unit, envelope: Envelope | None = None) -> tuple[EmailMessage, Envelope]:
@@ -310,8 +318,12 @@ class Composer:
             shown_table = shown_table.select(p.table.column_names)
         # The "showing N of M" note counts the unit's rows (the table may hold only the first ones).
         total = None if p.table.summary else unit.row_count
-        table = (format_rows(shown_table, p.table.max_rows, p.formats, total=total, max_cell_chars=p.table.max_cell_chars)
-                 if p.table.enabled else None)
+        try:
+            table = (format_rows(shown_table, p.table.max_rows, p.formats, total=total, max_cell_chars=p.table.max_cell_chars,
+                                 columns=p.table.presentation, totals=p.table.totals, highlight=p.table.highlight)
+                     if p.table.enabled else None)
+        except ValueError as exc:
+            raise MessageBuildError(str(exc)) from None
         note = "the full data is attached" if attachments and not p.table.summary else ""
         chart_html, chart_text = Markup(""), ""
         if p.chart is not None:
@@ -326,24 +338,31 @@ class Composer:
             chart_html = Markup('<img src="cid:{}" width="{}" alt="{}" style="display:block;max-width:100%;height:auto;'
                                 'border:0;">').format(cid, DISPLAY_WIDTH_PX, chart.description)
 
+        html_src = p.html_body if p.html_body is not None else (DEFAULT_HTML if p.text_body is None else None)
+
+        def page(n: int, html: bool) -> dict[str, Any]:
+            # Only the body being rendered gets its table (the HTML table is measured alone).
+            return dict(ctx, shown_rows=n, truncated=table is not None and n < table.total,
+                        table=html_table(table, n, note) if table and html else "",
+                        table_text=text_table(table, n) if table and not html else "", chart=chart_html,
+                        chart_text=chart_text)
+
+        def html_body(n: int) -> str | None:
+            if html_src is None:  # HTML unless the user chose text only
+                return None
+            html = render("html_body", html_src, page(n, True), html=True)
+            return html_document(_INLINER.inline(html) if "<style" in html.lower() else html)
+
         def bodies(n: int) -> tuple[str, str | None]:
-            page = dict(ctx, shown_rows=n, truncated=table is not None and n < table.total,
-                        table=html_table(table, n, note) if table else "",
-                        table_text=text_table(table, n) if table else "", chart=chart_html, chart_text=chart_text)
-            # Always a text part (what clients fall back to); HTML unless the user chose text only.
-            text = render("text_body", p.text_body if p.text_body is not None else DEFAULT_TEXT, page)
-            html_src = p.html_body if p.html_body is not None else (DEFAULT_HTML if p.text_body is None else None)
-            if html_src is None:
-                return text, None
-            html = render("html_body", html_src, page, html=True)
-            return text, _INLINER.inline(html) if "<style" in html.lower() else html
+            # Always a text part (what clients fall back to).
+            return render("text_body", p.text_body if p.text_body is not None else DEFAULT_TEXT, page(n, False)), html_body(n)
 
         def html_bytes(n: int) -> bytes:
             # Measured as transmitted: every line ends in CRLF on the wire (RFC 5322 §2.1).
-            return (bodies(n)[1] or "").replace("\n", "\r\n").encode()
+            return (html_body(n) or "").replace("\n", "\r\n").encode()
 
         shown = min(p.table.max_rows, len(table.rows)) if table else 0
-        if table is not None and len(html_bytes(shown)) > p.table.max_html_bytes:
+        if table is not None and html_src is not None:
             shown, _ = fit_rows(html_bytes, shown, p.table.max_html_bytes)
         text, html = bodies(shown)
         for part, body in (("text_body", text), ("html_body", html)):

@@ -14,9 +14,9 @@ from mailgem.connections.errors import MailgemError
 from .sandbox import LimitedSandbox, TemplateLimitError, render_limited
 
 __all__ = ["template_environment", "render", "TemplateError", "DEFAULT_TEXT", "DEFAULT_HTML", "one_line", "nulls_refused",
-           "max_output_chars", "render_checked", "MAX_LINE_CHARS", "MAX_ADDRESS_CHARS"]
+           "max_output_chars", "render_checked", "MAX_LINE_CHARS", "MAX_ADDRESS_CHARS", "NullKey"]
 
-DEFAULT_TEXT = """{{ job }}: {{ "{:,}".format(row_count) }} {{ "row" if row_count == 1 else "rows" }} ({{ run_date }}).
+DEFAULT_TEXT = """{{ job }}: {% if part %}{{ part }}{% else %}{{ "{:,}".format(row_count) }} {{ "row" if row_count == 1 else "rows" }}{% endif %} ({{ run_date }}).
 {% if row_count == 0 %}
 The result was empty: no rows matched.
 {% else %}
@@ -26,7 +26,7 @@ The result was empty: no rows matched.
 
 {{ table_text }}
 {% endif %}"""
-DEFAULT_HTML = """<p style="font-family: Arial, Helvetica, sans-serif; font-size: 14px;">{{ job }}: {{ "{:,}".format(row_count) }} {{ "row" if row_count == 1 else "rows" }} ({{ run_date }}).{% if row_count == 0 %} The result was empty: no rows matched.{% endif %}</p>
+DEFAULT_HTML = """<p style="font-family: Arial, Helvetica, sans-serif; font-size: 14px;">{{ job }}: {% if part %}{{ part }}{% else %}{{ "{:,}".format(row_count) }} {{ "row" if row_count == 1 else "rows" }}{% endif %} ({{ run_date }}).{% if row_count == 0 %} The result was empty: no rows matched.{% endif %}</p>
 {% if row_count %}{{ chart }}{{ table }}
 {% endif %}"""
 
@@ -45,6 +45,17 @@ _ADDRESSES = ("to[", "cc[", "bcc[")
 class TemplateError(MailgemError, ValueError):
     """A template failed to render (undefined variable, bad filter, a limit of the sandbox);
     names the template."""
+
+
+class NullKey(str):
+    """A null group key in templates: prints as ``formats.na_rep`` (``{{ group.region }}`` →
+    ``(null)``), is false in a test (``{{ group.region or "unknown" }}``), and is refused by an
+    address template like a null (see :func:`nulls_refused`)."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
 
 
 def _null_as_empty(value: Any) -> Any:
@@ -121,7 +132,7 @@ def nulls_refused(context: dict[str, Any]) -> dict[str, Any]:
         values = context.get(owner)
         if isinstance(values, dict):
             out[owner] = {k: jinja2.StrictUndefined(hint=f"{owner}.{k} is null, so this message has no address from it")
-                          if v is None else v for k, v in values.items()}
+                          if v is None or isinstance(v, NullKey) else v for k, v in values.items()}
     return out
 
 

@@ -141,7 +141,7 @@ def _sample_context(props: EmailProperties, template: str, *, job: str, params: 
         return ctx
     row: dict[str, Any] = (_Named("row", {c: sample_value(t) for c, t in columns.items()})
                            if columns is not None else _AnyColumn())
-    ctx.update(row_count=1, columns=list(columns or []), rows=[row])
+    ctx.update(row_count=1, total_row_count=1, part=None, columns=list(columns or []), rows=[row])
     if props.mode == "per_row":
         ctx["row"] = row
     elif props.mode == "per_group":

@@ -7,14 +7,14 @@ import functools
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
 from mailgem.connections.addresses import Mailbox
 from mailgem.connections.errors import MailgemError
 
-__all__ = ["Unit", "Envelope", "SplitNeeded", "split_unit"]
+__all__ = ["Unit", "Envelope", "SplitNeeded", "split_unit", "Part"]
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,28 @@ class SplitNeeded(MailgemError):
         super().__init__(message)
 
 
+class Part(NamedTuple):
+    """Which part of a split message this is (``part`` in templates): part ``number`` of
+    ``count``, holding rows ``first_row``–``last_row`` (1-based, inclusive) of ``total_rows``."""
+
+    number: int
+    count: int
+    first_row: int
+    last_row: int
+    total_rows: int
+
+    def __str__(self) -> str:
+        return (f"part {self.number} of {self.count}, rows {self.first_row:,}–{self.last_row:,} of "
+                f"{self.total_rows:,}")
+
+
 def split_unit(unit: Unit, parts: int) -> list[Unit]:
-    """``unit``'s rows in ``parts`` consecutive slices, each its own message ``key#part-i-of-n``."""
+    """``unit``'s rows in ``parts`` consecutive slices, each its own message ``key#part-i-of-n``
+    with its :class:`Part` as ``part`` in its template context."""
     size = math.ceil(unit.table.num_rows / parts)
     slices = [unit.table.slice(i * size, size) for i in range(parts) if i * size < unit.table.num_rows]
     n = len(slices)
-    return [Unit(f"{unit.key}#part-{i}-of-{n}", t, t.num_rows, {**unit.extra, "part": (i, n)}, unit.problem)
+    total = unit.table.num_rows
+    return [Unit(f"{unit.key}#part-{i}-of-{n}", t, t.num_rows,
+                 {**unit.extra, "part": Part(i, n, (i - 1) * size + 1, (i - 1) * size + t.num_rows, total)}, unit.problem)
             for i, t in enumerate(slices, 1)]

@@ -45,6 +45,11 @@ class Progress:
 
     def __call__(self, row: DeliveryRow) -> None:
         self.counts[row.status] += 1
+        done = sum(self.counts.values())
+        if done > self.total:  # a message split into parts to fit the size limit: more messages than planned
+            self.total = done
+            if self._bar is not None:
+                self._bar.update(self._task, total=done)
         if self._bar is not None:
             self._bar.update(self._task, advance=1)
         elif time.monotonic() - self._last >= self.interval_s:
