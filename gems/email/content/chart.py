@@ -137,7 +137,7 @@ def _x_values(column: pa.ChunkedArray, kind: XAxis) -> list[float]:
     from matplotlib.dates import date2num
 
     epoch = float(date2num(dt.datetime(1970, 1, 1)))  # 0 with matplotlib's default epoch
-    ints = pc.cast(column, pa.int64()).to_pylist()
+    ints = pc.cast(column, pa.int32() if pa.types.is_date32(t) else pa.int64()).to_pylist()  # its storage
     return [math.nan if v is None else epoch + v / per_day for v in ints]
 
 
