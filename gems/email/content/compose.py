@@ -316,7 +316,8 @@ class Composer:
         table = (format_rows(shown_table, p.table.max_rows, p.formats, total=total, max_cell_chars=p.table.max_cell_chars)
                  if p.table.enabled else None)
         note = "the full data is attached" if attachments and not p.table.summary else ""
-        chart_html, chart_text, notes = Markup(""), "", []
+        chart_html, chart_text = Markup(""), ""
+        notes: list[str] = []  # the chart's, for the delivery report
         if p.chart is not None:  # a chart that cannot be drawn leaves the message without it, and a note
             image, chart_html, chart_text, notes = chart_part(
                 summarise(unit.table, p.table.summary) if p.table.summary else unit.table, p.chart, p.formats,
