@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-import uuid
+from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any, TypeVar
@@ -25,7 +25,7 @@ from mailgem.connections.headers import PrefoldedHeader, prefolded, text_header
 
 from .attachments import Attachment, build_attachment, safe_file_name
 from .unit import Envelope, SplitNeeded, Unit, split_unit
-from .chart import DISPLAY_WIDTH_PX, draw_chart
+from .chart import chart_part
 from .layout import Layout, LayoutMessage
 from .message import build_message, run_headers
 from ..properties import EmailProperties, split_addresses
@@ -80,10 +80,12 @@ def _encodable(part: str, value: str, charset: str, table: pa.Table) -> None:
                                 f"{charset}: {fix}") from None
 
 
-def _noted(message: _Message, attachments: list[Attachment]) -> _Message:
-    """``message`` with attribute ``notes``: its attachments' notes joined, or ``None``. None of
-    the message classes has ``__slots__``; the attribute travels no further than the report."""
-    message.notes = "; ".join(a.notes for a in attachments if a.notes) or None  # type: ignore[attr-defined]
+def _noted(message: _Message, attachments: list[Attachment], notes: Sequence[str] = ()) -> _Message:
+    """``message`` with attribute ``notes``: its attachments' notes and ``notes`` (the chart's:
+    ``chart not drawn: ...``) joined, or ``None``. None of the message classes has
+    ``__slots__``; the attribute travels no further than the report."""
+    found = [a.notes for a in attachments if a.notes] + list(notes)
+    message.notes = "; ".join(found) or None  # type: ignore[attr-defined]
     return message
 
 
@@ -208,11 +210,11 @@ class Composer:
         """
         envelope = envelope or self.envelope(unit)
         ctx = self.context(unit)
-        subject, text, html, attachments = self._render(unit, ctx)
+        subject, text, html, attachments, notes = self._render(unit, ctx)
         message = build_message(to=envelope.to, cc=envelope.cc, subject=subject,
                                 headers=[self._date, *self._headers, *self._templated_headers(ctx)],
                                 text=text, html=html, attachments=attachments, charset=self.charset)
-        return _noted(message, attachments), envelope
+        return _noted(message, attachments, notes), envelope
 
     def _templated_headers(self, ctx: dict[str, Any]) -> list[PrefoldedHeader]:
         """Custom headers whose values are templates, rendered for this message.
@@ -243,7 +245,7 @@ class Composer:
         ``ctx`` is :meth:`context` of ``unit`` when the caller already has it.
         """
         ctx = ctx if ctx is not None else self.context(unit)
-        subject, text, html, attachments = self._render(unit, ctx)
+        subject, text, html, attachments, notes = self._render(unit, ctx)
         templated = self._templated_headers(ctx) if self._header_templates else []
         # UTF-8 headers (RFC 6532) and per-message header values take the ordinary path.
         if not attachments and not envelope.smtputf8 and not templated:
@@ -255,7 +257,7 @@ class Composer:
             filled = layout.fill(to=envelope.to, cc=envelope.cc, subject=subject, message_id=message_id,
                                  text=text, html=html)
             if filled is not None:
-                return filled
+                return _noted(filled, attachments, notes) if notes else filled
         # Large attachments are spliced in after the stdlib flattened the rest (same bytes, spliced.py).
         marks = {id(a): placeholder() for a in attachments if a.content_id is None and len(a.data) >= SPLICE_MIN_BYTES}
         stand_ins = [dataclasses.replace(a, data=marks[id(a)]) if id(a) in marks else a for a in attachments]
@@ -265,12 +267,13 @@ class Composer:
         message["Message-ID"] = message_id
         if marks:
             return _noted(SplicedMessage(message, [(marks[id(a)], a.data) for a in attachments if id(a) in marks]),
-                          attachments)
-        return _noted(message, attachments)
+                          attachments, notes)
+        return _noted(message, attachments, notes)
 
     def _render(self, unit: Unit, ctx: dict[str, Any] | None = None,
-                compress: bool = False) -> tuple[str, str | None, str | None, list[Attachment]]:
-        """Subject, text body, HTML body and attachments of ``unit``, within :attr:`size_limit`.
+                compress: bool = False) -> tuple[str, str | None, str | None, list[Attachment], list[str]]:
+        """Subject, text body, HTML body, attachments and notes (the chart's) of ``unit``, within
+        :attr:`size_limit`.
 
         Raises:
             SplitNeeded: over the limit with ``attachments_over_limit: split``.
@@ -279,7 +282,7 @@ class Composer:
         rendered = self._render_once(unit, ctx, compress)
         if self.size_limit is None or not rendered[3]:
             return rendered
-        size = estimated_size(*rendered)
+        size = estimated_size(*rendered[:4])
         if size <= self.size_limit:
             return rendered
         policy = self.props.attachments_over_limit
@@ -296,7 +299,7 @@ class Composer:
             size_bytes=size, limit_bytes=self.size_limit)
 
     def _render_once(self, unit: Unit, ctx: dict[str, Any] | None,
-                     compress: bool) -> tuple[str, str | None, str | None, list[Attachment]]:
+                     compress: bool) -> tuple[str, str | None, str | None, list[Attachment], list[str]]:
         p = self.props
         ctx = ctx if ctx is not None else self.context(unit)
         attachments = []
@@ -326,17 +329,12 @@ class Composer:
             raise MessageBuildError(str(exc)) from None
         note = "the full data is attached" if attachments and not p.table.summary else ""
         chart_html, chart_text = Markup(""), ""
-        if p.chart is not None:
-            try:
-                chart = draw_chart(summarise(unit.table, p.table.summary) if p.table.summary else unit.table,
-                                   p.chart, p.formats)
-            except ValueError as exc:
-                raise MessageBuildError(str(exc)) from None
-            cid = f"chart.{uuid.uuid4().hex}@mailgem"
-            attachments.append(Attachment("chart.png", chart.png, "image", "png", content_id=cid))
-            chart_text = chart.description
-            chart_html = Markup('<img src="cid:{}" width="{}" alt="{}" style="display:block;max-width:100%;height:auto;'
-                                'border:0;">').format(cid, DISPLAY_WIDTH_PX, chart.description)
+        notes: list[str] = []  # the chart's, for the delivery report
+        if p.chart is not None:  # a chart that cannot be drawn leaves the message without it, and a note
+            image, chart_html, chart_text, notes = chart_part(
+                summarise(unit.table, p.table.summary) if p.table.summary else unit.table, p.chart, p.formats,
+                p.table.labels())
+            attachments.extend([image] if image is not None else [])
 
         html_src = p.html_body if p.html_body is not None else (DEFAULT_HTML if p.text_body is None else None)
 
@@ -381,4 +379,4 @@ class Composer:
         for part, body in (("text_body", text), ("html_body", html)):
             if body is not None:
                 _encodable(part, body, self.charset, unit.table)
-        return subject, text, html, attachments
+        return subject, text, html, attachments, notes
