@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean test-pythons dist
+.PHONY: demo test bench install clean test-pythons dist screenshots
 
 install: $(STAMP)
 
@@ -25,6 +25,12 @@ demo: $(STAMP) data/flights.parquet
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The README's images, docs/img/report-desktop.png and report-phone.png: the demo's email as
+# received by the embedded server, rendered by headless Chromium (Debian's chromium-headless-shell,
+# or $$MAILGEM_CHROMIUM) at 1000 and 390 px.
+screenshots: $(STAMP) data/flights.parquet
+	$(BIN)/python examples/screenshot.py --out docs/img
 
 # Benchmarks (not part of the tests): needs Postfix's smtp-sink (Debian package postfix) for
 # trustworthy throughput; falls back to an aiosmtpd sink and says so.

@@ -192,3 +192,28 @@ def normalised(raw: bytes) -> bytes:
     for i, boundary in enumerate(boundaries):
         out = out.replace(boundary.encode(), f"==boundary-{i}==".encode())
     return out
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Chromium (Playwright) for the whole run, for tests/browser.py's renders; a new
+    page per render. Skipped, with the reason, when Playwright or a headless Chromium is missing
+    (.ci/run installs Debian's chromium-headless-shell; MAILGEM_CHROMIUM names another)."""
+    try:
+        from playwright.sync_api import Error, sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install -c constraints.txt 'mailgem[test]')")
+    from browser import find_chromium
+
+    executable = find_chromium()
+    if executable is None:
+        named = os.environ.get("MAILGEM_CHROMIUM")
+        pytest.skip(f"MAILGEM_CHROMIUM={named!r} is not an executable file" if named else
+                    "no headless Chromium: apt-get install chromium-headless-shell, or set MAILGEM_CHROMIUM")
+    with sync_playwright() as playwright:
+        try:
+            launched = playwright.chromium.launch(executable_path=executable, timeout=60_000)
+        except Error as exc:
+            pytest.skip(f"{executable} could not be started: {exc}")
+        yield launched
+        launched.close()

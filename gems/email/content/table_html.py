@@ -39,7 +39,8 @@ STYLE = """body{margin:0;padding:12px;background-color:#ffffff;color:#101828;fon
 table.mg{border-collapse:collapse;font-size:13px}
 table.mg th,table.mg td{padding:4px 10px;border:1px solid #d0d5dd;vertical-align:top}
 table.mg th{padding:6px 10px}
-table.mg td{overflow-wrap:anywhere;word-break:break-word}
+table.mg td{overflow-wrap:break-word}
+table.mg .x{min-width:14em;overflow-wrap:anywhere;word-break:break-word}
 table.mg .n{text-align:right;white-space:nowrap}
 table.mg .t{white-space:nowrap}
 table.mg .c{text-align:center}
@@ -70,12 +71,19 @@ _ALIGN_CLASS = {"left": "", "right": "r", "center": "c"}
 _MARK_CLASS = {"warn": "w", "bad": "b", "good": "g"}
 
 
+# A text column with a value longer than this is "long text": it gets a minimum width and may
+# break anywhere (a 200-character token), so it neither squeezes to one letter a line beside
+# columns that never wrap nor widens the table by a whole token.
+LONG_TEXT = 40
+
+
 def _classes(table: Table) -> list[str]:
-    """Per column, the cell's class attribute (`` class="n"``) or ``""``: kind, then alignment
-    when it differs from the kind's."""
+    """Per column, the cell's class attribute (`` class="n"``) or ``""``: kind (long text
+    ``x``), then alignment when it differs from the kind's."""
     out = []
-    for kind, align in zip(table.kinds, table.align, strict=True):
-        names = [_CLASS[kind]]
+    for c, (kind, align) in enumerate(zip(table.kinds, table.align, strict=True)):
+        long_text = kind == "text" and any(len(row[c]) > LONG_TEXT for row in table.rows)
+        names = ["x" if long_text else _CLASS[kind]]
         default = "right" if kind == "number" else "left"
         if align != default:
             names.append(_ALIGN_CLASS[align] or "l")
