@@ -1,41 +1,38 @@
 """Attachments: one small interface over the formats (``csv_format``, ``xlsx_format``,
-``parquet_format``), safe file names, and compression for CSV."""
+``parquet_format``), safe file names (``file_names``), and compression for CSV."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
-import re
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
 from zlib_ng import gzip_ng_threaded
 
-from ..properties import AttachmentSpec
+from ..properties import AttachmentSpec, Column, Formats
 from .csv_format import write_csv
+from .file_names import MAX_FILE_NAME_CHARS, file_name_or_default, safe_file_name
 from .parquet_format import PARQUET_MIME, write_parquet
 from .xlsx_format import EXCEL_MAX_CELL_CHARS, XLSX_MIME, write_xlsx
 
-__all__ = ["Attachment", "build_attachment", "build_csv", "safe_file_name", "MAX_FILE_NAME_CHARS"]
+__all__ = ["Attachment", "build_attachment", "build_csv", "safe_file_name", "file_name_or_default",
+           "noted_default_name", "MAX_FILE_NAME_CHARS"]
 
 log = logging.getLogger("mailgem.gems")
-
-# Long enough for any report's name, short enough for every mail client and file system (255).
-MAX_FILE_NAME_CHARS = 150
-# Path separators and control characters: a file name from data must not climb directories or
-# carry characters no header may hold (RFC 5322 §3.2).
-_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]+")
 
 
 @dataclass(frozen=True)
 class Attachment:
     """Bytes ready to attach, with their file name, MIME type and Content-Type parameters.
     With ``content_id``, an inline part of the HTML body (``multipart/related``, RFC 2387)
-    that the HTML shows as ``cid:<content_id>`` (RFC 2392). ``notes``: what was changed in
-    the data to write it without failing (XLSX cells cut to Excel's limit), for the delivery
-    report."""
+    that the HTML shows as ``cid:<content_id>`` (RFC 2392). ``notes``: what was changed to
+    write it without failing (XLSX cells cut to Excel's limit, numbers Excel cannot hold written
+    as text, a file name that rendered empty), for the delivery report."""
 
     file_name: str
     data: bytes
@@ -56,18 +53,6 @@ def _gzip(data: bytes, level: int) -> bytes:
     return out.getvalue()
 
 
-def safe_file_name(name: str) -> str:
-    """``name`` without path separators and control characters, its stem cut to
-    :data:`MAX_FILE_NAME_CHARS` with the extension kept; ``data`` when nothing is left."""
-    name = _UNSAFE.sub("_", name).strip(" ")
-    stem, dot, extension = name.rpartition(".")
-    if not dot or len(extension) > 10 or not extension.strip():
-        stem, extension = name, ""
-    # An empty stem (a null value rendered as nothing: ".csv") is named "data", extension kept.
-    stem = stem.strip(" .") or "data"
-    return stem[:MAX_FILE_NAME_CHARS] + (f".{extension}" if extension else "")
-
-
 def in_zone(table: pa.Table, zone: str | None) -> pa.Table:
     """Time-zone-aware timestamp columns shown in ``zone`` (the instant is unchanged)."""
     if zone is None or not any(pa.types.is_timestamp(t) and t.tz for t in table.schema.types):
@@ -77,13 +62,20 @@ def in_zone(table: pa.Table, zone: str | None) -> pa.Table:
     return pa.table(columns, names=table.column_names)
 
 
-def build_attachment(table: pa.Table, spec: AttachmentSpec, file_name: str, timezone: str | None = None) -> Attachment:
+def build_attachment(table: pa.Table, spec: AttachmentSpec, file_name: str, timezone: str | None = None,
+                     columns: Mapping[str, Column] | None = None, formats: Formats | None = None) -> Attachment:
     """``table`` (its ``spec.columns``, every row) as an attachment in ``spec.format``, named
     ``file_name`` (already rendered and made safe). Time-zone-aware timestamps keep their zone
-    (CSV writes the ISO 8601 offset), or are shown in ``timezone`` when given.
+    (CSV writes ISO 8601 with the offset, XLSX the wall time with the zone in the header,
+    Parquet the zone in its type), or are shown in ``timezone`` when given.
 
-    XLSX text cells over Excel's limit are cut (``long_cells: cut``): the attachment's ``notes``
-    say in which columns, and a warning is logged.
+    ``columns`` is the presentation of ``table.columns`` by name (:attr:`TableOptions.presentation`):
+    with ``spec.labels``, the CSV and XLSX headers use its labels; XLSX cells also get its
+    number and date formats and units (and ``formats``' defaults). Parquet keeps column names.
+
+    XLSX text cells over Excel's limit are cut (``long_cells: cut``), and numbers Excel cannot
+    hold are written as text: the attachment's ``notes`` say in which columns, and a warning
+    is logged.
 
     Raises:
         ValueError: the data cannot be written in that format (the message names the column,
@@ -94,11 +86,22 @@ def build_attachment(table: pa.Table, spec: AttachmentSpec, file_name: str, time
         table = table.select(spec.columns)
     table = in_zone(table, timezone)
     if spec.format == "xlsx":
-        workbook = write_xlsx(table, spec)
-        return Attachment(file_name, workbook.data, *XLSX_MIME, notes=_cut_note(file_name, workbook.cut))
+        workbook = write_xlsx(table, spec, columns, formats)
+        notes = [_cut_note(file_name, workbook.cut), _as_text_note(file_name, workbook.as_text)]
+        return Attachment(file_name, workbook.data, *XLSX_MIME, notes="; ".join(n for n in notes if n) or None)
     if spec.format == "parquet":
         return Attachment(file_name, write_parquet(table), *PARQUET_MIME)
-    return _compressed(write_csv(table, spec), spec, file_name)
+    labels = {name: c.label for name, c in (columns or {}).items() if c.label} if spec.labels else {}
+    return _compressed(write_csv(table, spec, labels), spec, file_name)
+
+
+def noted_default_name(attachment: Attachment, template: str) -> Attachment:
+    """``attachment`` noting that its file name ``template`` (``attachments[0].file_name``)
+    rendered empty, so it went out under the default name (see :func:`file_name_or_default`);
+    also logged as a warning."""
+    note = f"file name template {template} rendered empty; sent as {attachment.file_name}"
+    log.warning("%s (a null or empty value in the template?)", note)
+    return dataclasses.replace(attachment, notes="; ".join(n for n in (note, attachment.notes) if n))
 
 
 def _cut_note(file_name: str, cut: dict[str, int]) -> str | None:
@@ -111,6 +114,19 @@ def _cut_note(file_name: str, cut: dict[str, int]) -> str | None:
             f"{EXCEL_MAX_CELL_CHARS:,} characters in column{'s' if len(cut) > 1 else ''} {', '.join(cut)}")
     log.warning("%s; attach the data as csv or parquet to keep every character, or set long_cells: error on the "
                 "attachment to fail such messages instead", note)
+    return note
+
+
+def _as_text_note(file_name: str, as_text: dict[str, dict[str, int]]) -> str | None:
+    """What the delivery report says of XLSX numbers written as text (``None``: none were),
+    also logged as a warning."""
+    if not as_text:
+        return None
+    count = sum(n for reasons in as_text.values() for n in reasons.values())
+    where = ", ".join(f"{column} ({', '.join(reasons)})" for column, reasons in as_text.items())
+    note = (f"xlsx attachment {file_name!r}: {count:,} number{'s' if count > 1 else ''} Excel cannot hold written as "
+            f"text in column{'s' if len(as_text) > 1 else ''} {where}")
+    log.warning("%s; attach the data as csv or parquet to keep them as numbers", note)
     return note
 
 

@@ -23,7 +23,7 @@ from mailgem.connections.addresses import AddressError, Mailbox, parse_mailbox
 from mailgem.connections.errors import MailgemError, MessageTooLargeError
 from mailgem.connections.headers import PrefoldedHeader, prefolded, text_header
 
-from .attachments import Attachment, build_attachment, safe_file_name
+from .attachments import Attachment, build_attachment, file_name_or_default, noted_default_name
 from .unit import Envelope, SplitNeeded, Unit, split_unit
 from .chart import chart_part
 from .layout import Layout, LayoutMessage
@@ -307,15 +307,16 @@ class Composer:
         specs = [spec.model_copy(update={"compression": "gzip"}) if compress and spec.format == "csv"
                  and spec.compression == "none" else spec for spec in p.attachments]
         for i, spec in enumerate(specs):
-            name = safe_file_name(render(f"attachments[{i}].file_name", spec.file_name, ctx))
+            name, unnamed = file_name_or_default(render(f"attachments[{i}].file_name", spec.file_name, ctx))
             if part_of is not None:
                 i_of = f"-part{part_of[0]}of{part_of[1]}"
                 stem, dot, extension = name.rpartition(".")
                 name = f"{stem}{i_of}.{extension}" if dot else f"{name}{i_of}"
             try:
-                attachments.append(build_attachment(unit.table, spec, name, p.formats.timezone))
+                attachment = build_attachment(unit.table, spec, name, p.formats.timezone, p.table.presentation, p.formats)
             except ValueError as exc:
                 raise MessageBuildError(f"attachments[{i}] ({name}): {exc}") from None
+            attachments.append(noted_default_name(attachment, f"attachments[{i}].file_name") if unnamed else attachment)
         shown_table = summarise(unit.table, p.table.summary) if p.table.summary else unit.table
         if p.table.column_names:
             shown_table = shown_table.select(p.table.column_names)

@@ -14,6 +14,7 @@ from mailgem.connections.addresses import parse_mailbox
 from mailgem.connections.headers import PrefoldedHeader, prefolded, text_header
 
 from .attachments import Attachment
+from .file_names import ascii_file_name
 from .templates import is_template
 from ..properties import EmailProperties
 
@@ -77,14 +78,18 @@ def build_message(
             msg.add_alternative(html, subtype="html", charset=charset)
     elif html is not None:
         msg.set_content(html, subtype="html", charset=charset)
+    # Every attachment's name twice: RFC 2231 ``filename*=`` in Content-Disposition when it is not
+    # ASCII (the stdlib encodes it), and an ASCII ``name=`` in Content-Type, the legacy parameter
+    # that clients which do not read RFC 2231 (older Outlook) show instead.
     html_part = msg.get_body(("html",)) if html is not None else None
     for att in attachments:
         if att.content_id is not None and html_part is not None:
             # Inline: the HTML part becomes multipart/related with the image (RFC 2387).
             html_part.add_related(att.data, maintype=att.maintype, subtype=att.subtype, cid=f"<{att.content_id}>",
-                                  disposition="inline", filename=att.file_name)
+                                  disposition="inline", filename=att.file_name,
+                                  params={"name": ascii_file_name(att.file_name)})
     for att in attachments:
         if att.content_id is None:
             msg.add_attachment(att.data, maintype=att.maintype, subtype=att.subtype, filename=att.file_name,
-                               params=dict(att.params))
+                               params={"name": ascii_file_name(att.file_name), **dict(att.params)})
     return msg

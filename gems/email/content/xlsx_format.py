@@ -11,24 +11,39 @@ two). A longer one is cut to fit, without splitting a character, and the columns
 returned (``long_cells: cut``, the default), or the workbook is refused (``long_cells: error``).
 The cut is made here rather than left to xlsxwriter (whose ``write_string`` cuts silently and
 only returns -2), so what is written and what is reported agree whichever xlsxwriter is installed.
+
+Numbers show as in the body: each column's number format is its ``table.columns`` format and unit,
+else ``formats.float_format`` (floats, decimals) or ``formats.int_format`` (integers), translated
+to an Excel number format (:mod:`.xlsx_numbers`), so a cell stays a number. A number Excel cannot
+hold (an infinity, beyond its range, more than 15 significant digits) is written as text and
+counted by column for the delivery report's notes; NaN is an empty cell.
+
+Excel has no time zones: a time-zone-aware timestamp is written as its wall time in the column's
+zone (``formats.timezone`` when set, applied by the caller), and the header names the zone once:
+``scheduled (Europe/Berlin)``. Dates and timestamps use the column's date pattern, else
+``formats.date_format`` / ``formats.datetime_format``, translated; an untranslatable pattern
+falls back to ``yyyy-mm-dd`` / ``yyyy-mm-dd hh:mm:ss``. Milliseconds are shown (``ss.000``) only
+in columns that have fractions of a second.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
-import math
 import tempfile
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import xlsxwriter
 
-from ..properties import AttachmentSpec
+from ..properties import AttachmentSpec, Column, Formats
 from .table import is_nested, json_text
+from .xlsx_numbers import date_format, excel_number, number_format, with_fractions
 
 __all__ = ["write_xlsx", "XlsxFile", "XLSX_MIME", "MAX_ROWS", "MAX_COLUMNS", "EXCEL_MAX_CELL_CHARS", "utf16_units"]
 
@@ -49,11 +64,11 @@ def _cell_text(value: Any) -> str:
     return str(value)
 
 
-def _widths(table: pa.Table) -> list[float]:
+def _widths(table: pa.Table, headers: list[str]) -> list[float]:
     sample = table.slice(0, _WIDTH_SAMPLE_ROWS)
     widths: list[float] = []
-    for name, column in zip(table.column_names, sample.columns, strict=True):
-        longest = max([len(name) + 2] + [len(_cell_text(v)) for v in column.to_pylist() if v is not None])
+    for header, column in zip(headers, sample.columns, strict=True):
+        longest = max([len(header) + 2] + [len(_cell_text(v)) for v in column.to_pylist() if v is not None])
         widths.append(min(_MAX_WIDTH, max(8, longest + 1)))
     return widths
 
@@ -73,11 +88,13 @@ def _cut(text: str, units: int) -> str:
 
 @dataclass(frozen=True)
 class XlsxFile:
-    """A workbook's bytes, and how many text cells of each column were cut to
-    :data:`EXCEL_MAX_CELL_CHARS` (columns in table order; empty when none was)."""
+    """A workbook's bytes; how many text cells of each column were cut to
+    :data:`EXCEL_MAX_CELL_CHARS`; and how many numbers of each column were written as text, by
+    reason (``{"amount": {"infinity": 2}}``). Columns in table order; empty when none was."""
 
     data: bytes
     cut: dict[str, int] = field(default_factory=dict)
+    as_text: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class _LongCells:
@@ -107,11 +124,124 @@ class _LongCells:
         return _cut(text, EXCEL_MAX_CELL_CHARS)
 
 
-def write_xlsx(table: pa.Table, spec: AttachmentSpec) -> XlsxFile:
+_DATE = "yyyy-mm-dd"
+_DATETIME = "yyyy-mm-dd hh:mm:ss"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one column is written: its values' ``kind`` (``text``, ``nested``, ``bool``,
+    ``number``, ``datetime``, ``date``), its header and its Excel number format (``None``: none)."""
+
+    kind: str
+    header: str
+    num_format: str | None = None
+
+
+def _kind(t: pa.DataType) -> str:
+    if is_nested(t):
+        return "nested"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "number"
+    if pa.types.is_timestamp(t):
+        return "datetime"
+    if pa.types.is_date(t):
+        return "date"
+    return "text"
+
+
+def _has_fractions(column: pa.ChunkedArray) -> bool:
+    """Whether some timestamp of ``column`` has a fraction of a second (Arrow compute)."""
+    return column.type.unit != "s" and bool(pc.any(pc.not_equal(pc.subsecond(column), 0)).as_py())
+
+
+def _plan(name: str, column: pa.ChunkedArray, spec: AttachmentSpec, shown: Column | None,
+          formats: Formats) -> tuple[pa.ChunkedArray, _Plan]:
+    """``column`` ready to write (dictionaries decoded; timestamps as naive wall time in their
+    zone, at most microseconds) and its :class:`_Plan`."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    kind = _kind(column.type)
+    header = shown.label if spec.labels and shown is not None and shown.label else name
+    pattern = shown.format if shown is not None and shown.format_kind == "date" else None
+    if kind == "number":
+        integer = pa.types.is_integer(column.type)
+        own = shown.format if shown is not None and shown.format_kind == "number" else None
+        spec_text = own or (formats.int_format if integer else formats.float_format)
+        return column, _Plan(kind, header, number_format(spec_text, shown.unit if shown else None, integer=integer))
+    if kind == "date":
+        return column, _Plan(kind, header, date_format(pattern or formats.date_format) or _DATE)
+    if kind == "datetime":
+        if column.type.tz:
+            header = f"{header} ({column.type.tz})"
+            column = pc.local_timestamp(column)  # the wall time in the column's zone
+        if column.type.unit == "ns":
+            column = column.cast(pa.timestamp("us"), safe=False)  # Excel shows at most milliseconds
+        code = date_format(pattern or formats.datetime_format) or _DATETIME
+        return column, _Plan(kind, header, with_fractions(code) if _has_fractions(column) else code)
+    return column, _Plan(kind, header)
+
+
+class _Cells:
+    """Writes cells by their column's :class:`_Plan`: text fitted by :class:`_LongCells`, numbers
+    Excel cannot hold as text (counted by column and reason)."""
+
+    def __init__(self, sheet: Any, book: Any, plans: list[_Plan], long_cells: _LongCells) -> None:
+        self.sheet = sheet
+        self.kinds = [p.kind for p in plans]
+        codes = {p.num_format for p in plans if p.num_format}
+        made = {code: book.add_format({"num_format": code}) for code in codes}
+        self.formats = [made.get(p.num_format) if p.num_format else None for p in plans]
+        self.long_cells = long_cells
+        self.as_text: Counter[tuple[str, str]] = Counter()
+
+    def write(self, r: int, c: int, value: Any) -> None:
+        if value is None:
+            return  # an empty cell
+        kind, sheet = self.kinds[c], self.sheet
+        if kind == "number":
+            number = excel_number(value)
+            if isinstance(number, float):
+                sheet.write_number(r, c, number, self.formats[c])
+            elif number is not None:  # None: NaN, an empty cell
+                self.as_text[(self.long_cells.columns[c], number)] += 1
+                sheet.write_string(r, c, _number_text(value))
+        elif kind == "datetime":
+            sheet.write_datetime(r, c, value, self.formats[c])
+        elif kind == "date":
+            sheet.write_datetime(r, c, dt.datetime.combine(value, dt.time()), self.formats[c])
+        elif kind == "bool":
+            sheet.write_boolean(r, c, value)
+        else:
+            text = json_text(value) if kind == "nested" else str(value)
+            sheet.write_string(r, c, self.long_cells.fit(text, r, c))
+
+    def counted(self) -> dict[str, dict[str, int]]:
+        """The numbers written as text: ``{column: {reason: count}}``, columns in table order."""
+        out: dict[str, dict[str, int]] = {}
+        for name in self.long_cells.columns:
+            reasons = {reason: n for (column, reason), n in self.as_text.items() if column == name}
+            if reasons:
+                out[name] = reasons
+        return out
+
+
+def _number_text(value: int | float | decimal.Decimal) -> str:
+    """A number Excel cannot hold, as text: ``inf``, ``-inf``, all its digits."""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def write_xlsx(table: pa.Table, spec: AttachmentSpec, columns: Mapping[str, Column] | None = None,
+               formats: Formats | None = None) -> XlsxFile:
     """``table`` as an XLSX workbook (one sheet, ``data``); see the module docstring.
+    ``columns``: the presentation of ``table.columns`` by name (labels with ``spec.labels``,
+    formats, units); ``formats``: the gem's default formats.
 
     Returns:
-        the workbook, with the text cells cut to Excel's limit counted by column.
+        the workbook, with the text cells cut to Excel's limit and the numbers written as text
+        counted by column.
 
     Raises:
         ValueError: more rows or columns than a worksheet holds (the message says how many);
@@ -123,6 +253,11 @@ def write_xlsx(table: pa.Table, spec: AttachmentSpec) -> XlsxFile:
         raise ValueError(f"{table.num_rows:,} rows x {table.num_columns:,} columns do not fit an Excel worksheet "
                          f"({MAX_ROWS:,} rows x {MAX_COLUMNS:,} columns, header included): use format csv or parquet, "
                          "or filter the frame")
+    columns, formats = columns or {}, formats or Formats()
+    prepared = [_plan(name, column, spec, columns.get(name), formats)
+                for name, column in zip(table.column_names, table.columns, strict=True)]
+    plans = [plan for _, plan in prepared]
+    table = pa.table([column for column, _ in prepared], names=table.column_names)
     with tempfile.TemporaryDirectory(prefix="mailgem-xlsx-") as tmp:
         path = Path(tmp) / "data.xlsx"
         # constant_memory flushes each row as it is written; strings_to_* off: text stays text.
@@ -131,53 +266,23 @@ def write_xlsx(table: pa.Table, spec: AttachmentSpec) -> XlsxFile:
             "strings_to_numbers": False, "nan_inf_to_errors": False,
         })
         sheet = book.add_worksheet("data")
-        date_fmt = book.add_format({"num_format": "yyyy-mm-dd"})
-        datetime_fmt = book.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
-        header_fmt = book.add_format({"bold": True, "bottom": 1})
-        for i, width in enumerate(_widths(table)):
+        for i, width in enumerate(_widths(table, [p.header for p in plans])):
             sheet.set_column(i, i, width)
         r = 0
         if spec.header:
-            for c, name in enumerate(table.column_names):
-                sheet.write_string(0, c, name, header_fmt)
+            header_fmt = book.add_format({"bold": True, "bottom": 1})
+            for c, plan in enumerate(plans):
+                sheet.write_string(0, c, plan.header, header_fmt)
             sheet.freeze_panes(1, 0)
             r = 1
-        nested = [is_nested(t) for t in table.schema.types]
-        long_cells = _LongCells(table.column_names, spec.long_cells == "error", r)
+        cells = _Cells(sheet, book, plans, _LongCells(table.column_names, spec.long_cells == "error", r))
         for batch in table.to_batches(max_chunksize=10_000):
-            columns = [column.to_pylist() for column in batch.columns]
-            for values in zip(*columns, strict=True):
+            for values in zip(*(column.to_pylist() for column in batch.columns), strict=True):
                 for c, value in enumerate(values):
-                    _write(sheet, r, c, value, nested[c], date_fmt, datetime_fmt, long_cells)
+                    cells.write(r, c, value)
                 r += 1
         if spec.header and table.num_columns:
             sheet.autofilter(0, 0, max(0, r - 1), table.num_columns - 1)
         book.close()
-        cut = {name: long_cells.cut[name] for name in table.column_names if long_cells.cut[name]}
-        return XlsxFile(path.read_bytes(), cut)
-
-
-def _write(sheet: Any, r: int, c: int, value: Any, nested: bool, date_fmt: Any, datetime_fmt: Any,
-           long_cells: _LongCells) -> None:
-    if value is None:
-        return  # an empty cell
-    if nested:
-        sheet.write_string(r, c, long_cells.fit(json_text(value), r, c))
-    elif isinstance(value, bool):
-        sheet.write_boolean(r, c, value)
-    elif isinstance(value, int | float | decimal.Decimal):
-        number = float(value)
-        if math.isnan(number):
-            return
-        if math.isinf(number):
-            sheet.write_string(r, c, "∞" if number > 0 else "-∞")  # Excel has no infinity
-        else:
-            sheet.write_number(r, c, number)
-    elif isinstance(value, dt.datetime):
-        # Excel dates have no time zone: an aware value is written as its UTC wall time.
-        naive = value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo is not None else value
-        sheet.write_datetime(r, c, naive, datetime_fmt)
-    elif isinstance(value, dt.date):
-        sheet.write_datetime(r, c, dt.datetime.combine(value, dt.time()), date_fmt)
-    else:
-        sheet.write_string(r, c, long_cells.fit(str(value), r, c))
+        cut = cells.long_cells.cut
+        return XlsxFile(path.read_bytes(), {n: cut[n] for n in table.column_names if cut[n]}, cells.counted())
