@@ -82,7 +82,9 @@ class AttachmentSpec(BaseModel):
     model_config = _MODEL
     file_name: str = Field(default="data-{{ run_date }}.csv", description="Jinja2 template for the file name.")
     format: AttachmentFormat = Field(default="csv", description="csv, xlsx (Excel workbook) or parquet.")
-    columns: list[str] | None = None
+    columns: list[str | Column] | None = Field(default=None, description=(
+        "Columns to write, in order (default: all): names, or {name, label, format, unit} like table.columns, "
+        "whose presentation is used here over table.columns'."))
     delimiter: str = Field(default=",", min_length=1, max_length=1, description="CSV only.")
     header: bool = True
     labels: bool = Field(default=True, description=(
@@ -97,6 +99,16 @@ class AttachmentSpec(BaseModel):
     long_cells: Literal["cut", "error"] = Field(default="cut", description=(
         "XLSX only: a text cell longer than Excel's 32,767 characters is cut to fit (cut: logged, and named in the "
         "delivery report's notes column) or fails its message, which is then not sent (error)."))
+
+    @property
+    def column_names(self) -> list[str] | None:
+        """The names of ``columns`` (``None``: every column)."""
+        return None if self.columns is None else [c if isinstance(c, str) else c.name for c in self.columns]
+
+    @property
+    def presentation(self) -> dict[str, Column]:
+        """``{name: Column}`` for the columns given as objects."""
+        return {c.name: c for c in self.columns or [] if isinstance(c, Column)}
 
     @model_validator(mode="after")
     def _format_matches(self) -> AttachmentSpec:

@@ -228,7 +228,7 @@ def _columns(props: EmailProperties, columns: list[str]) -> Iterator[Diagnostic]
     else:
         refs.append(("table.totals", list(props.table.totals)))
         refs.append(("table.highlight", [h.column for h in props.table.highlight]))
-    refs += [(f"attachments[{i}].columns", a.columns or []) for i, a in enumerate(props.attachments)]
+    refs += [(f"attachments[{i}].columns", a.column_names or []) for i, a in enumerate(props.attachments)]
     if props.chart is not None and summary is None:
         refs.append(("chart", [props.chart.x, *props.chart.y_columns]))
     refs += [("group_by", props.group_by), ("key_columns", props.key_columns)]

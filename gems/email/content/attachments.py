@@ -82,8 +82,9 @@ def build_attachment(table: pa.Table, spec: AttachmentSpec, file_name: str, time
             or the limit: XLSX holds at most 1,048,576 rows and 16,384 columns, and with
             ``long_cells: error`` at most 32,767 characters a cell).
     """
-    if spec.columns:
-        table = table.select(spec.columns)
+    if spec.column_names:
+        table = table.select(spec.column_names)
+    columns = {**(columns or {}), **spec.presentation}  # the attachment's own presentation first
     table = in_zone(table, timezone)
     if spec.format == "xlsx":
         workbook = write_xlsx(table, spec, columns, formats)

@@ -16,14 +16,14 @@ from typing import Any, TypeVar
 
 import css_inline
 import pyarrow as pa
-import pyarrow.compute as pc
 from markupsafe import Markup
 
 from mailgem.connections.addresses import AddressError, Mailbox, parse_mailbox
-from mailgem.connections.errors import MailgemError, MessageTooLargeError
+from mailgem.connections.errors import MessageTooLargeError
 from mailgem.connections.headers import PrefoldedHeader, prefolded, text_header
 
 from .attachments import Attachment, build_attachment, file_name_or_default, noted_default_name
+from .checks import MessageBuildError, RecipientError, encodable as _encodable, estimated_size
 from .unit import Envelope, SplitNeeded, Unit, split_unit
 from .chart import chart_part
 from .layout import Layout, LayoutMessage
@@ -31,7 +31,7 @@ from .message import build_message, run_headers
 from ..properties import EmailProperties, split_addresses
 from .spliced import SPLICE_MIN_BYTES, SplicedMessage, placeholder
 from .render import DEFAULT_HTML, DEFAULT_TEXT, NullKey, base_context, nulls_refused, one_line, render
-from .table import fit_rows, format_rows, summarise
+from .table import Table, fit_rows, format_rows, summarise
 from .table_html import html_document, html_table, text_table
 from ..validate import MAX_BODY_BYTES, MAX_SUBJECT_CHARS, check_header, is_template
 
@@ -43,41 +43,6 @@ _Message = TypeVar("_Message", EmailMessage, LayoutMessage, SplicedMessage)
 
 # The user's own <style> blocks become inline styles too; remote stylesheets are never fetched.
 _INLINER = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
-
-
-class RecipientError(MailgemError, ValueError):
-    """A recipient taken from data (a column or a template) is not a valid address."""
-
-
-def estimated_size(subject: str, text: str | None, html: str | None, attachments: list[Attachment]) -> int:
-    """Bytes a message takes as transmitted, a little over the truth: attachments in base64
-    (4/3, plus CRLF every 76 characters), bodies as UTF-8 (quoted-printable or base64 at most
-    4/3 more), and 4 KB of headers and MIME boundaries."""
-    base64 = sum(math.ceil(len(a.data) / 3) * 4 * 78 // 76 for a in attachments)
-    # ASCII bodies go as they are (7bit, CRLF per line); others in quoted-printable or base64.
-    bodies = sum(len(b) + b.count("\n") if b.isascii() else len(b.encode()) * 4 // 3 for b in (text, html) if b)
-    return base64 + bodies + len(subject.encode()) + 4096
-
-
-class MessageBuildError(MailgemError, ValueError):
-    """One message could not be built; the message names the part (``subject``,
-    ``attachments[0]``, a column) and why. Only that message fails."""
-
-
-def _encodable(part: str, value: str, charset: str, table: pa.Table) -> None:
-    """Raise :class:`MessageBuildError` naming ``part`` (and the column the character came from)
-    when ``value`` cannot be written in ``charset``."""
-    try:
-        value.encode(charset)
-    except UnicodeEncodeError as exc:
-        char = value[exc.start]
-        columns = [name for name, column in zip(table.column_names, table.columns, strict=True)
-                   if pa.types.is_string(column.type) and pc.any(pc.match_substring(column, char)).as_py()]
-        origin = f" (from column {', '.join(map(repr, columns))})" if columns else ""
-        fix = "set the connection's charset to utf-8" if charset.lower().replace("_", "-") != "utf-8" else \
-            "remove it from the data or the template"
-        raise MessageBuildError(f"{part}: character {char!r} (U+{ord(char):04X}){origin} cannot be written in "
-                                f"{charset}: {fix}") from None
 
 
 def _noted(message: _Message, attachments: list[Attachment], notes: Sequence[str] = ()) -> _Message:
@@ -298,14 +263,18 @@ class Composer:
             + ("" if policy != "error" else "; set attachments_over_limit: compress or split"),
             size_bytes=size, limit_bytes=self.size_limit)
 
-    def _render_once(self, unit: Unit, ctx: dict[str, Any] | None,
-                     compress: bool) -> tuple[str, str | None, str | None, list[Attachment], list[str]]:
+    def _attachments(self, unit: Unit, ctx: dict[str, Any], compress: bool) -> list[Attachment]:
+        """The unit's attachments (CSV gzipped with ``compress``), named by their templates, a
+        split part's number in the name.
+
+        Raises:
+            MessageBuildError: the data cannot be written in an attachment's format (names it).
+        """
         p = self.props
-        ctx = ctx if ctx is not None else self.context(unit)
-        attachments = []
-        part_of = unit.extra.get("part")  # (i, n) when the unit's rows were split to fit the size limit
+        part_of = unit.extra.get("part")  # a Part when the unit's rows were split to fit the size limit
         specs = [spec.model_copy(update={"compression": "gzip"}) if compress and spec.format == "csv"
                  and spec.compression == "none" else spec for spec in p.attachments]
+        attachments = []
         for i, spec in enumerate(specs):
             name, unnamed = file_name_or_default(render(f"attachments[{i}].file_name", spec.file_name, ctx))
             if part_of is not None:
@@ -317,24 +286,43 @@ class Composer:
             except ValueError as exc:
                 raise MessageBuildError(f"attachments[{i}] ({name}): {exc}") from None
             attachments.append(noted_default_name(attachment, f"attachments[{i}].file_name") if unnamed else attachment)
-        shown_table = summarise(unit.table, p.table.summary) if p.table.summary else unit.table
+        return attachments
+
+    def _table(self, unit: Unit, summary: pa.Table | None) -> Table | None:
+        """The body table of ``unit`` (its ``summary`` when configured), formatted; ``None`` when off.
+
+        Raises:
+            MessageBuildError: a column's format does not fit it, or totals or highlight name a
+                column the table does not have.
+        """
+        p = self.props
+        if not p.table.enabled:
+            return None
+        shown = summary if summary is not None else unit.table
         if p.table.column_names:
-            shown_table = shown_table.select(p.table.column_names)
+            shown = shown.select(p.table.column_names)
         # The "showing N of M" note counts the unit's rows (the table may hold only the first ones).
-        total = None if p.table.summary else unit.row_count
+        total = None if summary is not None else unit.row_count
         try:
-            table = (format_rows(shown_table, p.table.max_rows, p.formats, total=total, max_cell_chars=p.table.max_cell_chars,
-                                 columns=p.table.presentation, totals=p.table.totals, highlight=p.table.highlight)
-                     if p.table.enabled else None)
+            return format_rows(shown, p.table.max_rows, p.formats, total=total, max_cell_chars=p.table.max_cell_chars,
+                               columns=p.table.presentation, totals=p.table.totals, highlight=p.table.highlight)
         except ValueError as exc:
             raise MessageBuildError(str(exc)) from None
+
+    def _render_once(self, unit: Unit, ctx: dict[str, Any] | None,
+                     compress: bool) -> tuple[str, str | None, str | None, list[Attachment], list[str]]:
+        p = self.props
+        ctx = ctx if ctx is not None else self.context(unit)
+        part_of = unit.extra.get("part")
+        attachments = self._attachments(unit, ctx, compress)
+        summary = summarise(unit.table, p.table.summary) if p.table.summary else None
+        table = self._table(unit, summary)
         note = "the full data is attached" if attachments and not p.table.summary else ""
         chart_html, chart_text = Markup(""), ""
         notes: list[str] = []  # the chart's, for the delivery report
         if p.chart is not None:  # a chart that cannot be drawn leaves the message without it, and a note
-            image, chart_html, chart_text, notes = chart_part(
-                summarise(unit.table, p.table.summary) if p.table.summary else unit.table, p.chart, p.formats,
-                p.table.labels())
+            image, chart_html, chart_text, notes = chart_part(summary if summary is not None else unit.table, p.chart,
+                                                              p.formats, p.table.labels())
             attachments.extend([image] if image is not None else [])
 
         html_src = p.html_body if p.html_body is not None else (DEFAULT_HTML if p.text_body is None else None)

@@ -314,8 +314,8 @@ def format_rows(table: pa.Table, limit: int, formats: Formats, total: int | None
         heading = c.heading if c is not None else name
         zone = zone_label(data_type)
         header.append(f"{heading} ({zone})" if zone and (c is None or not c.format or "%z" not in c.format) else heading)
-    align = [c.align if c is not None and c.align else ("right" if k == "number" else "left")
-             for c, k in zip(presentation, kinds, strict=True)]
+    align: list[str] = [c.align if c is not None and c.align else ("right" if k == "number" else "left")
+                        for c, k in zip(presentation, kinds, strict=True)]
     cells = [[_clip(f(v), max_cell_chars) for v in col.to_pylist()] for f, col in zip(formatters, head.columns, strict=True)]
     rows = [list(r) for r in zip(*cells, strict=True)] if cells else []
     legend = [f"{rule.label}: {columns[rule.column].heading if rule.column in columns else rule.column} {rule.when.strip()}"

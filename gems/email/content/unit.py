@@ -78,16 +78,16 @@ class SplitNeeded(MailgemError):
 
 class Part(NamedTuple):
     """Which part of a split message this is (``part`` in templates): part ``number`` of
-    ``count``, holding rows ``first_row``–``last_row`` (1-based, inclusive) of ``total_rows``."""
+    ``parts``, holding rows ``first_row``–``last_row`` (1-based, inclusive) of ``total_rows``."""
 
     number: int
-    count: int
+    parts: int
     first_row: int
     last_row: int
     total_rows: int
 
     def __str__(self) -> str:
-        return (f"part {self.number} of {self.count}, rows {self.first_row:,}–{self.last_row:,} of "
+        return (f"part {self.number} of {self.parts}, rows {self.first_row:,}–{self.last_row:,} of "
                 f"{self.total_rows:,}")
 
 
