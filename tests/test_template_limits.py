@@ -26,7 +26,7 @@ from mailgem.gems.email.validate import MAX_BODY_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW = {"name": "ada lovelace", "city": "Oslo", "sales": 1234, "when": dt.date(2024, 1, 31)}
-CTX = dict(base_context("sales", dt.datetime(2024, 1, 31, 8, 0, tzinfo=dt.UTC), {"region": "North"}), row_count=12345,
+CTX = dict(base_context("sales", dt.datetime(2024, 1, 31, 8, 0, tzinfo=dt.UTC), {"region": "North"}), row_count=12345, total_row_count=12345, part=None,
            columns=list(ROW), rows=[ROW], row=ROW, table="", table_text="", shown_rows=1, truncated=False, chart="",
            chart_text="")
 BIG = "{% set s = 'a' * 600000 %}"  # within the limit, but not twice

@@ -41,7 +41,7 @@ __all__ = ["BASE_NAMES", "MESSAGE_NAMES", "BODY_NAMES", "template_names", "templ
 # Every template of a run: the job's name, the run's UTC timestamp and date, and the job's params.
 BASE_NAMES = ("job", "run_ts", "run_date", "params")
 # Every template of one message (subject, recipients, attachment file names): plus its rows.
-MESSAGE_NAMES = (*BASE_NAMES, "row_count", "columns", "rows")
+MESSAGE_NAMES = (*BASE_NAMES, "row_count", "total_row_count", "part", "columns", "rows")
 # Bodies: plus the rendered table and how much of it is shown.
 BODY_NAMES = (*MESSAGE_NAMES, "table", "table_text", "shown_rows", "truncated", "chart", "chart_text")
 _MODE_NAMES = {"report": (), "per_group": ("group",), "per_row": ("row",)}
