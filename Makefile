@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean test-pythons dist screenshots
+.PHONY: demo test bench install clean test-pythons dist screenshots test-browser
 
 install: $(STAMP)
 
@@ -29,8 +29,23 @@ test: $(STAMP)
 # The README's images, docs/img/report-desktop.png and report-phone.png: the demo's email as
 # received by the embedded server, rendered by headless Chromium (Debian's chromium-headless-shell,
 # or $$MAILGEM_CHROMIUM) at 1000 and 390 px.
-screenshots: $(STAMP) data/flights.parquet
-	$(BIN)/python examples/screenshot.py --out docs/img
+screenshots: $(STAMP) $(BROWSER_STAMP) data/flights.parquet
+	$(BROWSER_VENV)/bin/python examples/screenshot.py --out docs/img --mailgem $(BIN)/mailgem
+
+# The browser tests, in an environment of their own (design.md: heavy frameworks apart from
+# `make test`): mailgem and Playwright, driving Debian's chromium-headless-shell. .ci/run runs
+# them after `make test`; there, without Playwright, they are skipped and say so.
+BROWSER_VENV := .venv-browser
+BROWSER_STAMP := $(BROWSER_VENV)/.installed
+
+$(BROWSER_STAMP): pyproject.toml constraints.txt
+	test -x $(BROWSER_VENV)/bin/python || $(PYTHON) -m venv $(BROWSER_VENV)
+	$(BROWSER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BROWSER_VENV)/bin/python -m pip install --quiet -c constraints.txt -e '.[browser]'
+	touch $(BROWSER_STAMP)
+
+test-browser: $(BROWSER_STAMP)
+	$(BROWSER_VENV)/bin/python -m pytest tests/test_report_render.py
 
 # Benchmarks (not part of the tests): needs Postfix's smtp-sink (Debian package postfix) for
 # trustworthy throughput; falls back to an aiosmtpd sink and says so.
@@ -59,4 +74,4 @@ dist: $(STAMP)
 	$(BIN)/python -m twine check --strict dist/*
 
 clean:
-	rm -rf $(VENV) .venv-3.* outbox data dist .pytest_cache
+	rm -rf $(VENV) $(BROWSER_VENV) .venv-3.* outbox data dist .pytest_cache test-artifacts

@@ -41,9 +41,12 @@ PAGE_TIMEOUT_S = 30
 _BROWSERS = ("chromium-headless-shell", "/usr/lib/chromium/chromium-headless-shell", "chromium")
 
 
-def run_demo(outbox: Path, job: Path = JOB) -> EmailMessage:
-    """Run ``job`` on the embedded local server with ``outbox`` as its folder; the message it received."""
-    command = [sys.executable, "-m", "mailgem", "run", str(job), "--local", "--outbox", str(outbox)]
+def run_demo(outbox: Path, job: Path = JOB, mailgem: str | None = None) -> EmailMessage:
+    """Run ``job`` on the embedded local server with ``outbox`` as its folder (``mailgem``: the
+    command to run, e.g. ``.venv/bin/mailgem`` where PySpark is installed; default this Python's
+    ``-m mailgem``); the message it received."""
+    command = [*([mailgem] if mailgem else [sys.executable, "-m", "mailgem"]), "run", str(job), "--local",
+               "--outbox", str(outbox)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
     received = sorted(outbox.glob("*.eml"))
     if done.returncode != 0 or not received:
@@ -107,17 +110,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img", help="folder for the PNG files")
     parser.add_argument("--message", type=Path, help="render this .eml instead of running the demo")
+    parser.add_argument("--mailgem", help="the mailgem command that runs the demo (needs PySpark; default: this Python's)")
     args = parser.parse_args(argv)
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        raise SystemExit("playwright is not installed: pip install -c constraints.txt 'mailgem[test]'") from None
+        raise SystemExit("playwright is not installed: `make screenshots` runs this in .venv-browser") from None
     executable = find_chromium()
     if args.message is not None:
         message = read_message(args.message)
     else:
         with tempfile.TemporaryDirectory(prefix="mailgem-screenshots-") as outbox:
-            message = run_demo(Path(outbox))
+            message = run_demo(Path(outbox), mailgem=args.mailgem)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, timeout=60_000)
         try:

@@ -202,7 +202,8 @@ def chromium():
     try:
         from playwright.sync_api import Error, sync_playwright
     except ImportError:
-        pytest.skip("playwright is not installed (pip install -c constraints.txt 'mailgem[test]')")
+        pytest.skip("playwright is not installed here: the browser tests run in their own environment, "
+                    "`make test-browser`")
     from browser import find_chromium
 
     executable = find_chromium()
