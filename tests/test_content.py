@@ -366,8 +366,8 @@ def test_attachments_over_the_servers_size_are_split_into_numbered_parts(spark):
 def test_spark_timestamps_are_shown_in_formats_timezone_on_the_driver_and_the_executors(starttls_server, spark):
     sdf = spark.sql("SELECT 1 AS n, 'a@example.com' AS to, TIMESTAMP'2024-03-01 11:00:00' AS ltz, "
                     "TIMESTAMP_NTZ'2024-03-01 11:00:00' AS ntz")
-    _, [plain] = _send(starttls_server, sdf, spark=spark)  # as Spark shows it in the UTC session
-    assert "2024-03-01 11:00:00  2024-03-01 11:00:00" in plain.get_body(("plain",)).get_content()
+    _, [plain] = _send(starttls_server, sdf, spark=spark)  # in the session's zone (UTC), NTZ as it is
+    assert plain.get_body(("plain",)).get_content().count("2024-03-01 11:00:00") == 2
     zone = {"formats": {"timezone": "Europe/Berlin"}}
     _, [_, report] = _send(starttls_server, sdf, spark=spark, **zone)
     _, [_, _, per_row] = _send(starttls_server, sdf, spark=spark, mode="per_row", to_column="to",

@@ -229,7 +229,8 @@ def test_partial_refusal_is_reported(starttls_server, frame):
 def test_spark_and_pandas_inputs_give_the_same_email(starttls_server, spark, frame):
     props = dict(attachments=[{"file_name": "d.csv"}], subject="{{ row_count }} rows, first {{ rows[0].carrier }}")
     fab = fabric_for(starttls_server)
-    EmailGem(_props(**props), fab, user=USER, name="same").apply(None, frame)
+    # A Spark TIMESTAMP is an instant, shown in the session's zone (UTC): pandas' equivalent is aware.
+    EmailGem(_props(**props), fab, user=USER, name="same").apply(None, frame.assign(day=frame["day"].dt.tz_localize("UTC")))
     spark_report = EmailGem(_props(**props), fab, user=USER, name="same").apply(spark, spark.createDataFrame(frame))
     assert type(spark_report).__module__.startswith("pyspark.sql")
     assert spark_report.collect()[0].status == "sent"

@@ -2,13 +2,19 @@
 
 Spark frames are collected as Arrow (``DataFrame.toArrow``) only as far as the email needs:
 the first rows and a count when there is no attachment, every row when there is.
-Values are normalised so both engines give the same email: float NaN becomes null; Spark
-timestamps become naive UTC wall time, and pandas time-zone-aware ones keep their zone.
+Values are normalised so both engines give the same email: float NaN becomes null.
+
+Time zones (the contract the composer relies on): a Spark ``TIMESTAMP`` is an instant, and
+reaches the composer as ``timestamp[us, tz=Z]`` where Z is ``formats.timezone`` when set, else
+the Spark session's zone (``spark.sql.session.timeZone``, read once on the driver). A pandas
+time-zone-aware column keeps its own zone (or takes ``formats.timezone``); naive columns (pandas
+naive, Spark ``TIMESTAMP_NTZ``) stay naive wall time. Message keys keep the form earlier
+versions gave these values (see :attr:`FrameData.key_zones`), so a ledger still knows them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +23,13 @@ import pyarrow.compute as pc
 
 from mailgem.connections.errors import MailgemError
 
-__all__ = ["FrameData", "collect", "first_groups", "instants", "is_spark_frame", "column_names", "normalise", "GemInputError"]
+__all__ = ["FrameData", "KeyZones", "collect", "first_groups", "instants", "is_spark_frame", "column_names", "normalise",
+           "GemInputError", "key_form", "session_zone", "spark_instant_columns", "zoned"]
+
+KeyZones = dict[str, tuple[str, bool]]
+"""``{column: (zone, aware)}``: how a time-zone-aware column's values read in message keys, when
+that differs from the table the composer gets: in ``zone``, with its offset when ``aware``, else
+as naive wall time there (see :func:`key_form`)."""
 
 
 class GemInputError(MailgemError, TypeError):
@@ -34,12 +46,15 @@ class FrameData:
         complete: whether ``table`` holds every row.
         invalid_rows: ``{row position in table: why}`` for rows holding a value that is not
             valid text (emptied in ``table``); the emails made from them fail with that reason.
+        key_zones: how message keys show the timestamp columns (:data:`KeyZones`): as earlier
+            versions did, whatever zone ``table`` shows them in, so a ledger's keys still match.
     """
 
     table: pa.Table
     row_count: int
     complete: bool
     invalid_rows: dict[int, str] = field(default_factory=dict)
+    key_zones: KeyZones = field(default_factory=dict)
 
     @property
     def columns(self) -> list[str]:
@@ -60,25 +75,64 @@ def column_names(frame: Any) -> list[str]:
     raise GemInputError(f"the Email gem takes a Spark or pandas DataFrame, got {type(frame).__name__}")
 
 
-def instants(table: pa.Table, columns: Sequence[str], zone: str) -> pa.Table:
-    """Naive timestamp ``columns`` that hold wall time in ``zone`` (what a Spark worker's pandas
-    batch holds for a ``TIMESTAMP``) as aware instants."""
+def session_zone(frame: Any) -> str:
+    """The Spark session time zone of ``frame`` (``spark.sql.session.timeZone``; on Spark Connect
+    too, where it is asked of the server)."""
+    return str(frame.sparkSession.conf.get("spark.sql.session.timeZone"))
+
+
+def spark_instant_columns(frame: Any) -> list[str]:
+    """The top-level ``TIMESTAMP`` columns of a Spark frame (instants; ``TIMESTAMP_NTZ`` is not one)."""
+    return [f.name for f in frame.schema.fields if f.dataType.typeName() == "timestamp"]
+
+
+def instants(table: pa.Table, columns: Sequence[str]) -> pa.Table:
+    """``columns`` holding microseconds since the epoch (how :func:`~mailgem.gems.email.run.distributed.send_distributed`
+    hands a ``TIMESTAMP`` to the workers: exact, where a pandas batch's session wall time is
+    ambiguous in a daylight-saving fall-back hour) as UTC instants."""
     out = table
     for name in columns:
-        if name in out.column_names and pa.types.is_timestamp(out.schema.field(name).type) and \
-                out.schema.field(name).type.tz is None:
+        if name in out.column_names and not pa.types.is_timestamp(out.schema.field(name).type):
             i = out.column_names.index(name)
-            out = out.set_column(i, name, pc.assume_timezone(out.column(i), zone))
+            micros = out.column(i).cast(pa.int64())  # a float column when the batch had nulls
+            out = out.set_column(i, name, micros.cast(pa.timestamp("us", tz="UTC")))
+    return out
+
+
+def zoned(table: pa.Table, zone: str | None, *, key_zone: str | None = None,
+          key_aware: bool = True) -> tuple[pa.Table, KeyZones]:
+    """Time-zone-aware timestamp columns shown in ``zone`` (``None``: each keeps its own; the
+    instant is unchanged), and the :data:`KeyZones` for message keys that read them in
+    ``key_zone`` (``None``: the column's own zone), with their offset when ``key_aware``."""
+    columns, keys = [], {}
+    for spec, column in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_timestamp(spec.type) and spec.type.tz is not None:
+            own = spec.type.tz
+            form = (key_zone or own, key_aware)
+            if form != (zone or own, True):
+                keys[spec.name] = form
+            if zone is not None and zone != own:
+                column = column.cast(pa.timestamp(spec.type.unit, tz=zone))
+        columns.append(column)
+    return pa.table(columns, names=table.column_names), keys
+
+
+def key_form(table: pa.Table, key_zones: Mapping[str, tuple[str, bool]]) -> pa.Table:
+    """``table`` with the ``key_zones`` columns as message keys read them (see :data:`KeyZones`)."""
+    out = table
+    for name, (zone, aware) in key_zones.items():
+        if name in out.column_names:
+            i = out.column_names.index(name)
+            column = out.column(i).cast(pa.timestamp("us", tz=zone))
+            out = out.set_column(i, name, column if aware else pc.local_timestamp(column))
     return out
 
 
 def normalise(table: pa.Table, *, keep_zones: bool = False) -> pa.Table:
     """Float NaN to null, timestamps to microseconds, large strings to strings.
 
-    With ``keep_zones`` (pandas input), a time-zone-aware column keeps its zone, so the email
-    shows the instant with its offset. Without (Spark: a ``TIMESTAMP`` has no zone of its own
-    and Arrow hands it over in UTC), timestamps become naive UTC wall time, as Spark shows them
-    in a UTC session.
+    With ``keep_zones``, a time-zone-aware column keeps its zone (see :func:`zoned` for the zone
+    the email shows it in); without, timestamps become naive (UTC wall time for aware ones).
     """
     columns = []
     for spec, column in zip(table.schema, table.columns, strict=True):
@@ -137,14 +191,14 @@ def first_groups(frame: Any, columns: Sequence[str], count: int) -> Any:
 
 
 def collect(frame: Any, *, all_rows: bool, head_rows: int, columns: Sequence[str] | None = None,
-            spark_instants: bool = False) -> FrameData:
+            timezone: str | None = None) -> FrameData:
     """Collect what the email needs from a Spark or pandas frame.
 
     Args:
-        spark_instants: keep Spark ``TIMESTAMP`` values as UTC instants (to be shown in
-            ``formats.timezone``) instead of naive session wall time.
         all_rows: collect every row (attachments, summaries); otherwise only ``head_rows``.
         columns: restrict to these columns (``None``: all).
+        timezone: ``formats.timezone``: the zone instants are shown in (``None``: a Spark
+            ``TIMESTAMP`` in the session's zone, a pandas aware column in its own).
 
     Raises:
         GemInputError: not a DataFrame, or a column Arrow cannot represent.
@@ -154,10 +208,15 @@ def collect(frame: Any, *, all_rows: bool, head_rows: int, columns: Sequence[str
             df = frame.select(*columns) if columns else frame
             if all_rows:
                 table = df.toArrow()
-                return FrameData(normalise(table, keep_zones=spark_instants), table.num_rows, True)
-            count = df.count()
-            table = df.limit(head_rows).toArrow()
-            return FrameData(normalise(table, keep_zones=spark_instants), count, table.num_rows == count)
+                count = table.num_rows
+            else:
+                count = df.count()
+                table = df.limit(head_rows).toArrow()
+            # Arrow hands a TIMESTAMP over in UTC; message keys had it as naive UTC wall time,
+            # or as a UTC instant with formats.timezone.
+            table, keys = zoned(normalise(table, keep_zones=True), timezone or session_zone(frame),
+                                key_zone="UTC", key_aware=timezone is not None)
+            return FrameData(table, count, table.num_rows == count, key_zones=keys)
         if not hasattr(frame, "columns") or not hasattr(frame, "iloc"):
             raise GemInputError(f"the Email gem takes a Spark or pandas DataFrame, got {type(frame).__name__}")
         pdf = frame[list(columns)] if columns else frame
@@ -169,6 +228,7 @@ def collect(frame: Any, *, all_rows: bool, head_rows: int, columns: Sequence[str
         except UnicodeEncodeError:
             pdf, invalid = _without_invalid_text(pdf)
             table = pa.Table.from_pandas(pdf, preserve_index=False)
-        return FrameData(normalise(table, keep_zones=True), len(frame), all_rows or len(frame) <= head_rows, invalid)
+        table, keys = zoned(normalise(table, keep_zones=True), timezone)
+        return FrameData(table, len(frame), all_rows or len(frame) <= head_rows, invalid, keys)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise GemInputError(f"a column could not be converted for the email: {exc}") from None

@@ -42,7 +42,7 @@ from mailgem.fabric.model import Fabric, current_user
 
 from ..spark_info import parallelism
 from .content.compose import Composer, SplitNeeded, Unit, split_unit
-from .data import collect, column_names, first_groups, is_spark_frame
+from .data import collect, column_names, first_groups, is_spark_frame, session_zone, spark_instant_columns
 from .run.distributed import PartitionSender, send_distributed
 from .run.ledger import LedgerTarget, SendLedger
 from .run.ledger_open import ledger_target, open_run_ledger
@@ -139,13 +139,11 @@ class EmailGem:
         known = [n for n in limits if n]
         return min(known) if known else None
 
-    def _instant_columns(self, spark: Any, frame: Any) -> tuple[list[str], str] | None:
-        """With ``formats.timezone``: the frame's ``TIMESTAMP`` columns (instants, unlike
-        ``TIMESTAMP_NTZ``) and the session time zone their wall time is in on the workers."""
-        if self.properties.formats.timezone is None:
-            return None
-        names = [f.name for f in frame.schema.fields if f.dataType.typeName() == "timestamp"]
-        return names, spark.conf.get("spark.sql.session.timeZone")
+    @staticmethod
+    def _instant_columns(frame: Any) -> tuple[list[str], str]:
+        """The frame's ``TIMESTAMP`` columns (instants, unlike ``TIMESTAMP_NTZ``) and the session
+        time zone, read once here on the driver for the workers (see :mod:`.data`)."""
+        return spark_instant_columns(frame), session_zone(frame)
 
     def _server_size(self, transports: list[SmtpTransport]) -> int | None:
         """The server's SIZE, learned before composing: only when attachments may be compressed
@@ -207,10 +205,9 @@ class EmailGem:
             in0 = in0.limit(limit) if is_spark_frame(in0) else in0.head(limit)
         elif limit is not None and props.mode == "per_group" and is_spark_frame(in0):
             in0 = first_groups(in0, props.group_by, limit)  # only those groups' rows reach the driver
-        data = collect(in0, all_rows=True, head_rows=props.table.max_rows,
-                       spark_instants=props.formats.timezone is not None)
+        data = collect(in0, all_rows=True, head_rows=props.table.max_rows, timezone=props.formats.timezone)
         composer = self._composer(transport, dt.datetime.now(dt.UTC), self.properties.max_message_bytes)
-        work = units(data.table, props, data.row_count, data.invalid_rows)
+        work = units(data.table, props, data.row_count, data.invalid_rows, data.key_zones)
         yield from islice(self._built(composer, transport, work), limit)
 
     @staticmethod
@@ -309,8 +306,7 @@ class EmailGem:
 
         needs_all = bool(props.mode != "report" or props.attachments or props.table.summary or props.table.totals
                          or props.to_column or props.cc_column or props.bcc_column)
-        data = collect(in0, all_rows=needs_all, head_rows=props.table.max_rows,
-                       spark_instants=props.formats.timezone is not None)
+        data = collect(in0, all_rows=needs_all, head_rows=props.table.max_rows, timezone=props.formats.timezone)
         if data.row_count == 0 and props.on_empty == "skip":
             log.info("gem %s: frame is empty, nothing sent (on_empty: skip)", self.name)
             key = "report" if props.mode == "report" else "(none)"
@@ -331,7 +327,7 @@ class EmailGem:
             # The first session checks the sender before others open (unless checked already).
             deliverer = Deliverer(transports, gate=stop or OPEN, check_sender=True)
             try:
-                work = units(data.table, props, data.row_count, data.invalid_rows)
+                work = units(data.table, props, data.row_count, data.invalid_rows, data.key_zones)
                 return await send_units(work, ctx, deliverer, concurrency=deliverer.in_flight)
             finally:
                 await deliverer.aclose()
@@ -368,7 +364,7 @@ class EmailGem:
             sender = PartitionSender(props, transports, job=self.name, params=self.params, run_ts=run_ts,
                                      run_key=run_key, domain=domain, destination=destination, ledger=ledger,
                                      rate_share=1 / workers, size_limit=self._size_limit(server_size),
-                                     instants=self._instant_columns(spark, frame), beacon=beacon)
+                                     instants=self._instant_columns(frame), beacon=beacon)
             report = send_distributed(frame, sender, workers)
         self.outcomes.update(report["status"])
         if report.empty and props.on_empty == "skip":

@@ -4,7 +4,9 @@
 and sends them with its own pool and its share (1 / parallelism) of the connection's rate
 limits, and returns delivery report rows. Only those rows come back to the driver, which never
 collects the input frame. For ``per_group``, rows are first repartitioned by the group columns
-so each group lives in one partition.
+so each group lives in one partition. A ``TIMESTAMP`` column reaches the workers as
+microseconds since the epoch (a pandas batch would hold session wall time, ambiguous for an
+hour a year) and is shown in ``formats.timezone``, else in the driver's session zone.
 
 The report is collected once on the driver, so sending can never run twice because a lazy
 DataFrame was evaluated twice. Nothing a worker meets takes the Spark job down: a message's
@@ -26,7 +28,7 @@ from mailgem.connections.delivery import Deliverer
 from mailgem.connections.transport import SmtpTransport
 
 from ..content.compose import Composer
-from ..data import instants, normalise
+from ..data import instants, normalise, zoned
 from .ledger import LedgerTarget, SendLedger
 from .plan import units
 from ..properties import EmailProperties
@@ -45,7 +47,7 @@ class PartitionSender:
 
     def __init__(self, props: EmailProperties, transports: list[SmtpTransport], *, job: str, params: dict[str, Any],
                  run_ts: dt.datetime, run_key: str, domain: str, destination: str, ledger: LedgerTarget | None,
-                 rate_share: float, size_limit: int | None = None, instants: tuple[list[str], str] | None = None,
+                 rate_share: float, size_limit: int | None = None, instants: tuple[list[str], str] = ([], "UTC"),
                  beacon: BeaconAddress | None = None) -> None:
         self.props = props
         self.transports = transports
@@ -58,7 +60,7 @@ class PartitionSender:
         self.ledger = ledger  # with its password resolved on the driver, like the transports
         self.rate_share = rate_share
         self.size_limit = size_limit
-        self.instants = instants  # (TIMESTAMP columns, session zone) when shown in formats.timezone
+        self.instants = instants  # (TIMESTAMP columns, the driver's session zone)
         self.beacon = beacon  # where the driver says "stop" (a scheduler's SIGTERM), if it can
 
     def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -99,16 +101,35 @@ class PartitionSender:
             tables = (pa.Table.from_pandas(f, preserve_index=False) for f in batches if len(f))
         for table in tables:
             try:
-                table = normalise(table)
-                if self.instants is not None:
-                    table = instants(table, *self.instants)
-                work = send_units(units(table, props), ctx, deliverer,
+                table, key_zones = self._table(table)
+                work = send_units(units(table, props, key_zones=key_zones), ctx, deliverer,
                                   concurrency=deliverer.in_flight)
                 yield to_pandas(loop.run_until_complete(work))
             except StopRun as exc:
                 yield to_pandas(exc.rows)
                 if exc.fatal or ctx.stop_on_error:
                     break
+
+    def _table(self, batch: pa.Table) -> tuple[pa.Table, dict[str, tuple[str, bool]]]:
+        """A batch as the composer takes it (see :mod:`mailgem.gems.email.data`), and its key
+        zones: message keys had a ``TIMESTAMP`` as session wall time (naive), or as an instant
+        in the session zone with ``formats.timezone``, as earlier versions gave them."""
+        names, session = self.instants
+        table = instants(normalise(batch), names)
+        timezone = self.props.formats.timezone
+        return zoned(table, timezone or session, key_zone=session, key_aware=timezone is not None)
+
+
+def as_micros(frame: Any, columns: list[str]) -> Any:
+    """``frame`` with its ``columns`` (``TIMESTAMP``) as microseconds since the epoch (``BIGINT``)."""
+    if not columns:
+        return frame
+    from pyspark.sql import functions as F
+
+    def col(name: str) -> Any:
+        return F.col("`" + name.replace("`", "``") + "`")
+
+    return frame.select(*[F.unix_micros(col(c)).alias(c) if c in columns else col(c) for c in frame.columns])
 
 
 def send_distributed(frame: Any, sender: PartitionSender, workers: int) -> pd.DataFrame:
@@ -123,4 +144,5 @@ def send_distributed(frame: Any, sender: PartitionSender, workers: int) -> pd.Da
         frame = frame.repartition(workers, *props.group_by)
     else:
         frame = frame.repartition(workers)
+    frame = as_micros(frame, sender.instants[0])
     return with_nullable_ints(frame.mapInPandas(sender, schema=SPARK_SCHEMA).toPandas())

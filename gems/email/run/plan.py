@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pyarrow as pa
 
 from ..content.compose import Unit
+from ..data import key_form
 from ..properties import EmailProperties
 
 __all__ = ["units", "count_units", "row_key", "group_key"]
@@ -32,14 +33,20 @@ def row_key(row: dict[str, Any], key_columns: list[str]) -> str:
 
 
 def units(table: pa.Table, props: EmailProperties, row_count: int | None = None,
-          invalid_rows: dict[int, str] | None = None) -> Iterator[Unit]:
+          invalid_rows: dict[int, str] | None = None,
+          key_zones: Mapping[str, tuple[str, bool]] | None = None) -> Iterator[Unit]:
     """The emails of ``table`` in the gem's mode, in a stable order.
 
     ``row_count`` is the whole frame's count when ``table`` holds only its first rows (report
     mode without attachments). ``invalid_rows`` (row position: why) marks the emails made from
-    those rows as failing with that reason (see :attr:`FrameData.invalid_rows`).
+    those rows as failing with that reason (see :attr:`FrameData.invalid_rows`). ``key_zones``
+    (:attr:`FrameData.key_zones`): how message keys read the timestamp columns, which templates
+    (``row``, ``group``) get as ``table`` shows them.
     """
     invalid = invalid_rows or {}
+    keyed = props.group_by if props.mode == "per_group" else props.key_columns or table.column_names
+    zones = {c: z for c, z in (key_zones or {}).items() if c in keyed}
+    key_table = key_form(table.select(keyed), zones) if zones else None
 
     def problem(positions: Any) -> str | None:
         return next((invalid[p] for p in positions if p in invalid), None) if invalid else None
@@ -53,12 +60,15 @@ def units(table: pa.Table, props: EmailProperties, row_count: int | None = None,
         for index in groups.values():
             sub = table.take(pa.array(index))
             group = sub.select(props.group_by).slice(0, 1).to_pylist()[0]  # Arrow values: null is None
-            yield Unit(group_key(group), sub, sub.num_rows, {"group": group}, problem(index.tolist()))
+            key = group if key_table is None else key_table.take(pa.array(index[:1])).to_pylist()[0]
+            yield Unit(group_key(key), sub, sub.num_rows, {"group": group}, problem(index.tolist()))
     else:
         offset = 0
         for batch in table.to_batches(max_chunksize=1024):  # to Python a batch at a time, not a row
-            for row in batch.to_pylist():
-                yield Unit(row_key(row, props.key_columns), table.slice(offset, 1), 1, {"row": row},
+            rows = batch.to_pylist()
+            key_rows = rows if key_table is None else key_table.slice(offset, len(rows)).to_pylist()
+            for row, key_row in zip(rows, key_rows, strict=True):
+                yield Unit(row_key(key_row, props.key_columns), table.slice(offset, 1), 1, {"row": row},
                            invalid.get(offset))
                 offset += 1
 
