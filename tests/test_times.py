@@ -238,7 +238,6 @@ def test_pandas_aware_columns_keep_their_zone_or_take_formats_timezone_and_naive
         assert row.key == 'row:["2024-03-01 12:00:00+01:00","2024-03-01 11:00:00"]'
 
 
-@pytest.mark.xfail(reason="needs issue-23 table header", strict=True)
 def test_the_html_table_names_the_zone(starttls_server):
     frame = pd.DataFrame({"ts": pd.to_datetime(["2024-03-01 11:00"]).tz_localize("UTC")})
     [built] = EmailGem(_props("Europe/Berlin", attachments=[]), fabric_for(starttls_server), user=USER).preview(frame)
