@@ -112,6 +112,23 @@ def test_aware_timestamps_are_drawn_in_their_zone_numbers_on_a_numeric_axis():
     assert list(ax.lines[0].get_xdata()) == [1, 2, 10, 100]
 
 
+def test_fixed_offset_zones_are_drawn_and_naive_times_are_never_moved():
+    # A Spark session in "+01:00" gives columns in that fixed offset, which zoneinfo does not know.
+    utc = pd.date_range("2024-03-01 04:00", periods=5, freq="h", tz="UTC")
+    offset = pa.Table.from_pandas(pd.DataFrame({"at": utc, "n": range(5)})).cast(
+        pa.schema([("at", pa.timestamp("ns", tz="+01:00")), ("n", pa.int64())]))
+    _, ax, chart = _drawn(offset, kind="line", x="at", y="n")
+    assert "05:00" in _tick_texts(ax) and "04:00" not in _tick_texts(ax) and not chart.notes
+    # formats.timezone moves instants only: naive timestamps and dates are drawn as written.
+    naive = pa.Table.from_pandas(pd.DataFrame({"at": pd.date_range("2024-03-01 04:00", periods=5, freq="h"),
+                                               "n": range(5)}))
+    with chart_style():
+        fig, _ = chart_figure(naive, ChartOptions(kind="line", x="at", y="n"), Formats(timezone="America/New_York"), {})
+        fig.canvas.draw()
+    ticks = _tick_texts(fig.axes[0])
+    assert "04:00" in ticks and "23:00" not in ticks, ticks
+
+
 # -- 4. bounded labels and text, CJK ------------------------------------------------------------
 
 def test_long_labels_are_cut_and_the_description_is_bounded():
@@ -180,6 +197,9 @@ def test_short_labels_stay_horizontal_crowded_ones_turn():
 # -- 7. a chart that fails --------------------------------------------------------------------
 
 def test_a_chart_that_fails_leaves_the_message_without_it_and_says_so(starttls_server, caplog):
+    from mailgem.gems.email.content import chart as chart_module
+
+    chart_module._WARNED.clear()  # warned once per process: this test must see its warning
     # validate() sees column names, not types: a text y is found only when drawing.
     frame = pd.DataFrame({"carrier": ["UA", "B6"], "delayed": ["many", "few"]})
     with caplog.at_level(logging.WARNING, logger="mailgem.gems"):

@@ -120,7 +120,7 @@ def test_validate_reports_every_problem_at_once(work, capsys):
     assert "email.cc[0]: 'bad@' is not a valid email address" in joined
     assert "email.cc[1]: 'grop' is undefined (did you mean 'group'?)" not in joined  # per_row has no group
     assert "email.cc[1]: 'grop' is undefined; this template sees: job, run_ts, run_date, params, row_count, " \
-           "columns, rows, row" in joined
+           "total_row_count, part, columns, rows, row" in joined
     assert "email.text_body: 'tabel' is undefined (did you mean 'table'?)" in joined
     # Fixed, the same job validates; row.x is only checked where the columns are known.
     job = _job(work, PER_ROW.replace("team-smtp", "local"))
@@ -490,6 +490,6 @@ def test_preview_of_per_group_collects_only_the_groups_it_shows(spark, starttls_
     # A null key is a group like any other, last, as in the pandas path.
     small = pdf[pdf["team"].isin(["t00", "t01"]) | pdf["team"].isna()]
     subjects = [b.message["Subject"] for b in gem.preview(spark.createDataFrame(small), limit=3)]
-    assert subjects == ["t00: 25 rows", "t01: 25 rows", ": 10 rows"]
+    assert subjects == ["t00: 25 rows", "t01: 25 rows", "(null): 10 rows"]  # a null key is named (issue 23 §5)
     assert subjects == [b.message["Subject"] for b in gem.preview(small, limit=3)]
     assert starttls_server.messages == [] and starttls_server.sessions_opened == 0

@@ -358,7 +358,7 @@ def test_attachments_over_the_servers_size_are_split_into_numbered_parts(spark):
         bodies = sorted(m.get_body(("plain",)).get_content() for m in messages)
         for i in range(1, n + 1):
             last = min(i * size, 4000)
-            assert sum(f"part {i} of {n}, rows {(i - 1) * size + 1:,}–{last:,} of 4,000" in b for b in bodies) == 1
+            assert sum(f"part {i} of {n}, rows {(i - 1) * size + 1:,}-{last:,} of 4,000" in b for b in bodies) == 1
         rows = [r for m in messages for r in _csv(m)[1:]]
         assert sorted(int(r[0]) for r in rows) == list(range(4000))  # every row, once
 

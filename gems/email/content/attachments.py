@@ -15,6 +15,7 @@ import pyarrow as pa
 from zlib_ng import gzip_ng_threaded
 
 from ..properties import AttachmentSpec, Column, Formats
+from .cells import in_zone
 from .csv_format import write_csv
 from .file_names import MAX_FILE_NAME_CHARS, file_name_or_default, safe_file_name
 from .parquet_format import PARQUET_MIME, write_parquet
@@ -53,15 +54,6 @@ def _gzip(data: bytes, level: int) -> bytes:
     return out.getvalue()
 
 
-def in_zone(table: pa.Table, zone: str | None) -> pa.Table:
-    """Time-zone-aware timestamp columns shown in ``zone`` (the instant is unchanged)."""
-    if zone is None or not any(pa.types.is_timestamp(t) and t.tz for t in table.schema.types):
-        return table
-    columns = [c.cast(pa.timestamp(c.type.unit, tz=zone)) if pa.types.is_timestamp(c.type) and c.type.tz else c
-               for c in table.columns]
-    return pa.table(columns, names=table.column_names)
-
-
 def build_attachment(table: pa.Table, spec: AttachmentSpec, file_name: str, timezone: str | None = None,
                      columns: Mapping[str, Column] | None = None, formats: Formats | None = None) -> Attachment:
     """``table`` (its ``spec.columns``, every row) as an attachment in ``spec.format``, named
@@ -96,12 +88,16 @@ def build_attachment(table: pa.Table, spec: AttachmentSpec, file_name: str, time
     return _compressed(write_csv(table, spec, labels), spec, file_name)
 
 
+_WARNED_EMPTY: set[str] = set()  # warnings already logged by this process (see _warn_once)
+
+
 def noted_default_name(attachment: Attachment, template: str) -> Attachment:
     """``attachment`` noting that its file name ``template`` (``attachments[0].file_name``)
     rendered empty, so it went out under the default name (see :func:`file_name_or_default`);
     also logged as a warning."""
     note = f"file name template {template} rendered empty; sent as {attachment.file_name}"
-    log.warning("%s (a null or empty value in the template?)", note)
+    _warn_once(f"file name template {template} rendered empty (a null or empty value in the template?); sent as "
+               f"{attachment.file_name}; the delivery report's notes name each message")
     return dataclasses.replace(attachment, notes="; ".join(n for n in (note, attachment.notes) if n))
 
 
@@ -127,8 +123,17 @@ def _as_text_note(file_name: str, as_text: dict[str, dict[str, int]]) -> str | N
     where = ", ".join(f"{column} ({', '.join(reasons)})" for column, reasons in as_text.items())
     note = (f"xlsx attachment {file_name!r}: {count:,} number{'s' if count > 1 else ''} Excel cannot hold written as "
             f"text in column{'s' if len(as_text) > 1 else ''} {where}")
-    log.warning("%s; attach the data as csv or parquet to keep them as numbers", note)
+    _warn_once(f"xlsx: numbers Excel cannot hold written as text in column{'s' if len(as_text) > 1 else ''} {where}; "
+               "attach the data as csv or parquet to keep them as numbers (the delivery report's notes name each message)")
     return note
+
+
+def _warn_once(text: str) -> None:
+    """Log ``text`` as a warning once per process (a per_row run would repeat it for every message);
+    ``text`` names columns, never a value or a file name rendered from data."""
+    if text not in _WARNED_EMPTY and len(_WARNED_EMPTY) < 256:
+        _WARNED_EMPTY.add(text)
+        log.warning("%s", text)
 
 
 def build_csv(table: pa.Table, spec: AttachmentSpec, file_name: str) -> Attachment:

@@ -32,7 +32,7 @@ from ..properties import ChartOptions, Formats
 from .attachments import Attachment
 from .chart_axes import (BORDER, DPI, FIGURE_SIZE_IN, MUTED, XAxis, chart_style, cut, font_families,
                          has_wide_chars, setup_x_axis)
-from .table import format_cell
+from .cells import format_cell
 
 __all__ = ["Chart", "draw_chart", "chart_figure", "chart_part", "DISPLAY_WIDTH_PX", "PIXEL_RATIO", "MAX_DESCRIPTION_CHARS",
            "MAX_DRAWABLE"]
@@ -261,7 +261,9 @@ def chart_figure(table: pa.Table, options: ChartOptions, formats: Formats,
     if not font_families()[1] and any(has_wide_chars(w) for w in words):
         notes.append("CJK characters may not show: no CJK font installed")
     x_type = table.schema.field(options.x).type
-    tz = formats.timezone or (x_type.tz if pa.types.is_timestamp(x_type) else None)
+    # Only an instant moves to formats.timezone; naive timestamps and dates are drawn as written.
+    zoned = pa.types.is_timestamp(x_type) and bool(x_type.tz)
+    tz = (formats.timezone or x_type.tz) if zoned else None
     fig = _figure(points, options, kind, title, names, "; ".join(notes), tz)
     return fig, Chart(None, _describe(points, options, title, notes), title, notes=notes)
 
@@ -286,6 +288,9 @@ def draw_chart(table: pa.Table, options: ChartOptions, formats: Formats, labels:
     return dataclasses.replace(chart, png=out.getvalue(), width_px=width, height_px=height)
 
 
+_WARNED: set[str] = set()  # the kinds of chart failure already logged by this process
+
+
 def chart_part(table: pa.Table, options: ChartOptions, formats: Formats,
                labels: Mapping[str, str] = {}) -> tuple[Attachment | None, Markup, str, list[str]]:
     """The chart for one message: the inline PNG (``None`` when there is none), the HTML that
@@ -296,7 +301,12 @@ def chart_part(table: pa.Table, options: ChartOptions, formats: Formats,
         chart = draw_chart(table, options, formats, labels)
     except Exception as exc:  # noqa: BLE001 - the message goes without its chart, and says so
         reason = cut(str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}", 300)
-        log.warning("chart not drawn: %s", reason)
+        # Once per reason, not per message (the report's notes say it for each). A ValueError is
+        # ours (a column missing or not numbers: no data in it); another's text may quote data.
+        said = reason if isinstance(exc, ValueError) else type(exc).__name__
+        if said not in _WARNED and len(_WARNED) < 64:
+            _WARNED.add(said)
+            log.warning("chart not drawn: %s (the delivery report's notes say it for each message)", said)
         return None, Markup(""), "", [f"chart not drawn: {reason}"]
     if chart.png is None:  # no rows (nothing to say), or no drawable value (said in the report)
         why = chart.description.removeprefix("No chart: ")

@@ -150,16 +150,16 @@ def setup_x_axis(ax: Axes, kind: XAxis, labels: Sequence[str], tz: str | None) -
     """Ticks of the x axis.
 
     ``time``: x values are matplotlib dates (days since its epoch, UTC), labelled in ``tz``
-    (an IANA name; ``None``: as UTC, i.e. naive timestamps as written) by an
+    (an IANA name or a fixed offset; ``None``: as UTC, i.e. naive timestamps as written) by an
     ``AutoDateLocator`` (3 to 8 ticks) and a ``ConciseDateFormatter``. ``number``: a numeric
     axis. ``category``: x values are 0..n-1 with ``labels`` (one per point).
     """
     if kind == "time":
-        import zoneinfo
-
         from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
-        zone = zoneinfo.ZoneInfo(tz) if tz else None
+        from .cells import tzinfo_of
+
+        zone = tzinfo_of(tz) if tz else None  # an IANA name or a fixed offset (+01:00)
         locator = AutoDateLocator(tz=zone, minticks=3, maxticks=8)
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=zone))

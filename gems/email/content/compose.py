@@ -331,14 +331,18 @@ class Composer:
             # Only the body being rendered gets its table (the HTML table is measured alone).
             return dict(ctx, shown_rows=n, truncated=table is not None and n < table.total,
                         table=html_table(table, n, note) if table and html else "",
-                        table_text=text_table(table, n) if table and not html else "", chart=chart_html,
-                        chart_text=chart_text)
+                        table_text=text_table(table, n, charset=self.charset) if table and not html else "",
+                        chart=chart_html, chart_text=chart_text)
+
+        rendered: dict[int, str | None] = {}  # row count -> HTML body: the search's last try is the body
 
         def html_body(n: int) -> str | None:
             if html_src is None:  # HTML unless the user chose text only
                 return None
-            html = render("html_body", html_src, page(n, True), html=True)
-            return html_document(_INLINER.inline(html) if "<style" in html.lower() else html)
+            if n not in rendered:
+                html = render("html_body", html_src, page(n, True), html=True)
+                rendered[n] = html_document(_INLINER.inline(html) if "<style" in html.lower() else html, self.charset)
+            return rendered[n]
 
         def bodies(n: int) -> tuple[str, str | None]:
             # Always a text part (what clients fall back to).

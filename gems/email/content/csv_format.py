@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..properties import AttachmentSpec
-from .table import is_nested, json_text
+from .cells import is_nested, json_text
 
 __all__ = ["write_csv", "escape_formulas", "nested_as_json", "timestamps_as_text", "escape_formula"]
 

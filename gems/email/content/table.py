@@ -8,13 +8,10 @@ or by the column's ``format`` (:class:`~mailgem.gems.email.properties.Column`).
 
 from __future__ import annotations
 
-import datetime as dt
 import decimal
 import functools
-import json
 import math
 import operator
-import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..properties import Column, Formats, Highlight, Summary, TotalFunction
+from .cells import clip, column_formatter, column_kind, in_zone, zone_label
 
-__all__ = ["Table", "format_cell", "json_text", "is_nested", "format_rows", "summarise", "fit_rows", "column_kind",
-           "zone_label", "in_zone"]
+__all__ = ["Table", "format_rows", "summarise", "fit_rows"]
 
 
 @dataclass(frozen=True)
@@ -62,163 +59,12 @@ class Table:
         return [k == "number" for k in self.kinds]
 
 
-# Past this magnitude a fixed-point format is unreadable (1.797e308 would be 414 characters).
-_HUGE = 1e15
-
-
-def _number(value: float | decimal.Decimal, spec: str) -> str:
-    """A float in the configured format; infinities as ∞, huge values in scientific notation,
-    and no negative zero (``-0.00``) from rounding."""
-    if isinstance(value, float) and math.isinf(value):
-        return "∞" if value > 0 else "-∞"
-    if abs(float(value)) >= _HUGE:
-        return format(float(value), ".4g")
-    text = format(value, spec)
-    if text.startswith("-") and not any(ch in "123456789" for ch in text):
-        text = text[1:]
-    return text
-
-
-def json_text(value: Any) -> str:
-    """Nested values (lists, structs, maps) as compact JSON."""
-    if isinstance(value, list) and value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
-        value = {str(k): v for k, v in value}  # an Arrow map comes as (key, value) pairs
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def is_nested(data_type: pa.DataType) -> bool:
-    """Lists, structs and maps: shown and written as compact JSON."""
-    return pa.types.is_nested(data_type)
-
-
-def format_cell(value: Any, formats: Formats) -> str:
-    """Format one value for display: numbers with the format specs, dates with ``strftime``,
-    nested values as compact JSON."""
-    if value is None:
-        return formats.na_rep
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return formats.na_rep if math.isnan(value) else _number(value, formats.float_format)
-    if isinstance(value, int):
-        return format(value, formats.int_format)
-    if isinstance(value, decimal.Decimal):
-        return _number(value, formats.float_format)
-    if isinstance(value, dt.datetime):
-        return _datetime(value, formats)
-    if isinstance(value, dt.date):
-        return value.strftime(formats.date_format)
-    if isinstance(value, list | dict | tuple):
-        return json_text(value)
-    return str(value)
-
-
-@functools.lru_cache(maxsize=16)
-def _zone(name: str) -> zoneinfo.ZoneInfo:
-    return zoneinfo.ZoneInfo(name)
-
-
-def _datetime(value: dt.datetime, formats: Formats) -> str:
-    """A timestamp in ``datetime_format``; microseconds only when there are some (and the
-    format ends in seconds); an aware one in ``formats.timezone`` (else its own zone) with its
-    ISO 8601 offset, so the instant is never lost."""
-    if value.tzinfo is not None and formats.timezone:
-        value = value.astimezone(_zone(formats.timezone))
-    fmt = formats.datetime_format
-    text = value.strftime(fmt)
-    if value.microsecond and fmt.endswith("%S"):
-        text += f".{value.microsecond:06d}"
-    if value.tzinfo is not None:
-        offset = value.strftime("%z")  # +0100
-        text += f"{offset[:3]}:{offset[3:]}"
-    return text
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def column_kind(data_type: pa.DataType) -> str:
-    """``number``, ``time`` (date, timestamp, time), ``bool`` or ``text`` (everything else,
-    nested values included): how a column is aligned and whether its cells may wrap."""
-    if pa.types.is_integer(data_type) or pa.types.is_floating(data_type) or pa.types.is_decimal(data_type):
-        return "number"
-    if pa.types.is_temporal(data_type):
-        return "time"
-    if pa.types.is_boolean(data_type):
-        return "bool"
-    return "text"
-
-
-def zone_label(data_type: pa.DataType) -> str | None:
-    """The zone a time-zone-aware timestamp column is shown in (``UTC``, ``Europe/Berlin``,
-    ``+01:00``), else ``None``."""
-    return data_type.tz if pa.types.is_timestamp(data_type) and data_type.tz else None
-
-
-def in_zone(table: pa.Table, zone: str | None) -> pa.Table:
-    """Time-zone-aware timestamp columns shown in ``zone`` (the instant is unchanged)."""
-    if zone is None or not any(pa.types.is_timestamp(t) and t.tz for t in table.schema.types):
-        return table
-    columns = [c.cast(pa.timestamp(c.type.unit, tz=zone)) if pa.types.is_timestamp(c.type) and c.type.tz else c
-               for c in table.columns]
-    return pa.table(columns, names=table.column_names)
-
-
-def _with_unit(text: str, unit: str | None) -> str:
-    if not unit:
-        return text
-    return f"{text}{unit}" if unit in ("%", "‰") else f"{text} {unit}"
-
-
-def column_formatter(data_type: pa.DataType, column: Column | None, formats: Formats) -> Callable[[Any], str]:
-    """A function formatting one value of a column of ``data_type`` for display, by the
-    column's presentation (``format``, ``unit``) and else ``formats``. A zoned timestamp is
-    written as wall time in its zone without an offset (the header names the zone, see
-    :func:`zone_label`).
-
-    Raises:
-        ValueError: a date pattern on a number column or a number format on a date column
-            (names the column and both).
-    """
-    spec = column.format if column is not None else None
-    kind = column.format_kind if column is not None else None
-    unit = column.unit if column is not None else None
-    data_kind = column_kind(data_type)
-    if kind is not None and data_kind in ("number", "time") and (kind == "date") != (data_kind == "time"):
-        what = "a date pattern" if kind == "date" else "a number format"
-        raise ValueError(f"table.columns: format {spec!r} of column {column.name!r} is {what}, but the column holds "  # type: ignore[union-attr]
-                         f"{'dates or times' if data_kind == 'time' else 'numbers'} ({data_type})")
-    na = formats.na_rep
-    if data_kind == "number" and (spec is not None or unit is not None):
-        number_spec = spec or (formats.int_format if pa.types.is_integer(data_type) else formats.float_format)
-
-        # A spec without a precision (",") shows a whole float (an integer column with a null, from
-        # pandas) as the integer it is: 1,200, not 1,200.0.
-        whole = not any(ch in number_spec for ch in ".eEfFgG%")
-
-        def number(value: Any) -> str:
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                return na
-            if whole and isinstance(value, float) and value.is_integer() and abs(value) < _HUGE:
-                value = int(value)
-            return _with_unit(_number(value, number_spec) if not isinstance(value, int) else format(value, number_spec), unit)
-        return number
-    if data_kind == "time" and (spec is not None or zone_label(data_type)):
-        def when(value: Any) -> str:
-            if value is None:
-                return na
-            if not isinstance(value, dt.date):
-                return str(value)
-            if isinstance(value, dt.datetime) and value.tzinfo is not None:
-                value = value.astimezone(_zone(data_type.tz)) if data_type.tz and data_type.tz[0] not in "+-" else value
-            fmt = spec or (formats.datetime_format if isinstance(value, dt.datetime) else formats.date_format)
-            text = value.strftime(fmt)
-            if spec is None and isinstance(value, dt.datetime) and value.microsecond and fmt.endswith("%S"):
-                text += f".{value.microsecond:06d}"
-            return text
-        return when
-    return lambda value: format_cell(value, formats)
+@functools.lru_cache(maxsize=64)
+def _formatters(types: tuple[pa.DataType, ...], presentation: tuple[Column | None, ...],
+                formats: Formats) -> list[Callable[[Any], str]]:
+    """:func:`column_formatter` of each column, made once per table shape (a per_row run formats
+    one row per message with the same formatters)."""
+    return [column_formatter(t, c, formats) for t, c in zip(types, presentation, strict=True)]
 
 
 _COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne}
@@ -279,12 +125,14 @@ def _totals(table: pa.Table, totals: Mapping[str, TotalFunction], formatters: li
         elif column_kind(column.type) != "number":
             raise ValueError(f"table.totals: {function} of column {name!r} needs numbers; it holds {column.type}: "
                              "use count")
-        else:
-            value = (pc.sum(column) if function == "sum" else pc.mean(column)).as_py()
+        else:  # the sum of no values is 0; their mean is none (na_rep)
+            value = (pc.sum(column, min_count=0) if function == "sum" else pc.mean(column)).as_py()
             text = formatters[i](value)
         cells[i] = text if len(functions) == 1 else f"{_TOTAL_WORDS[function].lower()} {text}"
-    if not cells[0]:
-        cells[0] = _TOTAL_WORDS[functions.pop()] if len(functions) == 1 else "Totals"
+    word = _TOTAL_WORDS[next(iter(functions))] if len(functions) == 1 else "Totals"
+    first = names[0]
+    # The row says what it is in its first cell, beside that column's own total if it has one.
+    cells[0] = word if first not in totals else f"{word}: {cells[0]}" if len(functions) == 1 else cells[0]
     return cells
 
 
@@ -307,7 +155,7 @@ def format_rows(table: pa.Table, limit: int, formats: Formats, total: int | None
     table = in_zone(table, formats.timezone)
     head = table.slice(0, limit)
     presentation = [columns.get(name) for name in head.column_names]
-    formatters = [column_formatter(t, c, formats) for t, c in zip(head.schema.types, presentation, strict=True)]
+    formatters = _formatters(tuple(head.schema.types), tuple(presentation), formats)
     kinds = [column_kind(t) for t in head.schema.types]
     header = []
     for name, data_type, c in zip(head.column_names, head.schema.types, presentation, strict=True):
@@ -316,7 +164,7 @@ def format_rows(table: pa.Table, limit: int, formats: Formats, total: int | None
         header.append(f"{heading} ({zone})" if zone and (c is None or not c.format or "%z" not in c.format) else heading)
     align: list[str] = [c.align if c is not None and c.align else ("right" if k == "number" else "left")
                         for c, k in zip(presentation, kinds, strict=True)]
-    cells = [[_clip(f(v), max_cell_chars) for v in col.to_pylist()] for f, col in zip(formatters, head.columns, strict=True)]
+    cells = [[clip(f(v), max_cell_chars) for v in col.to_pylist()] for f, col in zip(formatters, head.columns, strict=True)]
     rows = [list(r) for r in zip(*cells, strict=True)] if cells else []
     legend = [f"{rule.label}: {columns[rule.column].heading if rule.column in columns else rule.column} {rule.when.strip()}"
               for rule in highlight]

@@ -32,8 +32,9 @@ from .table import Table
 
 __all__ = ["html_table", "text_table", "html_document", "STYLE", "WIDE_COLUMNS"]
 
-# Light: text #101828 on #ffffff (17.7:1), headers #1d2939 on #eef1f5 (13.3:1); highlights
-# ≥ 7:1. Dark: #f2f4f7 on #1d2939 (13.3:1). Every pair is at least WCAG AA's 4.5:1.
+# Light: text #101828 on #ffffff (17.7:1), headers #1d2939 on #eef1f5, highlights #7a271a on
+# #fee4e2 and the like (all ≥ 7:1). Dark: #f2f4f7 on #101828 and on #344054 (≥ 9:1). Every pair is
+# at least WCAG AA's 4.5:1 (checked in Chromium by tests/test_report_render.py).
 STYLE = """body{margin:0;padding:12px;background-color:#ffffff;color:#101828;font-family:Arial,Helvetica,sans-serif;font-size:14px}
 .mg-wrap{overflow-x:auto;max-width:100%;background-color:#ffffff;color:#101828}
 table.mg{border-collapse:collapse;font-size:13px}
@@ -45,6 +46,7 @@ table.mg .n{text-align:right;white-space:nowrap}
 table.mg .t{white-space:nowrap}
 table.mg .c{text-align:center}
 table.mg .r{text-align:right}
+table.mg .l{text-align:left}
 table.mg .w{background-color:#fef0c7;color:#7a2e0e;font-weight:bold}
 table.mg .b{background-color:#fee4e2;color:#7a271a;font-weight:bold}
 table.mg .g{background-color:#d1fadf;color:#054f31;font-weight:bold}
@@ -92,8 +94,22 @@ def _classes(table: Table) -> list[str]:
     return out
 
 
-def _marked(cell: str, style: str | None) -> str:
-    return cell if style is None else f"{HIGHLIGHT_STYLES[style][0]} {cell}"
+def _marked(cell: str, style: str | None, ascii_only: bool = False) -> str:
+    if style is None:
+        return cell
+    return f"{_ASCII_MARKERS[style] if ascii_only else HIGHLIGHT_STYLES[style][0]} {cell}"
+
+
+# Where the text part's charset cannot hold ▲ ✖ ✔ (a connection's charset: iso-8859-1).
+_ASCII_MARKERS = {"warn": "[!]", "bad": "[x]", "good": "[ok]"}
+# In HTML the markers are character references, which any charset can carry.
+_HTML_MARKERS = {marker: f"&#{ord(marker)};" for marker, _ in HIGHLIGHT_STYLES.values()}
+
+
+def _html_markers(html: str) -> str:
+    for marker, reference in _HTML_MARKERS.items():
+        html = html.replace(marker, reference)
+    return html
 
 
 _TABLE = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True).from_string(
@@ -121,7 +137,7 @@ def _row_html(table: Table, classes: list[str], r: int) -> str:
             cells.append(f"<td{classes[c]}>{escape(cell)}</td>")
         else:
             names = " ".join(n for n in (classes[c][len(' class="'):-1], _MARK_CLASS[style]) if n)
-            cells.append(f'<td class="{names}">{escape(_marked(cell, style))}</td>')
+            cells.append(f'<td class="{names}">{_HTML_MARKERS[HIGHLIGHT_STYLES[style][0]]} {escape(cell)}</td>')
     return "<tr>" + "".join(cells) + "</tr>\n"
 
 
@@ -150,9 +166,9 @@ def html_table(table: Table, shown: int, note: str = "") -> Markup:
     highlight legend, "Showing N of M rows" (plus ``note``), and the column count of a wide table."""
     classes = _classes(table)
     th_styles = [_TH_STYLE.format(a) for a in table.align]
-    return Markup(_TABLE.render(header=table.header, body=Markup(_body(table, classes, shown)), classes=[Markup(c) for c in classes],
+    return Markup(_html_markers(_TABLE.render(header=table.header, body=Markup(_body(table, classes, shown)), classes=[Markup(c) for c in classes],
                                 totals=table.totals, notes=_notes(table, shown, note), th_styles=th_styles,
-                                table_style=_TABLE_STYLE, wrap_style=_WRAP_STYLE))
+                                table_style=_TABLE_STYLE, wrap_style=_WRAP_STYLE)))
 
 
 _LINE_BREAKS = re.compile(r"\s*[\r\n\u2028\u2029]+\s*")
@@ -162,14 +178,16 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def text_table(table: Table, shown: int, max_width: int = 40) -> str:
+def text_table(table: Table, shown: int, max_width: int = 40, charset: str = "utf-8") -> str:
     """The first ``shown`` rows as a fixed-width text table, for the text/plain alternative,
-    with the totals row, highlight markers and legend as in the HTML table. Line breaks inside
-    a cell become spaces, so every row stays one line."""
+    with the totals row, highlight markers and legend as in the HTML table (ASCII markers
+    ``[!]``, ``[x]``, ``[ok]`` where ``charset`` cannot hold ▲ ✖ ✔). Line breaks inside a cell
+    become spaces, so every row stays one line."""
     clip = lambda s: _clip(_LINE_BREAKS.sub(" ", s), max_width)  # noqa: E731
     marks = table.marks
+    ascii_only = bool(marks) and not _holds(charset, "".join(m for m, _ in HIGHLIGHT_STYLES.values()))
     header = [clip(h) for h in table.header]
-    rows = [[clip(_marked(c, marks[r][i] if marks else None)) for i, c in enumerate(row)]
+    rows = [[clip(_marked(c, marks[r][i] if marks else None, ascii_only)) for i, c in enumerate(row)]
             for r, row in enumerate(table.rows[:shown])]
     footer = [[clip(c) for c in table.totals]] if table.totals else []
     widths = [max([len(h)] + [len(r[i]) for r in rows + footer]) for i, h in enumerate(header)]
@@ -179,31 +197,46 @@ def text_table(table: Table, shown: int, max_width: int = 40) -> str:
                          else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
     rule = "  ".join("-" * w for w in widths)
     out = [line(header), rule] + [line(r) for r in rows] + ([rule, line(footer[0])] if footer else [])
-    out += ["; ".join(table.legend)] if table.legend else []
+    legend = "; ".join(table.legend)
+    if ascii_only:
+        for style, (marker, _) in HIGHLIGHT_STYLES.items():
+            legend = legend.replace(marker, _ASCII_MARKERS[style])
+    out += [legend] if legend else []
     if shown < table.total:
         out.append(f"Showing {shown:,} of {table.total:,} rows.")
     return "\n".join(out)
 
 
+def _holds(charset: str, text: str) -> bool:
+    try:
+        text.encode(charset)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
 _HEAD = (
-    '<meta charset="utf-8">\n<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+    '<meta charset="{charset}">\n<meta name="viewport" content="width=device-width, initial-scale=1">\n'
     '<meta name="color-scheme" content="light dark">\n<meta name="supported-color-schemes" content="light dark">\n'
     f"<style>\n{STYLE}\n</style>\n")
 _HAS_HEAD = re.compile(r"<head(\s[^>]*)?>", re.IGNORECASE)
 _HAS_HTML = re.compile(r"<html(\s[^>]*)?>", re.IGNORECASE)
+_HAS_DOCTYPE = re.compile(r"\s*<!doctype", re.IGNORECASE)
 
 
-def html_document(body: str) -> str:
+def html_document(body: str, charset: str = "utf-8") -> str:
     """``body`` (an HTML fragment, or a whole document) as a whole document: doctype, ``<html>``,
     a ``<head>`` with the charset, the viewport (phones lay it out at their width), the colour
     schemes it supports and :data:`STYLE`; a document the template wrote itself gets the same
     ``<head>`` elements added to its own."""
+    head = _HEAD.replace("{charset}", escape(charset))
+    doctype = "" if _HAS_DOCTYPE.match(body) else "<!DOCTYPE html>\n"  # without one, browsers render in quirks mode
     found = _HAS_HEAD.search(body)
     if found:
-        return body[:found.end()] + "\n" + _HEAD + body[found.end():]
+        return doctype + body[:found.end()] + "\n" + head + body[found.end():]
     found = _HAS_HTML.search(body)
     if found:
-        return body[:found.end()] + f"\n<head>\n{_HEAD}</head>" + body[found.end():]
-    return (f'<!DOCTYPE html>\n<html>\n<head>\n{_HEAD}</head>\n'
+        return doctype + body[:found.end()] + f"\n<head>\n{head}</head>" + body[found.end():]
+    return (f'<!DOCTYPE html>\n<html>\n<head>\n{head}</head>\n'
             f'<body style="margin:0;padding:12px;background-color:#ffffff;color:#101828;'
             f'font-family:Arial,Helvetica,sans-serif;font-size:14px">\n{body}</body>\n</html>\n')

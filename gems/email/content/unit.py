@@ -87,7 +87,8 @@ class Part(NamedTuple):
     total_rows: int
 
     def __str__(self) -> str:
-        return (f"part {self.number} of {self.parts}, rows {self.first_row:,}–{self.last_row:,} of "
+        # ASCII: a body in any charset can hold it.
+        return (f"part {self.number} of {self.parts}, rows {self.first_row:,}-{self.last_row:,} of "
                 f"{self.total_rows:,}")
 
 

@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 import xlsxwriter
 
 from ..properties import AttachmentSpec, Column, Formats
-from .table import is_nested, json_text
+from .cells import is_nested, json_text
 from .xlsx_numbers import date_format, excel_number, number_format, with_fractions
 
 __all__ = ["write_xlsx", "XlsxFile", "XLSX_MIME", "MAX_ROWS", "MAX_COLUMNS", "EXCEL_MAX_CELL_CHARS", "utf16_units"]
