@@ -60,11 +60,28 @@ class Table:
 
 
 @functools.lru_cache(maxsize=64)
-def _formatters(types: tuple[pa.DataType, ...], presentation: tuple[Column | None, ...],
-                formats: Formats) -> list[Callable[[Any], str]]:
-    """:func:`column_formatter` of each column, made once per table shape (a per_row run formats
-    one row per message with the same formatters)."""
-    return [column_formatter(t, c, formats) for t, c in zip(types, presentation, strict=True)]
+def _shape(schema: pa.Schema, columns: tuple[tuple[str, Column], ...], formats: Formats
+           ) -> tuple[list[Callable[[Any], str]], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """What a table of ``schema`` needs besides its values, made once per shape (a per_row run
+    formats one row per message, every one of the same shape): each column's formatter
+    (:func:`column_formatter`), kind, heading (its label, with the zone of a zoned timestamp:
+    ``at (Europe/Berlin)``) and alignment.
+
+    Raises:
+        ValueError: a column's format does not fit its type.
+    """
+    by_name = dict(columns)
+    presentation = [by_name.get(name) for name in schema.names]
+    formatters = [column_formatter(f.type, c, formats) for f, c in zip(schema, presentation, strict=True)]
+    kinds = tuple(column_kind(f.type) for f in schema)
+    header = []
+    for f, c in zip(schema, presentation, strict=True):
+        heading = c.heading if c is not None else f.name
+        zone = zone_label(f.type)
+        header.append(f"{heading} ({zone})" if zone and (c is None or not c.format or "%z" not in c.format) else heading)
+    align = tuple(c.align if c is not None and c.align else ("right" if k == "number" else "left")
+                  for c, k in zip(presentation, kinds, strict=True))
+    return formatters, kinds, tuple(header), align
 
 
 _COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne}
@@ -151,24 +168,15 @@ def format_rows(table: pa.Table, limit: int, formats: Formats, total: int | None
         ValueError: a format that does not fit its column, or a totals or highlight column
             that is not in the table (the message names the option and the column).
     """
-    columns = columns or {}
     table = in_zone(table, formats.timezone)
     head = table.slice(0, limit)
-    presentation = [columns.get(name) for name in head.column_names]
-    formatters = _formatters(tuple(head.schema.types), tuple(presentation), formats)
-    kinds = [column_kind(t) for t in head.schema.types]
-    header = []
-    for name, data_type, c in zip(head.column_names, head.schema.types, presentation, strict=True):
-        heading = c.heading if c is not None else name
-        zone = zone_label(data_type)
-        header.append(f"{heading} ({zone})" if zone and (c is None or not c.format or "%z" not in c.format) else heading)
-    align: list[str] = [c.align if c is not None and c.align else ("right" if k == "number" else "left")
-                        for c, k in zip(presentation, kinds, strict=True)]
+    formatters, kinds, header, align = _shape(head.schema, tuple((columns or {}).items()), formats)
     cells = [[clip(f(v), max_cell_chars) for v in col.to_pylist()] for f, col in zip(formatters, head.columns, strict=True)]
     rows = [list(r) for r in zip(*cells, strict=True)] if cells else []
+    columns = columns or {}
     legend = [f"{rule.label}: {columns[rule.column].heading if rule.column in columns else rule.column} {rule.when.strip()}"
               for rule in highlight]
-    return Table(header, rows, kinds, align, table.num_rows if total is None else total, _marks(head, highlight),
+    return Table(list(header), rows, list(kinds), list(align), table.num_rows if total is None else total, _marks(head, highlight),
                  _totals(table, totals or {}, formatters, formats), list(dict.fromkeys(legend)))
 
 
