@@ -20,7 +20,7 @@ import pytest
 from conftest import USER, fabric_for, parse_strict
 
 from mailgem.gems.email import EmailGem
-from mailgem.gems.email.content import attachments as attachments_module
+from mailgem.gems.email.content import logged
 from mailgem.gems.email.content.attachments import build_attachment
 from mailgem.gems.email.content.file_names import ascii_file_name, file_name_or_default, safe_file_name
 from mailgem.gems.email.content.xlsx_numbers import date_format, number_format
@@ -172,7 +172,7 @@ def test_parquet_keeps_the_time_zone_of_aware_timestamps(starttls_server):
 # -- 6. XLSX numbers: exact or text (and said), formatted as in the body -------------------------
 
 def test_numbers_excel_cannot_hold_are_text_with_a_note_in_the_report(starttls_server, caplog):
-    attachments_module._WARNED_EMPTY.clear()  # warned once per process: this test must see its warning
+    logged._SAID.clear()  # warned once per process: this test must see its warning
     frame = pd.DataFrame({"x": [float("inf"), float("-inf"), 1.7976931348623157e308, 12.5, float("nan")],
                           "big": [2**53 + 1, 123_456_789_012_345, 1, 2, 3],
                           "money": [decimal.Decimal("12345678901234567.89"), decimal.Decimal("1234.50"), None, None, None]})
@@ -251,7 +251,7 @@ def test_every_attachment_has_an_ascii_name_and_the_real_one_in_rfc_2231(starttl
 # -- 8. a file name that rendered empty is said so ---------------------------------------------
 
 def test_a_file_name_that_renders_empty_falls_back_with_a_note_and_a_warning(starttls_server, caplog):
-    attachments_module._WARNED_EMPTY.clear()  # warned once per process: this test must see its warning
+    logged._SAID.clear()  # warned once per process: this test must see its warning
     assert file_name_or_default(".xlsx") == ("data.xlsx", True) and file_name_or_default("a.xlsx") == ("a.xlsx", False)
     frame = pd.DataFrame({"region": ["north", None], "n": [1, 2]})
     with caplog.at_level(logging.WARNING, logger="mailgem"):

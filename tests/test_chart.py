@@ -197,9 +197,9 @@ def test_short_labels_stay_horizontal_crowded_ones_turn():
 # -- 7. a chart that fails --------------------------------------------------------------------
 
 def test_a_chart_that_fails_leaves_the_message_without_it_and_says_so(starttls_server, caplog):
-    from mailgem.gems.email.content import chart as chart_module
+    from mailgem.gems.email.content import logged
 
-    chart_module._WARNED.clear()  # warned once per process: this test must see its warning
+    logged._SAID.clear()  # warned once per process: this test must see its warning
     # validate() sees column names, not types: a text y is found only when drawing.
     frame = pd.DataFrame({"carrier": ["UA", "B6"], "delayed": ["many", "few"]})
     with caplog.at_level(logging.WARNING, logger="mailgem.gems"):

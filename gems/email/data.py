@@ -26,6 +26,8 @@ import pyarrow.compute as pc
 
 from mailgem.connections.errors import MailgemError
 
+from .content.cells import in_zone
+
 log = logging.getLogger("mailgem.gems")
 
 __all__ = ["FrameData", "KeyZones", "collect", "first_groups", "instants", "is_spark_frame", "column_names", "normalise",
@@ -147,17 +149,14 @@ def zoned(table: pa.Table, zone: str | None, *, key_zone: str | None = None,
     """Time-zone-aware timestamp columns shown in ``zone`` (``None``: each keeps its own; the
     instant is unchanged), and the :data:`KeyZones` for message keys that read them in
     ``key_zone`` (``None``: the column's own zone), with their offset when ``key_aware``."""
-    columns, keys = [], {}
-    for spec, column in zip(table.schema, table.columns, strict=True):
+    keys = {}
+    for spec in table.schema:
         if pa.types.is_timestamp(spec.type) and spec.type.tz is not None:
             own = spec.type.tz
             form = (key_zone or own, key_aware)
             if form != (zone or own, True):
                 keys[spec.name] = form
-            if zone is not None and zone != own:
-                column = column.cast(pa.timestamp(spec.type.unit, tz=zone))
-        columns.append(column)
-    return pa.table(columns, names=table.column_names), keys
+    return in_zone(table, zone), keys
 
 
 def key_form(table: pa.Table, key_zones: Mapping[str, tuple[str, bool]]) -> pa.Table:

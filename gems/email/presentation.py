@@ -7,14 +7,14 @@ from __future__ import annotations
 import decimal
 import math
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import zoneinfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["Aggregate", "Summary", "Formats", "Column", "Highlight", "TotalFunction", "HIGHLIGHT_STYLES", "TableOptions",
-           "ChartOptions"]
+__all__ = ["Aggregate", "Summary", "Formats", "Column", "ColumnChoice", "Highlight", "TotalFunction", "HIGHLIGHT_STYLES",
+           "TableOptions", "ChartOptions"]
 
 _MODEL = ConfigDict(frozen=True, extra="forbid")
 
@@ -185,7 +185,25 @@ class Highlight(BaseModel):
         return f"{marker} {word}"
 
 
-class TableOptions(BaseModel):
+class ColumnChoice:
+    """What a model with a ``columns`` option (names, or :class:`Column` objects) offers: the
+    table's and each attachment's."""
+
+    if TYPE_CHECKING:
+        columns: list[str | Column] | None
+
+    @property
+    def column_names(self) -> list[str] | None:
+        """The names of ``columns`` (``None``: every column)."""
+        return None if self.columns is None else [c if isinstance(c, str) else c.name for c in self.columns]
+
+    @property
+    def presentation(self) -> dict[str, Column]:
+        """``{name: Column}`` for the columns given as objects (labels, formats, units, alignment)."""
+        return {c.name: c for c in self.columns or [] if isinstance(c, Column)}
+
+
+class TableOptions(BaseModel, ColumnChoice):
     """The HTML table in the body.
 
     ``columns`` lists the columns to show, as names or as :class:`Column` objects (label,
@@ -209,16 +227,6 @@ class TableOptions(BaseModel):
         "A totals row under the table: {column: sum | mean | count}, over all of the message's rows."))
     highlight: list[Highlight] = Field(default_factory=list, description=(
         'Emphasis for values past a threshold: [{column, when: "> 100", style: warn | bad | good}].'))
-
-    @property
-    def column_names(self) -> list[str] | None:
-        """The names of ``columns`` (``None``: every column)."""
-        return None if self.columns is None else [c if isinstance(c, str) else c.name for c in self.columns]
-
-    @property
-    def presentation(self) -> dict[str, Column]:
-        """``{name: Column}`` for the columns given as objects (labels, formats, units, alignment)."""
-        return {c.name: c for c in self.columns or [] if isinstance(c, Column)}
 
     def labels(self) -> dict[str, str]:
         """``{name: label}`` of the columns that have a label."""

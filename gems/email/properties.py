@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mailgem.connections.addresses import CONTROL_CHARACTERS, format_mailbox, mailbox_parts, split_address_list
 from mailgem.connections.yaml_types import describe_type
 
-from .presentation import (HIGHLIGHT_STYLES, Aggregate, ChartOptions, Column, Formats, Highlight, Summary, TableOptions,
-                           TotalFunction)
+from .presentation import (HIGHLIGHT_STYLES, Aggregate, ChartOptions, Column, ColumnChoice, Formats, Highlight, Summary,
+                           TableOptions, TotalFunction)
 from .run.ledger_db import DEFAULT_LEASE_S, check_postgres_url
 
 __all__ = [
@@ -75,7 +75,7 @@ AttachmentFormat = Literal["csv", "xlsx", "parquet"]
 _SUFFIXES = {"csv": (".csv", ".csv.gz", ".csv.zip", ".gz", ".zip"), "xlsx": (".xlsx",), "parquet": (".parquet",)}
 
 
-class AttachmentSpec(BaseModel):
+class AttachmentSpec(BaseModel, ColumnChoice):
     """An attachment holding the frame's rows (all of them, raw values): ``csv`` (RFC 4180),
     ``xlsx`` (typed cells, for Excel) or ``parquet`` (for data consumers)."""
 
@@ -99,16 +99,6 @@ class AttachmentSpec(BaseModel):
     long_cells: Literal["cut", "error"] = Field(default="cut", description=(
         "XLSX only: a text cell longer than Excel's 32,767 characters is cut to fit (cut: logged, and named in the "
         "delivery report's notes column) or fails its message, which is then not sent (error)."))
-
-    @property
-    def column_names(self) -> list[str] | None:
-        """The names of ``columns`` (``None``: every column)."""
-        return None if self.columns is None else [c if isinstance(c, str) else c.name for c in self.columns]
-
-    @property
-    def presentation(self) -> dict[str, Column]:
-        """``{name: Column}`` for the columns given as objects."""
-        return {c.name: c for c in self.columns or [] if isinstance(c, Column)}
 
     @model_validator(mode="after")
     def _format_matches(self) -> AttachmentSpec:

@@ -17,12 +17,11 @@ from zlib_ng import gzip_ng_threaded
 from ..properties import AttachmentSpec, Column, Formats
 from .cells import in_zone
 from .csv_format import write_csv
-from .file_names import MAX_FILE_NAME_CHARS, file_name_or_default, safe_file_name
+from .logged import warn_once
 from .parquet_format import PARQUET_MIME, write_parquet
 from .xlsx_format import EXCEL_MAX_CELL_CHARS, XLSX_MIME, write_xlsx
 
-__all__ = ["Attachment", "build_attachment", "build_csv", "safe_file_name", "file_name_or_default",
-           "noted_default_name", "MAX_FILE_NAME_CHARS"]
+__all__ = ["Attachment", "build_attachment", "build_csv", "noted_default_name"]
 
 log = logging.getLogger("mailgem.gems")
 
@@ -88,15 +87,12 @@ def build_attachment(table: pa.Table, spec: AttachmentSpec, file_name: str, time
     return _compressed(write_csv(table, spec, labels), spec, file_name)
 
 
-_WARNED_EMPTY: set[str] = set()  # warnings already logged by this process (see _warn_once)
-
-
 def noted_default_name(attachment: Attachment, template: str) -> Attachment:
     """``attachment`` noting that its file name ``template`` (``attachments[0].file_name``)
     rendered empty, so it went out under the default name (see :func:`file_name_or_default`);
     also logged as a warning."""
     note = f"file name template {template} rendered empty; sent as {attachment.file_name}"
-    _warn_once(f"file name template {template} rendered empty (a null or empty value in the template?); sent as "
+    warn_once(f"file name template {template} rendered empty (a null or empty value in the template?); sent as "
                f"{attachment.file_name}; the delivery report's notes name each message")
     return dataclasses.replace(attachment, notes="; ".join(n for n in (note, attachment.notes) if n))
 
@@ -123,17 +119,9 @@ def _as_text_note(file_name: str, as_text: dict[str, dict[str, int]]) -> str | N
     where = ", ".join(f"{column} ({', '.join(reasons)})" for column, reasons in as_text.items())
     note = (f"xlsx attachment {file_name!r}: {count:,} number{'s' if count > 1 else ''} Excel cannot hold written as "
             f"text in column{'s' if len(as_text) > 1 else ''} {where}")
-    _warn_once(f"xlsx: numbers Excel cannot hold written as text in column{'s' if len(as_text) > 1 else ''} {where}; "
+    warn_once(f"xlsx: numbers Excel cannot hold written as text in column{'s' if len(as_text) > 1 else ''} {where}; "
                "attach the data as csv or parquet to keep them as numbers (the delivery report's notes name each message)")
     return note
-
-
-def _warn_once(text: str) -> None:
-    """Log ``text`` as a warning once per process (a per_row run would repeat it for every message);
-    ``text`` names columns, never a value or a file name rendered from data."""
-    if text not in _WARNED_EMPTY and len(_WARNED_EMPTY) < 256:
-        _WARNED_EMPTY.add(text)
-        log.warning("%s", text)
 
 
 def build_csv(table: pa.Table, spec: AttachmentSpec, file_name: str) -> Attachment:

@@ -15,11 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..properties import Column, Formats
 
 __all__ = ["format_cell", "json_text", "is_nested", "column_kind", "zone_label", "in_zone", "tzinfo_of",
-           "column_formatter", "clip", "HUGE"]
+           "column_formatter", "clip", "has_fractions", "HUGE"]
 
 # Past this magnitude a fixed-point format is unreadable (1.797e308 would be 414 characters).
 HUGE = 1e15
@@ -72,14 +73,10 @@ def format_cell(value: Any, formats: Formats) -> str:
     return str(value)
 
 
-@functools.lru_cache(maxsize=16)
-def _zone(name: str) -> dt.tzinfo:
-    return tzinfo_of(name)
-
-
 _OFFSET = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 
 
+@functools.lru_cache(maxsize=16)
 def tzinfo_of(name: str) -> dt.tzinfo:
     """The ``tzinfo`` of an Arrow time zone: an IANA name (``Europe/Berlin``, ``UTC``) or a fixed
     offset (``+01:00``, which ``zoneinfo`` does not know).
@@ -100,7 +97,7 @@ def _datetime(value: dt.datetime, formats: Formats) -> str:
     format ends in seconds); an aware one in ``formats.timezone`` (else its own zone) with its
     ISO 8601 offset, so the instant is never lost."""
     if value.tzinfo is not None and formats.timezone:
-        value = value.astimezone(_zone(formats.timezone))
+        value = value.astimezone(tzinfo_of(formats.timezone))
     fmt = formats.datetime_format
     text = value.strftime(fmt)
     if value.microsecond and fmt.endswith("%S"):
@@ -126,6 +123,11 @@ def column_kind(data_type: pa.DataType) -> str:
     if pa.types.is_boolean(data_type):
         return "bool"
     return "text"
+
+
+def has_fractions(column: pa.ChunkedArray) -> bool:
+    """Whether some value of timestamp ``column`` has a fraction of a second (Arrow compute)."""
+    return column.type.unit != "s" and bool(pc.any(pc.not_equal(pc.subsecond(column), 0)).as_py())
 
 
 def zone_label(data_type: pa.DataType) -> str | None:
@@ -196,7 +198,7 @@ def column_formatter(data_type: pa.DataType, column: Column | None, formats: For
             if not isinstance(value, dt.date):
                 return str(value)
             if isinstance(value, dt.datetime) and value.tzinfo is not None:
-                value = value.astimezone(_zone(data_type.tz))
+                value = value.astimezone(tzinfo_of(data_type.tz))
             fmt = spec or (formats.datetime_format if isinstance(value, dt.datetime) else formats.date_format)
             text = value.strftime(fmt)
             if spec is None and isinstance(value, dt.datetime) and value.microsecond and fmt.endswith("%S"):

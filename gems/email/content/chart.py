@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
-import logging
 import math
 import uuid
 from collections import Counter
@@ -32,15 +31,14 @@ from ..properties import ChartOptions, Formats
 from .attachments import Attachment
 from .chart_axes import (BORDER, DPI, FIGURE_SIZE_IN, MUTED, XAxis, chart_style, cut, font_families,
                          has_wide_chars, setup_x_axis)
-from .cells import format_cell
+from .cells import column_kind, format_cell
+from .logged import warn_once
 
 __all__ = ["Chart", "draw_chart", "chart_figure", "chart_part", "DISPLAY_WIDTH_PX", "PIXEL_RATIO", "MAX_DESCRIPTION_CHARS",
            "MAX_DRAWABLE"]
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-log = logging.getLogger("mailgem.gems")
 
 DISPLAY_WIDTH_PX = 600
 PIXEL_RATIO = 2
@@ -121,7 +119,7 @@ def _x_kind(table: pa.Table, options: ChartOptions) -> XAxis:
         return "category"
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         return "time"
-    return "number" if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) else "category"
+    return "number" if column_kind(t) == "number" else "category"
 
 
 def _x_values(column: pa.ChunkedArray, kind: XAxis) -> list[float]:
@@ -233,7 +231,7 @@ def _checked(table: pa.Table, options: ChartOptions) -> None:
             raise ValueError(f"no column {column!r}; there are: {', '.join(table.column_names)}")
     for column in options.y_columns:
         t = table.schema.field(column).type
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)):
+        if column_kind(t) != "number":
             raise ValueError(f"y column {column!r} is {t}, not a number")
 
 
@@ -288,9 +286,6 @@ def draw_chart(table: pa.Table, options: ChartOptions, formats: Formats, labels:
     return dataclasses.replace(chart, png=out.getvalue(), width_px=width, height_px=height)
 
 
-_WARNED: set[str] = set()  # the kinds of chart failure already logged by this process
-
-
 def chart_part(table: pa.Table, options: ChartOptions, formats: Formats,
                labels: Mapping[str, str] = {}) -> tuple[Attachment | None, Markup, str, list[str]]:
     """The chart for one message: the inline PNG (``None`` when there is none), the HTML that
@@ -304,9 +299,7 @@ def chart_part(table: pa.Table, options: ChartOptions, formats: Formats,
         # Once per reason, not per message (the report's notes say it for each). A ValueError is
         # ours (a column missing or not numbers: no data in it); another's text may quote data.
         said = reason if isinstance(exc, ValueError) else type(exc).__name__
-        if said not in _WARNED and len(_WARNED) < 64:
-            _WARNED.add(said)
-            log.warning("chart not drawn: %s (the delivery report's notes say it for each message)", said)
+        warn_once(f"chart not drawn: {said} (the delivery report's notes say it for each message)")
         return None, Markup(""), "", [f"chart not drawn: {reason}"]
     if chart.png is None:  # no rows (nothing to say), or no drawable value (said in the report)
         why = chart.description.removeprefix("No chart: ")

@@ -18,6 +18,8 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Literal
 
+from .cells import clip, tzinfo_of
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
@@ -62,8 +64,7 @@ LATIN_FAMILY = "DejaVu Sans"  # matplotlib's own font: always there
 
 def cut(text: str, limit: int = LABEL_CHARS) -> str:
     """``text`` on one line, at most ``limit`` characters (the last one "…" when cut)."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return clip(" ".join(text.split()), limit)
 
 
 def has_wide_chars(text: str) -> bool:
@@ -156,8 +157,6 @@ def setup_x_axis(ax: Axes, kind: XAxis, labels: Sequence[str], tz: str | None) -
     """
     if kind == "time":
         from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-
-        from .cells import tzinfo_of
 
         zone = tzinfo_of(tz) if tz else None  # an IANA name or a fixed offset (+01:00)
         locator = AutoDateLocator(tz=zone, minticks=3, maxticks=8)

@@ -22,7 +22,8 @@ from mailgem.connections.addresses import AddressError, Mailbox, parse_mailbox
 from mailgem.connections.errors import MessageTooLargeError
 from mailgem.connections.headers import PrefoldedHeader, prefolded, text_header
 
-from .attachments import Attachment, build_attachment, file_name_or_default, noted_default_name
+from .attachments import Attachment, build_attachment, noted_default_name
+from .file_names import file_name_or_default
 from .checks import MessageBuildError, RecipientError, encodable as _encodable, estimated_size
 from .unit import Envelope, SplitNeeded, Unit, split_unit
 from .chart import chart_part
@@ -278,7 +279,7 @@ class Composer:
         for i, spec in enumerate(specs):
             name, unnamed = file_name_or_default(render(f"attachments[{i}].file_name", spec.file_name, ctx))
             if part_of is not None:
-                i_of = f"-part{part_of[0]}of{part_of[1]}"
+                i_of = f"-part{part_of.number}of{part_of.parts}"
                 stem, dot, extension = name.rpartition(".")
                 name = f"{stem}{i_of}.{extension}" if dot else f"{name}{i_of}"
             try:
@@ -363,7 +364,7 @@ class Composer:
                                            size_bytes=size, limit_bytes=MAX_BODY_BYTES)
         subject = one_line(render("subject", p.subject, ctx))
         if part_of is not None:
-            subject = f"{subject} (part {part_of[0]} of {part_of[1]})"
+            subject = f"{subject} (part {part_of.number} of {part_of.parts})"
         if len(subject) > MAX_SUBJECT_CHARS:
             raise MessageBuildError(f"subject: rendered subject is {len(subject)} characters, over {MAX_SUBJECT_CHARS} "
                                     "(RFC 5322 §2.1.1)")

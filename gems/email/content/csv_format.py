@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..properties import AttachmentSpec
-from .cells import is_nested, json_text
+from .cells import has_fractions, is_nested, json_text
 
 __all__ = ["write_csv", "escape_formulas", "nested_as_json", "timestamps_as_text", "escape_formula"]
 
@@ -70,7 +70,7 @@ def escape_formula(text: str) -> str:
 def _seconds_unit(column: pa.ChunkedArray) -> str:
     """The unit a timestamp column is written in: ``s`` when no value has a fraction of a second,
     ``ns`` when some value has nanoseconds, else ``us`` (6 digits). Arrow compute, no Python loop."""
-    if column.type.unit == "s" or not pc.any(pc.not_equal(pc.subsecond(column), 0)).as_py():
+    if not has_fractions(column):
         return "s"
     if column.type.unit == "ns" and pc.any(pc.not_equal(pc.nanosecond(column), 0)).as_py():
         return "ns"
@@ -126,10 +126,9 @@ def write_csv(table: pa.Table, spec: AttachmentSpec, labels: Mapping[str, str] |
         ValueError: a column type the CSV writer cannot write (the message names the column).
     """
     table = timestamps_as_text(nested_as_json(table))
-    if spec.csv_formula_escape:
-        table = escape_formulas(table)
     headers = [(labels or {}).get(name, name) for name in table.column_names]
     if spec.csv_formula_escape:
+        table = escape_formulas(table)
         headers = [escape_formula(h) for h in headers]
     sink = io.BytesIO()
     if spec.bom:

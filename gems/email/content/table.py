@@ -53,11 +53,6 @@ class Table:
     # The body rows as HTML, made as the renderer needs them (see table_html.html_table).
     html_rows: list[str] = field(default_factory=list, compare=False, repr=False)
 
-    @property
-    def numeric(self) -> list[bool]:
-        """Per column: a number column."""
-        return [k == "number" for k in self.kinds]
-
 
 @functools.lru_cache(maxsize=64)
 def _shape(schema: pa.Schema, columns: tuple[tuple[str, Column], ...], formats: Formats
@@ -146,10 +141,12 @@ def _totals(table: pa.Table, totals: Mapping[str, TotalFunction], formatters: li
             value = (pc.sum(column, min_count=0) if function == "sum" else pc.mean(column)).as_py()
             text = formatters[i](value)
         cells[i] = text if len(functions) == 1 else f"{_TOTAL_WORDS[function].lower()} {text}"
-    word = _TOTAL_WORDS[next(iter(functions))] if len(functions) == 1 else "Totals"
-    first = names[0]
     # The row says what it is in its first cell, beside that column's own total if it has one.
-    cells[0] = word if first not in totals else f"{word}: {cells[0]}" if len(functions) == 1 else cells[0]
+    word = _TOTAL_WORDS[next(iter(functions))] if len(functions) == 1 else "Totals"
+    if names[0] not in totals:
+        cells[0] = word
+    elif len(functions) == 1:
+        cells[0] = f"{word}: {cells[0]}"
     return cells
 
 

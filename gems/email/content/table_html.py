@@ -28,6 +28,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from ..properties import HIGHLIGHT_STYLES
+from .cells import clip
 from .table import Table
 
 __all__ = ["html_table", "text_table", "html_document", "STYLE", "WIDE_COLUMNS"]
@@ -69,7 +70,7 @@ _WRAP_STYLE = "overflow-x:auto;max-width:100%;background-color:#ffffff;color:#10
 WIDE_COLUMNS = 6
 
 _CLASS = {"number": "n", "time": "t", "bool": "t", "text": ""}
-_ALIGN_CLASS = {"left": "", "right": "r", "center": "c"}
+_ALIGN_CLASS = {"left": "l", "right": "r", "center": "c"}
 _MARK_CLASS = {"warn": "w", "bad": "b", "good": "g"}
 
 
@@ -88,7 +89,7 @@ def _classes(table: Table) -> list[str]:
         names = ["x" if long_text else _CLASS[kind]]
         default = "right" if kind == "number" else "left"
         if align != default:
-            names.append(_ALIGN_CLASS[align] or "l")
+            names.append(_ALIGN_CLASS[align])
         joined = " ".join(n for n in names if n)
         out.append(f' class="{joined}"' if joined else "")
     return out
@@ -137,7 +138,8 @@ def _row_html(table: Table, classes: list[str], r: int) -> str:
             cells.append(f"<td{classes[c]}>{escape(cell)}</td>")
         else:
             names = " ".join(n for n in (classes[c][len(' class="'):-1], _MARK_CLASS[style]) if n)
-            cells.append(f'<td class="{names}">{_HTML_MARKERS[HIGHLIGHT_STYLES[style][0]]} {escape(cell)}</td>')
+            # The marker becomes a character reference with the rest of the table (_html_markers).
+            cells.append(f'<td class="{names}">{escape(_marked(cell, style))}</td>')
     return "<tr>" + "".join(cells) + "</tr>\n"
 
 
@@ -174,22 +176,20 @@ def html_table(table: Table, shown: int, note: str = "") -> Markup:
 _LINE_BREAKS = re.compile(r"\s*[\r\n\u2028\u2029]+\s*")
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def text_table(table: Table, shown: int, max_width: int = 40, charset: str = "utf-8") -> str:
     """The first ``shown`` rows as a fixed-width text table, for the text/plain alternative,
     with the totals row, highlight markers and legend as in the HTML table (ASCII markers
     ``[!]``, ``[x]``, ``[ok]`` where ``charset`` cannot hold ▲ ✖ ✔). Line breaks inside a cell
     become spaces, so every row stays one line."""
-    clip = lambda s: _clip(_LINE_BREAKS.sub(" ", s), max_width)  # noqa: E731
+    def one_line(text: str) -> str:
+        return clip(_LINE_BREAKS.sub(" ", text), max_width)
+
     marks = table.marks
     ascii_only = bool(marks) and not _holds(charset, "".join(m for m, _ in HIGHLIGHT_STYLES.values()))
-    header = [clip(h) for h in table.header]
-    rows = [[clip(_marked(c, marks[r][i] if marks else None, ascii_only)) for i, c in enumerate(row)]
+    header = [one_line(h) for h in table.header]
+    rows = [[one_line(_marked(c, marks[r][i] if marks else None, ascii_only)) for i, c in enumerate(row)]
             for r, row in enumerate(table.rows[:shown])]
-    footer = [[clip(c) for c in table.totals]] if table.totals else []
+    footer = [[one_line(c) for c in table.totals]] if table.totals else []
     widths = [max([len(h)] + [len(r[i]) for r in rows + footer]) for i, h in enumerate(header)]
 
     def line(cells: Sequence[str]) -> str:

@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 import xlsxwriter
 
 from ..properties import AttachmentSpec, Column, Formats
-from .cells import is_nested, json_text
+from .cells import column_kind, has_fractions, is_nested, json_text
 from .xlsx_numbers import date_format, excel_number, number_format, with_fractions
 
 __all__ = ["write_xlsx", "XlsxFile", "XLSX_MIME", "MAX_ROWS", "MAX_COLUMNS", "EXCEL_MAX_CELL_CHARS", "utf16_units"]
@@ -139,22 +139,14 @@ class _Plan:
 
 
 def _kind(t: pa.DataType) -> str:
+    """The body's :func:`~.cells.column_kind`, with what Excel tells apart: nested values, and
+    timestamps (``datetime``) from dates; other times (durations, times of day) are text."""
     if is_nested(t):
         return "nested"
-    if pa.types.is_boolean(t):
-        return "bool"
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-        return "number"
-    if pa.types.is_timestamp(t):
-        return "datetime"
-    if pa.types.is_date(t):
-        return "date"
-    return "text"
-
-
-def _has_fractions(column: pa.ChunkedArray) -> bool:
-    """Whether some timestamp of ``column`` has a fraction of a second (Arrow compute)."""
-    return column.type.unit != "s" and bool(pc.any(pc.not_equal(pc.subsecond(column), 0)).as_py())
+    kind = column_kind(t)
+    if kind == "time":
+        return "datetime" if pa.types.is_timestamp(t) else "date" if pa.types.is_date(t) else "text"
+    return kind
 
 
 def _plan(name: str, column: pa.ChunkedArray, spec: AttachmentSpec, shown: Column | None,
@@ -180,7 +172,7 @@ def _plan(name: str, column: pa.ChunkedArray, spec: AttachmentSpec, shown: Colum
         if column.type.unit == "ns":
             column = column.cast(pa.timestamp("us"), safe=False)  # Excel shows at most milliseconds
         code = date_format(pattern or formats.datetime_format) or _DATETIME
-        return column, _Plan(kind, header, with_fractions(code) if _has_fractions(column) else code)
+        return column, _Plan(kind, header, with_fractions(code) if has_fractions(column) else code)
     return column, _Plan(kind, header)
 
 
