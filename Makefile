@@ -33,7 +33,8 @@ screenshots: $(STAMP) $(BROWSER_STAMP) data/flights.parquet
 	$(BROWSER_VENV)/bin/python examples/screenshot.py --out docs/img --mailgem $(BIN)/mailgem
 
 # The browser tests, in an environment of their own (design.md: heavy frameworks apart from
-# `make test`): mailgem and Playwright, driving Debian's chromium-headless-shell. .ci/run runs
+# `make test`): mailgem (with its ui and spark extras) and Playwright, driving Debian's
+# chromium-headless-shell: the report's HTML part, and `mailgem ui` end to end. .ci/run runs
 # them after `make test`; there, without Playwright, they are skipped and say so.
 BROWSER_VENV := .venv-browser
 BROWSER_STAMP := $(BROWSER_VENV)/.installed
@@ -44,8 +45,8 @@ $(BROWSER_STAMP): pyproject.toml constraints.txt
 	$(BROWSER_VENV)/bin/python -m pip install --quiet -c constraints.txt -e '.[browser]'
 	touch $(BROWSER_STAMP)
 
-test-browser: $(BROWSER_STAMP)
-	$(BROWSER_VENV)/bin/python -m pytest tests/test_report_render.py
+test-browser: $(BROWSER_STAMP) data/flights.parquet
+	$(BROWSER_VENV)/bin/python -m pytest tests/test_report_render.py tests/test_ui_browser.py
 
 # Benchmarks (not part of the tests): needs Postfix's smtp-sink (Debian package postfix) for
 # trustworthy throughput; falls back to an aiosmtpd sink and says so.

@@ -8,6 +8,7 @@ The sender check is ``MAIL FROM`` and ``RCPT TO`` the connection's sender, then 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiosmtplib
@@ -90,17 +91,21 @@ class CheckReport:
         self.size_limit_bytes, self.authenticated = offer.size_limit_bytes, offer.authenticated
 
 
-async def check(opener: Opener) -> CheckReport:
+async def check(opener: Opener, on_step: Callable[[str, str], None] | None = None) -> CheckReport:
     """Connect, authenticate and check the sender without sending; report what the server offers.
 
     Never raises for SMTP failures: they are in ``report.error`` with ``ok`` false.
+
+    Args:
+        on_step: told each step as it happens, ``(step, line)``: ``connect``, ``tls``, ``ehlo``,
+            ``size``, ``auth``, ``sender`` (see :meth:`Offer.tell`).
 
     Raises:
         MailgemError: the connection was set up for a preview (no secret).
     """
     c = opener.connection
     report = CheckReport(host=c.host, port=c.port, security=c.security, sender=c.sender, options=c.options())
-    offer = Offer()
+    offer = Offer(on_step=on_step)
     started = time.perf_counter()
     try:
         try:
@@ -112,9 +117,11 @@ async def check(opener: Opener) -> CheckReport:
                 note = await session.check_sender()
             except SenderRefusedError:
                 report.sender_accepted = False
+                offer.tell("sender", f"<{c.sender}>: sender refused")
                 raise
             report.sender_accepted = True
             report.sender_note = str(note) if note else None
+            offer.tell("sender", f"<{c.sender}>: sender accepted (MAIL FROM, RCPT TO, RSET; nothing sent)")
             report.ok = await session.noop() == 250
         finally:
             await session.close()

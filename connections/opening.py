@@ -20,6 +20,7 @@ Every SMTP error raised here says ``during_open`` (see :class:`~mailgem.connecti
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiosmtplib
@@ -78,6 +79,18 @@ class Offer:
     auth_mechanisms: list[str] = field(default_factory=list)
     size_limit_bytes: int | None = None
     authenticated: bool = False
+    # Told each step as it happens, (step, one line): the "Test connection" button shows them live.
+    on_step: Callable[[str, str], None] | None = field(default=None, repr=False, compare=False)
+
+    def tell(self, step: str, line: str) -> None:
+        """Pass one step (``connect``, ``tls``, ``ehlo``, ``size``, ``auth``, ``sender``) to ``on_step``."""
+        if self.on_step is not None:
+            self.on_step(step, line)
+
+    def greeted(self, banner: str, host: str, port: int) -> None:
+        """The server's greeting (220) arrived."""
+        self.banner = banner
+        self.tell("connect", f"connected to {host}:{port}: {banner}")
 
     def saw(self, client: aiosmtplib.SMTP) -> None:
         """Note TLS and the EHLO reply (after STARTTLS), before AUTH, so a refused login still shows them."""
@@ -88,6 +101,9 @@ class Offer:
         self.extensions = dict(client.esmtp_extensions)
         self.auth_mechanisms = [m.upper() for m in client.server_auth_methods]
         self.size_limit_bytes = SmtpSession.size_of(client)
+        self.tell("tls", f"{self.tls_version} {self.cipher}" if self.tls_version else "none (plain SMTP)")
+        self.tell("ehlo", "AUTH " + (" ".join(self.auth_mechanisms) or "(not offered)"))
+        self.tell("size", f"{self.size_limit_bytes:,} bytes" if self.size_limit_bytes else "(none advertised)")
 
 
 class Opener:
@@ -135,7 +151,7 @@ class Opener:
             greeting = await self._greet(client)
             stage = "ehlo"
             if offer is not None:
-                offer.banner = greeting.message
+                offer.greeted(greeting.message, c.host, c.port)
             if client.last_ehlo_response is None:
                 await client.ehlo()
             if c.security == "starttls":
@@ -150,6 +166,7 @@ class Opener:
                 mechanism = await self._login(client, encrypted)
                 if offer is not None:
                     offer.authenticated = True
+                    offer.tell("auth", f"authenticated as {c.username} (AUTH {mechanism.upper()})")
         except (SmtpError, aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise await self._failed(client, exc, stage) from None
         self.memory.reached = True

@@ -13,7 +13,7 @@ The pool (:mod:`.pool`) and delivery (:mod:`.delivery`) sit on top of this one.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from email.message import EmailMessage
 
 from pydantic import SecretStr
@@ -147,7 +147,8 @@ class SmtpTransport:
         async with self.connect() as session:
             return await session.send(message, recipients)
 
-    async def check(self) -> CheckReport:
-        """Connect, authenticate and check the sender without sending; see :func:`.check.check`.
-        Never raises for SMTP failures: they are in ``report.error`` with ``ok`` false."""
-        return await check_connection(self._opener)
+    async def check(self, on_step: Callable[[str, str], None] | None = None) -> CheckReport:
+        """Connect, authenticate and check the sender without sending; see :func:`.check.check`
+        (``on_step`` is told each step as it happens). Never raises for SMTP failures: they are
+        in ``report.error`` with ``ok`` false."""
+        return await check_connection(self._opener, on_step)

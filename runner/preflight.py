@@ -73,7 +73,7 @@ class Preflight:
 
 
 def check_job(job_file: str | Path, *, fabric_file: Path | None, local: bool = False, user: str | None = None,
-              read_secrets: bool = True) -> Preflight:
+              read_secrets: bool = True, job: JobSpec | None = None) -> Preflight:
     """Run every check that needs no Spark and no SMTP server; see the module docstring.
 
     Args:
@@ -82,6 +82,8 @@ def check_job(job_file: str | Path, *, fabric_file: Path | None, local: bool = F
         local: send through the embedded local server whatever connection the job names.
         user: who runs the job (default: :func:`mailgem.fabric.model.current_user`).
         read_secrets: resolve the connection's secrets (``preview`` reads none).
+        job: the job already parsed from ``job_file``'s text as it is being edited (``mailgem
+            ui``); ``None`` loads the file.
 
     Returns:
         the findings; never raises for a user's mistake.
@@ -89,7 +91,7 @@ def check_job(job_file: str | Path, *, fabric_file: Path | None, local: bool = F
     pre = Preflight(Path(job_file))
     name = str(job_file)
     try:
-        pre.job = job = load_job(job_file)
+        pre.job = job = job if job is not None else load_job(job_file)
     except MailgemError as exc:
         pre.findings.append(Finding("error", str(exc)))
         return pre

@@ -1,5 +1,5 @@
 """The distribution as a package index and a user's environment see it: one import name
-(``mailgem``) holding every module of the repository's runner/, gems/, connections/ and fabric/ folders,
+(``mailgem``) holding every module of the repository's ui/, runner/, gems/, connections/ and fabric/ folders,
 metadata that passes ``twine check``, dependency ranges with PySpark in an extra, and an install
 beside Fabric (the SSH tool, whose import name is ``fabric``) in a fresh virtual environment,
 where mailgem sends from pandas without PySpark, and uninstalling it leaves Fabric working."""
@@ -21,7 +21,7 @@ from conftest import LOGIN, PASSWORD, parse
 import mailgem
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("gems", "connections", "fabric", "runner")
+FOLDERS = ("gems", "connections", "fabric", "runner", "ui")
 
 
 def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
@@ -46,6 +46,11 @@ def test_the_wheel_holds_every_module_under_the_mailgem_import_name_only(dist):
                for p in (ROOT / folder).rglob("*.py") if "__pycache__" not in p.parts}
     assert modules and modules <= names, sorted(modules - names)
     assert {"mailgem/__init__.py", "mailgem/__main__.py", "mailgem/py.typed"} <= names
+    # mailgem ui's pages and scripts travel with it, and the CLI finds its command.
+    assert {"mailgem/ui/templates/job.html", "mailgem/ui/static/ui.js", "mailgem/ui/static/ui.css"} <= names
+    with zipfile.ZipFile(dist["wheel"]) as wheel:
+        [points] = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
+        assert "[mailgem.commands]\nui = mailgem.ui.command" in wheel.read(points).decode()
     tops = {n.split("/", 1)[0] for n in names if not n.startswith("mailgem-")}
     assert tops == {"mailgem"}, tops  # no top-level gems/, connections/, fabric/ (or tests/)
     with tarfile.open(dist["sdist"]) as tar:
@@ -54,7 +59,7 @@ def test_the_wheel_holds_every_module_under_the_mailgem_import_name_only(dist):
     # linked folders' files in it (not the links, which a tar extracts as links to nothing).
     assert {"LICENSE", "pyproject.toml", "README.md", "src/mailgem/__init__.py", "src/mailgem/gems/email/gem.py",
             "src/mailgem/runner/cli/app.py"} <= sdist
-    assert not [n for n in sdist if n.startswith(("gems/", "connections/", "fabric/", "runner/"))]
+    assert not [n for n in sdist if n.startswith(("gems/", "connections/", "fabric/", "runner/", "ui/"))]
 
 
 def test_the_metadata_is_complete_and_uses_ranges(dist):

@@ -1,5 +1,5 @@
-"""The structure a reader can check: four packages, each importing only those below it
-(``runner → gems → fabric → connections``), and the front door ``from mailgem import ...``."""
+"""The structure a reader can check: five packages, each importing only those below it
+(``ui → runner → gems → fabric → connections``), and the front door ``from mailgem import ...``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ BELOW = {
     "fabric": {"connections"},
     "gems": {"fabric", "connections"},
     "runner": {"gems", "fabric", "connections"},
+    "ui": {"runner", "gems", "fabric", "connections"},  # the browser dialogs sit above the runner
 }
 
 

@@ -143,6 +143,23 @@ def test_check_reports_server_capabilities_without_sending(starttls_server):
     assert any("size limit" in line for line in report.lines())
 
 
+def test_check_tells_each_step_as_it_happens(starttls_server):
+    # The UI's "Test connection" shows these live; a refused login stops after what the server offered.
+    steps: list[tuple[str, str]] = []
+    report = asyncio.run(SmtpTransport(connection_for(starttls_server), SecretStr(PASSWORD)).check(
+        lambda step, line: steps.append((step, line))))
+    assert report.ok
+    assert [s for s, _ in steps] == ["connect", "tls", "ehlo", "size", "auth", "sender"]
+    assert steps[1][1].startswith("TLSv1.")
+    assert steps[-1][1].endswith("sender accepted (MAIL FROM, RCPT TO, RSET; nothing sent)")
+    assert PASSWORD not in repr(steps)
+
+    steps.clear()
+    report = asyncio.run(SmtpTransport(connection_for(starttls_server), SecretStr("wrong")).check(
+        lambda step, line: steps.append((step, line))))
+    assert not report.ok and [s for s, _ in steps] == ["connect", "tls", "ehlo", "size"]
+
+
 def test_check_failure_is_reported_not_raised(starttls_server):
     report = asyncio.run(SmtpTransport(connection_for(starttls_server), SecretStr("wrong")).check())
     assert report.ok is False and isinstance(report.error, AuthenticationError)

@@ -24,6 +24,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         "run": (".run", "cmd_run"), "validate": (".validate", "cmd_validate"), "preview": (".preview", "cmd_preview"),
         "connection": (".connection", "cmd_connection_test"), "secrets": (".secrets", "cmd_secrets"),
         "schema": (".schema", "cmd_schema")}
+    if args.command not in commands:  # an add-on's command (parser.PLUGIN_GROUP), e.g. `mailgem ui`
+        plugin: Callable[[argparse.Namespace], int] = importlib.import_module(args.plugin).run
+        return plugin(args)
     module, name = commands[args.command]
     command: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module, __package__), name)
     return command(args)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["parser", "EXIT_OK", "EXIT_FAILED", "EXIT_CONFIG", "EXIT_UNREACHABLE", "EXIT_SIGINT", "EXIT_SIGTERM",
-           "EXIT_CODES", "FABRIC_ENV", "REPORT_FORMATS"]
+           "EXIT_CODES", "FABRIC_ENV", "REPORT_FORMATS", "PLUGIN_GROUP"]
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
 # 128 + the signal's number, as shells report a process that a signal ended (POSIX).
@@ -130,4 +130,24 @@ def parser() -> argparse.ArgumentParser:
                       "mailgem schema fabric > fabric.schema.json")
     schema.add_argument("what", nargs="?", choices=("job", "fabric", "email"), default="job",
                         help="job (default: the whole job file), fabric, or email (the gem's properties)")
+    _plugin_commands(sub)
     return p
+
+
+# Commands that live above the runner (``mailgem ui``) register through this entry-point group,
+# so the runner never imports them (design.md: nothing below imports anything above it).
+PLUGIN_GROUP = "mailgem.commands"
+
+
+def _plugin_commands(sub: Any) -> None:
+    """Add the commands of the ``mailgem.commands`` entry points: each names a module with
+    ``add_parser(sub, command)`` (standard library only at import) and ``run(args) -> int``."""
+    from importlib.metadata import entry_points
+
+    for point in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            module = point.load()
+        except Exception:  # noqa: BLE001 - a broken add-on must not take the other commands with it
+            continue
+        cmd = module.add_parser(sub, _command)
+        cmd.set_defaults(plugin=point.value)

@@ -1,0 +1,123 @@
+"""Who may use `mailgem ui`: the token (query once, then the cookie), CSRF on every change, the
+Host and Origin checks, loopback by default; tested on the Guard in front of a real app and on
+the real command."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+pytest.importorskip("starlette")
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+from starlette.applications import Starlette  # noqa: E402
+from starlette.responses import PlainTextResponse  # noqa: E402
+from starlette.routing import Route  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+
+from mailgem.ui.security import COOKIE, CSRF_HEADER, Guard, derive  # noqa: E402
+
+TOKEN = "t0ken-for-tests-only-1234"
+
+
+def _client() -> TestClient:
+    async def page(request):
+        return PlainTextResponse(f"ok {request.method}")
+
+    app = Starlette(routes=[Route("/page", page, methods=["GET", "POST"])])
+    app.add_middleware(Guard, token=TOKEN, hosts={"testserver"})
+    return TestClient(app, base_url="http://testserver", follow_redirects=False)
+
+
+def test_without_the_token_every_request_is_refused():
+    client = _client()
+    for method in ("get", "post"):
+        response = getattr(client, method)("/page")
+        assert response.status_code == 403 and "token" in response.text
+    assert client.get("/page?token=wrong").status_code == 403
+    client.cookies.set(COOKIE, "forged")
+    assert client.get("/page").status_code == 403
+
+
+def test_the_token_is_traded_for_a_cookie_and_leaves_the_address():
+    client = _client()
+    response = client.get(f"/page?token={TOKEN}&x=1")
+    assert response.status_code == 303 and response.headers["location"] == "/page?x=1"
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    assert TOKEN not in cookie  # the cookie holds a value derived from it, not the token
+    page = client.get("/page")
+    assert page.status_code == 200 and page.text == "ok GET"
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-store"
+
+
+def test_changes_need_the_csrf_token_and_the_same_origin():
+    client = _client()
+    client.get(f"/page?token={TOKEN}")
+    assert client.post("/page").status_code == 403
+    assert client.post("/page", headers={CSRF_HEADER: "nope"}).status_code == 403
+    good = {CSRF_HEADER: derive(TOKEN, "csrf")}
+    assert client.post("/page", headers=good).text == "ok POST"
+    evil = client.post("/page", headers={**good, "Origin": "http://evil.example"})
+    assert evil.status_code == 403 and "another site" in evil.text
+    assert client.post("/page", headers={**good, "Origin": "http://testserver"}).status_code == 200
+
+
+def test_an_unknown_host_header_is_refused():
+    # DNS rebinding: a page elsewhere resolving its own name to 127.0.0.1 sends its Host.
+    client = _client()
+    client.get(f"/page?token={TOKEN}")
+    assert client.get("/page", headers={"Host": "attacker.example:8765"}).status_code == 403
+
+
+def _mailgem(*args: str, **kwargs) -> subprocess.Popen[str]:
+    env = {**os.environ, "MAILGEM_USER": "ann@example.com"}
+    return subprocess.Popen([sys.executable, "-m", "mailgem", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, **kwargs)
+
+
+def test_another_address_than_loopback_needs_a_token(tmp_path):
+    fabric = tmp_path / "fabric.yaml"
+    fabric.write_text("name: f\nteams: [{name: t, members: [ann@example.com]}]\n")
+    proc = _mailgem("ui", "--fabric", str(fabric), "--host", "0.0.0.0", "--no-browser")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, (out, err)
+    assert "--token" in err and "Traceback" not in err
+
+
+def test_the_command_serves_on_loopback_prints_the_url_and_stops_on_sigterm(tmp_path):
+    fabric = tmp_path / "fabric.yaml"
+    fabric.write_text("name: f\nteams: [{name: t, members: [ann@example.com]}]\n")
+    proc = _mailgem("ui", "--fabric", str(fabric), "--port", "0", "--token", TOKEN, "--no-browser")
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the URL is printed (the test's timeout bounds it)
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/\?token=(\S+)", line)
+        assert match and match.group(2) == TOKEN, line
+        base = f"http://127.0.0.1:{match.group(1)}"
+        deadline = time.monotonic() + 30
+        while True:  # bounded: the server accepts as soon as uvicorn runs
+            try:
+                urllib.request.urlopen(f"{base}/fabric", timeout=5)
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 403
+                break
+            except urllib.error.URLError:
+                assert time.monotonic() < deadline, "mailgem ui did not start"
+                time.sleep(0.2)
+        with urllib.request.urlopen(f"{base}/fabric?token={TOKEN}", timeout=10) as page:
+            body = page.read().decode()
+        assert page.status == 200 and "Fabric" in body and TOKEN not in body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and TOKEN not in err

@@ -1,0 +1,307 @@
+"""The job page: the job's form (from its JSON Schema) and its raw YAML, ``validate``'s
+diagnostics at their fields as you type, the live preview of the first messages, Send test,
+and Save (comments kept, conflicts refused).
+
+The page's form (or its YAML tab) is the job being edited: every request carries it whole, and
+the server applies it to the version of the file the page was rendered from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import re
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from mailgem.connections.errors import MailgemError
+from mailgem.fabric.errors import AccessDeniedError
+from mailgem.fabric.loader import LOCAL_CONNECTION, interpolate, load_fabric
+from mailgem.fabric.model import Fabric
+from mailgem.runner.job import JobSpec, parse_job
+from mailgem.runner.preflight import Preflight, check_job
+
+from .app import UiState, state_of, templates
+from .fabric_views import _plain
+from .forms import FormErrors, apply_form, form_fields, validation_errors
+from .frames import FrameCache
+from .previews import PreviewMessage, build_previews, send_test
+from .yamlfile import ConflictError, YamlFile
+
+__all__ = ["routes", "shutdown", "job_schema"]
+
+PREVIEW_LIMIT = 3
+_FIELD = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): (.*)$", re.S)
+
+
+def routes() -> list[Any]:
+    return [
+        Route("/job", job_page),
+        Route("/job/preview", preview, methods=["POST"]),
+        Route("/job/yaml", to_yaml, methods=["POST"]),
+        Route("/job/form", to_form, methods=["POST"]),
+        Route("/job/send-test", send_test_view, methods=["POST"]),
+        Route("/job/save", save, methods=["POST"]),
+        Route("/job/attachment/{message:int}/{index:int}", attachment),
+    ]
+
+
+def job_schema() -> dict[str, Any]:
+    """The JSON Schema of a job file (as ``mailgem schema job`` prints it)."""
+    return JobSpec.model_json_schema()
+
+
+def shutdown(state: UiState) -> None:
+    """Stop what the page keeps running: the warm Spark session, the embedded SMTP server."""
+    cache = state.extras.pop("frames", None)
+    if cache is not None:
+        cache.close()
+    local = state.extras.pop("local", None)
+    if local is not None:
+        local.close()
+
+
+def _frames(state: UiState) -> FrameCache:
+    with state.lock:
+        cache = state.extras.get("frames")
+        if cache is None:
+            cache = state.extras["frames"] = FrameCache(master=state.config.master)
+    return cache
+
+
+def _local_fabric(state: UiState) -> tuple[Fabric, str]:
+    """The embedded local server's fabric (started on first use, kept while the UI runs)."""
+    from mailgem.fabric.local import local_fabric
+
+    with state.lock:
+        running = state.extras.get("local")
+        if running is None:
+            stack = contextlib.ExitStack()
+            local = stack.enter_context(local_fabric(state.config.outbox, user=state.config.user))
+            running = state.extras["local"] = stack
+            state.extras["local_fabric"] = local.fabric
+    return state.extras["local_fabric"], LOCAL_CONNECTION
+
+
+def _target(state: UiState, job: JobSpec) -> tuple[Fabric, str]:
+    """Where the job's messages go from this page: the embedded server (``--local``, or a job
+    naming ``local``), else the job's connection in the fabric.
+
+    Raises:
+        MailgemError: the job names a fabric connection and no fabric was given.
+    """
+    if state.config.local or job.email.connection == LOCAL_CONNECTION:
+        return _local_fabric(state)
+    if state.config.fabric is None:
+        raise MailgemError(f"the job sends through connection {job.email.connection!r}, which lives in a fabric: start "
+                           "`mailgem ui` with --fabric FABRIC.yaml, or with --local for the embedded server")
+    return load_fabric(state.config.fabric), job.email.connection
+
+
+async def job_page(request: Request) -> Response:
+    state = state_of(request)
+    path = state.config.job
+    if path is None:
+        return templates.TemplateResponse(request, "error.html", {
+            "message": "no job: start `mailgem ui` with --job JOB.yaml"}, status_code=404)
+    try:
+        version = state.remember(await asyncio.to_thread(YamlFile.load, path))
+    except MailgemError as exc:
+        return templates.TemplateResponse(request, "error.html", {"message": str(exc)}, status_code=400)
+    return templates.TemplateResponse(request, "job.html", {
+        "path": path, "digest": version.digest, "fields": form_fields(job_schema(), version.doc),
+        "yaml": version.text, "user": state.config.user, "address": _default_address(state.config.user),
+        "has_fabric": state.config.fabric is not None, "local": state.config.local,
+        "saved": request.query_params.get("saved")})
+
+
+def _default_address(user: str) -> str:
+    """The user's own address when their user name is one (``--user ann@example.com``)."""
+    return user if "@" in user else ""
+
+
+def _edited(state: UiState, form: Any) -> tuple[YamlFile, Any]:
+    """The version the page was rendered from, and the document as the page now has it.
+
+    Raises:
+        FormErrors: a field cannot be read. MailgemError: the YAML tab is not valid YAML; the
+        page is older than the server.
+    """
+    version = state.version(str(form.get("_digest", "")))
+    if form.get("_mode") == "yaml":
+        return version, version.parse(str(form.get("_yaml", "")))
+    doc = copy.deepcopy(version.doc)
+    apply_form(doc, job_schema(), [(k, v) for k, v in form.multi_items() if isinstance(v, str)
+                                   and not k.startswith("_")])
+    return version, doc
+
+
+def _job(version: YamlFile, doc: Any) -> JobSpec:
+    """The job the document describes (``${ENV}`` interpolated, paths from the job's folder).
+
+    Raises:
+        ValidationError: a field is wrong. MailgemError: an environment variable is missing.
+    """
+    plain = interpolate(_plain(doc), str(version.path))
+    JobSpec.model_validate(plain)  # field errors with their paths (the loader's text names the file)
+    return parse_job(plain, version.path)
+
+
+def _diagnostics(pre: Preflight, path: str) -> tuple[dict[str, list[str]], list[str]]:
+    """``validate``'s findings by field path (``email.subject``), and those that name no field."""
+    fields: dict[str, list[str]] = {}
+    general: list[str] = []
+    for finding in pre.findings:
+        text = finding.message.removeprefix(f"{path}: ")
+        match = _FIELD.match(text)
+        line = f"{finding.severity}: {match.group(2) if match else text}"
+        if match:
+            fields.setdefault(match.group(1), []).append(line)
+        else:
+            general.append(line)
+    return fields, general
+
+
+def _check(state: UiState, version: YamlFile, doc: Any) -> tuple[JobSpec | None, dict[str, list[str]], list[str]]:
+    try:
+        job = _job(version, doc)
+    except ValidationError as exc:
+        return None, {k: [f"error: {v}"] for k, v in validation_errors(exc).items()}, []
+    except MailgemError as exc:
+        return None, {}, [f"error: {exc}"]
+    pre = check_job(version.path, fabric_file=state.config.fabric, local=state.config.local,
+                    user=state.config.user, read_secrets=False, job=job)
+    fields, general = _diagnostics(pre, str(version.path))
+    return job, fields, general
+
+
+def _preview_html(request: Request, messages: list[PreviewMessage], chosen: int, note: str | None) -> str:
+    template = templates.get_template("preview.html")
+    return template.render(messages=messages, chosen=min(chosen, max(len(messages) - 1, 0)), note=note,
+                           request=request)
+
+
+def _build(state: UiState, job: JobSpec) -> tuple[list[PreviewMessage], str | None]:
+    fabric, connection = _target(state, job)
+    frame, note = _frames(state).frame(job)
+    messages = build_previews(job, frame, fabric, connection, state.config.user, PREVIEW_LIMIT)
+    with state.lock:
+        state.extras["previews"] = messages
+    return messages, note
+
+
+async def preview(request: Request) -> Response:
+    """Diagnostics and the preview of the form's job: ``{fields, general, html, yaml}``."""
+    state = state_of(request)
+    form = await request.form()
+    try:
+        version, doc = _edited(state, form)
+    except FormErrors as exc:
+        return JSONResponse({"fields": {k: [f"error: {v}"] for k, v in exc.errors.items()}, "general": []})
+    except MailgemError as exc:
+        return JSONResponse({"fields": {}, "general": [f"error: {exc}"]})
+    job, fields, general = await asyncio.to_thread(_check, state, version, doc)
+    body: dict[str, Any] = {"fields": fields, "general": general}
+    if job is not None and not any(m.startswith("error") for ms in fields.values() for m in ms) and \
+            not any(m.startswith("error") for m in general):
+        try:
+            messages, note = await asyncio.to_thread(_build, state, job)
+            chosen = int(str(form.get("_message", "0")) or 0)
+            body["html"] = _preview_html(request, messages, chosen, note)
+        except AccessDeniedError as exc:
+            body["general"].append(f"error: access denied: {exc}")
+        except MailgemError as exc:
+            body["general"].append(f"error: {exc}")
+    return JSONResponse(body)
+
+
+async def to_yaml(request: Request) -> Response:
+    """The form as the YAML it would save (the raw-YAML tab follows the form)."""
+    state = state_of(request)
+    form = await request.form()
+    try:
+        version, doc = _edited(state, form)
+    except FormErrors as exc:
+        return JSONResponse({"fields": {k: [f"error: {v}"] for k, v in exc.errors.items()}})
+    return JSONResponse({"yaml": version.dump(doc)})
+
+
+async def to_form(request: Request) -> Response:
+    """The YAML tab's text as the form (the form follows the raw YAML)."""
+    state = state_of(request)
+    form = await request.form()
+    try:
+        version, doc = _edited(state, form)
+    except MailgemError as exc:
+        return JSONResponse({"general": [f"error: {exc}"]})
+    html = templates.get_template("fields.html").render(fields=form_fields(job_schema(), doc), request=request)
+    return JSONResponse({"html": html})
+
+
+async def send_test_view(request: Request) -> Response:
+    """Send the first message to the user's own address only, marked as a test."""
+    state = state_of(request)
+    form = await request.form()
+    address = str(form.get("_address", "")).strip()
+    try:
+        version, doc = _edited(state, form)
+        job = await asyncio.to_thread(_job, version, doc)
+
+        def run() -> Any:
+            fabric, connection = _target(state, job)
+            frame, _ = _frames(state).frame(job)
+            return send_test(job, frame, fabric, connection, state.config.user, address)
+
+        result = await asyncio.to_thread(run)
+    except ValidationError as exc:
+        return JSONResponse({"ok": False, "message": "fix the job first: " + "; ".join(
+            f"{k}: {v}" for k, v in validation_errors(exc).items())})
+    except AccessDeniedError as exc:
+        return JSONResponse({"ok": False, "message": f"access denied: {exc}"})
+    except (MailgemError, FormErrors) as exc:
+        return JSONResponse({"ok": False, "message": str(exc)})
+    return JSONResponse({"ok": True, "message": str(result)})
+
+
+async def save(request: Request) -> Response:
+    state = state_of(request)
+    form = await request.form()
+    try:
+        version, doc = _edited(state, form)
+        await asyncio.to_thread(_job, version, doc)
+    except FormErrors as exc:
+        return JSONResponse({"fields": {k: [f"error: {v}"] for k, v in exc.errors.items()}})
+    except ValidationError as exc:
+        return JSONResponse({"fields": {k: [f"error: {v}"] for k, v in validation_errors(exc).items()},
+                             "message": "not saved: fix the fields marked first"})
+    except MailgemError as exc:
+        return JSONResponse({"message": f"not saved: {exc}"})
+    try:
+        await asyncio.to_thread(version.save, doc, version.digest)
+    except ConflictError as exc:
+        return JSONResponse({"conflict": exc.diff})
+    return JSONResponse({"redirect": "/job?saved=1"})
+
+
+async def attachment(request: Request) -> Response:
+    """One attachment of the last preview, to download and open."""
+    state = state_of(request)
+    with state.lock:
+        messages: list[PreviewMessage] = state.extras.get("previews", [])
+    m, a = request.path_params["message"], request.path_params["index"]
+    if m >= len(messages) or a >= len(messages[m].attachments):
+        return Response("no such attachment in the last preview: refresh it", status_code=404)
+    item = messages[m].attachments[a]
+    return Response(item.payload, media_type=item.content_type,
+                    headers={"Content-Disposition": f"attachment; filename*=UTF-8''{_quote(item.file_name)}"})
+
+
+def _quote(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")
