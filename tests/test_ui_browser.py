@@ -6,7 +6,7 @@ The flow: open the fabric page with the token → add a connection to the server
 write-only → save → Test connection shows "sender accepted" → the YAML on disk has the connection
 and its comments → open the demo job → change the subject → the preview shows it → Send test →
 the server got one message, to the user only. Without the token: 403. The password never appears
-in a response body, the command's output or any file but the store.
+in a response body, the command's output or any file (the store holds it encrypted).
 
 How long the preview took to show the new subject is written to test-artifacts/ui/timings.json
 (a measurement, not an assertion: speed targets live in benchmarks/ui_preview.py).
@@ -45,8 +45,9 @@ teams:
   - name: data-eng      # who may use it
     members: [bob, "{user}"]
 secrets:
-  type: directory
-  path: secrets         # one file per secret
+  type: encrypted_file  # AES-256-GCM
+  path: secrets.enc
+  key_file: secrets.key
 connections: []
 """
 
@@ -62,7 +63,9 @@ def server() -> Iterator[FaultServer]:
 def workspace(tmp_path: Path) -> Path:
     if not FLIGHTS.is_file():
         pytest.skip(f"{FLIGHTS} is missing: `make demo` (or examples/prepare_flights.py) makes it")
-    (tmp_path / "secrets").mkdir()
+    from mailgem.fabric.secrets import generate_key
+
+    (tmp_path / "secrets.key").write_text(generate_key() + "\n")
     (tmp_path / "fabric.yaml").write_text(FABRIC.format(user=USER))
     job = (ROOT / "examples" / "flights_delay_report.yaml").read_text()
     job = job.replace("path: ../data/flights.parquet", f"path: {FLIGHTS}")
@@ -136,7 +139,10 @@ def test_fabric_and_job_pages_end_to_end(chromium, server: FaultServer, workspac
     saved = (workspace / "fabric.yaml").read_text()
     assert "# The team's fabric (a comment the UI must keep)." in saved and "# who may use it" in saved
     assert "name: test-smtp" in saved and "secret: test-smtp-password" in saved and PASSWORD not in saved
-    assert (workspace / "secrets" / "test-smtp-password").read_text().strip() == PASSWORD
+    from mailgem.fabric.loader import load_fabric
+
+    store = load_fabric(workspace / "fabric.yaml").store()
+    assert store.get("test-smtp-password").get_secret_value() == PASSWORD
 
     # Test connection: the steps as they happen, ending with the sender accepted.
     page.get_by_role("button", name="Test connection").click()
@@ -190,7 +196,6 @@ def test_fabric_and_job_pages_end_to_end(chromium, server: FaultServer, workspac
     out, err = proc.communicate(timeout=60)
     assert not [b for b in bodies if PASSWORD in b]
     assert PASSWORD not in out + err and TOKEN not in err
-    leaks = [p for p in workspace.rglob("*") if p.is_file() and p.parent.name != "secrets"
-             and PASSWORD.encode() in p.read_bytes()]
-    assert leaks == []
+    leaks = [p for p in workspace.rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()]
+    assert leaks == []  # the store holds it encrypted
     shutil.copy(job_file, ARTIFACTS / "daily-saved.yaml")

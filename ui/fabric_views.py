@@ -27,10 +27,10 @@ from mailgem.fabric.loader import interpolate, parse_fabric
 from mailgem.fabric.model import Fabric
 
 from .app import UiState, state_of, templates
-from .forms import FormErrors, apply_form, form_fields, validation_errors
+from .forms import FormErrors, apply_form, connection_schema, form_fields, validation_errors
 from .yamlfile import ConflictError, YamlFile, get_path
 
-__all__ = ["routes", "connection_schema"]
+__all__ = ["routes"]
 
 SECRET_VALUE = "_secret_value"  # the write-only password input (never rendered with a value)
 
@@ -47,9 +47,9 @@ def routes() -> list[Any]:
     ]
 
 
-def connection_schema() -> dict[str, Any]:
-    """The JSON Schema of one connection (as ``mailgem schema fabric`` holds it)."""
-    return SmtpConnection.model_json_schema()
+def fabric_schema() -> dict[str, Any]:
+    """The JSON Schema of a fabric file (``mailgem schema fabric``)."""
+    return Fabric.model_json_schema()
 
 
 def _denied(request: Request, exc: Exception) -> Response:
@@ -117,15 +117,15 @@ async def fabric_page(request: Request) -> Response:
 def _connection_context(state: UiState, version: YamlFile, fabric: Fabric, index: int, doc: Any,
                         errors: dict[str, str] | None = None, message: str | None = None) -> dict[str, Any]:
     connections = get_path(doc, "connections", None) or []
-    conn_doc = connections[index] if index < len(connections) else {}
     try:
         names = fabric.store().names()
     except MailgemError:
         names = []
-    fields = form_fields(connection_schema(), conn_doc, f"connections[{index}]")
+    fields = form_fields(connection_schema(), doc, f"connections[{index}]")
     return {"fields": fields, "index": index, "digest": version.digest, "path": version.path, "is_new":
-            index >= len(connections), "name": (conn_doc or {}).get("name", ""), "errors": errors or {},
-            "message": message, "secret_names": names, "fabric": fabric, "secret_value": SECRET_VALUE}
+            index >= len(connections), "name": get_path(doc, f"connections[{index}].name", ""),
+            "errors": errors or {}, "message": message, "secret_names": names, "fabric": fabric,
+            "secret_value": SECRET_VALUE, "user": state.config.user}
 
 
 async def connection_form(request: Request) -> Response:
@@ -143,7 +143,15 @@ async def connection_form(request: Request) -> Response:
 
 
 def _form_items(form: Any) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in form.multi_items() if isinstance(v, str) and not k.startswith("_")]
+    """The form's text fields (the page's own ``_`` keys are skipped by :func:`apply_form`)."""
+    return [(k, v) for k, v in form.multi_items() if isinstance(v, str) and k != SECRET_VALUE]
+
+
+def _at_fields(errors: dict[str, str], fields: set[str]) -> tuple[dict[str, str], str | None]:
+    """Errors at an input, and those about the connection as a whole (a rule across fields)."""
+    at = {k: v for k, v in errors.items() if k in fields}
+    rest = [f"{k}: {v}" for k, v in errors.items() if k not in fields]
+    return at, "\n".join(rest) or None
 
 
 async def from_url(request: Request) -> Response:
@@ -158,7 +166,9 @@ async def from_url(request: Request) -> Response:
         return _denied(request, exc)
     except MailgemError as exc:
         return JSONResponse({"errors": {"_url": str(exc)}})
-    del password  # a password in a URL is never kept: it belongs in the secret store
+    if password is not None:  # never kept: it belongs in the secret store, set below, write-only
+        return JSONResponse({"errors": {"_url": "this URL holds a password, which is never kept in a fabric file: "
+                                                "remove it from the URL and set it below, in the secret store"}})
     values = {f"connections[{index}].{k}": str(v) for k, v in fields.items()}
     return JSONResponse({"values": values})
 
@@ -170,25 +180,30 @@ async def save_connection(request: Request) -> Response:
     secret_value = str(form.get(SECRET_VALUE, ""))
     try:
         version = state.version(str(form.get("_digest", "")))
-        current, fabric = await asyncio.to_thread(_load, state)
+        await asyncio.to_thread(_load, state)  # the user's access, on the fabric as it is now
     except AccessDeniedError as exc:
         return _denied(request, exc)
     except MailgemError as exc:
         return JSONResponse({"message": str(exc)})
     doc = copy.deepcopy(version.doc)
+    prefix = f"connections[{index}]"
     try:
-        apply_form(doc, connection_schema(), _form_items(form), f"connections[{index}]")
+        apply_form(doc, connection_schema(), _form_items(form), prefix)
     except FormErrors as exc:
         return JSONResponse({"errors": exc.errors})
     try:
         Fabric.model_validate(interpolate(_plain(doc), str(version.path)))
         new_fabric = _validated(doc, version)
     except ValidationError as exc:
-        return JSONResponse({"errors": validation_errors(exc)})
+        paths = {f.path for f in form_fields(connection_schema(), doc, prefix)}
+        errors, message = _at_fields(validation_errors(exc, schema=fabric_schema()), paths)
+        return JSONResponse({"errors": errors, "message": message})
     except MailgemError as exc:
         return JSONResponse({"message": str(exc)})
-    if current.digest != version.digest:  # before anything is stored: refused with the diff
-        return JSONResponse({"conflict": version.diff_with_disk()})
+    try:  # before anything is stored: an edit on disk since the page loaded is refused, with the diff
+        version.check_unchanged(version.digest)
+    except ConflictError as exc:
+        return JSONResponse({"conflict": exc.diff, "message": str(exc)})
     secret_path = f"connections[{index}].password.secret"
     if secret_value:
         name = get_path(doc, secret_path, None)
@@ -199,9 +214,9 @@ async def save_connection(request: Request) -> Response:
         except MailgemError as exc:
             return JSONResponse({"errors": {secret_path: str(exc)}})
     try:
-        await asyncio.to_thread(version.save, doc, version.digest)
+        await asyncio.to_thread(version.copy().save, doc, version.digest)
     except ConflictError as exc:
-        return JSONResponse({"conflict": exc.diff})
+        return JSONResponse({"conflict": exc.diff, "message": str(exc)})
     name = get_path(doc, f"connections[{index}].name", "")
     return JSONResponse({"redirect": f"/fabric?saved={name}"})
 

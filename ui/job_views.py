@@ -282,7 +282,7 @@ async def save(request: Request) -> Response:
     except MailgemError as exc:
         return JSONResponse({"message": f"not saved: {exc}"})
     try:
-        await asyncio.to_thread(version.save, doc, version.digest)
+        await asyncio.to_thread(version.copy().save, doc, version.digest)
     except ConflictError as exc:
         return JSONResponse({"conflict": exc.diff})
     return JSONResponse({"redirect": "/job?saved=1"})

@@ -145,6 +145,11 @@ class YamlFile:
         path = Path(path)
         return cls(path, path.read_bytes().decode("utf-8"))
 
+    def copy(self) -> YamlFile:
+        """This version again, to save from: a page's version stays as the page loaded it (its
+        text is the left side of a later conflict's diff)."""
+        return YamlFile(self.path, self.text)
+
     def dump(self, doc: Mapping[str, Any]) -> str:
         """``doc`` as text in this file's style (indentation, line breaks)."""
         out = io.StringIO()
@@ -160,6 +165,25 @@ class YamlFile:
         """
         return _mapping(_guarded(lambda: self._yaml.load(text)))
 
+    def check_unchanged(self, expected_digest: str, *, loaded_text: str | None = None) -> None:
+        """Nothing to do when the file on disk still has ``expected_digest`` (checked before
+        anything else is done for a save, e.g. a secret stored).
+
+        Raises:
+            ConflictError: it changed (or was removed) since it was loaded; ``loaded_text``
+                as in :meth:`save`.
+        """
+        try:
+            on_disk: str | None = self.path.read_bytes().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            on_disk = None
+        if on_disk is None or digest_of(on_disk) != expected_digest:
+            loaded = self.text if loaded_text is None else loaded_text
+            diff = "" if on_disk is None else "".join(difflib.unified_diff(
+                loaded.splitlines(keepends=True), on_disk.splitlines(keepends=True),
+                fromfile="loaded", tofile="on disk"))
+            raise ConflictError(self.path, diff)
+
     def save(self, doc: Mapping[str, Any], expected_digest: str, *, loaded_text: str | None = None) -> str:
         """Write ``doc`` to the file, atomically, unless the file changed since it was loaded.
 
@@ -172,16 +196,7 @@ class YamlFile:
             ConflictError: the file on disk no longer has ``expected_digest`` (nothing written).
             OSError: the folder is not writable.
         """
-        try:
-            on_disk: str | None = self.path.read_bytes().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            on_disk = None
-        if on_disk is None or digest_of(on_disk) != expected_digest:
-            loaded = self.text if loaded_text is None else loaded_text
-            diff = "" if on_disk is None else "".join(difflib.unified_diff(
-                loaded.splitlines(keepends=True), on_disk.splitlines(keepends=True),
-                fromfile="loaded", tofile="on disk"))
-            raise ConflictError(self.path, diff)
+        self.check_unchanged(expected_digest, loaded_text=loaded_text)
         text = self.dump(doc)
         _replace(self.path, text.encode("utf-8"))
         # Another writer between the check and os.replace would still be overwritten: this

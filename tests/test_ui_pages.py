@@ -1,0 +1,289 @@
+"""`mailgem ui`'s pages through its app (Starlette's TestClient, in process), against real SMTP
+servers (aiosmtpd with STARTTLS and AUTH) and real files: the fabric page (connections, the
+connection form, Test connection's live steps, write-only secrets, saving with comments kept and
+conflicts refused, team access) and the job page (diagnostics at fields, the live preview, the
+YAML tab, Send test, saving). The browser flow is tests/test_ui_browser.py."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("starlette", reason="the ui extra is not installed here")
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+
+from conftest import LOGIN, PASSWORD  # noqa: E402
+from fault_server import FaultServer  # noqa: E402
+from ui_client import client_for, form_values  # noqa: E402
+
+from mailgem.fabric.loader import load_fabric  # noqa: E402
+from mailgem.fabric.secrets import generate_key  # noqa: E402
+
+USER = "ann@example.com"
+FABRIC = """\
+# Our team's fabric: a comment that must survive every save.
+name: analytics-test
+teams:
+  - name: data-eng      # who may use it
+    members: [bob, "{user}"]
+secrets:
+  type: encrypted_file
+  path: secrets.enc
+  key_file: secrets.key
+connections:
+  - name: reports       # the daily reports
+    host: {host}
+    port: {port}
+    security: starttls
+    ca_bundle: {ca}
+    username: {login}
+    password: {{secret: smtp-password}}
+    timeout_s: ${{SMTP_TIMEOUT:-10}}
+"""
+
+
+@pytest.fixture
+def server():
+    smtp = FaultServer(security="starttls", users={LOGIN: PASSWORD})
+    with smtp:
+        yield smtp
+
+
+@pytest.fixture
+def fabric_file(tmp_path: Path, server: FaultServer) -> Path:
+    (tmp_path / "secrets.key").write_text(generate_key() + "\n")
+    path = tmp_path / "fabric.yaml"
+    path.write_text(FABRIC.format(user=USER, host=server.host, port=server.port, ca=server.ca_pem, login=LOGIN))
+    return path
+
+
+def _store_password(fabric_file: Path, value: str = PASSWORD) -> None:
+    load_fabric(fabric_file).store().set("smtp-password", __import__("pydantic").SecretStr(value))
+
+
+def test_the_fabric_page_lists_connections_with_their_teams_and_buttons(fabric_file):
+    client = client_for(fabric=fabric_file)
+    page = client.get("/fabric")
+    assert page.status_code == 200
+    row = re.search(r'<tr data-connection="reports">(.*?)</tr>', page.text, re.S)
+    assert row is not None
+    cells = re.findall(r"<td>(.*?)</td>", row.group(1))
+    assert cells[:5] == ["127.0.0.1", str(fabric_file.read_text().split("port: ")[1].split()[0]), "starttls",
+                         "password", LOGIN]
+    assert "data-eng" in row.group(1) and "Test connection" in row.group(1)
+    assert ">Add connection<" in page.text
+
+
+def test_someone_outside_the_teams_gets_403_on_every_page_and_action(fabric_file):
+    client = client_for(fabric=fabric_file, user="mallory")
+    for path in ("/fabric", "/fabric/connections/0", "/fabric/connections/new"):
+        page = client.get(path)
+        assert page.status_code == 403 and "may not use fabric" in page.text
+    csrf = client.get("/fabric").text  # the page is the denial: no form, no CSRF token to use it with
+    assert "connections[0]" not in csrf
+    assert client.post("/fabric/secrets", data={"name": "x", "_secret_value": "y"}).status_code == 403
+    assert client.post("/fabric/connections/0/save", data={"_digest": "x"}).status_code in (200, 403)
+    assert "mallory" not in fabric_file.read_text()
+
+
+def test_adding_a_connection_keeps_comments_and_env_references_and_stores_its_password_write_only(
+        fabric_file, server):
+    client = client_for(fabric=fabric_file)
+    form_page = client.get("/fabric/connections/new")
+    assert form_page.status_code == 200
+    values = form_values(form_page.text, "connection-form")
+    assert "connections[1].host" in values and "connections[1].password.secret" in values
+    assert 'type="password"' in form_page.text
+    values.update({"connections[1].name": "second", "connections[1].host": server.host,
+                   "connections[1].port": str(server.port), "connections[1].security": "starttls",
+                   "connections[1].ca_bundle": str(server.ca_pem), "connections[1].username": LOGIN,
+                   "connections[1].password.secret": "second-password", "_secret_value": PASSWORD})
+    saved = client.post("/fabric/connections/1/save", data=values)
+    assert saved.json() == {"redirect": "/fabric?saved=second"}, saved.text
+    text = fabric_file.read_text()
+    assert text.startswith("# Our team's fabric: a comment that must survive every save.")
+    assert "# who may use it" in text and "# the daily reports" in text
+    assert "timeout_s: ${SMTP_TIMEOUT:-10}" in text  # the environment reference, as written
+    assert "name: second" in text and "secret: second-password" in text and PASSWORD not in text
+    assert load_fabric(fabric_file).store().get("second-password").get_secret_value() == PASSWORD
+    # Write-only: the value is in no page, not even the form it was typed into.
+    for path in ("/fabric", "/fabric/connections/1", "/fabric/connections/new"):
+        assert PASSWORD not in client.get(path).text
+    assert PASSWORD not in saved.text
+
+
+def test_field_errors_come_back_at_their_fields_and_nothing_is_written(fabric_file):
+    client = client_for(fabric=fabric_file)
+    before = fabric_file.read_text()
+    values = form_values(client.get("/fabric/connections/0").text, "connection-form")
+    values["connections[0].port"] = "99999"
+    answer = client.post("/fabric/connections/0/save", data=values).json()
+    assert "connections[0].port" in answer["errors"], answer
+    values["connections[0].port"] = "not a port"
+    answer = client.post("/fabric/connections/0/save", data=values).json()
+    assert "connections[0].port" in answer["errors"], answer
+    assert fabric_file.read_text() == before
+
+
+def test_an_edit_on_disk_since_the_page_loaded_is_refused_with_a_diff(fabric_file):
+    client = client_for(fabric=fabric_file)
+    values = form_values(client.get("/fabric/connections/0").text, "connection-form")
+    elsewhere = fabric_file.read_text().replace("# the daily reports", "# edited in an editor meanwhile")
+    fabric_file.write_text(elsewhere)
+    values["connections[0].sender_name"] = "From the page"
+    values["_secret_value"] = "a-new-value-never-stored"
+    answer = client.post("/fabric/connections/0/save", data=values).json()
+    assert "+  - name: reports       # edited in an editor meanwhile" in answer["conflict"]
+    assert "-  - name: reports       # the daily reports" in answer["conflict"]
+    assert fabric_file.read_text() == elsewhere  # never overwritten
+    assert load_fabric(fabric_file).store().names() == []  # nor the secret stored
+
+
+def test_a_url_fills_the_form_and_a_password_in_it_is_refused(fabric_file):
+    client = client_for(fabric=fabric_file)
+    filled = client.post("/fabric/connections/1/from-url", data={"_url": "smtps://me@smtp.example.com:465"}).json()
+    assert filled["values"] == {"connections[1].host": "smtp.example.com", "connections[1].port": "465",
+                                "connections[1].security": "implicit_tls", "connections[1].username": "me"}
+    with pytest.warns(UserWarning):
+        refused = client.post("/fabric/connections/1/from-url",
+                              data={"_url": "smtps://me:hunter2-secret@smtp.example.com"}).json()
+    assert "password" in refused["errors"]["_url"] and "hunter2-secret" not in json.dumps(refused)
+
+
+def _events(body: str) -> list[tuple[str, dict]]:
+    out = []
+    for block in body.strip().split("\n\n"):
+        kind = re.search(r"^event: (\w+)$", block, re.M)
+        data = re.search(r"^data: (.*)$", block, re.M)
+        assert kind and data, block
+        out.append((kind.group(1), json.loads(data.group(1))))
+    return out
+
+
+def test_test_connection_streams_its_steps_then_the_verdict_with_the_clis_lines(fabric_file, server):
+    _store_password(fabric_file)
+    client = client_for(fabric=fabric_file)
+    assert client.get("/fabric/test/reports").status_code == 403  # no CSRF token
+    csrf = client.headers["x-csrf-token"]
+    events = _events(client.get(f"/fabric/test/reports?csrf={csrf}").text)
+    assert [e for e, _ in events] == ["step"] * 6 + ["done"]
+    assert [d["step"] for _, d in events[:-1]] == ["connect", "tls", "ehlo", "size", "auth", "sender"]
+    done = events[-1][1]
+    assert done["ok"] is True and any("sender accepted" in line for line in done["lines"])
+    assert server.messages == [] and PASSWORD not in json.dumps(events)
+
+    _store_password(fabric_file, "wrong-password")
+    events = _events(client.get(f"/fabric/test/reports?csrf={csrf}").text)
+    done = events[-1][1]
+    assert done["ok"] is False and any(line.startswith("error") and "535" in line for line in done["lines"])
+    assert "auth" not in [d.get("step") for _, d in events[:-1]]
+
+
+def test_setting_a_secret_on_the_page_is_write_only(fabric_file):
+    client = client_for(fabric=fabric_file)
+    answer = client.post("/fabric/secrets", data={"name": "api-key", "_secret_value": "s3cr3t-value-xyz"})
+    assert answer.json() == {"redirect": "/fabric?saved=secret%20api-key"}
+    page = client.get("/fabric").text
+    assert "<code>api-key</code>" in page and "s3cr3t-value-xyz" not in page
+    assert load_fabric(fabric_file).store().get("api-key").get_secret_value() == "s3cr3t-value-xyz"
+    blank = client.post("/fabric/secrets", data={"name": "api-key", "_secret_value": "   "}).json()
+    assert "empty" in blank["errors"]["name"]
+    bad = client.post("/fabric/secrets", data={"name": "../escape", "_secret_value": "x"}).json()
+    assert "invalid secret name" in bad["errors"]["name"]
+
+
+JOB = """\
+# A small job for the page's tests (this comment must survive a save).
+name: ui-pages
+source:
+  path: rows.parquet    # relative to this file
+params: {{team: Ops}}
+email:
+  connection: {connection}
+  to: ops@example.com, "Data Team <data@example.com>"
+  subject: "Rows for {{{{ params.team }}}}: {{{{ row_count }}}}"
+  html_body: |
+    <p>Hello {{{{ params.team }}}}</p>
+    {{{{ table }}}}
+  attachments:
+    - file_name: rows.csv
+"""
+
+
+@pytest.fixture
+def job_file(tmp_path: Path) -> Path:
+    import pandas as pd
+
+    pd.DataFrame({"n": [1, 2, 3], "city": ["Oslo", "Lima", "Pune"]}).to_parquet(tmp_path / "rows.parquet")
+    path = tmp_path / "job.yaml"
+    path.write_text(JOB.format(connection="local"))
+    return path
+
+
+def _job_form(client) -> dict[str, str]:
+    page = client.get("/job")
+    assert page.status_code == 200, page.text
+    return form_values(page.text, "job-form")
+
+
+def test_the_job_page_previews_the_form_as_it_is_edited(job_file, tmp_path):
+    client = client_for(job=job_file, local=True, outbox=tmp_path / "outbox")
+    values = _job_form(client)
+    assert values["email.subject"] == "Rows for {{ params.team }}: {{ row_count }}"
+    first = client.post("/job/preview", data=values).json()
+    assert first["general"] == [] and first["fields"] == {}, first
+    assert "Rows for Ops: 3" in first["html"] and 'id="preview"' in first["html"]
+    assert "rows.csv" in first["html"] and "dry_run" in first["html"]  # the attachment, the report row
+    values["email.subject"] = "Changed: {{ row_count }} rows"
+    assert "Changed: 3 rows" in client.post("/job/preview", data=values).json()["html"]
+    # A template mistake is shown at its field, and the preview waits for the fix.
+    values["email.subject"] = "{{ row.n }"
+    broken = client.post("/job/preview", data=values).json()
+    assert "email.subject" in broken["fields"] and "html" not in broken, broken
+
+
+def test_the_yaml_tab_and_the_form_stay_in_step(job_file, tmp_path):
+    client = client_for(job=job_file, local=True, outbox=tmp_path / "outbox")
+    values = _job_form(client)
+    values["email.subject"] = "From the form"
+    text = client.post("/job/yaml", data=values).json()["yaml"]
+    assert "subject: From the form" in text and "# A small job" in text
+    values.update({"_mode": "yaml", "_yaml": text.replace("From the form", "From the YAML tab")})
+    form_html = client.post("/job/form", data=values).json()["html"]
+    assert 'value="From the YAML tab"' in form_html
+    assert "From the YAML tab" in client.post("/job/preview", data=values).json()["html"]
+
+
+def test_send_test_goes_to_the_users_address_only(job_file, tmp_path):
+    from email import message_from_bytes, policy
+
+    outbox = tmp_path / "outbox"
+    client = client_for(job=job_file, local=True, outbox=outbox)
+    values = {**_job_form(client), "_address": USER}
+    answer = client.post("/job/send-test", data=values).json()
+    assert answer["ok"] is True, answer
+    [eml] = list(outbox.glob("*.eml"))
+    message = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert message["To"] == USER and message["Cc"] is None
+    assert str(message["Subject"]).startswith("[test] Rows for Ops: 3")
+    bad = client.post("/job/send-test", data={**values, "_address": "not an address"}).json()
+    assert bad["ok"] is False and len(list(outbox.glob("*.eml"))) == 1
+
+
+def test_saving_the_job_changes_only_what_was_edited_and_refuses_a_conflict(job_file, tmp_path):
+    client = client_for(job=job_file, local=True, outbox=tmp_path / "outbox")
+    before = job_file.read_text()
+    values = _job_form(client)
+    values["email.subject"] = "Saved subject"
+    assert client.post("/job/save", data=values).json() == {"redirect": "/job?saved=1"}
+    after = job_file.read_text()
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
+    assert changed == [('  subject: "Rows for {{ params.team }}: {{ row_count }}"', '  subject: "Saved subject"')] \
+        or changed == [('  subject: "Rows for {{ params.team }}: {{ row_count }}"', "  subject: Saved subject")]
+    # The page still holds the old version: saving it again would overwrite the first save.
+    values["email.subject"] = "Second"
+    answer = client.post("/job/save", data=values).json()
+    assert "Saved subject" in answer["conflict"] and job_file.read_text() == after
