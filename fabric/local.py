@@ -22,7 +22,7 @@ from .loader import LOCAL_CONNECTION
 from .model import Fabric, Team, current_user
 from .secrets import MemorySecretStore
 
-__all__ = ["LocalFabric", "EmbeddedFabric", "local_fabric", "LOCAL_CONNECTION", "LOCAL_SENDER"]
+__all__ = ["LocalFabric", "EmbeddedFabric", "local_fabric", "local_identity_fabric", "LOCAL_CONNECTION", "LOCAL_SENDER"]
 
 LOCAL_SENDER = "mailgem-dev@example.com"
 
@@ -59,13 +59,37 @@ def local_fabric(outbox: str | Path = "outbox", user: str | None = None) -> Iter
     password = secrets.token_urlsafe(24)  # development credential, valid for this run only
     server = LocalSmtpServer(security="starttls", users={LOCAL_SENDER: password}, outbox=outbox)
     with server:
-        connection = SmtpConnection(
-            name=LOCAL_CONNECTION, host=server.host, port=server.port, security="starttls",
-            ca_bundle=server.ca_pem, username=LOCAL_SENDER, password={"secret": "local-smtp-password"},
-            sender_name="mailgem (local)", timeout_s=30,
-        )
-        fabric = EmbeddedFabric(name="local", teams=[Team(name="local", members=[user or current_user()])],
-                                connections=[connection])
-        fabric._outbox = outbox.resolve()
-        fabric.with_store(MemorySecretStore({"local-smtp-password": SecretStr(password)}))
+        fabric = _embedded(_local_connection(server.host, server.port, server.ca_pem), user, outbox)
+        fabric.with_store(MemorySecretStore({_PASSWORD_SECRET: SecretStr(password)}))
         yield LocalFabric(fabric, server, outbox)
+
+
+def local_identity_fabric(user: str | None = None, outbox: str | Path = "outbox") -> Fabric:
+    """The embedded fabric without its server: its ``local`` connection's identity (From, the
+    envelope sender, the Message-ID domain) for previews and dry runs, which read no secret and
+    open no session. Nothing can be sent through it: it has no server, and its secret store is
+    empty (:meth:`Fabric.transport` raises ``SecretNotFoundError``).
+
+    Args:
+        user: the member of the fabric's one team (default: :func:`current_user`).
+        outbox: the folder its destination names (as :func:`local_fabric`'s would).
+    """
+    fabric = _embedded(_local_connection("127.0.0.1", 587, None), user, Path(outbox))
+    return fabric.with_store(MemorySecretStore({}))
+
+
+_PASSWORD_SECRET = "local-smtp-password"
+
+
+def _local_connection(host: str, port: int, ca_pem: Path | None) -> SmtpConnection:
+    return SmtpConnection(
+        name=LOCAL_CONNECTION, host=host, port=port, security="starttls", ca_bundle=ca_pem, username=LOCAL_SENDER,
+        password={"secret": _PASSWORD_SECRET}, sender_name="mailgem (local)", timeout_s=30,
+    )
+
+
+def _embedded(connection: SmtpConnection, user: str | None, outbox: Path) -> EmbeddedFabric:
+    fabric = EmbeddedFabric(name="local", teams=[Team(name="local", members=[user or current_user()])],
+                            connections=[connection])
+    fabric._outbox = outbox.resolve()
+    return fabric

@@ -32,7 +32,7 @@ from mailgem.gems.email.gem import EmailGem
 from mailgem.gems.email.properties import EmailProperties
 from .source import SourceInfo, SourceSpec, inspect_source, read_source
 
-__all__ = ["JobSpec", "SourceSpec", "load_job", "parse_job", "run_job", "read_source", "job_frame"]
+__all__ = ["JobSpec", "SourceSpec", "load_job", "parse_job", "run_job", "read_source", "job_frame", "job_gem"]
 
 log = logging.getLogger("mailgem.job")
 
@@ -120,8 +120,16 @@ def job_frame(job: JobSpec, spark: Any, info: SourceInfo | None = None) -> Any:
     return frame
 
 
+def job_gem(job: JobSpec, fabric: Fabric, connection: str | None = None, user: str | None = None) -> EmailGem:
+    """The job's Email gem on ``fabric``, sending through ``connection`` (default: the job's own;
+    ``mailgem --local`` and the UI pass the embedded server's ``local``)."""
+    props = job.email
+    if connection is not None and connection != props.connection:
+        props = props.model_copy(update={"connection": connection})
+    return EmailGem(props, fabric, user=user, name=job.name, params=job.params)
+
+
 def run_job(job: JobSpec, fabric: Fabric, spark: Any, *, user: str | None = None) -> Any:
     """Run ``job`` against ``fabric`` and return the delivery report (a Spark DataFrame)."""
     frame = job_frame(job, spark)
-    gem = EmailGem(job.email, fabric, user=user, name=job.name, params=job.params)
-    return gem.apply(spark, frame)
+    return job_gem(job, fabric, user=user).apply(spark, frame)

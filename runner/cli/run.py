@@ -11,7 +11,7 @@ from typing import Any
 from mailgem.connections.precheck import ChainCheck
 from mailgem.gems.email.content.preview import write_previews
 from mailgem.gems.email.gem import DeliveryError, EmailGem
-from mailgem.gems.email.run.report import DeliveryRow, to_pandas, with_nullable_ints
+from mailgem.gems.email.run.report import to_pandas, with_nullable_ints
 from mailgem.gems.email.run.status import DeliveryStatus
 
 from .output import Output, check_report_path, exit_code, fail, report_lines, write_report_or_print
@@ -128,14 +128,6 @@ def _unreachable(args: argparse.Namespace, out: Output, job: str, connection: st
 
 
 def _dry_run(gem: EmailGem, frame: Any, folder: Path, out: Output, connection: str) -> Any:
-    rows = []
-    for b, _ in write_previews(gem.build(frame), folder):
-        if b.error is not None:
-            rows.append(DeliveryRow(b.key, DeliveryStatus.FAILED, connection=connection, error=str(b.error),
-                                    error_type=type(b.error).__name__))
-        else:
-            rows.append(DeliveryRow(b.key, DeliveryStatus.DRY_RUN, recipients=", ".join(b.recipients), size_bytes=b.size_bytes,
-                                    message_id=str(b.message["Message-ID"]) if b.message else None,
-                                    connection=connection, notes=getattr(b.message, "notes", None) or None))
+    rows = [b.dry_run_row(connection) for b, _ in write_previews(gem.build(frame), folder)]
     out.say(f"Dry run: {len(rows):,} message(s) built, none sent; written to {folder}/")
     return to_pandas(rows)

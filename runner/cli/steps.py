@@ -15,6 +15,7 @@ from mailgem.connections.errors import MailgemError
 from mailgem.fabric.loader import LOCAL_CONNECTION
 from mailgem.fabric.model import Fabric
 from mailgem.gems.email.gem import EmailGem
+from mailgem.runner.job import job_gem
 from mailgem.runner.preflight import Preflight, check_job
 
 from .output import Output
@@ -69,10 +70,8 @@ def target(args: argparse.Namespace, pre: Preflight, out: Output) -> Iterator[tu
 
 def make_gem(pre: Preflight, fabric: Fabric, connection: str, user: str | None) -> EmailGem:
     """The job's Email gem on ``fabric``, sending through ``connection``."""
-    job = pre.job
-    assert job is not None
-    props = job.email if connection == job.email.connection else job.email.model_copy(update={"connection": connection})
-    return EmailGem(props, fabric, user=user, name=job.name, params=job.params)
+    assert pre.job is not None
+    return job_gem(pre.job, fabric, connection, user)
 
 
 def start_spark(args: argparse.Namespace, app: str) -> tuple[Any, Path | None]:

@@ -14,7 +14,9 @@ from email.message import EmailMessage
 from html import escape
 from pathlib import Path
 
+from ..run.report import DeliveryRow
 from ..run.sender import describe_error
+from ..run.status import DeliveryStatus
 
 __all__ = ["Built", "write_previews"]
 
@@ -66,6 +68,17 @@ class Built:
         attached = f", attachments: {', '.join(self.attachment_names())}" if self.attachment_names() else ""
         return (f"{self.key}: to {', '.join(self.recipients)} | {self.subject!r} | {self.size_bytes:,} bytes"
                 f"{attached}")
+
+    def dry_run_row(self, connection: str) -> DeliveryRow:
+        """The delivery-report row ``run --dry-run`` writes for this message through ``connection``:
+        ``dry_run`` with its recipients, size and Message-ID, or ``failed`` with the error."""
+        if self.error is not None:
+            return DeliveryRow(self.key, DeliveryStatus.FAILED, connection=connection, error=str(self.error),
+                               error_type=type(self.error).__name__)
+        return DeliveryRow(self.key, DeliveryStatus.DRY_RUN, recipients=", ".join(self.recipients),
+                           size_bytes=self.size_bytes,
+                           message_id=str(self.message["Message-ID"]) if self.message else None,
+                           connection=connection, notes=getattr(self.message, "notes", None) or None)
 
     def _body_html(self) -> str:
         body = self.html()
