@@ -13,14 +13,14 @@ from mailgem.connections.model import SmtpConnection
 from mailgem.fabric.loader import interpolate
 from mailgem.fabric.model import Fabric
 from mailgem.runner.job import JobSpec
+from mailgem.ui.form_errors import validation_errors
+from mailgem.ui.form_input import apply_form
 from mailgem.ui.forms import (
     FIELDS_KEY,
     FormErrors,
     FormField,
-    apply_form,
     connection_schema,
     form_fields,
-    validation_errors,
 )
 from mailgem.ui.yamlfile import YamlFile, get_path
 

@@ -4,6 +4,7 @@ the real command."""
 
 from __future__ import annotations
 
+import http.cookiejar
 import os
 import re
 import signal
@@ -17,12 +18,12 @@ import pytest
 
 pytest.importorskip("starlette")
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
-from starlette.applications import Starlette  # noqa: E402
-from starlette.responses import PlainTextResponse  # noqa: E402
-from starlette.routing import Route  # noqa: E402
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
 
-from mailgem.ui.security import COOKIE, CSRF_HEADER, Guard, derive  # noqa: E402
+from mailgem.ui.security import COOKIE, CSRF_HEADER, Guard, derive
 
 TOKEN = "t0ken-for-tests-only-1234"
 
@@ -113,7 +114,9 @@ def test_the_command_serves_on_loopback_prints_the_url_and_stops_on_sigterm(tmp_
             except urllib.error.URLError:
                 assert time.monotonic() < deadline, "mailgem ui did not start"
                 time.sleep(0.2)
-        with urllib.request.urlopen(f"{base}/fabric?token={TOKEN}", timeout=10) as page:
+        # As a browser: the token traded for the cookie, which the redirect then carries.
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        with browser.open(f"{base}/fabric?token={TOKEN}", timeout=10) as page:
             body = page.read().decode()
         assert page.status == 200 and "Fabric" in body and TOKEN not in body
     finally:

@@ -72,5 +72,5 @@ def form_values(html: str, form_id: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in parser.values:
         # A browser drops the first newline after <textarea>, as the HTML parser keeps it.
-        out[name] = value[1:] if value.startswith("\n") else value
+        out[name] = value.removeprefix("\n")
     return out

@@ -26,7 +26,7 @@ from mailgem.connections.errors import MailgemError
 from .security import Guard
 from .yamlfile import YamlFile
 
-__all__ = ["UiConfig", "UiState", "create_app", "templates", "state_of"]
+__all__ = ["UiConfig", "UiState", "create_app", "state_of", "templates"]
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))

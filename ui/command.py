@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "run", "DEFAULT_PORT"]
+__all__ = ["DEFAULT_PORT", "add_parser", "run"]
 
 # Jupyter's habit: a fixed default port, the next free one when it is taken.
 DEFAULT_PORT = 8765

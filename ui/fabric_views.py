@@ -27,7 +27,9 @@ from mailgem.fabric.loader import interpolate, parse_fabric
 from mailgem.fabric.model import Fabric
 
 from .app import UiState, state_of, templates
-from .forms import FormErrors, apply_form, connection_schema, form_fields, validation_errors
+from .form_errors import validation_errors
+from .form_input import apply_form
+from .forms import FormErrors, connection_schema, form_fields
 from .yamlfile import ConflictError, YamlFile, get_path
 
 __all__ = ["routes"]
@@ -160,7 +162,7 @@ async def from_url(request: Request) -> Response:
     index = request.path_params["index"]
     form = await request.form()
     try:
-        version, fabric = await asyncio.to_thread(_load, state)
+        await asyncio.to_thread(_load, state)  # the user's access
         fields, password = parse_url(str(form.get("_url", "")), set(SmtpConnection.model_fields))
     except AccessDeniedError as exc:
         return _denied(request, exc)

@@ -5,8 +5,8 @@ The schema is ``Model.model_json_schema()`` (as ``mailgem schema`` prints it; fo
 connection use :func:`connection_schema`, which adds the ``url``/``preset``/``region`` keys the
 model accepts). Each field's ``path`` is its HTML input's ``name`` and its place in the YAML
 document (``connections[0].host``, ``email.subject``), so a submitted form is applied with
-:func:`mailgem.ui.yamlfile.set_path` and a ``ValidationError`` maps back onto the same names
-(:func:`validation_errors`).
+:func:`mailgem.ui.yamlfile.set_path` (:func:`mailgem.ui.form_input.apply_form`) and a
+``ValidationError`` maps back onto the same names (:func:`mailgem.ui.form_errors.validation_errors`).
 
 Kinds: ``text``, ``textarea`` (templates, SQL, any value with a line break), ``integer``,
 ``number``, ``boolean`` (a checkbox), ``select`` (an enum or Literal), ``list`` (a list of
@@ -20,25 +20,19 @@ from __future__ import annotations
 import io
 import re
 import textwrap
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from pydantic import ValidationError
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
 
 from mailgem.connections.errors import MailgemError
 
 from .yamlfile import (
-    MISSING,
     PathPart,
-    delete_path,
     format_path,
     get_path,
     parse_path,
-    set_path,
 )
 
 __all__ = [
@@ -47,10 +41,8 @@ __all__ = [
     "FieldKind",
     "FormErrors",
     "FormField",
-    "apply_form",
     "connection_schema",
     "form_fields",
-    "validation_errors",
 ]
 
 FieldKind = Literal["text", "textarea", "integer", "number", "boolean", "select", "list", "secret", "yaml"]
@@ -314,257 +306,3 @@ def _dump_snippet(value: Any) -> str:
     text = re.sub(r"\n\.\.\.\n\Z", "\n", out.getvalue())
     # A list is dumped indented as it would be under a key; the snippet starts at column 1.
     return textwrap.dedent(text).rstrip("\n")
-
-
-# ---- applying a form ------------------------------------------------------------------------
-
-
-def apply_form(doc: MutableMapping[str, Any], schema: Mapping[str, Any],
-               form: Mapping[str, str] | Iterable[tuple[str, str]], prefix: str = "", *,
-               rendered: Iterable[str] | None = None) -> list[str]:
-    """Write the submitted ``form`` into the round-trip ``doc``; returns the changed paths.
-
-    Rules: a field whose text equals what its input showed is not written (quotes, comments
-    and style stay); an empty value removes the key (a removed group that is left empty goes
-    too, so an emptied ``proxy`` is no ``proxy: {}``); integers, numbers and booleans are
-    coerced and a select must be one of its choices, except a value with ``${`` (an
-    environment reference), kept as text; a list splits lines, strips them and drops empty
-    ones; a YAML snippet is parsed. Checkboxes: a boolean field listed in ``rendered`` (or in
-    the form's :data:`FIELDS_KEY` inputs) but not submitted is false; one in neither is left
-    alone. A boolean equal to its default where the document has no key is not written. Keys
-    starting with ``_`` are the page's own (a digest, :data:`FIELDS_KEY`) and are skipped.
-
-    Raises:
-        FormErrors: an unknown path, a value that cannot be coerced, a bad choice or a YAML
-            snippet that does not parse (every field is checked first; then ``doc`` is untouched).
-    """
-    pairs = list(form.items()) if isinstance(form, Mapping) else list(form)
-    fields = {f.path: f for f in form_fields(schema, doc, prefix)}
-    submitted: dict[str, str] = {}
-    shown = set(rendered or ())
-    for key, text in pairs:
-        if key == FIELDS_KEY:
-            shown.add(text)
-        elif not key.startswith("_"):
-            submitted[key] = text
-    for path in shown:
-        field = fields.get(path)
-        if field is not None and field.kind == "boolean" and path not in submitted:
-            submitted[path] = "false"
-
-    errors: dict[str, str] = {}
-    writes: list[tuple[FormField, Any]] = []  # (field, value or MISSING to delete)
-    for path, text in submitted.items():
-        field = fields.get(path)
-        if field is None:
-            errors[path] = "no such field here (not a property of this form's model)"
-            continue
-        try:
-            change = _parse(field, text)
-        except FieldError as exc:
-            errors[path] = exc.message
-            continue
-        if change is not _UNCHANGED:
-            writes.append((field, change))
-    if errors:
-        raise FormErrors(errors)
-
-    changed: list[str] = []
-    for field, value in writes:
-        if _write(doc, field, value):
-            changed.append(field.path)
-    return changed
-
-
-class _Unchanged:
-    """The type of :data:`_UNCHANGED`."""
-
-
-_UNCHANGED: Final = _Unchanged()
-
-
-def _normal(text: str) -> str:
-    # Browsers send textarea lines with CRLF; a trailing line break is not a change worth
-    # rewriting a block scalar for (``|`` vs ``|-``).
-    return text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
-
-
-def _parse(field: FormField, text: str) -> Any:
-    """The value to write for ``text``: ``_UNCHANGED``, ``MISSING`` (delete) or a value.
-
-    Raises:
-        FieldError: the text is not a value of this field's kind.
-    """
-    if field.kind == "boolean":
-        if field.is_env and _normal(text) == field.value:
-            return _UNCHANGED
-        if "${" in text:
-            return text
-        lowered = text.strip().lower()
-        if lowered not in _TRUE | _FALSE:
-            raise FieldError(field.path, "must be true or false")
-        flag = lowered in _TRUE
-        # Absent, the default holds: writing it would add a key (and maybe its group) for nothing.
-        if _show(flag) == (field.value or field.default or "false"):
-            return _UNCHANGED
-        return flag
-    text = _normal(text)
-    if text == _normal(field.value):
-        return _UNCHANGED
-    if not text.strip():
-        return MISSING
-    if "${" in text and field.kind in {"integer", "number", "select", "text", "secret"}:
-        return text.strip()
-    if field.kind == "integer":
-        try:
-            return int(text.strip().replace("_", ""))
-        except ValueError:
-            raise FieldError(field.path, "must be a whole number") from None
-    if field.kind == "number":
-        try:
-            number = float(text.strip().replace("_", ""))
-        except ValueError:
-            raise FieldError(field.path, "must be a number") from None
-        return int(number) if re.fullmatch(r"-?\d+", text.strip()) else number
-    if field.kind == "select":
-        if text.strip() not in field.choices:
-            raise FieldError(field.path, "must be one of " + ", ".join(field.choices))
-        return text.strip()
-    if field.kind == "list":
-        items = [line.strip() for line in text.split("\n") if line.strip()]
-        return items if items else MISSING
-    if field.kind == "yaml":
-        try:
-            return _snippet_yaml().load(text)
-        except YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            problem = getattr(exc, "problem", None) or "not valid YAML"
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-            raise FieldError(field.path, f"{where}{problem}") from None
-    if field.kind == "secret":
-        return text.strip()
-    return text  # text, textarea: as typed
-
-
-def _write(doc: MutableMapping[str, Any], field: FormField, value: Any) -> bool:
-    parts = parse_path(field.path)
-    if field.kind == "secret":
-        parts = parts[:-1]  # the reference itself: {secret: NAME}
-        if value is not MISSING:
-            old = get_path(doc, parts, None)
-            if isinstance(old, Mapping):
-                return set_path(doc, (*parts, "secret"), value)
-            ref = CommentedMap(secret=value)
-            ref.fa.set_flow_style()  # as the examples write it: password: {secret: NAME}
-            value = ref
-    if value is MISSING:
-        removed = delete_path(doc, parts)
-        _prune(doc, parts[:-1])
-        return removed
-    if isinstance(value, list) and not isinstance(value, CommentedSeq):
-        old = get_path(doc, parts, None)
-        seq = CommentedSeq(value)
-        if isinstance(old, CommentedSeq) and old.fa.flow_style():
-            seq.fa.set_flow_style()  # members: [alice, bob] stays on one line
-        if old == value:
-            return False
-        value = seq
-    return set_path(doc, parts, value)
-
-
-def _prune(doc: MutableMapping[str, Any], parts: tuple[PathPart, ...]) -> None:
-    """Remove mappings left empty at ``parts`` and above (``proxy: {}`` is not ``no proxy``)."""
-    while parts and isinstance(parts[-1], str):
-        node = get_path(doc, parts, None)
-        if not isinstance(node, Mapping) or node:
-            return
-        delete_path(doc, parts)
-        parts = parts[:-1]
-
-
-# ---- validation errors ----------------------------------------------------------------------
-
-# Names pydantic gives the members of a plain union in an error's location.
-_MEMBER_NAMES: Final = frozenset({"str", "int", "float", "bool", "none", "list", "dict", "tuple"})
-
-
-def validation_errors(exc: ValidationError, prefix: str = "", *,
-                      schema: Mapping[str, Any] | None = None) -> dict[str, str]:
-    """``{form path: message}`` from a pydantic error, for the fields of a form at ``prefix``.
-
-    A model-wide error (a rule over several fields) is at ``prefix`` itself ("" at the top).
-    With ``schema`` (the one the form was made from), an error about a secret reference is at
-    its input (``password.secret``) and a discriminated union's tag (``secrets.encrypted_file``,
-    which looks like a key) is left out; pass it whenever the caller has it.
-    Union members pydantic names in a location (``chart.y.str``, ``secrets.encrypted_file``)
-    are left out: with ``schema`` by walking it (a part that is no property where the schema
-    has a union is the member's tag), without it by their shape (``list[str]``, a class name,
-    a type name). Messages never include the input; several about one field are joined.
-    """
-    base = parse_path(prefix) if prefix else ()
-    found: dict[str, list[str]] = {}
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        loc = tuple(error["loc"])
-        parts = _schema_path(loc, schema) if schema is not None else _shape_path(loc)
-        path = format_path((*base, *parts))
-        message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        messages = found.setdefault(path, [])
-        if message not in messages:
-            messages.append(message)
-    return {path: "; ".join(messages) for path, messages in found.items()}
-
-
-def _shape_path(loc: tuple[Any, ...]) -> tuple[PathPart, ...]:
-    return tuple(p for p in loc if isinstance(p, int) or not _names_member(str(p)))
-
-
-def _names_member(part: str) -> bool:
-    return ("[" in part or part in _MEMBER_NAMES or part[:1].isupper()
-            or part.startswith(("function-", "lax-", "json-or-python")))
-
-
-def _schema_path(loc: tuple[Any, ...], root: Mapping[str, Any]) -> tuple[PathPart, ...]:
-    out: list[PathPart] = []
-    nodes: list[Mapping[str, Any]] = [root]  # the schemas the value at ``out`` may follow
-    for part in loc:
-        nodes = [n for node in nodes for n in _branches(node, root)]
-        if isinstance(part, int):
-            out.append(part)
-            nodes = [n["items"] for n in nodes if isinstance(n.get("items"), Mapping)]
-            continue
-        owners = [n for n in nodes if part in n.get("properties", {})]
-        if owners:
-            out.append(part)
-            nodes = [n["properties"][part] for n in owners]
-        elif any(isinstance(n.get("additionalProperties"), Mapping) or n.get("additionalProperties") is True
-                 for n in nodes):
-            out.append(part)  # a key of a mapping (headers, params)
-            nodes = [n["additionalProperties"] for n in nodes if isinstance(n.get("additionalProperties"), Mapping)]
-        elif len(nodes) > 1 or not nodes:
-            # A union member's tag: keep the branches it may name (discriminator value or title).
-            named = [n for n in nodes if _tagged(n, part)]
-            nodes = named or nodes
-        else:
-            out.append(part)  # a key the schema does not know (an extra key pydantic refused)
-            nodes = []
-    # A secret reference's input is its ``.secret`` (``password.secret``): put the error there.
-    ends = [n for node in nodes for n in _branches(node, root)]
-    if ends and all(list(n.get("properties", {})) == ["secret"] for n in ends):
-        out.append("secret")
-    return tuple(out)
-
-
-def _branches(node: Mapping[str, Any], root: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The schemas ``node`` may be: itself with $ref followed, or each member of a union."""
-    if "$ref" in node:
-        return _branches(root.get("$defs", {}).get(node["$ref"].rsplit("/", 1)[-1], {}), root)
-    members = node.get("anyOf") or node.get("oneOf")
-    if members:
-        return [b for m in members for b in _branches(m, root) if b.get("type") != "null"]
-    return [node]
-
-
-def _tagged(node: Mapping[str, Any], tag: str) -> bool:
-    if node.get("title") == tag:
-        return True
-    return any(p.get("const") == tag or p.get("enum") == [tag] for p in node.get("properties", {}).values())

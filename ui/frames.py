@@ -78,14 +78,16 @@ class FrameCache:
     Args:
         max_rows: a Spark frame with at most this many rows is collected to pandas.
         spark: a running SparkSession to use (not stopped by :meth:`close`); default: one
-            started here on the first read that needs Spark (``local[2]``, its own output in a
-            log file), stopped by :meth:`close`.
+            started here on the first read that needs Spark (on ``master``, its own output in
+            a log file), stopped by :meth:`close`.
+        master: the Spark master of that session (``mailgem ui --master``).
 
     Safe to call from several threads: reads are one at a time.
     """
 
-    def __init__(self, max_rows: int = DEFAULT_MAX_ROWS, spark: Any = None) -> None:
+    def __init__(self, max_rows: int = DEFAULT_MAX_ROWS, spark: Any = None, master: str = "local[2]") -> None:
         self.max_rows = max_rows
+        self.master = master
         self._spark = spark
         self._owns_spark = spark is None
         self._log_file: Path | None = None
@@ -145,7 +147,7 @@ class FrameCache:
         if self._spark is None:
             quiet_python_loggers(False)
             self._log_file = new_log_file()
-            self._spark = local_spark("local[2]", app_name="mailgem-ui", log_file=self._log_file)
+            self._spark = local_spark(self.master, app_name="mailgem-ui", log_file=self._log_file)
         return self._spark
 
     def _read_spark(self, job: JobSpec, info: SourceInfo) -> tuple[Any, str]:

@@ -28,15 +28,17 @@ from mailgem.runner.preflight import Preflight, check_job
 
 from .app import UiState, state_of, templates
 from .fabric_views import _plain
-from .forms import FormErrors, apply_form, form_fields, validation_errors
+from .form_errors import validation_errors
+from .form_input import apply_form
+from .forms import FormErrors, form_fields
 from .frames import FrameCache
-from .previews import PreviewMessage, build_previews, send_test
+from .previews import PreviewMessage, build_previews, local_preview_fabric, send_test
 from .yamlfile import ConflictError, YamlFile
 
-__all__ = ["routes", "shutdown", "job_schema"]
+__all__ = ["job_schema", "routes", "shutdown"]
 
 PREVIEW_LIMIT = 3
-_FIELD = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): (.*)$", re.S)
+_FIELD = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): (.*)$", re.DOTALL)
 
 
 def routes() -> list[Any]:
@@ -88,14 +90,16 @@ def _local_fabric(state: UiState) -> tuple[Fabric, str]:
     return state.extras["local_fabric"], LOCAL_CONNECTION
 
 
-def _target(state: UiState, job: JobSpec) -> tuple[Fabric, str]:
+def _target(state: UiState, job: JobSpec, *, sending: bool) -> tuple[Fabric, str]:
     """Where the job's messages go from this page: the embedded server (``--local``, or a job
-    naming ``local``), else the job's connection in the fabric.
+    naming ``local``; started only to send), else the job's connection in the fabric.
 
     Raises:
         MailgemError: the job names a fabric connection and no fabric was given.
     """
     if state.config.local or job.email.connection == LOCAL_CONNECTION:
+        if not sending:
+            return local_preview_fabric(state.config.user), LOCAL_CONNECTION
         return _local_fabric(state)
     if state.config.fabric is None:
         raise MailgemError(f"the job sends through connection {job.email.connection!r}, which lives in a fabric: start "
@@ -187,7 +191,7 @@ def _preview_html(request: Request, messages: list[PreviewMessage], chosen: int,
 
 
 def _build(state: UiState, job: JobSpec) -> tuple[list[PreviewMessage], str | None]:
-    fabric, connection = _target(state, job)
+    fabric, connection = _target(state, job, sending=False)
     frame, note = _frames(state).frame(job)
     messages = build_previews(job, frame, fabric, connection, state.config.user, PREVIEW_LIMIT)
     with state.lock:
@@ -236,7 +240,7 @@ async def to_form(request: Request) -> Response:
     state = state_of(request)
     form = await request.form()
     try:
-        version, doc = _edited(state, form)
+        _, doc = _edited(state, form)
     except MailgemError as exc:
         return JSONResponse({"general": [f"error: {exc}"]})
     html = templates.get_template("fields.html").render(fields=form_fields(job_schema(), doc), request=request)
@@ -253,7 +257,7 @@ async def send_test_view(request: Request) -> Response:
         job = await asyncio.to_thread(_job, version, doc)
 
         def run() -> Any:
-            fabric, connection = _target(state, job)
+            fabric, connection = _target(state, job, sending=True)
             frame, _ = _frames(state).frame(job)
             return send_test(job, frame, fabric, connection, state.config.user, address)
 
@@ -296,9 +300,9 @@ async def attachment(request: Request) -> Response:
     m, a = request.path_params["message"], request.path_params["index"]
     if m >= len(messages) or a >= len(messages[m].attachments):
         return Response("no such attachment in the last preview: refresh it", status_code=404)
-    item = messages[m].attachments[a]
-    return Response(item.payload, media_type=item.content_type,
-                    headers={"Content-Disposition": f"attachment; filename*=UTF-8''{_quote(item.file_name)}"})
+    file_name, content_type, _, payload = messages[m].attachments[a]
+    return Response(payload, media_type=content_type,
+                    headers={"Content-Disposition": f"attachment; filename*=UTF-8''{_quote(file_name)}"})
 
 
 def _quote(name: str) -> str:

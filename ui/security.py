@@ -20,7 +20,7 @@ from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Guard", "COOKIE", "CSRF_HEADER", "CSRF_FIELD", "derive"]
+__all__ = ["COOKIE", "CSRF_FIELD", "CSRF_HEADER", "Guard", "derive"]
 
 COOKIE = "mailgem_ui"
 CSRF_HEADER = "x-csrf-token"

@@ -17,11 +17,12 @@ import uvicorn
 from mailgem.connections.errors import MailgemError
 from mailgem.fabric.model import current_user
 from mailgem.runner.cli.output import UsageError
+from mailgem.runner.cli.signals import Interrupted
 
 from .app import UiConfig, create_app
 from .command import DEFAULT_PORT, PORT_TRIES
 
-__all__ = ["serve", "bind"]
+__all__ = ["bind", "serve"]
 
 log = logging.getLogger("mailgem.ui")
 
@@ -80,6 +81,8 @@ def serve(args: argparse.Namespace) -> int:
                                            access_log=False, lifespan="on"))
     try:
         server.run(sockets=[sock])
+    except Interrupted:
+        pass  # uvicorn passes on the signal that stopped it; for a server that is the normal end (exit 0)
     finally:
         sock.close()
     print("mailgem ui: stopped", file=sys.stderr)
