@@ -125,7 +125,7 @@ def test_fabric_and_job_pages_end_to_end(chromium, server: FaultServer, workspac
     page.goto(f"{base}/fabric?token={TOKEN}")
     assert page.url == f"{base}/fabric"  # the token traded for the cookie, gone from the address
     page.get_by_role("link", name="Add connection").click()
-    page.wait_for_url(re.compile(r"/fabric/connections/\d+$"))
+    page.wait_for_url(re.compile(r"/fabric/connections/new$"))
     fields = {"name": "test-smtp", "host": server.host, "port": str(server.port), "ca_bundle": str(server.ca_pem),
               "username": LOGIN, "password.secret": "test-smtp-password", "sender_name": "Reports"}
     for key, value in fields.items():
@@ -160,6 +160,8 @@ def test_fabric_and_job_pages_end_to_end(chromium, server: FaultServer, workspac
     subject.wait_for(timeout=180_000)  # the first load starts Spark and reads the source
     assert "Delays 2013-07-22" in subject.inner_text()
     assert page.frame_locator("#preview").locator("table").first.is_visible()
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(ARTIFACTS / "job.png"))
 
     new_subject = "Late departures on {{ params.report_date }}"
     started = time.monotonic()
@@ -168,8 +170,14 @@ def test_fabric_and_job_pages_end_to_end(chromium, server: FaultServer, workspac
     shown_after_s = time.monotonic() - started
     (ARTIFACTS / "timings.json").write_text(json.dumps({"subject_change_to_preview_s": round(shown_after_s, 3)}))
     page.locator("#phone").check()
-    page.screenshot(path=str(ARTIFACTS / "job.png"), full_page=False)
+    page.locator("#dark").check()
+    body = page.frame_locator("#preview").locator("body")
+    page.wait_for_function("() => document.getElementById('preview-status').textContent.startsWith('Updated')")
+    assert body.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(18, 18, 18)"
+    assert page.locator("#preview").bounding_box()["width"] <= 392  # the phone's 390 px (and a border)
+    page.locator(".viewer").screenshot(path=str(ARTIFACTS / "job-phone-dark.png"))
     page.locator("#phone").uncheck()
+    page.locator("#dark").uncheck()
 
     # Send test: one message, to the user only, marked as a test.
     page.locator("#address").fill(USER)
@@ -177,7 +185,7 @@ def test_fabric_and_job_pages_end_to_end(chromium, server: FaultServer, workspac
     page.locator(".send-result.ok").wait_for(timeout=60_000)
     received = server.wait_for_messages(1)
     assert len(received) == 1
-    assert received[0].rcpt_tos == [USER]
+    assert list(received[0].rcpt_tos) == [USER]
     message = message_from_bytes(received[0].data, policy=policy.default)
     assert message["To"] == USER and message["Cc"] is None
     assert str(message["Subject"]).startswith("[test] Late departures on 2013-07-22")

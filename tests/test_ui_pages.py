@@ -239,6 +239,8 @@ def test_the_job_page_previews_the_form_as_it_is_edited(job_file, tmp_path):
     assert "rows.csv" in first["html"] and "dry_run" in first["html"]  # the attachment, the report row
     values["email.subject"] = "Changed: {{ row_count }} rows"
     assert "Changed: 3 rows" in client.post("/job/preview", data=values).json()["html"]
+    assert "#121212" not in first["html"]
+    assert "background: #121212 !important" in client.post("/job/preview", data={**values, "_dark": "1"}).json()["html"]
     # A template mistake is shown at its field, and the preview waits for the fix.
     values["email.subject"] = "{{ row.n }"
     broken = client.post("/job/preview", data=values).json()

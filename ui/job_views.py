@@ -184,10 +184,22 @@ def _check(state: UiState, version: YamlFile, doc: Any) -> tuple[JobSpec | None,
     return job, fields, general
 
 
-def _preview_html(request: Request, messages: list[PreviewMessage], chosen: int, note: str | None) -> str:
+# A dark canvas as several webmail dark modes paint one: the page's background and text darkened,
+# the message's own inline styles kept (what tests/browser.py calls "dark-canvas").
+DARK_CANVAS = "<style>html, body { background: #121212 !important; color: #e8e8e8 !important; }</style>"
+
+
+def dark_canvas(html: str) -> str:
+    """``html`` with :data:`DARK_CANVAS` added at the end of its head (or its start)."""
+    at = html.lower().find("</head>")
+    return html[:at] + DARK_CANVAS + html[at:] if at >= 0 else DARK_CANVAS + html
+
+
+def _preview_html(request: Request, messages: list[PreviewMessage], chosen: int, note: str | None,
+                  dark: bool) -> str:
     template = templates.get_template("preview.html")
     return template.render(messages=messages, chosen=min(chosen, max(len(messages) - 1, 0)), note=note,
-                           request=request)
+                           request=request, dark=dark, dark_canvas=dark_canvas)
 
 
 def _build(state: UiState, job: JobSpec) -> tuple[list[PreviewMessage], str | None]:
@@ -216,7 +228,7 @@ async def preview(request: Request) -> Response:
         try:
             messages, note = await asyncio.to_thread(_build, state, job)
             chosen = int(str(form.get("_message", "0")) or 0)
-            body["html"] = _preview_html(request, messages, chosen, note)
+            body["html"] = _preview_html(request, messages, chosen, note, form.get("_dark") == "1")
         except AccessDeniedError as exc:
             body["general"].append(f"error: access denied: {exc}")
         except MailgemError as exc:

@@ -113,7 +113,11 @@
     refresh();
   });
   document.getElementById("phone").addEventListener("change", (e) => panel.classList.toggle("phone", e.target.checked));
-  document.getElementById("dark").addEventListener("change", (e) => panel.classList.toggle("dark", e.target.checked));
+  document.getElementById("dark").addEventListener("change", (e) => {
+    panel.classList.toggle("dark", e.target.checked);
+    jobForm.querySelector('[name="_dark"]').value = e.target.checked ? "1" : "0";
+    refresh();  // the canvas is darkened in the message itself, as a webmail dark mode does
+  });
 
   jobForm.querySelectorAll("[data-tab]").forEach((tab) => {
     tab.addEventListener("click", async () => {
