@@ -289,3 +289,12 @@ def test_saving_the_job_changes_only_what_was_edited_and_refuses_a_conflict(job_
     values["email.subject"] = "Second"
     answer = client.post("/job/save", data=values).json()
     assert "Saved subject" in answer["conflict"] and job_file.read_text() == after
+
+
+def test_the_job_page_and_its_actions_are_for_the_fabrics_teams_only(job_file, fabric_file, tmp_path):
+    client = client_for(job=job_file, fabric=fabric_file, user="mallory", local=True, outbox=tmp_path / "outbox")
+    page = client.get("/job")
+    assert page.status_code == 403 and "may not use fabric" in page.text and "job-form" not in page.text
+    for action in ("preview", "yaml", "form", "send-test", "save"):
+        assert client.post(f"/job/{action}", data={"_digest": "x"}).status_code == 403
+    assert not (tmp_path / "outbox").exists()

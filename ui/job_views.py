@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -43,14 +45,37 @@ _FIELD = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*)
 
 def routes() -> list[Any]:
     return [
-        Route("/job", job_page),
-        Route("/job/preview", preview, methods=["POST"]),
-        Route("/job/yaml", to_yaml, methods=["POST"]),
-        Route("/job/form", to_form, methods=["POST"]),
-        Route("/job/send-test", send_test_view, methods=["POST"]),
-        Route("/job/save", save, methods=["POST"]),
-        Route("/job/attachment/{message:int}/{index:int}", attachment),
+        Route("/job", _member(job_page)),
+        Route("/job/preview", _member(preview), methods=["POST"]),
+        Route("/job/yaml", _member(to_yaml), methods=["POST"]),
+        Route("/job/form", _member(to_form), methods=["POST"]),
+        Route("/job/send-test", _member(send_test_view), methods=["POST"]),
+        Route("/job/save", _member(save), methods=["POST"]),
+        Route("/job/attachment/{message:int}/{index:int}", _member(attachment)),
     ]
+
+
+View = Callable[[Request], Awaitable[Response]]
+
+
+def _member(view: View) -> View:
+    """``view`` for members of the fabric's teams only (when ``mailgem ui`` was given a fabric):
+    the fabric's team access applies to the job page and each of its actions."""
+    @functools.wraps(view)
+    async def checked(request: Request) -> Response:
+        state = state_of(request)
+        if state.config.fabric is not None:
+            try:
+                fabric = await asyncio.to_thread(load_fabric, state.config.fabric)
+                fabric.check_access(state.config.user)
+            except AccessDeniedError as exc:
+                return templates.TemplateResponse(request, "denied.html", {"message": str(exc),
+                                                  "user": state.config.user}, status_code=403)
+            except MailgemError as exc:
+                return templates.TemplateResponse(request, "error.html", {"message": str(exc),
+                                                  "user": state.config.user}, status_code=400)
+        return await view(request)
+    return checked
 
 
 def job_schema() -> dict[str, Any]:

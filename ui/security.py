@@ -4,8 +4,9 @@ As Jupyter does, ``mailgem ui`` prints a URL with a token. Opening it sets a coo
 SameSite=Strict) and redirects to the same page without the token, so it stays out of the
 browser's history; every later request carries the cookie. A request with neither gets 403.
 
-Forms and ``fetch`` calls carry a CSRF token (the ``X-CSRF-Token`` header, or a ``csrf`` form
-field), derived from the access token, checked on every state-changing request; a request from
+The page's ``fetch`` calls carry a CSRF token (the ``X-CSRF-Token`` header, from the page's
+``<meta name="csrf-token">``), derived from the access token, checked on every state-changing
+request (and, as a query parameter, on the connection test's event stream); a request from
 another origin is refused, and a ``Host`` header naming another server (DNS rebinding) too.
 """
 
@@ -20,11 +21,10 @@ from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["COOKIE", "CSRF_FIELD", "CSRF_HEADER", "Guard", "derive"]
+__all__ = ["COOKIE", "CSRF_HEADER", "Guard", "derive"]
 
 COOKIE = "mailgem_ui"
 CSRF_HEADER = "x-csrf-token"
-CSRF_FIELD = "csrf"
 _SAFE = {"GET", "HEAD", "OPTIONS"}
 # Our own scripts only; the previewed email (an iframe without scripts, `sandbox`) may use inline
 # styles and data: images, as mail clients allow; nothing is fetched from elsewhere.

@@ -103,7 +103,7 @@
       status.textContent = "Not updated: fix the errors on the left";
     }
   }
-  function soon() { clearTimeout(timer); timer = setTimeout(refresh, 200); }
+  function soon() { clearTimeout(timer); timer = setTimeout(refresh, 150); }
   jobForm.addEventListener("input", soon);
   jobForm.addEventListener("change", soon);
   panel.addEventListener("click", (event) => {
