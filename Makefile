@@ -28,9 +28,13 @@ test: $(STAMP)
 
 # The README's images, docs/img/report-desktop.png and report-phone.png: the demo's email as
 # received by the embedded server, rendered by headless Chromium (Debian's chromium-headless-shell,
-# or $$MAILGEM_CHROMIUM) at 1000 and 390 px.
+# or $$MAILGEM_CHROMIUM) at 1000 and 390 px; ui-fabric.png and ui-job.png: `mailgem ui`'s pages,
+# as tests/test_ui_browser.py drives them.
 screenshots: $(STAMP) $(BROWSER_STAMP) data/flights.parquet
 	$(BROWSER_VENV)/bin/python examples/screenshot.py --out docs/img --mailgem $(BIN)/mailgem
+	$(BROWSER_VENV)/bin/python -m pytest -q tests/test_ui_browser.py
+	cp test-artifacts/ui/fabric.png docs/img/ui-fabric.png
+	cp test-artifacts/ui/job.png docs/img/ui-job.png
 
 # The browser tests, in an environment of their own (design.md: heavy frameworks apart from
 # `make test`): mailgem (with its ui and spark extras) and Playwright, driving Debian's

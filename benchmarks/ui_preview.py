@@ -1,28 +1,33 @@
-"""The UI's live preview on the demo job: how long the first load takes, and a re-render after an
-edit of the email's subject (the frame kept by FrameCache, the gem rebuilt from the edited job).
+"""The job page's live preview on the demo job, measured as the page asks for it: the POST
+``/job/preview`` the browser sends after an edit (the form applied to the file's version, the job
+validated, the kept frame previewed, the preview's HTML rendered), through the app in process.
 
     python benchmarks/ui_preview.py [--job examples/flights_delay_report.yaml] [--renders 10]
 
-Prints, in seconds: the first load (Spark start-up, the source, the transform, collected to
-pandas) with the first preview, then the median and max of ``--renders`` re-renders, each a new
-JobSpec (parse_job of the edited document) previewed with build_previews (3 messages at most;
-the demo job makes one). Needs the demo data: python examples/prepare_flights.py data/flights.parquet
+Prints, in seconds: the first preview (Spark start-up, the source, the transform, collected and
+kept), then the median and max of ``--renders`` previews after editing ``email.subject`` (the
+kept frame reused), and one after editing the transform (the source read again by the warm
+Spark session). A browser adds the page's debounce (150 ms) and the rendering; the end-to-end
+figure is tests/test_ui_browser.py's (test-artifacts/ui/timings.json).
+Needs the demo data: python examples/prepare_flights.py data/flights.parquet
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
-from mailgem.fabric.loader import load_yaml
-from mailgem.runner.job import parse_job
-from mailgem.ui.frames import FrameCache
-from mailgem.ui.previews import build_previews, local_preview_fabric
+from mailgem.ui.app import UiConfig, create_app
+from mailgem.ui.forms import form_fields
+from mailgem.ui.job_views import job_schema
+from mailgem.ui.security import CSRF_HEADER, derive
+from mailgem.ui.yamlfile import YamlFile
 
-USER = "bench"
+TOKEN = "benchmark-token-0123456789"
 
 
 def main() -> None:
@@ -31,34 +36,36 @@ def main() -> None:
                         "flights_delay_report.yaml")
     parser.add_argument("--renders", type=int, default=10)
     args = parser.parse_args()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Starlette's note on its test client's HTTP library
+        from starlette.testclient import TestClient
 
-    doc = load_yaml(args.job)
-    fabric = local_preview_fabric(USER)
-    cache = FrameCache()
-    try:
-        started = time.perf_counter()
-        job = parse_job(doc, args.job)
-        frame, note = cache.frame(job)
-        loaded = time.perf_counter() - started
-        first = build_previews(job, frame, fabric, "local", USER)
-        first_s = time.perf_counter() - started
-        print(f"frame: {note}")
-        print(f"first load: {loaded:.2f} s (frame), {first_s:.2f} s with the first preview "
-              f"({len(first)} message(s), {first[0].size_bytes:,} bytes)")
-        times = []
-        for i in range(args.renders):
-            edited = copy.deepcopy(doc)
-            edited["email"]["subject"] = f"Edit {i}: {doc['email']['subject']}"
-            started = time.perf_counter()
-            job = parse_job(edited, args.job)
-            frame, _ = cache.frame(job)
-            previews = build_previews(job, frame, fabric, "local", USER)
-            times.append(time.perf_counter() - started)
-            assert dict(previews[0].headers)["Subject"].startswith(f"Edit {i}: ")
-        print(f"re-render after editing email.subject ({args.renders}x): median {statistics.median(times):.3f} s, "
-              f"max {max(times):.3f} s")
-    finally:
-        cache.close()
+    version = YamlFile.load(args.job)
+    form = {f.path: f.value for f in form_fields(job_schema(), version.doc)}
+    form.update({"_digest": version.digest, "_mode": "form"})
+    with tempfile.TemporaryDirectory() as outbox:
+        config = UiConfig(fabric=None, job=args.job, local=True, outbox=Path(outbox), user="bench", token=TOKEN,
+                          hosts=frozenset({"testserver"}))
+        with TestClient(create_app(config), base_url="http://testserver", follow_redirects=False) as client:
+            client.get(f"/job?token={TOKEN}")
+            client.headers[CSRF_HEADER] = derive(TOKEN, "csrf")
+            client.get("/job")  # the page: its version remembered
+
+            def preview(values: dict[str, str], expect: str) -> float:
+                started = time.perf_counter()
+                answer = client.post("/job/preview", data=values).json()
+                elapsed = time.perf_counter() - started
+                assert expect in answer.get("html", ""), answer.get("general") or answer.get("fields")
+                return elapsed
+
+            print(f"first preview: {preview(form, 'Delays'):.2f} s (Spark start-up, source, transform, kept)")
+            times = []
+            for i in range(args.renders):
+                times.append(preview({**form, "email.subject": f"Edit {i}: late flights"}, f"Edit {i}: late flights"))
+            print(f"after editing email.subject ({args.renders}x): median {statistics.median(times):.3f} s, "
+                  f"min {min(times):.3f} s, max {max(times):.3f} s")
+            transform = form["transform"].replace("dep_delay >= 15", "dep_delay >= 30")
+            print(f"after editing the transform (read again): {preview({**form, 'transform': transform}, 'Delays'):.2f} s")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mailgem.fabric.errors import FabricConfigError
 
-__all__ = ["SourceSpec", "SourceInfo", "inspect_source", "read_source", "CSV_DEFAULTS", "SPARK_MAX_DECIMAL_DIGITS"]
+__all__ = ["SourceSpec", "SourceInfo", "inspect_source", "read_source", "source_files", "reader_option", "CSV_DEFAULTS",
+           "SPARK_MAX_DECIMAL_DIGITS"]
 
 log = logging.getLogger("mailgem.job")
 
@@ -109,7 +110,7 @@ class SourceInfo:
     problems: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _files(path: Path, fmt: str) -> list[Path]:
+def source_files(path: Path, fmt: str) -> list[Path]:
     """The data files a path names: itself, a folder's files (Spark's part files), or a glob."""
     if glob.has_magic(str(path)):
         return sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
@@ -144,7 +145,7 @@ def inspect_source(spec: SourceSpec, base_dir: Path, job_file: str) -> SourceInf
     try:
         path = Path(spec.path).expanduser()
         path = path if path.is_absolute() else (base_dir / path)
-        files = _files(path, fmt)
+        files = source_files(path, fmt)
     except (RuntimeError, OSError) as exc:  # RuntimeError: ~user with no home; OSError: e.g. a name too long
         reason = ("it starts with ~, and there is no such user's home folder here: write the path in full"
                   if isinstance(exc, RuntimeError) else f"{exc.strerror or exc}")
@@ -191,7 +192,7 @@ def _json_columns(files: list[Path], spec: SourceSpec) -> dict[str, str | None] 
     could miss one and report a column that exists as unknown."""
     if sum(path.stat().st_size for path in files) > JSON_SCAN_LIMIT_BYTES:
         return None
-    multi_line = _option(spec, "multiline", "false").lower() == "true"
+    multi_line = reader_option(spec, "multiline", "false").lower() == "true"
     columns: dict[str, str | None] = {}
     try:
         for path in files:
@@ -228,15 +229,15 @@ def _inspect_parquet(files: list[Path], info: SourceInfo, job_file: str) -> None
                 "a double or a string where the file is made (e.g. pyarrow: table.cast(...))")))
 
 
-def _option(spec: SourceSpec, name: str, default: str) -> str:
+def reader_option(spec: SourceSpec, name: str, default: str) -> str:
     """Reader option ``name`` (lower case) of ``spec``, its key matched case-insensitively as
     Spark matches them, or ``default``."""
     return str(next((v for k, v in spec.options.items() if k.lower() == name), default))
 
 
 def _csv_dialect(spec: SourceSpec) -> tuple[str, bool]:
-    delimiter = _option(spec, "sep", _option(spec, "delimiter", ","))
-    return delimiter, _option(spec, "header", "true").lower() == "true"
+    delimiter = reader_option(spec, "sep", reader_option(spec, "delimiter", ","))
+    return delimiter, reader_option(spec, "header", "true").lower() == "true"
 
 
 def _csv_header(path: Path, spec: SourceSpec, sample_rows: int = 200) -> dict[str, str | None] | None:

@@ -3,8 +3,8 @@ drives the real command, served by uvicorn in its own process, against a real SM
 (aiosmtpd with STARTTLS and AUTH) and the demo job on the NYC flights data (Spark kept warm).
 
 The flow: open the fabric page with the token → add a connection to the server, its password set
-write-only → save → Test connection shows "sender accepted" → the YAML on disk has the connection
-and its comments → open the demo job → change the subject → the preview shows it → Send test →
+write-only → Test connection shows "sender accepted" → save → the YAML on disk has the connection
+and its comments (and Test connection from the fabric page, with the stored password) → open the demo job → change the subject → the preview shows it → Send test →
 the server got one message, to the user only. Without the token: 403. The password never appears
 in a response body, the command's output or any file (the store holds it encrypted).
 
@@ -132,7 +132,13 @@ def test_fabric_and_job_pages_end_to_end(chromium, server: FaultServer, workspac
         page.locator(f'[name="connections[0].{key}"]').fill(value)
     page.locator('select[name="connections[0].security"]').select_option("starttls")
     page.locator('input[type="password"]').fill(PASSWORD)
+    # Test connection on the form, before saving: the steps as they happen, the sender accepted.
+    page.get_by_role("button", name="Test connection").click()
+    steps = page.locator("pre[data-steps-form]")
+    steps.filter(has_text="sender accepted").wait_for()
+    assert "TLSv1." in steps.inner_text() and "authenticated as" in steps.inner_text()
     page.screenshot(path=str(ARTIFACTS / "connection-form.png"), full_page=True)
+    assert server.messages == []  # the test sends nothing
     page.get_by_role("button", name="Save").click()
     page.wait_for_url(re.compile(r"/fabric\?saved="))
 
@@ -144,13 +150,12 @@ def test_fabric_and_job_pages_end_to_end(chromium, server: FaultServer, workspac
     store = load_fabric(workspace / "fabric.yaml").store()
     assert store.get("test-smtp-password").get_secret_value() == PASSWORD
 
-    # Test connection: the steps as they happen, ending with the sender accepted.
+    # Test connection on the fabric page, for the saved connection (its password from the store).
     page.get_by_role("button", name="Test connection").click()
     steps = page.locator('pre[data-steps="test-smtp"]')
     steps.filter(has_text="sender accepted").wait_for()
-    assert "TLSv1." in steps.inner_text() and "authenticated as" in steps.inner_text()
     page.screenshot(path=str(ARTIFACTS / "fabric.png"), full_page=True)
-    assert server.messages == []  # the test sends nothing
+    assert server.messages == []
 
     # The job page: point the demo job at the new connection, then the live preview.
     job_file = workspace / "jobs" / "daily.yaml"

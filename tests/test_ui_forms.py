@@ -15,13 +15,7 @@ from mailgem.fabric.model import Fabric
 from mailgem.runner.job import JobSpec
 from mailgem.ui.form_errors import validation_errors
 from mailgem.ui.form_input import apply_form
-from mailgem.ui.forms import (
-    FIELDS_KEY,
-    FormErrors,
-    FormField,
-    connection_schema,
-    form_fields,
-)
+from mailgem.ui.forms import FormErrors, FormField, connection_schema, form_fields
 from mailgem.ui.yamlfile import YamlFile, get_path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -33,18 +27,10 @@ def _by_path(fields: list[FormField]) -> dict[str, FormField]:
 
 
 def _browser_form(fields: list[FormField], edits: dict[str, str] | None = None) -> list[tuple[str, str]]:
-    """What a browser posts for a page showing ``fields`` (textareas with CRLF, checked boxes as
-    "on", unchecked ones absent), with ``edits`` (``{path: text}``) typed in."""
+    """What a browser posts for a page showing ``fields`` (textareas with CRLF; a boolean's
+    select as "true", "false" or "" for the default), with ``edits`` (``{path: text}``) typed in."""
     edits = edits or {}
-    out = [(FIELDS_KEY, f.path) for f in fields]
-    for f in fields:
-        value = edits.get(f.path, f.value)
-        if f.kind == "boolean":
-            if (value or f.default) == "true":
-                out.append((f.path, "on"))
-        else:
-            out.append((f.path, value.replace("\n", "\r\n")))
-    return out
+    return [(f.path, edits.get(f.path, f.value).replace("\n", "\r\n")) for f in fields]
 
 
 def _changed_lines(before: str, after: str) -> list[str]:
@@ -142,13 +128,13 @@ def test_env_reference_kept_whatever_the_kind(tmp_path):
     assert '    username: "${REPORTS_MAILBOX:-reports@example.com}"\n' in fabric.dump(fabric.doc)
 
 
-def test_coercion_lists_secrets_and_checkboxes():
+def test_coercion_lists_secrets_and_booleans():
     fabric = YamlFile.load(EXAMPLES / "fabric.yaml")
     schema = connection_schema()
     fields = form_fields(schema, fabric.doc, "connections[2]")
     form = _browser_form(fields, {"connections[2].port": "2525", "connections[2].timeout_s": "12.5",
                                   "connections[2].allowed_special_domains": "internal\r\n\r\n  corp.local \r\n"})
-    form = [(k, v) for k, v in form if k != "connections[2].anonymous"]  # unticked
+    form = [(k, "false" if k == "connections[2].anonymous" else v) for k, v in form]  # the select set to false
     changed = apply_form(fabric.doc, schema, form, "connections[2]")
     assert set(changed) == {"connections[2].port", "connections[2].timeout_s", "connections[2].anonymous",
                             "connections[2].allowed_special_domains"}
@@ -158,6 +144,11 @@ def test_coercion_lists_secrets_and_checkboxes():
     # A new secret reference is written as the examples write it.
     apply_form(fabric.doc, schema, {"connections[2].password.secret": "relay-password"}, "connections[2]")
     assert "    password: {secret: relay-password}\n" in fabric.dump(fabric.doc)
+    # A boolean's "(default)" choice removes the key; already absent, nothing is written.
+    assert apply_form(fabric.doc, schema, {"connections[2].anonymous": ""}, "connections[2]") == \
+        ["connections[2].anonymous"]
+    assert "anonymous" not in fabric.doc["connections"][2]
+    assert apply_form(fabric.doc, schema, {"connections[2].anonymous": ""}, "connections[2]") == []
     with pytest.raises(FormErrors) as caught:
         apply_form(fabric.doc, schema, {"connections[2].port": "twenty", "connections[2].security": "tls",
                                         "connections[2].anonymous": "maybe"}, "connections[2]")

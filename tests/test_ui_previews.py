@@ -66,6 +66,11 @@ def test_a_file_source_is_read_once_with_pyarrow(tmp_path, spark):
         again, note = cache.frame(transformed)
         assert again is not frame and list(again["n"]) == [2, 3] and "Spark" in note
         assert cache.frame(transformed)[0] is again
+        # A new export of the data file is read again at the next preview.
+        import os
+
+        os.utime(tmp_path / "people.parquet", ns=(1, 1))
+        assert cache.frame(transformed)[0] is not again
     finally:
         cache.close()
     assert not spark.sparkContext._jsc.sc().isStopped()  # a session passed in is the caller's to stop

@@ -23,17 +23,21 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from mailgem.ui.security import COOKIE, CSRF_HEADER, Guard, derive
+from mailgem.ui.security import CSRF_HEADER, Guard, cookie_name, derive
 
 TOKEN = "t0ken-for-tests-only-1234"
+COOKIE = cookie_name(8765)
 
 
-def _client() -> TestClient:
+def _client(hosts: set[str] | None | str = "test", cookie: str = COOKIE) -> TestClient:
     async def page(request):
         return PlainTextResponse(f"ok {request.method}")
 
-    app = Starlette(routes=[Route("/page", page, methods=["GET", "POST"])])
-    app.add_middleware(Guard, token=TOKEN, hosts={"testserver"})
+    async def broken(request):
+        raise RuntimeError("a bug with a detail")
+
+    app = Starlette(routes=[Route("/page", page, methods=["GET", "POST"]), Route("/broken", broken)])
+    app.add_middleware(Guard, token=TOKEN, hosts={"testserver"} if hosts == "test" else hosts, cookie=cookie)
     return TestClient(app, base_url="http://testserver", follow_redirects=False)
 
 
@@ -70,6 +74,43 @@ def test_changes_need_the_csrf_token_and_the_same_origin():
     evil = client.post("/page", headers={**good, "Origin": "http://evil.example"})
     assert evil.status_code == 403 and "another site" in evil.text
     assert client.post("/page", headers={**good, "Origin": "http://testserver"}).status_code == 200
+
+
+def test_a_token_or_cookie_in_any_text_is_refused_not_a_crash():
+    client = _client()
+    assert client.get("/page?token=%C3%A9t%C3%A9").status_code == 403
+    assert client.get("/page", headers={"Cookie": f"{COOKIE}=\u00e9t\u00e9".encode()}).status_code == 403
+
+
+def test_each_instance_has_its_own_cookie():
+    # Browsers share cookies between ports: two `mailgem ui` on one machine must not log each other out.
+    first, second = _client(cookie=cookie_name(8765)), _client(cookie=cookie_name(8766))
+    first.get(f"/page?token={TOKEN}")
+    second.cookies.update(first.cookies)
+    second.get(f"/page?token={TOKEN}")
+    assert set(second.cookies.keys()) == {cookie_name(8765), cookie_name(8766)}
+    first.cookies.update(second.cookies)
+    assert first.get("/page").status_code == 200 and second.get("/page").status_code == 200
+
+
+def test_an_unforeseen_error_is_one_line_not_a_trace(caplog):
+    client = _client()
+    client.get(f"/page?token={TOKEN}")
+    answer = client.get("/broken")
+    assert answer.status_code == 500 and answer.text.startswith("500: unexpected RuntimeError")
+    assert "Traceback" not in answer.text and "a bug with a detail" not in answer.text
+    assert any("unexpected RuntimeError in GET /broken" in r.getMessage() for r in caplog.records)
+
+
+def test_listening_on_every_address_takes_any_host_but_only_its_own_origin():
+    client = _client(hosts=None)
+    client.get(f"/page?token={TOKEN}")
+    good = {CSRF_HEADER: derive(TOKEN, "csrf")}
+    assert client.get("/page", headers={"Host": "build-box.internal:8765"}).status_code == 200
+    assert client.post("/page", headers={**good, "Host": "build-box:8765", "Origin": "http://build-box:8765"}).text == \
+        "ok POST"
+    assert client.post("/page", headers={**good, "Host": "build-box:8765", "Origin": "http://evil.example"}
+                       ).status_code == 403
 
 
 def test_an_unknown_host_header_is_refused():

@@ -7,6 +7,7 @@ Pages: ``/fabric`` (connections, Test connection, secrets; :mod:`.fabric_views`)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator
@@ -22,7 +23,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from mailgem.connections.errors import MailgemError
+from mailgem.fabric.model import Fabric
 
+from .frames import FrameCache
+from .previews import PreviewMessage
 from .security import Guard
 from .yamlfile import YamlFile
 
@@ -41,7 +45,9 @@ class UiConfig:
         local: previews and Send test go to the embedded local SMTP server; ``outbox`` is its folder.
         user: who uses the dialogs (``--user``, ``$MAILGEM_USER``, the OS login): the fabric's
             team access applies to every page and action.
-        token: the access token. hosts: the ``Host`` values the server answers to.
+        token: the access token (not in ``repr``). hosts: the ``Host`` values the server
+            answers to (``None``: any, when it listens on every address). cookie: the session
+            cookie's name (:func:`~.security.cookie_name`).
         master: the Spark master for a job with a transform.
     """
 
@@ -50,20 +56,36 @@ class UiConfig:
     local: bool
     outbox: Path
     user: str
-    token: str
-    hosts: frozenset[str]
+    token: str = field(repr=False)
+    hosts: frozenset[str] | None
+    cookie: str = "mailgem_ui"
     master: str = "local[2]"
 
 
 @dataclass
 class UiState:
-    """What the app keeps while it runs: the YAML versions pages were rendered from (by digest,
-    so a save can tell a conflicting edit on disk), the kept input frame, the last previews."""
+    """What the app keeps while it runs.
+
+    Attributes:
+        versions: the YAML versions pages were rendered from, by digest (a save can tell a
+            conflicting edit on disk).
+        frames: the job's kept input frame (:class:`~.frames.FrameCache`), made on first use.
+        local: the embedded SMTP server's fabric and what stops it (``--local``; started by
+            the first Send test).
+        previews: the last preview's messages (their attachments are downloaded from here).
+        latest_preview: the number of the newest preview request: an older one still waiting
+            is dropped, not built.
+    """
 
     config: UiConfig
     versions: dict[str, YamlFile] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    extras: dict[str, Any] = field(default_factory=dict)
+    frames: FrameCache | None = None
+    local: tuple[Fabric, contextlib.ExitStack] | None = None
+    local_lock: threading.Lock = field(default_factory=threading.Lock)
+    previews: list[PreviewMessage] = field(default_factory=list)
+    latest_preview: int = 0
+    preview_turn: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def remember(self, version: YamlFile) -> YamlFile:
         """Keep ``version`` (the text a page shows) for its save; the last few per file."""
@@ -120,5 +142,5 @@ def create_app(config: UiConfig) -> Starlette:
               Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.ui = state
-    app.add_middleware(Guard, token=config.token, hosts=config.hosts)
+    app.add_middleware(Guard, token=config.token, hosts=config.hosts, cookie=config.cookie)
     return app

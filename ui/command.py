@@ -32,7 +32,9 @@ def add_parser(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> arg
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; any other needs --token)")
     p.add_argument("--port", type=int, help=f"port (default: {DEFAULT_PORT}, or the next free one)")
-    p.add_argument("--token", help="the access token (default: a new random one each start, printed in the URL)")
+    p.add_argument("--token", default=os.environ.get("MAILGEM_UI_TOKEN"),
+                   help="the access token (default: $MAILGEM_UI_TOKEN, which keeps it out of `ps`, else a new random "
+                        "one each start, printed in the URL)")
     p.add_argument("--no-browser", action="store_true", help="print the URL, do not open a browser")
     p.add_argument("--master", default=os.environ.get("MAILGEM_SPARK_MASTER", "local[2]"),
                    help="Spark master for a job with a transform (default: $MAILGEM_SPARK_MASTER, else local[2])")

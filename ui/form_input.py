@@ -11,24 +11,14 @@ from typing import Any, Final
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
-from .forms import (
-    _FALSE,
-    _TRUE,
-    FIELDS_KEY,
-    FieldError,
-    FormErrors,
-    FormField,
-    _show,
-    _snippet_yaml,
-    form_fields,
-)
+from .forms import FALSE_WORDS, TRUE_WORDS, FieldError, FormErrors, FormField, form_fields, show_scalar, snippet_yaml
 from .yamlfile import MISSING, PathPart, delete_path, get_path, parse_path, set_path
 
 __all__ = ["apply_form"]
 
+
 def apply_form(doc: MutableMapping[str, Any], schema: Mapping[str, Any],
-               form: Mapping[str, str] | Iterable[tuple[str, str]], prefix: str = "", *,
-               rendered: Iterable[str] | None = None) -> list[str]:
+               form: Mapping[str, str] | Iterable[tuple[str, str]], prefix: str = "") -> list[str]:
     """Write the submitted ``form`` into the round-trip ``doc``; returns the changed paths.
 
     Rules: a field whose text equals what its input showed is not written (quotes, comments
@@ -36,10 +26,10 @@ def apply_form(doc: MutableMapping[str, Any], schema: Mapping[str, Any],
     too, so an emptied ``proxy`` is no ``proxy: {}``); integers, numbers and booleans are
     coerced and a select must be one of its choices, except a value with ``${`` (an
     environment reference), kept as text; a list splits lines, strips them and drops empty
-    ones; a YAML snippet is parsed. Checkboxes: a boolean field listed in ``rendered`` (or in
-    the form's :data:`FIELDS_KEY` inputs) but not submitted is false; one in neither is left
-    alone. A boolean equal to its default where the document has no key is not written. Keys
-    starting with ``_`` are the page's own (a digest, :data:`FIELDS_KEY`) and are skipped.
+    ones; a YAML snippet is parsed. A boolean is ``true``, ``false`` or empty (the default: no
+    key), and one equal to its default where the document has no key is not written. A field
+    not submitted is left alone. Keys starting with ``_`` are the page's own (a digest, the
+    mode) and are skipped.
 
     Raises:
         FormErrors: an unknown path, a value that cannot be coerced, a bad choice or a YAML
@@ -47,17 +37,7 @@ def apply_form(doc: MutableMapping[str, Any], schema: Mapping[str, Any],
     """
     pairs = list(form.items()) if isinstance(form, Mapping) else list(form)
     fields = {f.path: f for f in form_fields(schema, doc, prefix)}
-    submitted: dict[str, str] = {}
-    shown = set(rendered or ())
-    for key, text in pairs:
-        if key == FIELDS_KEY:
-            shown.add(text)
-        elif not key.startswith("_"):
-            submitted[key] = text
-    for path in shown:
-        field = fields.get(path)
-        if field is not None and field.kind == "boolean" and path not in submitted:
-            submitted[path] = "false"
+    submitted = {key: text for key, text in pairs if not key.startswith("_")}
 
     errors: dict[str, str] = {}
     writes: list[tuple[FormField, Any]] = []  # (field, value or MISSING to delete)
@@ -110,11 +90,11 @@ def _parse(field: FormField, text: str) -> Any:
         if not text.strip():  # the page's "(default)" choice: no key, the default holds
             return _UNCHANGED if not field.value else MISSING
         lowered = text.strip().lower()
-        if lowered not in _TRUE | _FALSE:
+        if lowered not in TRUE_WORDS | FALSE_WORDS:
             raise FieldError(field.path, "must be true or false")
-        flag = lowered in _TRUE
+        flag = lowered in TRUE_WORDS
         # Absent, the default holds: writing it would add a key (and maybe its group) for nothing.
-        if _show(flag) == (field.value or field.default or "false"):
+        if show_scalar(flag) == (field.value or field.default or "false"):
             return _UNCHANGED
         return flag
     text = _normal(text)
@@ -144,7 +124,7 @@ def _parse(field: FormField, text: str) -> Any:
         return items if items else MISSING
     if field.kind == "yaml":
         try:
-            return _snippet_yaml().load(text)
+            return snippet_yaml().load(text)
         except YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             problem = getattr(exc, "problem", None) or "not valid YAML"

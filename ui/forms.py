@@ -9,7 +9,7 @@ document (``connections[0].host``, ``email.subject``), so a submitted form is ap
 ``ValidationError`` maps back onto the same names (:func:`mailgem.ui.form_errors.validation_errors`).
 
 Kinds: ``text``, ``textarea`` (templates, SQL, any value with a line break), ``integer``,
-``number``, ``boolean`` (a checkbox), ``select`` (an enum or Literal), ``list`` (a list of
+``number``, ``boolean`` (true, false, or absent: the default), ``select`` (an enum or Literal), ``list`` (a list of
 scalars, one per line), ``secret`` (a secret reference: the field is ``...password.secret`` and
 holds the secret's name, never a value) and ``yaml`` (anything else, edited as a YAML snippet:
 lists of objects, mappings, unions of objects).
@@ -36,20 +36,19 @@ from .yamlfile import (
 )
 
 __all__ = [
-    "FIELDS_KEY",
+    "FALSE_WORDS",
     "FieldError",
     "FieldKind",
     "FormErrors",
     "FormField",
+    "TRUE_WORDS",
     "connection_schema",
     "form_fields",
+    "show_scalar",
+    "snippet_yaml",
 ]
 
 FieldKind = Literal["text", "textarea", "integer", "number", "boolean", "select", "list", "secret", "yaml"]
-
-# The name of the hidden inputs listing the fields a page rendered (one per field, value = the
-# path): an unchecked checkbox sends nothing, so this is how an absent checkbox means false.
-FIELDS_KEY: Final = "_fields"
 
 # Nested objects deeper than this are edited as YAML snippets: a fieldset in a fieldset in a
 # fieldset is as far as a form stays readable.
@@ -59,8 +58,8 @@ MAX_DEPTH: Final = 3
 # The schema cannot say this (a str is a str), so the names are listed here.
 MULTILINE_KEYS: Final = frozenset({"transform", "sql", "text_body", "html_body"})
 
-_TRUE: Final = frozenset({"on", "true", "1", "yes"})
-_FALSE: Final = frozenset({"off", "false", "0", "no", ""})
+TRUE_WORDS: Final = frozenset({"on", "true", "1", "yes"})
+FALSE_WORDS: Final = frozenset({"off", "false", "0", "no"})
 
 
 class FieldError(MailgemError, ValueError):
@@ -245,22 +244,22 @@ def _collect(obj: Mapping[str, Any], root: Mapping[str, Any], doc: Any, at: tupl
         if _is_secret_ref(node):
             secret = value.get("secret") if isinstance(value, Mapping) else value
             out.append(FormField(format_path((*path, "secret")), label, description, "secret",
-                                 _show(secret), None, is_required, group=format_path(at), depth=depth))
+                                 show_scalar(secret), None, is_required, group=format_path(at), depth=depth))
             continue
         if node.schema.get("type") == "object" and "properties" in node.schema and depth < MAX_DEPTH \
                 and (value is None or isinstance(value, Mapping)):
             _collect(node.schema, root, doc, path, depth + 1, is_required, out)
             continue
         kind = _kind(key, node, value, root)
-        choices = tuple(_show(c) for c in node.schema.get("enum", ()))
+        choices = tuple(show_scalar(c) for c in node.schema.get("enum", ()))
         if "const" in node.schema:
-            choices = (_show(node.schema["const"]),)
+            choices = (show_scalar(node.schema["const"]),)
         default = _show_default(node.schema["default"], kind) if "default" in node.schema else None
         out.append(FormField(format_path(path), label, description, kind, _shown(value, kind), default,
                              is_required, choices, format_path(at), depth))
 
 
-def _show(value: Any) -> str:
+def show_scalar(value: Any) -> str:
     """A scalar as an input shows it: "" for none, true/false for booleans."""
     if value is None:
         return ""
@@ -273,25 +272,25 @@ def _shown(value: Any, kind: FieldKind) -> str:
     if value is None:
         return ""
     if kind == "list" and isinstance(value, list):
-        return "\n".join(_show(v) for v in value)
+        return "\n".join(show_scalar(v) for v in value)
     if kind == "yaml":
         return _dump_snippet(value)
     if isinstance(value, (Mapping, list)):  # a shape the kind did not expect: show it as YAML
         return _dump_snippet(value)
-    return _show(value)
+    return show_scalar(value)
 
 
 def _show_default(default: Any, kind: FieldKind) -> str | None:
     if default is None:
         return None
     if kind == "list" and isinstance(default, list):
-        return "\n".join(_show(v) for v in default)
+        return "\n".join(show_scalar(v) for v in default)
     if isinstance(default, (Mapping, list)):
         return _dump_snippet(default) if default else None
-    return _show(default)
+    return show_scalar(default)
 
 
-def _snippet_yaml() -> YAML:
+def snippet_yaml() -> YAML:
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 1 << 16
@@ -301,7 +300,7 @@ def _snippet_yaml() -> YAML:
 
 def _dump_snippet(value: Any) -> str:
     out = io.StringIO()
-    _snippet_yaml().dump(value, out)
+    snippet_yaml().dump(value, out)
     # A bare scalar is dumped as a document ending in "..."; the snippet is just the value.
     text = re.sub(r"\n\.\.\.\n\Z", "\n", out.getvalue())
     # A list is dumped indented as it would be under a key; the snippet starts at column 1.

@@ -4,7 +4,8 @@ A preview re-renders on every edit of the Email gem's properties; reading the so
 starting Spark) each time would take seconds. :class:`FrameCache` keeps the frame, keyed by
 what determines its data: the job's ``source``, its ``transform`` and the job file's folder
 (relative paths start there). An edit of ``email:`` reuses the kept frame; an edit of the source
-or the transform reads again. A change of the file on disk is not noticed: :meth:`FrameCache.clear`.
+or the transform reads again, and so does a new export of the source file (its modification time
+or size changed; for a folder, a file added or removed).
 
 How a frame is read:
 
@@ -39,7 +40,7 @@ from mailgem.connections.errors import MailgemError
 from mailgem.gems.email.data import collect
 from mailgem.runner.cli.steps import is_spark_error
 from mailgem.runner.job import JobSpec
-from mailgem.runner.source import CSV_DEFAULTS, SourceInfo, _files, _option, read_source
+from mailgem.runner.source import CSV_DEFAULTS, SourceInfo, read_source, reader_option, source_files
 from mailgem.runner.spark import (
     local_spark,
     new_log_file,
@@ -106,7 +107,7 @@ class FrameCache:
             FrameReadError: the source is missing or unreadable, or Spark refused the source's
                 or transform's SQL.
         """
-        key = (job.source.model_dump_json(), job.transform, str(job.base_dir))
+        key = (job.source.model_dump_json(), job.transform, str(job.base_dir), _stamp(job))
         with self._lock:
             if self._kept is not None and self._kept.key == key:
                 return self._kept.frame, self._kept.note
@@ -184,6 +185,18 @@ class FrameCache:
             raise FrameReadError(f"{where}: {step}: {spark_error_line(exc)}{sql_text}{more}") from None
 
 
+def _stamp(job: JobSpec) -> tuple[int, int] | None:
+    """When the source's file (or folder) last changed and its size: a new export of the data
+    is read again at the next preview. ``None`` for a SQL source."""
+    if job.source.path is None:
+        return None
+    try:
+        stat = (job.base_dir / Path(job.source.path).expanduser()).stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
 def _pandas(table: pa.Table) -> Any:
     """``table`` as pandas with Arrow-backed columns: integers with nulls stay integers and
     time-zone-aware instants keep their zone, so the gem sees the types Arrow had."""
@@ -208,7 +221,7 @@ def _arrow_readable(spec: Any) -> bool:
     if fmt == "csv":
         quote = options.get("quote", '"')
         return (options.get("inferschema") == "true" and options.get("escape") == quote and len(quote) == 1
-                and len(_option(spec, "sep", _option(spec, "delimiter", ","))) == 1)
+                and len(reader_option(spec, "sep", reader_option(spec, "delimiter", ","))) == 1)
     return True
 
 
@@ -220,7 +233,7 @@ def _read_arrow(spec: Any, info: SourceInfo) -> pa.Table:
     """
     assert info.path is not None
     fmt = spec.file_format
-    files = _files(info.path, fmt)
+    files = source_files(info.path, fmt)
     try:
         if fmt == "parquet":
             table = _read_parquet(info.path, files, info)

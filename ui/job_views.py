@@ -15,6 +15,7 @@ import functools
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -23,24 +24,29 @@ from starlette.routing import Route
 
 from mailgem.connections.errors import MailgemError
 from mailgem.fabric.errors import AccessDeniedError
-from mailgem.fabric.loader import LOCAL_CONNECTION, interpolate, load_fabric
+from mailgem.fabric.loader import LOCAL_CONNECTION, load_fabric
 from mailgem.fabric.model import Fabric
-from mailgem.runner.job import JobSpec, parse_job
+from mailgem.runner.job import JobSpec
 from mailgem.runner.preflight import Preflight, check_job
 
 from .app import UiState, state_of, templates
-from .fabric_views import _plain
+from .documents import field_errors, job_from
 from .form_errors import validation_errors
 from .form_input import apply_form
 from .forms import FormErrors, form_fields
 from .frames import FrameCache
-from .previews import PreviewMessage, build_previews, local_preview_fabric, send_test
+from .previews import PreviewMessage, SendTestResult, build_previews, local_preview_fabric, send_test
 from .yamlfile import ConflictError, YamlFile
 
-__all__ = ["job_schema", "routes", "shutdown"]
+__all__ = ["DARK_CANVAS", "dark_canvas", "job_schema", "routes", "shutdown"]
 
 PREVIEW_LIMIT = 3
-_FIELD = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): (.*)$", re.DOTALL)
+_FIELD = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): (.*)$", re.S)
+# A dark canvas as several webmail dark modes paint one: the page's background and text darkened,
+# the message's own inline styles kept (what tests/browser.py calls "dark-canvas").
+DARK_CANVAS = "<style>html, body { background: #121212 !important; color: #e8e8e8 !important; }</style>"
+
+View = Callable[[Request], Awaitable[Response]]
 
 
 def routes() -> list[Any]:
@@ -55,7 +61,26 @@ def routes() -> list[Any]:
     ]
 
 
-View = Callable[[Request], Awaitable[Response]]
+def job_schema() -> dict[str, Any]:
+    """The JSON Schema of a job file (as ``mailgem schema job`` prints it)."""
+    return JobSpec.model_json_schema()
+
+
+def dark_canvas(html: str) -> str:
+    """``html`` with :data:`DARK_CANVAS` added at the end of its head (or its start)."""
+    at = html.lower().find("</head>")
+    return html[:at] + DARK_CANVAS + html[at:] if at >= 0 else DARK_CANVAS + html
+
+
+def shutdown(state: UiState) -> None:
+    """Stop what the page keeps running: the warm Spark session, the embedded SMTP server."""
+    if state.frames is not None:
+        state.frames.close()
+        state.frames = None
+    with state.local_lock:
+        if state.local is not None:
+            state.local[1].close()
+            state.local = None
 
 
 def _member(view: View) -> View:
@@ -69,50 +94,30 @@ def _member(view: View) -> View:
                 fabric = await asyncio.to_thread(load_fabric, state.config.fabric)
                 fabric.check_access(state.config.user)
             except AccessDeniedError as exc:
-                return templates.TemplateResponse(request, "denied.html", {"message": str(exc),
-                                                  "user": state.config.user}, status_code=403)
+                return templates.TemplateResponse(request, "denied.html", {"message": str(exc)}, status_code=403)
             except MailgemError as exc:
-                return templates.TemplateResponse(request, "error.html", {"message": str(exc),
-                                                  "user": state.config.user}, status_code=400)
+                return templates.TemplateResponse(request, "error.html", {"message": str(exc)}, status_code=400)
         return await view(request)
     return checked
 
 
-def job_schema() -> dict[str, Any]:
-    """The JSON Schema of a job file (as ``mailgem schema job`` prints it)."""
-    return JobSpec.model_json_schema()
-
-
-def shutdown(state: UiState) -> None:
-    """Stop what the page keeps running: the warm Spark session, the embedded SMTP server."""
-    cache = state.extras.pop("frames", None)
-    if cache is not None:
-        cache.close()
-    local = state.extras.pop("local", None)
-    if local is not None:
-        local.close()
-
-
 def _frames(state: UiState) -> FrameCache:
     with state.lock:
-        cache = state.extras.get("frames")
-        if cache is None:
-            cache = state.extras["frames"] = FrameCache(master=state.config.master)
-    return cache
+        if state.frames is None:
+            state.frames = FrameCache(master=state.config.master)
+        return state.frames
 
 
-def _local_fabric(state: UiState) -> tuple[Fabric, str]:
+def _local_fabric(state: UiState) -> Fabric:
     """The embedded local server's fabric (started on first use, kept while the UI runs)."""
     from mailgem.fabric.local import local_fabric
 
-    with state.lock:
-        running = state.extras.get("local")
-        if running is None:
+    with state.local_lock:  # its own lock: starting the server must not hold up the other pages
+        if state.local is None:
             stack = contextlib.ExitStack()
-            local = stack.enter_context(local_fabric(state.config.outbox, user=state.config.user))
-            running = state.extras["local"] = stack
-            state.extras["local_fabric"] = local.fabric
-    return state.extras["local_fabric"], LOCAL_CONNECTION
+            running = stack.enter_context(local_fabric(state.config.outbox, user=state.config.user))
+            state.local = (running.fabric, stack)
+        return state.local[0]
 
 
 def _target(state: UiState, job: JobSpec, *, sending: bool) -> tuple[Fabric, str]:
@@ -125,7 +130,7 @@ def _target(state: UiState, job: JobSpec, *, sending: bool) -> tuple[Fabric, str
     if state.config.local or job.email.connection == LOCAL_CONNECTION:
         if not sending:
             return local_preview_fabric(state.config.user), LOCAL_CONNECTION
-        return _local_fabric(state)
+        return _local_fabric(state), LOCAL_CONNECTION
     if state.config.fabric is None:
         raise MailgemError(f"the job sends through connection {job.email.connection!r}, which lives in a fabric: start "
                            "`mailgem ui` with --fabric FABRIC.yaml, or with --local for the embedded server")
@@ -140,12 +145,11 @@ async def job_page(request: Request) -> Response:
             "message": "no job: start `mailgem ui` with --job JOB.yaml"}, status_code=404)
     try:
         version = state.remember(await asyncio.to_thread(YamlFile.load, path))
-    except MailgemError as exc:
-        return templates.TemplateResponse(request, "error.html", {"message": str(exc)}, status_code=400)
+    except (MailgemError, OSError) as exc:
+        return templates.TemplateResponse(request, "error.html", {"message": f"{path}: {exc}"}, status_code=400)
     return templates.TemplateResponse(request, "job.html", {
         "path": path, "digest": version.digest, "fields": form_fields(job_schema(), version.doc),
-        "yaml": version.text, "user": state.config.user, "address": _default_address(state.config.user),
-        "has_fabric": state.config.fabric is not None, "local": state.config.local,
+        "yaml": version.text, "address": _default_address(state.config.user), "local": state.config.local,
         "saved": request.query_params.get("saved")})
 
 
@@ -165,20 +169,8 @@ def _edited(state: UiState, form: Any) -> tuple[YamlFile, Any]:
     if form.get("_mode") == "yaml":
         return version, version.parse(str(form.get("_yaml", "")))
     doc = copy.deepcopy(version.doc)
-    apply_form(doc, job_schema(), [(k, v) for k, v in form.multi_items() if isinstance(v, str)
-                                   and not k.startswith("_")])
+    apply_form(doc, job_schema(), [(k, v) for k, v in form.multi_items() if isinstance(v, str)])
     return version, doc
-
-
-def _job(version: YamlFile, doc: Any) -> JobSpec:
-    """The job the document describes (``${ENV}`` interpolated, paths from the job's folder).
-
-    Raises:
-        ValidationError: a field is wrong. MailgemError: an environment variable is missing.
-    """
-    plain = interpolate(_plain(doc), str(version.path))
-    JobSpec.model_validate(plain)  # field errors with their paths (the loader's text names the file)
-    return parse_job(plain, version.path)
 
 
 def _diagnostics(pre: Preflight, path: str) -> tuple[dict[str, list[str]], list[str]]:
@@ -196,11 +188,20 @@ def _diagnostics(pre: Preflight, path: str) -> tuple[dict[str, list[str]], list[
     return fields, general
 
 
-def _check(state: UiState, version: YamlFile, doc: Any) -> tuple[JobSpec | None, dict[str, list[str]], list[str]]:
+def _errors(exc: ValidationError | FormErrors) -> dict[str, list[str]]:
+    found = exc.errors if isinstance(exc, FormErrors) else validation_errors(exc, schema=job_schema())
+    return {path: [f"error: {message}"] for path, message in found.items()}
+
+
+def _check(state: UiState, form: Any) -> tuple[JobSpec | None, dict[str, list[str]], list[str]]:
+    """The page's job, and what ``validate`` says of it (by field, and the rest); no job when
+    it cannot be read."""
     try:
-        job = _job(version, doc)
-    except ValidationError as exc:
-        return None, {k: [f"error: {v}"] for k, v in validation_errors(exc).items()}, []
+        version, doc = _edited(state, form)
+        field_errors(JobSpec, doc, version.path)
+        job = job_from(doc, version.path)
+    except (ValidationError, FormErrors) as exc:
+        return None, _errors(exc), []
     except MailgemError as exc:
         return None, {}, [f"error: {exc}"]
     pre = check_job(version.path, fabric_file=state.config.fabric, local=state.config.local,
@@ -209,55 +210,50 @@ def _check(state: UiState, version: YamlFile, doc: Any) -> tuple[JobSpec | None,
     return job, fields, general
 
 
-# A dark canvas as several webmail dark modes paint one: the page's background and text darkened,
-# the message's own inline styles kept (what tests/browser.py calls "dark-canvas").
-DARK_CANVAS = "<style>html, body { background: #121212 !important; color: #e8e8e8 !important; }</style>"
-
-
-def dark_canvas(html: str) -> str:
-    """``html`` with :data:`DARK_CANVAS` added at the end of its head (or its start)."""
-    at = html.lower().find("</head>")
-    return html[:at] + DARK_CANVAS + html[at:] if at >= 0 else DARK_CANVAS + html
-
-
-def _preview_html(request: Request, messages: list[PreviewMessage], chosen: int, note: str | None,
-                  dark: bool) -> str:
-    template = templates.get_template("preview.html")
-    return template.render(messages=messages, chosen=min(chosen, max(len(messages) - 1, 0)), note=note,
-                           request=request, dark=dark, dark_canvas=dark_canvas)
-
-
 def _build(state: UiState, job: JobSpec) -> tuple[list[PreviewMessage], str | None]:
     fabric, connection = _target(state, job, sending=False)
     frame, note = _frames(state).frame(job)
     messages = build_previews(job, frame, fabric, connection, state.config.user, PREVIEW_LIMIT)
     with state.lock:
-        state.extras["previews"] = messages
+        state.previews = messages
     return messages, note
 
 
+def _chosen(form: Any) -> int:
+    text = str(form.get("_message", "0"))
+    return int(text) if text.isdigit() else 0
+
+
 async def preview(request: Request) -> Response:
-    """Diagnostics and the preview of the form's job: ``{fields, general, html, yaml}``."""
+    """Diagnostics and the preview of the page's job: ``{fields, general, html}`` (``stale``
+    when a newer edit's preview was asked for meanwhile)."""
     state = state_of(request)
     form = await request.form()
-    try:
-        version, doc = _edited(state, form)
-    except FormErrors as exc:
-        return JSONResponse({"fields": {k: [f"error: {v}"] for k, v in exc.errors.items()}, "general": []})
-    except MailgemError as exc:
-        return JSONResponse({"fields": {}, "general": [f"error: {exc}"]})
-    job, fields, general = await asyncio.to_thread(_check, state, version, doc)
+    with state.lock:
+        state.latest_preview += 1
+        mine = state.latest_preview
+    job, fields, general = await asyncio.to_thread(_check, state, form)
     body: dict[str, Any] = {"fields": fields, "general": general}
-    if job is not None and not any(m.startswith("error") for ms in fields.values() for m in ms) and \
-            not any(m.startswith("error") for m in general):
+    failed = any(m.startswith("error") for m in [*general, *(m for ms in fields.values() for m in ms)])
+    if job is None or failed:
+        return JSONResponse(body)
+    # One preview is built at a time (the first waits for Spark and the source); an edit made
+    # meanwhile makes the waiting ones stale: only the newest is built.
+    async with state.preview_turn:
+        if mine != state.latest_preview:
+            return JSONResponse({**body, "stale": True})
         try:
             messages, note = await asyncio.to_thread(_build, state, job)
-            chosen = int(str(form.get("_message", "0")) or 0)
-            body["html"] = _preview_html(request, messages, chosen, note, form.get("_dark") == "1")
         except AccessDeniedError as exc:
-            body["general"].append(f"error: access denied: {exc}")
+            general.append(f"error: access denied: {exc}")
+            return JSONResponse(body)
         except MailgemError as exc:
-            body["general"].append(f"error: {exc}")
+            general.append(f"error: {exc}")
+            return JSONResponse(body)
+    template = templates.get_template("preview.html")
+    chosen = min(_chosen(form), max(len(messages) - 1, 0))
+    body["html"] = template.render(messages=messages, chosen=chosen, note=note, dark=form.get("_dark") == "1",
+                                   dark_canvas=dark_canvas)
     return JSONResponse(body)
 
 
@@ -266,9 +262,11 @@ async def to_yaml(request: Request) -> Response:
     state = state_of(request)
     form = await request.form()
     try:
-        version, doc = _edited(state, form)
+        version, doc = await asyncio.to_thread(_edited, state, form)
     except FormErrors as exc:
-        return JSONResponse({"fields": {k: [f"error: {v}"] for k, v in exc.errors.items()}})
+        return JSONResponse({"fields": _errors(exc)})
+    except MailgemError as exc:
+        return JSONResponse({"general": [f"error: {exc}"]})
     return JSONResponse({"yaml": version.dump(doc)})
 
 
@@ -277,11 +275,16 @@ async def to_form(request: Request) -> Response:
     state = state_of(request)
     form = await request.form()
     try:
-        _, doc = _edited(state, form)
+        _, doc = await asyncio.to_thread(_edited, state, form)
     except MailgemError as exc:
         return JSONResponse({"general": [f"error: {exc}"]})
-    html = templates.get_template("fields.html").render(fields=form_fields(job_schema(), doc), request=request)
+    html = templates.get_template("fields.html").render(fields=form_fields(job_schema(), doc))
     return JSONResponse({"html": html})
+
+
+def _sent(result: SendTestResult) -> str:
+    return (f"Sent to {result.recipient}: the server answered {result.code} {result.message} "
+            f"({result.size_bytes:,} bytes, subject {result.subject!r})")
 
 
 async def send_test_view(request: Request) -> Response:
@@ -289,43 +292,44 @@ async def send_test_view(request: Request) -> Response:
     state = state_of(request)
     form = await request.form()
     address = str(form.get("_address", "")).strip()
-    try:
+
+    def run() -> SendTestResult:
         version, doc = _edited(state, form)
-        job = await asyncio.to_thread(_job, version, doc)
+        field_errors(JobSpec, doc, version.path)
+        job = job_from(doc, version.path)
+        fabric, connection = _target(state, job, sending=True)
+        frame, _ = _frames(state).frame(job)
+        return send_test(job, frame, fabric, connection, state.config.user, address)
 
-        def run() -> Any:
-            fabric, connection = _target(state, job, sending=True)
-            frame, _ = _frames(state).frame(job)
-            return send_test(job, frame, fabric, connection, state.config.user, address)
-
+    try:
         result = await asyncio.to_thread(run)
-    except ValidationError as exc:
+    except (ValidationError, FormErrors) as exc:
         return JSONResponse({"ok": False, "message": "fix the job first: " + "; ".join(
-            f"{k}: {v}" for k, v in validation_errors(exc).items())})
+            f"{k}: {' '.join(v)}" for k, v in _errors(exc).items())})
     except AccessDeniedError as exc:
         return JSONResponse({"ok": False, "message": f"access denied: {exc}"})
-    except (MailgemError, FormErrors) as exc:
+    except MailgemError as exc:
         return JSONResponse({"ok": False, "message": str(exc)})
-    return JSONResponse({"ok": True, "message": str(result)})
+    return JSONResponse({"ok": True, "message": _sent(result)})
 
 
 async def save(request: Request) -> Response:
     state = state_of(request)
     form = await request.form()
     try:
-        version, doc = _edited(state, form)
-        await asyncio.to_thread(_job, version, doc)
-    except FormErrors as exc:
-        return JSONResponse({"fields": {k: [f"error: {v}"] for k, v in exc.errors.items()}})
-    except ValidationError as exc:
-        return JSONResponse({"fields": {k: [f"error: {v}"] for k, v in validation_errors(exc).items()},
-                             "message": "not saved: fix the fields marked first"})
+        version, doc = await asyncio.to_thread(_edited, state, form)
+        field_errors(JobSpec, doc, version.path)
+        job_from(doc, version.path)
+    except (ValidationError, FormErrors) as exc:
+        return JSONResponse({"fields": _errors(exc), "message": "not saved: fix the fields marked first"})
     except MailgemError as exc:
         return JSONResponse({"message": f"not saved: {exc}"})
     try:
         await asyncio.to_thread(version.copy().save, doc, version.digest)
     except ConflictError as exc:
-        return JSONResponse({"conflict": exc.diff})
+        return JSONResponse({"conflict": exc.diff, "message": str(exc)})
+    except OSError as exc:
+        return JSONResponse({"message": f"not saved: cannot write {version.path}: {exc.strerror or exc}"})
     return JSONResponse({"redirect": "/job?saved=1"})
 
 
@@ -333,16 +337,10 @@ async def attachment(request: Request) -> Response:
     """One attachment of the last preview, to download and open."""
     state = state_of(request)
     with state.lock:
-        messages: list[PreviewMessage] = state.extras.get("previews", [])
+        messages = state.previews
     m, a = request.path_params["message"], request.path_params["index"]
     if m >= len(messages) or a >= len(messages[m].attachments):
         return Response("no such attachment in the last preview: refresh it", status_code=404)
     file_name, content_type, _, payload = messages[m].attachments[a]
     return Response(payload, media_type=content_type,
-                    headers={"Content-Disposition": f"attachment; filename*=UTF-8''{_quote(file_name)}"})
-
-
-def _quote(name: str) -> str:
-    from urllib.parse import quote
-
-    return quote(name, safe="")
+                    headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(file_name, safe='')}"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +148,9 @@ def _plugin_commands(sub: Any) -> None:
     for point in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
         try:
             module = point.load()
-        except Exception:  # noqa: BLE001 - a broken add-on must not take the other commands with it
+        except Exception as exc:  # noqa: BLE001 - a broken add-on must not take the other commands with it
+            print(f"mailgem: the command {point.name!r} ({point.value}) could not be loaded: {type(exc).__name__}: "
+                  f"{exc}; reinstall mailgem", file=sys.stderr)
             continue
         cmd = module.add_parser(sub, _command)
         cmd.set_defaults(plugin=point.value)

@@ -4,11 +4,48 @@
 (function () {
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
 
-  async function post(url, body) {
+  async function request(url, body) {
     const response = await fetch(url, {method: "POST", body, headers: {"X-CSRF-Token": csrf},
                                        credentials: "same-origin"});
-    if (!response.ok) throw new Error(await response.text());
-    return response.json();
+    if (!response.ok) {
+      const text = (await response.text()).replace(/<[^>]*>/g, " ").replace(/\s+/g, " ").trim();
+      throw new Error(response.status === 403 && !text.startsWith("403")
+        ? `403: ${text}` : text.slice(0, 500) || `HTTP ${response.status}`);
+    }
+    return response;
+  }
+  async function post(url, body) { return (await request(url, body)).json(); }
+
+  // The connection test's server-sent events, read from a POST's body as they arrive.
+  async function streamSteps(url, body, pre, button) {
+    pre.hidden = false;
+    pre.textContent = "";
+    pre.className = "steps running";
+    button.disabled = true;
+    try {
+      const reader = (await request(url, body)).body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const {value, done} = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const kind = (block.match(/^event: (\w+)$/m) || [])[1];
+          const data = JSON.parse((block.match(/^data: (.*)$/m) || [])[1] || "{}");
+          if (kind === "step") pre.textContent += `${data.step.padEnd(8)} ${data.line}\n`;
+          if (kind === "done") {
+            pre.textContent += "\n" + data.lines.join("\n") + "\n";
+            pre.className = "steps " + (data.ok ? "passed" : "failed");
+          }
+        }
+      }
+    } catch (error) {
+      pre.textContent += String(error.message || error);
+      pre.className = "steps failed";
+    } finally { button.disabled = false; }
   }
 
   function showDiagnostics(root, fields, general) {
@@ -37,11 +74,18 @@
     box.querySelector("pre").textContent = diff;
   }
 
+  function say(form, text) {
+    const message = form.querySelector(".message");
+    if (message) { message.hidden = !text; message.textContent = text || ""; }
+  }
+
   // Plain forms (fabric page): posted, then redirect, errors at their fields, or values filled in.
   document.querySelectorAll("form.post").forEach((form) => {
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
-      const result = await post(form.dataset.post, new FormData(form));
+      let result;
+      try { result = await post(form.dataset.post, new FormData(form)); }
+      catch (error) { say(form, String(error.message || error)); return; }
       if (result.redirect) { window.location = result.redirect; return; }
       if (result.values) {
         const target = document.querySelector(form.dataset.fill);
@@ -52,30 +96,23 @@
       }
       if (result.conflict) showConflict(form, result.conflict);
       showDiagnostics(form, result.errors || {}, []);
-      const message = form.querySelector(".message");
-      if (message && result.message) { message.hidden = false; message.textContent = result.message; }
+      say(form, result.message);
     });
   });
 
-  // Test connection: the steps as the server reports them (server-sent events).
+  // Test connection: a saved connection (the fabric page's rows), or the form as it is (not saved).
   document.querySelectorAll("button[data-test]").forEach((button) => {
     button.addEventListener("click", () => {
       const name = button.dataset.test;
       const pre = document.querySelector(`pre[data-steps="${CSS.escape(name)}"]`);
       pre.closest("tr").hidden = false;
-      pre.textContent = "";
-      pre.className = "steps running";
-      button.disabled = true;
-      const source = new EventSource(`/fabric/test/${encodeURIComponent(name)}?csrf=${csrf}`);
-      source.addEventListener("step", (e) => { const s = JSON.parse(e.data); pre.textContent += `${s.step.padEnd(8)} ${s.line}\n`; });
-      source.addEventListener("done", (e) => {
-        const r = JSON.parse(e.data);
-        pre.textContent += "\n" + r.lines.join("\n") + "\n";
-        pre.className = "steps " + (r.ok ? "passed" : "failed");
-        source.close();
-        button.disabled = false;
-      });
-      source.onerror = () => { source.close(); button.disabled = false; };
+      streamSteps(`/fabric/test/${encodeURIComponent(name)}`, new FormData(), pre, button);
+    });
+  });
+  document.querySelectorAll("button[data-test-form]").forEach((button) => {
+    button.addEventListener("click", () => {
+      const form = button.closest("form");
+      streamSteps(button.dataset.testForm, new FormData(form), form.querySelector("pre[data-steps-form]"), button);
     });
   });
 
@@ -85,6 +122,7 @@
   const panel = document.getElementById("preview-panel");
   const status = document.getElementById("preview-status");
   const mode = jobForm.querySelector('[name="_mode"]');
+  const bar = jobForm.querySelector(".bar .message");
   let timer = null, sequence = 0;
 
   async function refresh() {
@@ -92,8 +130,8 @@
     status.textContent = "Updating…";
     let result;
     try { result = await post("/job/preview", new FormData(jobForm)); }
-    catch (error) { status.textContent = String(error); return; }
-    if (mine !== sequence) return;  // a newer edit's preview is on its way
+    catch (error) { status.textContent = String(error.message || error); return; }
+    if (mine !== sequence || result.stale) return;  // a newer edit's preview is on its way
     const general = [...(result.general || [])];
     showDiagnostics(jobForm, result.fields, general);
     if (result.html !== undefined) {
@@ -123,7 +161,9 @@
     tab.addEventListener("click", async () => {
       const to = tab.dataset.tab;
       if (to === mode.value) return;
-      const result = await post(to === "yaml" ? "/job/yaml" : "/job/form", new FormData(jobForm));
+      let result;
+      try { result = await post(to === "yaml" ? "/job/yaml" : "/job/form", new FormData(jobForm)); }
+      catch (error) { bar.textContent = String(error.message || error); return; }
       if (to === "yaml" && result.yaml !== undefined) document.getElementById("yaml").value = result.yaml;
       else if (to === "form" && result.html !== undefined) document.getElementById("fields").innerHTML = result.html;
       else { showDiagnostics(jobForm, result.fields || {}, [...(result.general || [])]); return; }
@@ -134,11 +174,13 @@
   });
 
   document.getElementById("save").addEventListener("click", async () => {
-    const result = await post("/job/save", new FormData(jobForm));
+    let result;
+    try { result = await post("/job/save", new FormData(jobForm)); }
+    catch (error) { bar.textContent = String(error.message || error); return; }
     if (result.redirect) { window.location = result.redirect; return; }
     if (result.conflict) showConflict(jobForm, result.conflict);
     if (result.fields) showDiagnostics(jobForm, result.fields, []);
-    jobForm.querySelector(".bar .message").textContent = result.message || "";
+    bar.textContent = result.message || "";
   });
   document.getElementById("send-test").addEventListener("click", async (event) => {
     const out = jobForm.querySelector(".send-result");
@@ -148,6 +190,9 @@
       const result = await post("/job/send-test", new FormData(jobForm));
       out.textContent = result.message;
       out.className = "send-result " + (result.ok ? "ok" : "error");
+    } catch (error) {
+      out.textContent = String(error.message || error);
+      out.className = "send-result error";
     } finally { event.target.disabled = false; }
   });
   refresh();
