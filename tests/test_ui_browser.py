@@ -168,12 +168,19 @@ def test_fabric_and_job_pages_end_to_end(chromium, server: FaultServer, workspac
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(ARTIFACTS / "job.png"))
 
+    # Five edits of the subject, each timed from the keystroke to the new subject on screen.
+    shown_after_s = []
+    shown = "s => document.querySelector('#preview-headers [data-header=Subject]')?.textContent.startsWith(s)"
+    for n in range(1, 6):
+        started = time.monotonic()
+        page.locator('[name="email.subject"]').fill(f"Edit {n}: {{{{ params.report_date }}}}")
+        # Checked at every frame (a locator's wait polls ever more slowly, up to 500 ms apart).
+        page.wait_for_function(shown, arg=f"Edit {n}: 2013-07-22", polling="raf", timeout=30_000)
+        shown_after_s.append(round(time.monotonic() - started, 3))
     new_subject = "Late departures on {{ params.report_date }}"
-    started = time.monotonic()
     page.locator('[name="email.subject"]').fill(new_subject)
     subject.filter(has_text="Late departures on 2013-07-22").wait_for(timeout=30_000)
-    shown_after_s = time.monotonic() - started
-    (ARTIFACTS / "timings.json").write_text(json.dumps({"subject_change_to_preview_s": round(shown_after_s, 3)}))
+    (ARTIFACTS / "timings.json").write_text(json.dumps({"subject_change_to_preview_s": shown_after_s}))
     page.locator("#phone").check()
     page.locator("#dark").check()
     body = page.frame_locator("#preview").locator("body")

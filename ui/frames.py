@@ -68,7 +68,7 @@ class FrameReadError(MailgemError):
 
 @dataclass
 class _Kept:
-    key: tuple[str, str | None, str]
+    key: tuple[str, str | None, str, tuple[int, int] | None]  # source, transform, folder, file stamp
     frame: Any  # a pandas DataFrame, or a persisted Spark DataFrame
     note: str
 
