@@ -135,10 +135,12 @@ def test_another_address_than_loopback_needs_a_token(tmp_path):
     assert "--token" in err and "Traceback" not in err
 
 
-def test_the_command_serves_on_loopback_prints_the_url_and_stops_on_sigterm(tmp_path):
+@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
+def test_the_command_serves_on_loopback_prints_the_url_and_stops_on_sigterm(tmp_path, verbose):
     fabric = tmp_path / "fabric.yaml"
     fabric.write_text("name: f\nteams: [{name: t, members: [ann@example.com]}]\n")
-    proc = _mailgem("ui", "--fabric", str(fabric), "--port", "0", "--token", TOKEN, "--no-browser")
+    proc = _mailgem(*(["-v"] if verbose else []), "ui", "--fabric", str(fabric), "--port", "0", "--token", TOKEN,
+                    "--no-browser")
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # blocks until the URL is printed (the test's timeout bounds it)
@@ -165,3 +167,23 @@ def test_the_command_serves_on_loopback_prints_the_url_and_stops_on_sigterm(tmp_
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err and TOKEN not in err
+
+
+def test_the_browser_is_opened_through_a_private_page_not_a_command_line_with_the_token(monkeypatch):
+    # A browser's command line is visible to every local user (ps); the token stays in a 0600 file.
+    import contextlib
+    import stat
+    from pathlib import Path
+
+    from mailgem.ui import server
+
+    opened: list[str] = []
+    monkeypatch.setattr(server.webbrowser, "open", lambda url: opened.append(url) or True)
+    url = f"http://127.0.0.1:8765/?token={TOKEN}"
+    with contextlib.ExitStack() as stack:
+        server._open_browser(url, stack)
+        [target] = opened
+        assert TOKEN not in target and target.startswith("file://")
+        page = Path(target.removeprefix("file://"))
+        assert stat.S_IMODE(page.stat().st_mode) == 0o600 and url in page.read_text()
+    assert not page.exists()  # removed when the server stops
