@@ -18,8 +18,9 @@ class SecretRef(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
-    secret: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-/]+$",
-                        description="Name of the secret in the fabric's secret store.")
+    # NAME#KEY: a key of a JSON secret (aws_secrets_manager); the other stores refuse the `#`.
+    secret: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-/]+(#[A-Za-z0-9_.\-]+)?$",
+                        description="Name of the secret in the fabric's secret store (NAME#KEY: a key of a JSON secret).")
 
     @model_validator(mode="before")
     @classmethod

@@ -5,6 +5,8 @@ from .loader import interpolate, load_fabric, load_yaml
 from .local import LOCAL_CONNECTION, LocalFabric, local_fabric
 from .model import Fabric, Team, current_user
 from .secrets import (
+    AwsSecretsManagerStore,
+    CommandSecretStore,
     DirectorySecretStore,
     EncryptedFileSecretStore,
     EnvSecretStore,
@@ -17,5 +19,6 @@ __all__ = [
     "AccessDeniedError", "FabricConfigError", "SecretNotFoundError", "SecretStoreError",
     "interpolate", "load_fabric", "load_yaml", "LOCAL_CONNECTION", "LocalFabric", "local_fabric",
     "Fabric", "Team", "current_user", "DirectorySecretStore", "EncryptedFileSecretStore",
-    "EnvSecretStore", "MemorySecretStore", "SecretStore", "generate_key",
+    "EnvSecretStore", "MemorySecretStore", "SecretStore", "generate_key", "CommandSecretStore",
+    "AwsSecretsManagerStore",
 ]

@@ -14,10 +14,15 @@ from mailgem.connections.model import SmtpConnection
 from mailgem.connections.oauth2 import TokenSource
 from mailgem.connections.transport import SmtpTransport
 
+from mailgem.connections.errors import MailgemError
+
 from .errors import AccessDeniedError, FabricConfigError
 from .secrets import DirectorySecretStore, EncryptedFileSecretStore, EnvSecretStore, SecretStore
+from .secrets.aws import AwsSecretsManagerStore
+from .secrets.command import NAME_PLACEHOLDER, CommandSecretStore
 
-__all__ = ["Fabric", "Team", "EnvStoreConfig", "DirectoryStoreConfig", "EncryptedFileStoreConfig", "current_user"]
+__all__ = ["Fabric", "Team", "EnvStoreConfig", "DirectoryStoreConfig", "EncryptedFileStoreConfig", "CommandStoreConfig",
+           "AwsSecretsManagerStoreConfig", "current_user"]
 
 log = logging.getLogger("mailgem.fabric")
 
@@ -81,7 +86,70 @@ class EncryptedFileStoreConfig(BaseModel):
         return EncryptedFileSecretStore(self.path, self.key_env, self.key_file, fabric_path=fabric_path)
 
 
-StoreConfig = Annotated[EnvStoreConfig | DirectoryStoreConfig | EncryptedFileStoreConfig, Field(discriminator="type")]
+# A command-line argument: the system cannot pass a NUL character in one.
+_Arg = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+
+
+class CommandStoreConfig(BaseModel):
+    """Secrets printed by a command, run without a shell; ``{name}`` in ``argv`` is the secret's
+    name (or the command reads it from the environment variable ``name_env``). For example::
+
+        argv: [vault, kv, get, -field=password, "secret/{name}"]
+        argv: [aws, secretsmanager, get-secret-value, --secret-id, "{name}", --query, SecretString, --output, text]
+        argv: [gcloud, secrets, versions, access, latest, "--secret={name}"]
+        argv: [op, read, "op://vault/{name}/password"]
+        argv: [pass, show, "{name}"]
+
+    ``list_argv`` prints one name per line (``mailgem secrets list``); ``timeout_s`` bounds each run.
+    """
+
+    model_config = _FROZEN
+    type: Literal["command"]
+    argv: list[_Arg] = Field(min_length=1, description="The command and its arguments; {name} is the secret's name.")
+    name_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                 description="An environment variable the command gets the secret's name in.")
+    list_argv: list[_Arg] | None = Field(default=None, min_length=1,
+                                         description="A command printing the secret names, one per line.")
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _name_reaches_the_command(self) -> CommandStoreConfig:
+        # Without the name the command would print the same value for every secret.
+        if self.name_env is None and not any(NAME_PLACEHOLDER in item for item in self.argv):
+            raise ValueError("the command must get the secret's name: put {name} in an argv item, or set name_env")
+        if not self.argv[0] or (self.list_argv is not None and not self.list_argv[0]):
+            raise ValueError("a command's first item is the program to run: it cannot be empty")
+        return self
+
+    def build(self, fabric_path: Path | None = None) -> SecretStore:
+        return CommandSecretStore(self.argv, name_env=self.name_env, list_argv=self.list_argv, timeout_s=self.timeout_s)
+
+
+class AwsSecretsManagerStoreConfig(BaseModel):
+    """Secrets in AWS Secrets Manager (extra ``aws``): ``NAME`` or ``NAME#JSON_KEY``, read as
+    ``prefix + NAME`` in ``region``; credentials from boto3's usual chain, never this file."""
+
+    model_config = _FROZEN
+    type: Literal["aws_secrets_manager"]
+    region: str = Field(min_length=1)
+    prefix: str = ""
+    endpoint_url: str | None = Field(default=None, description="A VPC endpoint or a test server.")
+
+    def build(self, fabric_path: Path | None = None) -> SecretStore:
+        """The store.
+
+        Raises:
+            MailgemError: boto3 is not installed.
+        """
+        try:
+            import boto3  # noqa: F401  (the store imports it on first use; said here, at the start)
+        except ImportError:
+            raise MailgemError("the aws_secrets_manager secret store needs boto3: pip install 'mailgem[aws]'") from None
+        return AwsSecretsManagerStore(self.region, self.prefix, self.endpoint_url)
+
+
+StoreConfig = Annotated[EnvStoreConfig | DirectoryStoreConfig | EncryptedFileStoreConfig | CommandStoreConfig
+                        | AwsSecretsManagerStoreConfig, Field(discriminator="type")]
 
 
 class Fabric(BaseModel):
@@ -98,6 +166,7 @@ class Fabric(BaseModel):
     connections: list[SmtpConnection] = Field(default_factory=list)
 
     _store: SecretStore | None = PrivateAttr(default=None)
+    _built: SecretStore | None = PrivateAttr(default=None)  # the configured store, once built when it keeps values
     _source: Path | None = PrivateAttr(default=None)  # the YAML file, for hints (--fabric PATH)
 
     def with_store(self, store: SecretStore) -> Fabric:
@@ -116,8 +185,19 @@ class Fabric(BaseModel):
         return connections
 
     def store(self) -> SecretStore:
-        """The fabric's secret store."""
-        return self._store if self._store is not None else self.secrets.build(self._source)
+        """The fabric's secret store.
+
+        A store that keeps the values it read (``keeps_values``: command, AWS) is built once per
+        fabric object, so a run's connections, fallbacks and ledger read each secret once.
+        """
+        if self._store is not None:
+            return self._store
+        if self._built is not None:
+            return self._built
+        store = self.secrets.build(self._source)
+        if store.keeps_values:
+            self._built = store
+        return store
 
     def destination(self, name: str) -> str:
         """Where connection ``name`` delivers, as the send ledger keys it:

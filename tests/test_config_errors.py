@@ -102,6 +102,9 @@ FABRIC: dict[str, Any] = {
 FABRICS = [FABRIC] + [{**FABRIC, "secrets": store} for store in (
     {"type": "directory", "path": "secrets"},
     {"type": "encrypted_file", "path": "secrets.enc", "key_env": "MAILGEM_TEST_KEY"},
+    {"type": "command", "argv": ["pass", "show", "{name}"], "name_env": "SECRET_NAME", "list_argv": ["pass", "ls"],
+     "timeout_s": 5},
+    {"type": "aws_secrets_manager", "region": "eu-west-1", "prefix": "mailgem/", "endpoint_url": "http://127.0.0.1:9"},
 )]
 
 # Wrong values of every YAML type, and text that trips file and name lookups; a key no model has.

@@ -23,6 +23,9 @@ class SecretStore(ABC):
     """
 
     kind = "abstract"
+    # A store that fetches from a service keeps each value it read, so a run asks once per secret;
+    # the fabric then keeps the store object for the run (Fabric.store).
+    keeps_values = False
 
     @abstractmethod
     def get(self, name: str) -> SecretStr:
