@@ -18,8 +18,10 @@ class SecretRef(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
-    secret: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-/]+$",
-                        description="Name of the secret in the fabric's secret store.")
+    # ``NAME#field``: one field of a structured secret (a Vault KV entry), for stores that have fields.
+    secret: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-/]+(#[A-Za-z0-9_.\-]+)?$",
+                        description="Name of the secret in the fabric's secret store (NAME#field: one field "
+                                    "of a structured secret, in stores that have fields, such as vault).")
 
     @model_validator(mode="before")
     @classmethod
