@@ -176,3 +176,15 @@ def test_an_inline_token_is_refused_and_a_missing_hvac_is_explained(tmp_path, se
     monkeypatch.setitem(sys.modules, "hvac", None)
     with pytest.raises(SecretStoreError, match=r"pip install 'mailgem\[vault\]'"):
         fabric.store()
+
+
+def test_mailgem_secrets_list_and_set_on_the_command_line(tmp_path, server, monkeypatch, capsys):
+    from mailgem.runner.cli import main
+    monkeypatch.setenv("VAULT_TOKEN", TOKEN)
+    path = fabric_file(tmp_path, server)
+    assert main(["secrets", "list", "--fabric", str(path)]) == 0
+    assert capsys.readouterr().out.split() == ["locked", "smtp", "teams/other"]
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("new-VALUE\n"))
+    assert main(["secrets", "set", "smtp", "--fabric", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "vault secret store is read-only" in err and "new-VALUE" not in err
