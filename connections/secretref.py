@@ -18,9 +18,11 @@ class SecretRef(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
-    # NAME#KEY: a key of a JSON secret (aws_secrets_manager); the other stores refuse the `#`.
+    # NAME#KEY: one key or field of a structured secret (a JSON secret in AWS, a Vault KV entry),
+    # for stores that have them; the others refuse the `#`.
     secret: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-/]+(#[A-Za-z0-9_.\-]+)?$",
-                        description="Name of the secret in the fabric's secret store (NAME#KEY: a key of a JSON secret).")
+                        description="Name of the secret in the fabric's secret store (NAME#KEY: one key of a "
+                                    "structured secret, in stores that have them: aws_secrets_manager, vault).")
 
     @model_validator(mode="before")
     @classmethod

@@ -111,9 +111,16 @@ def parse_fabric(doc: dict[str, Any], path: Path) -> Fabric:
     base = path.resolve().parent
     secrets = doc.get("secrets")
     if isinstance(secrets, dict):
-        for key in ("path", "key_file"):
+        # ``path`` is a file only for these stores (a vault store's path is a KV path).
+        file_keys = ("path", "key_file") if secrets.get("type") in ("directory", "encrypted_file") else ("ca_bundle",)
+        for key in file_keys:
             if key in secrets:
                 secrets[key] = _relative_to(base, secrets[key])
+        auth = secrets.get("auth")
+        if isinstance(auth, dict):  # a vault store's login files
+            for key in ("token_file", "role_id_file", "secret_id_file", "jwt_file"):
+                if key in auth:
+                    auth[key] = _relative_to(base, auth[key])
     connections = doc.get("connections")
     for i, conn in enumerate(connections if isinstance(connections, list) else []):
         if not isinstance(conn, dict):

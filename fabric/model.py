@@ -20,9 +20,11 @@ from .errors import AccessDeniedError, FabricConfigError
 from .secrets import DirectorySecretStore, EncryptedFileSecretStore, EnvSecretStore, SecretStore
 from .secrets.aws import AwsSecretsManagerStore
 from .secrets.command import NAME_PLACEHOLDER, CommandSecretStore
+from .secrets.vault import VaultAuth, VaultTokenAuth
 
 __all__ = ["Fabric", "Team", "EnvStoreConfig", "DirectoryStoreConfig", "EncryptedFileStoreConfig", "CommandStoreConfig",
-           "AwsSecretsManagerStoreConfig", "current_user"]
+           "AwsSecretsManagerStoreConfig", "VaultStoreConfig", "GcpSecretManagerStoreConfig", "DatabricksStoreConfig",
+           "current_user"]
 
 log = logging.getLogger("mailgem.fabric")
 
@@ -148,8 +150,87 @@ class AwsSecretsManagerStoreConfig(BaseModel):
         return AwsSecretsManagerStore(self.region, self.prefix, self.endpoint_url)
 
 
+class VaultStoreConfig(BaseModel):
+    """Secrets in HashiCorp Vault's KV v2 engine (extra ``vault``): secret ``NAME`` is field
+    ``field`` of ``<mount>/data/<path>/NAME`` (``NAME#other`` names another field). Vault's token
+    comes from ``auth`` (token from ``VAULT_TOKEN`` or a file, AppRole, Kubernetes), never inline."""
+
+    model_config = _FROZEN
+    type: Literal["vault"]
+    address: str = Field(min_length=1)
+    mount: str = Field("secret", min_length=1)
+    path: str = ""
+    field: str = Field("password", min_length=1)
+    auth: VaultAuth = Field(default_factory=VaultTokenAuth)
+    namespace: str | None = None
+    ca_bundle: Path | None = None
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_token(cls, data: object) -> object:
+        auth = data.get("auth") if isinstance(data, dict) else None
+        if isinstance(data, dict) and ("token" in data or isinstance(auth, dict) and "token" in auth):
+            raise ValueError("a Vault token is never written in the fabric file: set VAULT_TOKEN "
+                             "(or auth.token_env) or name a file with auth.token_file")
+        return data
+
+    def build(self, fabric_path: Path | None = None) -> SecretStore:
+        """Raises: SecretStoreError when hvac is not installed (``pip install 'mailgem[vault]'``)."""
+        from .secrets.remote import require
+        from .secrets.vault import VaultSecretStore
+
+        require("hvac", "vault", "vault")
+        return VaultSecretStore(self.address, mount=self.mount, path=self.path, field=self.field, auth=self.auth,
+                                namespace=self.namespace, ca_bundle=self.ca_bundle, timeout_s=self.timeout_s)
+
+
+class GcpSecretManagerStoreConfig(BaseModel):
+    """Secrets in Google Cloud Secret Manager (extra ``gcp``), version ``version`` of each.
+    ``endpoint`` replaces the API's address; ``anonymous`` sends no credentials (local endpoints)."""
+
+    model_config = _FROZEN
+    type: Literal["gcp_secret_manager"]
+    project: str = Field(min_length=1)
+    version: str = Field("latest", min_length=1)
+    endpoint: str | None = None
+    anonymous: bool = False
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+    def build(self, fabric_path: Path | None = None) -> SecretStore:
+        """Raises: SecretStoreError when the client library is missing (``pip install 'mailgem[gcp]'``)."""
+        from .secrets.gcp_secret_manager import GcpSecretManagerStore
+        from .secrets.remote import require
+
+        require("google.cloud.secretmanager", "gcp", "gcp_secret_manager")
+        return GcpSecretManagerStore(self.project, self.version, endpoint=self.endpoint, anonymous=self.anonymous,
+                                     timeout_s=self.timeout_s)
+
+
+class DatabricksStoreConfig(BaseModel):
+    """Secrets in a Databricks secret scope (extra ``databricks``): ``dbutils`` on Databricks,
+    else databricks-sdk with its usual configuration (``profile`` of ``~/.databrickscfg`` if named)."""
+
+    model_config = _FROZEN
+    type: Literal["databricks"]
+    scope: str = Field(min_length=1)
+    profile: str | None = None
+
+    def build(self, fabric_path: Path | None = None) -> SecretStore:
+        """Raises: SecretStoreError off Databricks when databricks-sdk is missing
+        (``pip install 'mailgem[databricks]'``)."""
+        from .secrets.databricks import DatabricksSecretStore, find_dbutils
+        from .secrets.remote import require
+
+        dbutils = find_dbutils()
+        if dbutils is None:
+            require("databricks.sdk", "databricks", "databricks")
+        return DatabricksSecretStore(self.scope, profile=self.profile, dbutils=dbutils)
+
+
 StoreConfig = Annotated[EnvStoreConfig | DirectoryStoreConfig | EncryptedFileStoreConfig | CommandStoreConfig
-                        | AwsSecretsManagerStoreConfig, Field(discriminator="type")]
+                        | AwsSecretsManagerStoreConfig | VaultStoreConfig | GcpSecretManagerStoreConfig
+                        | DatabricksStoreConfig, Field(discriminator="type")]
 
 
 class Fabric(BaseModel):
@@ -260,10 +341,13 @@ class Fabric(BaseModel):
         Raises:
             AccessDeniedError, FabricConfigError, SecretNotFoundError, SecretStoreError.
         """
+        self.check_access(user or current_user())  # before the store is built: access comes first
+        return self._transport(name, user, self.store())
+
+    def _transport(self, name: str, user: str | None, store: SecretStore) -> SmtpTransport:
         user = user or current_user()
         team = self.check_access(user)
         conn = self.connection(name)
-        store = self.store()
         password = store.get(conn.password.secret) if conn.password is not None else None
         dkim_key = store.get(conn.dkim.private_key.secret) if conn.dkim is not None else None
         proxy = conn.proxy
@@ -282,13 +366,15 @@ class Fabric(BaseModel):
             FabricConfigError: a fallback names a missing connection, or the chain loops.
             AccessDeniedError, SecretNotFoundError, SecretStoreError: as :meth:`transport`.
         """
-        chain = [self.transport(name, user)]
+        self.check_access(user or current_user())
+        store = self.store()  # one store for the chain: a remote store reads each secret once
+        chain = [self._transport(name, user, store)]
         seen = {name}
         fallback = chain[0].connection.fallback
         while fallback is not None:
             if fallback in seen:
                 raise FabricConfigError(f"fallback connections of {name!r} form a loop at {fallback!r}")
             seen.add(fallback)
-            chain.append(self.transport(fallback, user))
+            chain.append(self._transport(fallback, user, store))
             fallback = chain[-1].connection.fallback
         return chain

@@ -105,6 +105,14 @@ FABRICS = [FABRIC] + [{**FABRIC, "secrets": store} for store in (
     {"type": "command", "argv": ["pass", "show", "{name}"], "name_env": "SECRET_NAME", "list_argv": ["pass", "ls"],
      "timeout_s": 5},
     {"type": "aws_secrets_manager", "region": "eu-west-1", "prefix": "mailgem/", "endpoint_url": "http://127.0.0.1:9"},
+    # Remote stores at a closed local port: a valid document's secret lookup fails at once (exit 2).
+    {"type": "vault", "address": "http://127.0.0.1:9", "path": "mailgem", "timeout_s": 2,
+     "auth": {"method": "approle", "role_id_env": "R", "secret_id_file": "sid"}},
+    {"type": "vault", "address": "http://127.0.0.1:9", "auth": {"method": "kubernetes", "role": "mailgem", "jwt_file": "jwt"}},
+    {"type": "vault", "address": "http://127.0.0.1:9", "auth": {"method": "token", "token_env": "T"}},
+    {"type": "gcp_secret_manager", "project": "p", "version": "2", "endpoint": "http://127.0.0.1:9", "anonymous": True,
+     "timeout_s": 2},
+    {"type": "databricks", "scope": "reports", "profile": "no-such-profile"},
 )]
 
 # Wrong values of every YAML type, and text that trips file and name lookups; a key no model has.

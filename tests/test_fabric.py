@@ -108,7 +108,7 @@ def test_missing_env_var_names_the_yaml_path(fabric_file, monkeypatch):
     (("timeout_s: 10", "timeout_s: 10\n    colour: blue"), r"connections\[0\]\.colour: Extra inputs"),
     (("password: {secret: gmail-app-password}", "password: hunter2"), r"connections\[1\]\.password: must be a secret reference"),
     (("members: [alice, bob]", "members: alice"), r"teams\[0\]\.members: Input should be a valid list"),
-    (("type: encrypted_file", "type: vault"), r"secrets: Input tag 'vault'"),
+    (("type: encrypted_file", "type: keychain"), r"secrets: Input tag 'keychain'"),
     (("  - name: gmail", "  - name: reports"), "connection names must be unique; repeated: reports"),
 ])
 def test_validation_errors_name_file_and_yaml_path(fabric_file, replace, expected):

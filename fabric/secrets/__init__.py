@@ -1,5 +1,6 @@
-"""Secret stores behind one protocol: environment variables, a directory of files, an encrypted file,
-a command's output, AWS Secrets Manager (boto3 imported only when that store is used)."""
+"""Secret stores behind one protocol: environment variables, a directory of files, an encrypted
+file, a command's output, and (each with its extra, imported when used) AWS Secrets Manager,
+Vault, Google Secret Manager, Databricks."""
 
 from .aws import AwsSecretsManagerStore
 from .base import SecretStore
@@ -8,5 +9,10 @@ from .directory import DirectorySecretStore
 from .encrypted import EncryptedFileSecretStore, generate_key
 from .env import EnvSecretStore
 from .memory import MemorySecretStore
+from .databricks import DatabricksSecretStore
+from .gcp_secret_manager import GcpSecretManagerStore
+from .vault import VaultSecretStore
 
-__all__ = ["SecretStore", "AwsSecretsManagerStore", "CommandSecretStore", "DirectorySecretStore", "EncryptedFileSecretStore", "EnvSecretStore", "MemorySecretStore", "generate_key"]
+__all__ = ["SecretStore", "AwsSecretsManagerStore", "CommandSecretStore", "DatabricksSecretStore", "DirectorySecretStore",
+           "EncryptedFileSecretStore", "EnvSecretStore", "GcpSecretManagerStore", "MemorySecretStore", "VaultSecretStore",
+           "generate_key"]
