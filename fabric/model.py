@@ -135,7 +135,8 @@ class AwsSecretsManagerStoreConfig(BaseModel):
     type: Literal["aws_secrets_manager"]
     region: str = Field(min_length=1)
     prefix: str = ""
-    endpoint_url: str | None = Field(default=None, description="A VPC endpoint or a test server.")
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$",
+                                     description="A VPC endpoint or a test server (an http(s) URL).")
 
     def build(self, fabric_path: Path | None = None) -> SecretStore:
         """The store.
@@ -193,7 +194,8 @@ class GcpSecretManagerStoreConfig(BaseModel):
     type: Literal["gcp_secret_manager"]
     project: str = Field(min_length=1)
     version: str = Field("latest", min_length=1)
-    endpoint: str | None = None
+    endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$",
+                                 description="Another address of the API (an http(s) URL; a test server).")
     anonymous: bool = False
     timeout_s: float = Field(10.0, gt=0, le=300)
 
