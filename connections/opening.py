@@ -101,9 +101,10 @@ class Offer:
         self.extensions = dict(client.esmtp_extensions)
         self.auth_mechanisms = [m.upper() for m in client.server_auth_methods]
         self.size_limit_bytes = SmtpSession.size_of(client)
-        self.tell("tls", f"{self.tls_version} {self.cipher}" if self.tls_version else "none (plain SMTP)")
-        self.tell("ehlo", "AUTH " + (" ".join(self.auth_mechanisms) or "(not offered)"))
-        self.tell("size", f"{self.size_limit_bytes:,} bytes" if self.size_limit_bytes else "(none advertised)")
+        if self.on_step is not None:  # the lines are made only for a listener
+            self.tell("tls", f"{self.tls_version} {self.cipher}" if self.tls_version else "none (plain SMTP)")
+            self.tell("ehlo", "AUTH " + (" ".join(self.auth_mechanisms) or "(not offered)"))
+            self.tell("size", f"{self.size_limit_bytes:,} bytes" if self.size_limit_bytes else "(none advertised)")
 
 
 class Opener:

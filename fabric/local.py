@@ -60,7 +60,7 @@ def local_fabric(outbox: str | Path = "outbox", user: str | None = None) -> Iter
     server = LocalSmtpServer(security="starttls", users={LOCAL_SENDER: password}, outbox=outbox)
     with server:
         fabric = _embedded(_local_connection(server.host, server.port, server.ca_pem), user, outbox)
-        fabric.with_store(MemorySecretStore({_PASSWORD_SECRET: SecretStr(password)}))
+        fabric.with_store(MemorySecretStore({_LOGIN_SECRET: SecretStr(password)}))
         yield LocalFabric(fabric, server, outbox)
 
 
@@ -78,13 +78,13 @@ def local_identity_fabric(user: str | None = None, outbox: str | Path = "outbox"
     return fabric.with_store(MemorySecretStore({}))
 
 
-_PASSWORD_SECRET = "local-smtp-password"
+_LOGIN_SECRET = "local-smtp-password"  # the name the embedded server's login is stored under
 
 
 def _local_connection(host: str, port: int, ca_pem: Path | None) -> SmtpConnection:
     return SmtpConnection(
         name=LOCAL_CONNECTION, host=host, port=port, security="starttls", ca_bundle=ca_pem, username=LOCAL_SENDER,
-        password={"secret": _PASSWORD_SECRET}, sender_name="mailgem (local)", timeout_s=30,
+        password={"secret": _LOGIN_SECRET}, sender_name="mailgem (local)", timeout_s=30,
     )
 
 

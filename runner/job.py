@@ -17,7 +17,10 @@ directory. ``${ENV_VAR}`` is interpolated.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -111,12 +114,26 @@ def _expand_user(value: str, where: str) -> Path:
                                 "write the path in full") from None
 
 
-def job_frame(job: JobSpec, spark: Any, info: SourceInfo | None = None) -> Any:
-    """The job's input to the gem: its source, through ``transform`` when given (a Spark DataFrame)."""
-    frame = read_source(spark, job.source, info if info is not None else job.inspect_source())
+# Around each step of reading a job's frame: ``(step, its SQL)`` -> a context that may turn the
+# step's errors into one line naming it (the CLI's and the UI's wording differ).
+StepContext = Callable[[str, str | None], AbstractContextManager[object]]
+
+
+def job_frame(job: JobSpec, spark: Any, info: SourceInfo | None = None, *, step: StepContext | None = None) -> Any:
+    """The job's input to the gem: its source, through ``transform`` when given (a Spark DataFrame).
+
+    Each step (``source``, then ``transform``) runs and is analysed inside ``step(name, sql)``,
+    so Spark's errors surface in the step that caused them (default: as they are).
+    """
+    around = step if step is not None else (lambda name, sql: contextlib.nullcontext())
+    with around("source", job.source.sql):
+        frame = read_source(spark, job.source, info if info is not None else job.inspect_source())
+        frame.columns  # noqa: B018 - analysis happens here, so its errors are the source's
     if job.transform:
-        frame.createOrReplaceTempView("source")
-        frame = spark.sql(job.transform)
+        with around("transform", job.transform):
+            frame.createOrReplaceTempView("source")
+            frame = spark.sql(job.transform)
+            frame.columns  # noqa: B018
     return frame
 
 

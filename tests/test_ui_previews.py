@@ -17,16 +17,11 @@ from conftest import PER_ROW, USER, fabric_for, parse
 
 from mailgem.connections.errors import AuthenticationError, MailgemError
 from mailgem.fabric.loader import load_yaml
-from mailgem.fabric.local import local_fabric
+from mailgem.fabric.local import local_fabric, local_identity_fabric
 from mailgem.runner.job import job_frame, job_gem, load_job, parse_job
 from mailgem.runner.source import read_source
 from mailgem.ui.frames import FrameCache, FrameReadError
-from mailgem.ui.previews import (
-    TestAddressError,
-    build_previews,
-    local_preview_fabric,
-    send_test,
-)
+from mailgem.ui.previews import TestAddressError, build_previews, send_test
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "flights_delay_report.yaml"
@@ -99,7 +94,7 @@ def test_a_large_transformed_frame_stays_in_spark(tmp_path, spark):
     try:
         frame, note = cache.frame(job)
         assert hasattr(frame, "sparkSession") and "kept in Spark" in note and frame.is_cached
-        previews = build_previews(job, frame, local_preview_fabric(USER), "local", USER, limit=2)
+        previews = build_previews(job, frame, local_identity_fabric(USER), "local", USER, limit=2)
         assert [p.recipients for p in previews] == [["a@example.com", "boss@example.com", "audit@example.com"],
                                                     ["b@example.com", "boss@example.com", "audit@example.com"]]
     finally:
@@ -139,7 +134,7 @@ def demo_job():
 
 
 def test_the_demo_job_previews_as_the_gem_builds_from_spark(demo_job, spark):
-    fabric = local_preview_fabric(USER)
+    fabric = local_identity_fabric(USER)
     cache = FrameCache(spark=spark)
     try:
         frame, note = cache.frame(demo_job)
@@ -173,7 +168,7 @@ def test_the_demo_job_previews_as_the_gem_builds_from_spark(demo_job, spark):
 def test_inline_images_become_data_uris_and_the_report_row_is_a_dry_run(demo_job, spark):
     cache = FrameCache(spark=spark)
     try:
-        preview, = build_previews(demo_job, cache.frame(demo_job)[0], local_preview_fabric(USER), "local", USER)
+        preview, = build_previews(demo_job, cache.frame(demo_job)[0], local_identity_fabric(USER), "local", USER)
     finally:
         cache.close()
     assert "cid:" not in preview.html
@@ -189,7 +184,7 @@ def test_a_message_that_cannot_be_built_comes_with_its_error(tmp_path):
     _people(tmp_path)
     job, _ = _job(tmp_path, {**PER_ROW, "subject": "{{ row.n + 'x' }}"})
     cache = FrameCache()
-    previews = build_previews(job, cache.frame(job)[0], local_preview_fabric(USER), "local", USER, limit=1)
+    previews = build_previews(job, cache.frame(job)[0], local_identity_fabric(USER), "local", USER, limit=1)
     assert previews[0].error and "\n" not in previews[0].error and previews[0].html is None
     assert previews[0].report_row["status"] == "failed"
 

@@ -39,8 +39,8 @@ import pyarrow as pa
 from mailgem.connections.errors import MailgemError
 from mailgem.gems.email.data import collect
 from mailgem.runner.cli.steps import is_spark_error
-from mailgem.runner.job import JobSpec
-from mailgem.runner.source import CSV_DEFAULTS, SourceInfo, read_source, reader_option, source_files
+from mailgem.runner.job import JobSpec, job_frame
+from mailgem.runner.source import CSV_DEFAULTS, SourceInfo, reader_option, source_files
 from mailgem.runner.spark import (
     local_spark,
     new_log_file,
@@ -152,16 +152,8 @@ class FrameCache:
         return self._spark
 
     def _read_spark(self, job: JobSpec, info: SourceInfo) -> tuple[Any, str]:
-        spark = self._session()
         where = str(job.file or "job")
-        with self._spark_errors(where, "source", job.source.sql):
-            frame = read_source(spark, job.source, info)
-            frame.columns  # noqa: B018 - analysis happens here, so its errors are named as the source's
-        if job.transform:
-            with self._spark_errors(where, "transform", job.transform):
-                frame.createOrReplaceTempView("source")
-                frame = spark.sql(job.transform)
-                frame.columns  # noqa: B018
+        frame = job_frame(job, self._session(), info, step=lambda what, sql: self._spark_errors(where, what, sql))
         with self._spark_errors(where, "transform" if job.transform else "source", job.transform or job.source.sql):
             # At most max_rows + 1 rows come to the driver: one pass tells small from large.
             data = collect(frame.limit(self.max_rows + 1), all_rows=True, head_rows=0)

@@ -25,6 +25,7 @@ from starlette.routing import Route
 from mailgem.connections.errors import MailgemError
 from mailgem.fabric.errors import AccessDeniedError
 from mailgem.fabric.loader import LOCAL_CONNECTION, load_fabric
+from mailgem.fabric.local import local_fabric, local_identity_fabric
 from mailgem.fabric.model import Fabric
 from mailgem.runner.job import JobSpec
 from mailgem.runner.preflight import Preflight, check_job
@@ -35,7 +36,7 @@ from .form_errors import validation_errors
 from .form_input import apply_form
 from .forms import FormErrors, form_fields
 from .frames import FrameCache
-from .previews import PreviewMessage, SendTestResult, build_previews, local_preview_fabric, send_test
+from .previews import PreviewMessage, SendTestResult, build_previews, send_test
 from .yamlfile import ConflictError, YamlFile
 
 __all__ = ["DARK_CANVAS", "dark_canvas", "job_schema", "routes", "shutdown"]
@@ -61,6 +62,7 @@ def routes() -> list[Any]:
     ]
 
 
+@functools.cache  # made once (14-24 ms), then shared: callers read it, never change it
 def job_schema() -> dict[str, Any]:
     """The JSON Schema of a job file (as ``mailgem schema job`` prints it)."""
     return JobSpec.model_json_schema()
@@ -110,8 +112,6 @@ def _frames(state: UiState) -> FrameCache:
 
 def _local_fabric(state: UiState) -> Fabric:
     """The embedded local server's fabric (started on first use, kept while the UI runs)."""
-    from mailgem.fabric.local import local_fabric
-
     with state.local_lock:  # its own lock: starting the server must not hold up the other pages
         if state.local is None:
             stack = contextlib.ExitStack()
@@ -129,7 +129,7 @@ def _target(state: UiState, job: JobSpec, *, sending: bool) -> tuple[Fabric, str
     """
     if state.config.local or job.email.connection == LOCAL_CONNECTION:
         if not sending:
-            return local_preview_fabric(state.config.user), LOCAL_CONNECTION
+            return local_identity_fabric(state.config.user), LOCAL_CONNECTION
         return _local_fabric(state), LOCAL_CONNECTION
     if state.config.fabric is None:
         raise MailgemError(f"the job sends through connection {job.email.connection!r}, which lives in a fabric: start "

@@ -10,8 +10,9 @@ job's connection, marked ``[test]`` in its subject.
 
 Which fabric: the job's (:func:`mailgem.runner.preflight.check_job`'s ``fabric``), or for the
 embedded local server (``--local``, or a job whose connection is ``local``)
-:func:`local_preview_fabric` for previews (no server is started: a preview needs only the
-connection's identity) and a running :func:`mailgem.fabric.local.local_fabric` to send a test.
+:func:`mailgem.fabric.local.local_identity_fabric` for previews (no server is started: a preview
+needs only the connection's identity) and a running :func:`mailgem.fabric.local.local_fabric` to
+send a test.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from urllib.parse import unquote
 from mailgem.connections.addresses import AddressError, parse_mailbox
 from mailgem.connections.errors import MailgemError
 from mailgem.connections.sync import run_sync
-from mailgem.fabric.local import local_identity_fabric
 from mailgem.fabric.model import Fabric
 from mailgem.gems.email.content.preview import Built
 from mailgem.gems.email.run.outcome import describe_error
@@ -39,7 +39,6 @@ __all__ = [
     "SendTestResult",
     "TestAddressError",
     "build_previews",
-    "local_preview_fabric",
     "send_test",
 ]
 
@@ -109,13 +108,6 @@ class SendTestResult:
     message_id: str | None
 
 
-def local_preview_fabric(user: str | None = None) -> Fabric:
-    """A fabric for previews through the embedded local server's ``local`` connection, without
-    starting the server (:func:`mailgem.fabric.local.local_identity_fabric`): From, envelope
-    sender and Message-ID domain as a ``--local`` run has them. Nothing can be sent through it."""
-    return local_identity_fabric(user)
-
-
 def build_previews(job: JobSpec, frame: Any, fabric: Fabric, connection: str, user: str | None,
                    limit: int = 3) -> list[PreviewMessage]:
     """The first ``limit`` messages the job builds from ``frame``, exactly as ``mailgem preview``
@@ -124,7 +116,7 @@ def build_previews(job: JobSpec, frame: Any, fabric: Fabric, connection: str, us
     Args:
         frame: the job's input (:meth:`~mailgem.ui.frames.FrameCache.frame`), pandas or Spark.
         connection: the connection whose identity the messages carry (``local`` for the
-            embedded server, with :func:`local_preview_fabric`).
+            embedded server, with :func:`~mailgem.fabric.local.local_identity_fabric`).
         limit: at most this many messages.
 
     Raises:

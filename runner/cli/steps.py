@@ -15,7 +15,7 @@ from mailgem.connections.errors import MailgemError
 from mailgem.fabric.loader import LOCAL_CONNECTION
 from mailgem.fabric.model import Fabric
 from mailgem.gems.email.gem import EmailGem
-from mailgem.runner.job import job_gem
+from mailgem.runner.job import job_frame, job_gem
 from mailgem.runner.preflight import Preflight, check_job
 
 from .output import Output
@@ -91,19 +91,9 @@ def start_spark(args: argparse.Namespace, app: str) -> tuple[Any, Path | None]:
 
 def read_frame(args: argparse.Namespace, pre: Preflight, spark: Any, log_file: Path | None) -> Any:
     """The job's source through its ``transform``, analysed (a Spark error names the step)."""
-    from mailgem.runner.source import read_source
-
     job = pre.job
     assert job is not None
-    with spark_errors(args, "source", job.source.sql, log_file):
-        frame = read_source(spark, job.source, pre.source)
-        frame.columns  # noqa: B018 - analysis happens here, so its errors are named as the source's
-    if job.transform:
-        with spark_errors(args, "transform", job.transform, log_file):
-            frame.createOrReplaceTempView("source")
-            frame = spark.sql(job.transform)
-            frame.columns  # noqa: B018
-    return frame
+    return job_frame(job, spark, pre.source, step=lambda what, sql: spark_errors(args, what, sql, log_file))
 
 
 @contextlib.contextmanager
