@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -341,3 +342,31 @@ def test_an_invalid_fabric_file_is_said_on_every_page(fabric_file):
     for path in ("/fabric", "/fabric/connections/0", "/fabric/connections/new"):
         page = client.get(path)
         assert page.status_code == 400 and "connections[0].security" in page.text, page.text
+
+
+def test_a_read_only_store_lists_its_names_offers_no_set_form_and_tests_with_a_typed_password(
+        tmp_path, fabric_file, server):
+    # A `command` store (a real script; Vault, AWS and the others are read-only the same way): the
+    # page lists what the store lists, offers no "Set secret" form, and a typed password is used
+    # by Test connection only — saving it is refused at its field, the file unchanged.
+    script = tmp_path / "store.py"
+    script.write_text("import sys\nif sys.argv[1:] == ['ls']:\n    print('smtp-password')\nelse:\n    sys.exit(1)\n")
+    text = fabric_file.read_text().replace(
+        "  type: encrypted_file\n  path: secrets.enc\n  key_file: secrets.key\n",
+        f"  type: command\n  argv: [{sys.executable}, {script}, '{{name}}']\n  list_argv: [{sys.executable}, {script}, ls]\n")
+    fabric_file.write_text(text)
+    client = client_for(fabric=fabric_file)
+    page = client.get("/fabric").text
+    assert 'id="store-read-only"' in page and "<code>smtp-password</code>" in page
+    assert 'data-post="/fabric/secrets"' not in page
+    refused = client.post("/fabric/secrets", data={"name": "api-key", "_secret_value": "s3cr3t-value-xyz"}).json()
+    assert "read-only" in refused["errors"]["name"]
+    form_page = client.get("/fabric/connections/0").text
+    assert "Used only by Test connection" in form_page
+    values = form_values(form_page, "connection-form")
+    values["_secret_value"] = PASSWORD
+    events = _events(client.post("/fabric/connections/0/test", data=values).text)
+    assert events[-1][1]["ok"] is True, events
+    saved = client.post("/fabric/connections/0/save", data=values).json()
+    assert "read-only" in saved["errors"]["connections[0].password.secret"]
+    assert fabric_file.read_text() == text and PASSWORD not in json.dumps(events)

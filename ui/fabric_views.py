@@ -97,11 +97,18 @@ def _auth_kind(conn: SmtpConnection) -> str:
     return "anonymous" if conn.anonymous else "password"
 
 
-def _names(store: SecretStore) -> tuple[list[str] | None, str | None]:
+def _names(fabric: Fabric) -> tuple[SecretStore | None, list[str] | None, str | None]:
+    """The fabric's store, its secret names and, when either cannot be had, why (a remote store's
+    library missing, its service refusing to list). Blocking (a remote store calls its service):
+    run it in a thread."""
     try:
-        return store.names(), None
+        store = fabric.store()
     except MailgemError as exc:
-        return None, str(exc)
+        return None, None, str(exc)
+    try:
+        return store, store.names(), None
+    except MailgemError as exc:
+        return store, None, str(exc)
 
 
 async def fabric_page(request: Request) -> Response:
@@ -109,8 +116,7 @@ async def fabric_page(request: Request) -> Response:
     if isinstance(loaded, Response):
         return loaded
     version, fabric = loaded
-    store = fabric.store()
-    names, store_note = _names(store)
+    store, names, store_note = await asyncio.to_thread(_names, fabric)
     rows = [{"name": c.name, "host": c.host, "port": c.port, "security": c.security, "auth": _auth_kind(c),
              "sender": c.sender, "index": i} for i, c in enumerate(fabric.connections)]
     return templates.TemplateResponse(request, "fabric.html", {
@@ -127,12 +133,12 @@ async def connection_form(request: Request) -> Response:
     if index > len(fabric.connections):
         return templates.TemplateResponse(request, "error.html", {"message": f"no connection #{index}"},
                                           status_code=404)
-    names, _ = _names(fabric.store())
+    store, names, _ = await asyncio.to_thread(_names, fabric)
     return templates.TemplateResponse(request, "connection.html", {
         "fields": form_fields(connection_schema(), version.doc, f"connections[{index}]"), "index": index,
         "digest": version.digest, "is_new": index == len(fabric.connections), "fabric": fabric,
         "name": get_path(version.doc, f"connections[{index}].name", ""), "secret_names": names or [],
-        "secret_value": SECRET_VALUE})
+        "secret_value": SECRET_VALUE, "store": store})
 
 
 def _at_fields(errors: dict[str, str], fields: set[str]) -> tuple[dict[str, str], str | None]:

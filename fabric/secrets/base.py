@@ -26,6 +26,9 @@ class SecretStore(ABC):
     # A store that fetches from a service keeps each value it read, so a run asks once per secret;
     # the fabric then keeps the store object for the run (Fabric.store).
     keeps_values = False
+    # Whether mailgem may write to it (``mailgem secrets set``, the UI's secret form); the others
+    # are managed where they live (Vault, AWS, ...), and their :meth:`set` says so.
+    writable = False
 
     @abstractmethod
     def get(self, name: str) -> SecretStr:

@@ -62,6 +62,7 @@ class EncryptedFileSecretStore(SecretStore):
     """
 
     kind = "encrypted_file"
+    writable = True
 
     def __init__(self, path: Path, key_env: str | None = None, key_file: Path | None = None, *,
                  fabric_path: Path | None = None) -> None:

@@ -14,6 +14,7 @@ class MemorySecretStore(SecretStore):
     """Secrets held in this process only; lost when it exits."""
 
     kind = "memory"
+    writable = True
 
     def __init__(self, values: dict[str, SecretStr] | None = None) -> None:
         self._values = dict(values or {})
