@@ -141,8 +141,24 @@ def test_directory_store(tmp_path):
     assert store.names() == ["smtp-password"]
     with pytest.raises(SecretStoreError, match="outside"):
         store.get("../etc/passwd")
-    with pytest.raises(SecretStoreError, match="read-only"):
-        store.set("x", SecretStr("y"))
+    # Writable: a whole new file of mode 0600 renamed into place; nested names make folders.
+    store.set("smtp-password", SecretStr(" new value "))
+    store.set("team/api-key", SecretStr("k-123"))
+    assert store.get("smtp-password").get_secret_value() == "new value"
+    assert stat.S_IMODE(os.stat(tmp_path / "smtp-password").st_mode) == 0o600
+    assert store.names() == ["smtp-password", "team/api-key"]
+    with pytest.raises(SecretStoreError, match="empty"):
+        store.set("blank", SecretStr("  "))
+    store.delete("team/api-key")
+    with pytest.raises(SecretNotFoundError):
+        store.delete("team/api-key")
+    assert store.names() == ["smtp-password"] and not list(tmp_path.glob(".mailgem-*"))
+    # A directory the system will not write to (here: a file in its place; a read-only mount
+    # refuses the same way): said with the reason, never the value.
+    (tmp_path / "not-a-dir").write_text("x")
+    with pytest.raises(SecretStoreError, match="cannot write secret 'x'") as refused:
+        DirectorySecretStore(tmp_path / "not-a-dir").set("x", SecretStr("value-9f3"))
+    assert "value-9f3" not in str(refused.value)
 
 
 def test_encrypted_store_round_trip_and_file_never_holds_plaintext(tmp_path, monkeypatch):
