@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -140,12 +141,19 @@ def parser() -> argparse.ArgumentParser:
 PLUGIN_GROUP = "mailgem.commands"
 
 
+@functools.cache
+def _plugin_points() -> tuple[Any, ...]:
+    # Looked up once a process: finding them reads every installed distribution's metadata
+    # (~50 ms with the extras installed), which tests and the UI that call main() many times would pay each time.
+    from importlib.metadata import entry_points
+
+    return tuple(sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name))
+
+
 def _plugin_commands(sub: Any) -> None:
     """Add the commands of the ``mailgem.commands`` entry points: each names a module with
     ``add_parser(sub, command)`` (standard library only at import) and ``run(args) -> int``."""
-    from importlib.metadata import entry_points
-
-    for point in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+    for point in _plugin_points():
         try:
             module = point.load()
         except Exception as exc:  # noqa: BLE001 - a broken add-on must not take the other commands with it
