@@ -27,6 +27,7 @@ import pandas as pd
 from pydantic import PrivateAttr
 
 from mailgem.connections.errors import MailgemError
+from mailgem.fabric.errors import AccessDeniedError, FabricConfigError, SecretNotFoundError
 from mailgem.fabric.loader import LOCAL_CONNECTION, load_fabric
 from mailgem.fabric.model import Fabric
 from mailgem.gems.email.errors import DeliveryError, GemValidationError, MessageCapError
@@ -43,6 +44,11 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
 
 __all__ = ["MailgemResource", "ResourceConfigError"]
+
+
+# Mistakes found before anything is sent, which a retry would meet again: the step fails with the
+# message and no retry. (A secret store that cannot be reached, SecretStoreError, may recover.)
+_BEFORE_SENDING = (GemValidationError, MessageCapError, FabricConfigError, AccessDeniedError, SecretNotFoundError)
 
 
 class ResourceConfigError(MailgemError, ValueError):
@@ -115,15 +121,16 @@ class MailgemResource(dg.ConfigurableResource):
 
         Raises:
             dagster.Failure: a property is wrong (a missing column, a template error, a bad
-                address...) or the run would pass ``max_messages``: nothing was sent, and no
-                retry is allowed (a retry would fail the same way). Or, with ``raise_on_failure``,
+                address...), the run would pass ``max_messages``, the fabric has no such
+                connection, the user may not use it or its secret is missing: nothing was sent,
+                and no retry is allowed (a retry would fail the same way). Or, with ``raise_on_failure``,
                 a message failed, was partly refused, deferred or not started: the description
                 lists them, the metadata has the counts; retries are allowed only with a
                 ``ledger`` (without one, a retry would send the delivered messages again).
             ResourceConfigError: the resource and the call disagree on the connection, or
                 neither names one, or there is no fabric and ``local`` is off.
-            AccessDeniedError, SecretNotFoundError, FabricConfigError: the user may not use the
-                connection, its secret is missing, or the fabric has no such connection.
+            SecretStoreError: the fabric's secret store could not be read (it may recover: Dagster
+                may retry).
         """
         properties = self._properties(email_properties)
         started = time.perf_counter()
@@ -131,7 +138,7 @@ class MailgemResource(dg.ConfigurableResource):
             gem = self._gem(properties, fabric, name, params)
             try:
                 report = _as_pandas(gem.apply(frame))
-            except (GemValidationError, MessageCapError) as exc:
+            except _BEFORE_SENDING as exc:
                 raise dg.Failure(description=f"{exc}\nNothing was sent.", allow_retries=False) from exc
             except DeliveryError as exc:  # on_error: stop; the report has every message handled
                 report = _as_pandas(exc.report)

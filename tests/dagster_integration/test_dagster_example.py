@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +112,13 @@ def test_a_refused_recipient_fails_the_run(prod, capsys):
     assert {k: v.value for k, v in error.metadata.items() if k in ("messages", "sent", "failed")} == \
         {"messages": 1, "sent": 0, "failed": 1}
     assert PASSWORD not in str(result.all_events) + str(capsys.readouterr())
+
+
+def test_the_definitions_file_loads_as_dagster_dev_loads_it(tmp_path):
+    # `dagster dev -f` and the webserver load the file through Dagster's own loader, in a new process.
+    dagster_cli = Path(sys.executable).parent / "dagster"
+    done = subprocess.run([str(dagster_cli), "definitions", "validate", "-f", str(EXAMPLE)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert not (tmp_path / "outbox").exists()  # loading sends nothing and starts no server

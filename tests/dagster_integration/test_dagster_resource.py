@@ -180,3 +180,17 @@ def test_an_error_many_messages_share_is_written_once():
     assert lines[1] == "  row:[1]: failed 535 5.7.8 to a@x.org - error #1" and len(lines) == 1 + 20 + 2
     assert lines[-2:] == ["  ... and 5 more (the delivery report has them all)",
                           "error #1 (25 messages): authentication failed"]
+
+
+@pytest.mark.parametrize(("settings", "named"), [
+    ({"connection": "reports-smpt"}, "reports-smpt"),  # a typo: the fabric has no such connection
+    ({"user": "mallory"}, "mallory"),  # in none of the fabric's teams
+], ids=["unknown-connection", "not-a-member"])
+def test_a_wrong_connection_or_user_fails_before_anything_is_sent(resource, starttls_server, settings, named):
+    fields = {"fabric": resource.fabric, "connection": resource.connection, "user": resource.user, **settings}
+    result = materialize(emailing(**PER_ROW), MailgemResource(**fields))
+    assert not result.success
+    failure = step_failure(result).user_failure_data
+    assert named in failure.description and failure.description.endswith("Nothing was sent.")
+    assert starttls_server.sessions_opened == 0
+
