@@ -97,7 +97,7 @@ class MailgemResource(dg.ConfigurableResource):
             finally:
                 self._fabric = None
 
-    def send(self, frame: pd.DataFrame | SparkDataFrame, /, *, name: str = "email",
+    def send(self, frame: pd.DataFrame | SparkDataFrame, /, *, name: str | None = None,
              params: dict[str, Any] | None = None, raise_on_failure: bool = True,
              **email_properties: Any) -> pd.DataFrame:
         """Send ``frame`` as email and return the delivery report.
@@ -105,7 +105,9 @@ class MailgemResource(dg.ConfigurableResource):
         Args:
             frame: a pandas or Spark DataFrame (Spark needs ``mailgem[spark]``); columns as the
                 properties use them.
-            name: the gem's name: in messages, in templates (``job``) and in the send ledger's keys.
+            name: the gem's name: in messages, in templates (``job``) and in the send ledger's keys
+                (default: the asset's op name inside a run, so two assets sharing a ledger never
+                take each other's messages for their own; ``email`` outside a run).
             params: extra template values (``params.x``).
             raise_on_failure: raise ``dagster.Failure`` when a message was not delivered whole
                 (see below); ``False`` returns the report and leaves the decision to the caller.
@@ -135,7 +137,7 @@ class MailgemResource(dg.ConfigurableResource):
         properties = self._properties(email_properties)
         started = time.perf_counter()
         with self._run_fabric() as fabric:
-            gem = self._gem(properties, fabric, name, params)
+            gem = self._gem(properties, fabric, name or _step_name() or "email", params)
             try:
                 report = _as_pandas(gem.apply(frame))
             except _BEFORE_SENDING as exc:
@@ -209,6 +211,15 @@ class MailgemResource(dg.ConfigurableResource):
         _logger().info(
             f"{metadata['messages']} message(s) through {metadata.get('connection', '?')} "
             f"in {metadata.get(DURATION_ATTR, 0):.2f} s: {counts}")
+
+
+def _step_name() -> str | None:
+    """The name of the op (an asset's op is named after its key) whose step is running, if any."""
+    try:
+        context = dg.OpExecutionContext.get()
+    except dg.DagsterInvariantViolationError:  # not inside a step
+        return None
+    return str(context.op_def.name)
 
 
 def _logger() -> logging.Logger:

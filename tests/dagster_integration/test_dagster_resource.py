@@ -6,6 +6,8 @@ Run by ``make test-dagster`` in .venv-dagster; without Dagster (``make test``) i
 
 from __future__ import annotations
 
+import email
+import email.policy
 from typing import Any
 
 import pandas as pd
@@ -194,3 +196,16 @@ def test_a_wrong_connection_or_user_fails_before_anything_is_sent(resource, star
     assert named in failure.description and failure.description.endswith("Nothing was sent.")
     assert starttls_server.sessions_opened == 0
 
+
+
+def test_the_gem_is_named_after_the_asset_inside_a_run(resource, starttls_server):
+    # The name keys the ledger: two assets sharing one must not take each other's messages.
+    result = materialize(emailing(**{**PER_ROW, "subject": "{{ job }} {{ row.n }}"}), resource)
+    assert result.success
+    subjects = sorted(email.message_from_bytes(m.data, policy=email.policy.default)["Subject"]
+                      for m in starttls_server.wait_for_messages(3))
+    assert subjects == ["emailed 1", "emailed 2", "emailed 3"]
+    starttls_server.messages.clear()
+    resource.send(FRAME.head(1), **{**PER_ROW, "subject": "{{ job }}"})  # outside a run
+    [received] = starttls_server.wait_for_messages(1)
+    assert email.message_from_bytes(received.data, policy=email.policy.default)["Subject"] == "email"
