@@ -209,3 +209,21 @@ def test_the_gem_is_named_after_the_asset_inside_a_run(resource, starttls_server
     resource.send(FRAME.head(1), **{**PER_ROW, "subject": "{{ job }}"})  # outside a run
     [received] = starttls_server.wait_for_messages(1)
     assert email.message_from_bytes(received.data, policy=email.policy.default)["Subject"] == "email"
+
+
+def test_two_assets_sharing_a_ledger_each_send_their_own(resource, starttls_server, tmp_path):
+    ledger = {"path": str(tmp_path / "ledger.sqlite")}
+
+    @dagster.asset
+    def first(mailgem: MailgemResource) -> None:
+        mailgem.send(FRAME, to="ops@example.com", subject="first", ledger=ledger)
+
+    @dagster.asset
+    def second(mailgem: MailgemResource) -> None:
+        mailgem.send(FRAME, to="ops@example.com", subject="second", ledger=ledger)
+
+    assert dagster.materialize([first, second], resources={"mailgem": resource}).success
+    assert len(starttls_server.wait_for_messages(2)) == 2
+    # The same run again: the ledger has both, nothing is sent twice.
+    assert dagster.materialize([first, second], resources={"mailgem": resource}).success
+    assert starttls_server.wait_for_closed_sessions() and len(starttls_server.messages) == 2
