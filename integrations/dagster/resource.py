@@ -34,6 +34,7 @@ from mailgem.gems.email.errors import DeliveryError, GemValidationError, Message
 from mailgem.gems.email.gem import EmailGem
 
 from .outcome import DURATION_ATTR, failure_description, report_metadata
+from .stopping import stop_on_signal
 
 try:
     import dagster as dg
@@ -129,6 +130,9 @@ class MailgemResource(dg.ConfigurableResource):
                 a message failed, was partly refused, deferred or not started: the description
                 lists them, the metadata has the counts; retries are allowed only with a
                 ``ledger`` (without one, a retry would send the delivered messages again).
+                A terminated run (SIGTERM or SIGINT while sending) starts no new message,
+                finishes those being written and fails with the rest ``not_started``, whatever
+                ``raise_on_failure`` says; a second signal ends the step at once (Dagster's).
             ResourceConfigError: the resource and the call disagree on the connection, or
                 neither names one, or there is no fabric and ``local`` is off.
             SecretStoreError: the fabric's secret store could not be read (it may recover: Dagster
@@ -136,10 +140,10 @@ class MailgemResource(dg.ConfigurableResource):
         """
         properties = self._properties(email_properties)
         started = time.perf_counter()
-        with self._run_fabric() as fabric:
+        with self._run_fabric() as fabric, stop_on_signal() as stop:
             gem = self._gem(properties, fabric, name or _step_name() or "email", params)
             try:
-                report = _as_pandas(gem.apply(frame))
+                report = _as_pandas(gem.apply(frame, stop=stop))
             except _BEFORE_SENDING as exc:
                 raise dg.Failure(description=f"{exc}\nNothing was sent.", allow_retries=False) from exc
             except DeliveryError as exc:  # on_error: stop; the report has every message handled
@@ -147,7 +151,7 @@ class MailgemResource(dg.ConfigurableResource):
         report.attrs[DURATION_ATTR] = time.perf_counter() - started
         self._log(report)
         description = failure_description(report)
-        if description is not None and raise_on_failure:
+        if description is not None and (raise_on_failure or stop.stopping):  # a terminated run ends here
             raise dg.Failure(description=description, metadata=report_metadata(report),
                              allow_retries=properties.get("ledger") is not None)
         return report

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
+import signal
 from typing import Any
 
 import pandas as pd
@@ -227,3 +229,31 @@ def test_two_assets_sharing_a_ledger_each_send_their_own(resource, starttls_serv
     # The same run again: the ledger has both, nothing is sent twice.
     assert dagster.materialize([first, second], resources={"mailgem": resource}).success
     assert starttls_server.wait_for_closed_sessions() and len(starttls_server.messages) == 2
+
+
+def test_a_terminated_run_finishes_the_messages_being_written_and_reports_the_rest(resource, starttls_server):
+    # Dagster terminates a run with SIGTERM: no new message starts, none is cut mid-transaction.
+    frame = pd.DataFrame({"n": range(1, 41), "to": [f"u{n}@example.com" for n in range(1, 41)]})
+    # The signal comes as the first message's content arrives (sending has begun, surely); each
+    # message takes a while to be accepted.
+    starttls_server.data_script = [lambda envelope: os.kill(os.getpid(), signal.SIGTERM)] + [("hold", 0.2)] * 39
+
+    handlers: list[Any] = []
+
+    @dagster.asset
+    def emailed(mailgem: MailgemResource) -> None:
+        handlers.append(signal.getsignal(signal.SIGTERM))
+        try:
+            mailgem.send(frame, **PER_ROW, raise_on_failure=False)  # a terminated run fails all the same
+        finally:
+            handlers.append(signal.getsignal(signal.SIGTERM))
+
+    result = materialize(emailed, resource)
+    assert handlers[0] is handlers[1]  # Dagster's handler is back once the send is over
+    assert not result.success
+    failure = step_failure(result).user_failure_data
+    meta = {k: v.value for k, v in failure.metadata.items()}
+    assert 0 < meta["sent"] < 40 and meta["sent"] + meta["not_started"] == 40, meta
+    assert "stopped by SIGTERM" in failure.description
+    starttls_server.wait_for_closed_sessions()
+    assert len(starttls_server.messages) == meta["sent"]  # every message written was finished and counted
