@@ -114,11 +114,16 @@ def test_a_refused_recipient_fails_the_run(prod, capsys):
     assert PASSWORD not in str(result.all_events) + str(capsys.readouterr())
 
 
-def test_the_definitions_file_loads_as_dagster_dev_loads_it(tmp_path):
-    # `dagster dev -f` and the webserver load the file through Dagster's own loader, in a new process.
+def test_the_dagster_command_materializes_the_asset_in_its_own_processes(tmp_path, monkeypatch):
+    # As a user runs it: Dagster's own loader reads the file, and the default multiprocess
+    # executor runs the step (and so the resource and the embedded server) in a child process.
+    monkeypatch.delenv("DAGSTER_DEPLOYMENT", raising=False)
     dagster_cli = Path(sys.executable).parent / "dagster"
-    done = subprocess.run([str(dagster_cli), "definitions", "validate", "-f", str(EXAMPLE)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120,
+    done = subprocess.run([str(dagster_cli), "asset", "materialize", "--select", "late_flights_email",
+                           "-f", str(EXAMPLE)], cwd=tmp_path, capture_output=True, text=True, timeout=180,
                           env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert not (tmp_path / "outbox").exists()  # loading sends nothing and starts no server
+    assert "Multiprocess executor" in done.stderr and "RUN_SUCCESS" in done.stderr
+    [eml] = (tmp_path / "outbox").glob("*.eml")
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert message["Subject"] == "3 carriers with late flights"
