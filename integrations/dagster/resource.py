@@ -180,8 +180,7 @@ class MailgemResource(dg.ConfigurableResource):
 
     def _gem(self, properties: dict[str, Any], fabric: Fabric, name: str, params: dict[str, Any] | None) -> EmailGem:
         try:
-            return EmailGem(properties, fabric,
-                            user=self.user, name=name, params=params)
+            return EmailGem(properties, fabric, user=self.user, name=name, params=params)
         except GemValidationError as exc:
             raise dg.Failure(description=f"{exc}\nNothing was sent.", allow_retries=False) from exc
 
@@ -210,8 +209,8 @@ class MailgemResource(dg.ConfigurableResource):
     def _log(self, report: pd.DataFrame) -> None:
         # Counts and the connection only: recipients and errors are in the report and the metadata.
         metadata = report_metadata(report)
-        counts = ", ".join(f"{metadata[k]} {k}" for k in metadata if k not in ("messages", DURATION_ATTR, "connection",
-                                                                                 "errors"))
+        not_counts = ("messages", DURATION_ATTR, "connection", "errors")
+        counts = ", ".join(f"{n} {status}" for status, n in metadata.items() if status not in not_counts)
         _logger().info(
             f"{metadata['messages']} message(s) through {metadata.get('connection', '?')} "
             f"in {metadata.get(DURATION_ATTR, 0):.2f} s: {counts}")
