@@ -80,3 +80,26 @@ dist: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(BROWSER_VENV) .venv-3.* outbox data dist .pytest_cache test-artifacts
+
+# The Dagster integration's tests (mailgem.dagster, tests/dagster_integration/), in an
+# environment of their own (design.md: heavy frameworks apart from `make test`): mailgem with its
+# dagster extra, pandas frames only (no PySpark, no Java), pinned by constraints-dagster.txt.
+# .ci/run runs them after `make test`; there, without Dagster, they are skipped and say so.
+DAGSTER_VENV := .venv-dagster
+DAGSTER_STAMP := $(DAGSTER_VENV)/.installed
+
+.PHONY: test-dagster clean-dagster
+
+$(DAGSTER_STAMP): pyproject.toml constraints-dagster.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "mailgem needs Python 3.11 or newer, found " + sys.version.split()[0]'
+	test -x $(DAGSTER_VENV)/bin/python || $(PYTHON) -m venv $(DAGSTER_VENV)
+	$(DAGSTER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DAGSTER_VENV)/bin/python -m pip install --quiet -c constraints-dagster.txt -e '.[dagster]' pytest pytest-timeout
+	touch $(DAGSTER_STAMP)
+
+test-dagster: $(DAGSTER_STAMP)
+	$(DAGSTER_VENV)/bin/python -m pytest tests/dagster_integration
+
+clean: clean-dagster
+clean-dagster:
+	rm -rf $(DAGSTER_VENV)

@@ -1,5 +1,5 @@
 """The distribution as a package index and a user's environment see it: one import name
-(``mailgem``) holding every module of the repository's ui/, runner/, gems/, connections/ and fabric/ folders,
+(``mailgem``) holding every module of the repository's ui/, runner/, gems/, connections/, fabric/ and integrations/dagster/ folders,
 metadata that passes ``twine check``, dependency ranges with PySpark in an extra, and an install
 beside Fabric (the SSH tool, whose import name is ``fabric``) in a fresh virtual environment,
 where mailgem sends from pandas without PySpark, and uninstalling it leaves Fabric working."""
@@ -22,6 +22,8 @@ import mailgem
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ("gems", "connections", "fabric", "runner", "ui")
+# Folders whose package is not named after them: mailgem.X holds the modules of INTEGRATIONS[X].
+INTEGRATIONS = {"dagster": "integrations/dagster"}
 
 
 def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
@@ -44,7 +46,10 @@ def test_the_wheel_holds_every_module_under_the_mailgem_import_name_only(dist):
     names = set(zipfile.ZipFile(dist["wheel"]).namelist())
     modules = {f"mailgem/{p.relative_to(ROOT).as_posix()}" for folder in FOLDERS
                for p in (ROOT / folder).rglob("*.py") if "__pycache__" not in p.parts}
+    modules |= {f"mailgem/{name}/{p.relative_to(ROOT / folder).as_posix()}" for name, folder in INTEGRATIONS.items()
+                for p in (ROOT / folder).rglob("*.py") if "__pycache__" not in p.parts}
     assert modules and modules <= names, sorted(modules - names)
+    assert "mailgem/dagster/resource.py" in modules
     assert {"mailgem/__init__.py", "mailgem/__main__.py", "mailgem/py.typed"} <= names
     # mailgem ui's pages and scripts travel with it, and the CLI finds its command.
     assert {"mailgem/ui/templates/job.html", "mailgem/ui/static/ui.js", "mailgem/ui/static/ui.css"} <= names
@@ -59,7 +64,7 @@ def test_the_wheel_holds_every_module_under_the_mailgem_import_name_only(dist):
     # linked folders' files in it (not the links, which a tar extracts as links to nothing).
     assert {"LICENSE", "pyproject.toml", "README.md", "src/mailgem/__init__.py", "src/mailgem/gems/email/gem.py",
             "src/mailgem/runner/cli/app.py"} <= sdist
-    assert not [n for n in sdist if n.startswith(("gems/", "connections/", "fabric/", "runner/", "ui/"))]
+    assert not [n for n in sdist if n.startswith(("gems/", "connections/", "fabric/", "runner/", "ui/", "integrations/"))]
 
 
 def test_the_metadata_is_complete_and_uses_ranges(dist):
