@@ -24,7 +24,7 @@ from .secrets.vault import VaultAuth, VaultTokenAuth
 
 __all__ = ["Fabric", "Team", "EnvStoreConfig", "DirectoryStoreConfig", "EncryptedFileStoreConfig", "CommandStoreConfig",
            "AwsSecretsManagerStoreConfig", "VaultStoreConfig", "GcpSecretManagerStoreConfig", "DatabricksStoreConfig",
-           "current_user"]
+           "AirflowStoreConfig", "current_user"]
 
 log = logging.getLogger("mailgem.fabric")
 
@@ -230,9 +230,29 @@ class DatabricksStoreConfig(BaseModel):
         return DatabricksSecretStore(self.scope, profile=self.profile, dbutils=dbutils)
 
 
+class AirflowStoreConfig(BaseModel):
+    """Secrets kept in Airflow (extra ``airflow``), read through Airflow's own secrets backend:
+    its Variables (``source: variable``: ``NAME``, or ``NAME#KEY`` of a JSON Variable) or its
+    Connections (``source: connection``: ``CONN_ID`` is its password, ``CONN_ID#FIELD`` another
+    field or a key of its extra), each named ``prefix + NAME``."""
+
+    model_config = _FROZEN
+    type: Literal["airflow"]
+    source: Literal["variable", "connection"] = "variable"
+    prefix: str = ""
+
+    def build(self, fabric_path: Path | None = None) -> SecretStore:
+        """Raises: SecretStoreError when Airflow is not installed (``pip install 'mailgem[airflow]'``)."""
+        from .secrets.airflow import AirflowSecretStore
+        from .secrets.remote import require
+
+        require("airflow", "airflow", "airflow")
+        return AirflowSecretStore(self.source, self.prefix)
+
+
 StoreConfig = Annotated[EnvStoreConfig | DirectoryStoreConfig | EncryptedFileStoreConfig | CommandStoreConfig
                         | AwsSecretsManagerStoreConfig | VaultStoreConfig | GcpSecretManagerStoreConfig
-                        | DatabricksStoreConfig, Field(discriminator="type")]
+                        | DatabricksStoreConfig | AirflowStoreConfig, Field(discriminator="type")]
 
 
 class Fabric(BaseModel):
