@@ -231,10 +231,8 @@ class DatabricksStoreConfig(BaseModel):
 
 
 class AirflowStoreConfig(BaseModel):
-    """Secrets kept in Airflow (extra ``airflow``), read through Airflow's own secrets backend:
-    its Variables (``source: variable``: ``NAME``, or ``NAME#KEY`` of a JSON Variable) or its
-    Connections (``source: connection``: ``CONN_ID`` is its password, ``CONN_ID#FIELD`` another
-    field or a key of its extra), each named ``prefix + NAME``."""
+    """Airflow's Variables (``NAME``, ``NAME#JSON_KEY``) or Connections (``CONN_ID``: its password;
+    ``CONN_ID#FIELD``) named ``prefix + NAME``, through Airflow's secrets backend (extra ``airflow``)."""
 
     model_config = _FROZEN
     type: Literal["airflow"]
