@@ -75,7 +75,6 @@ class MailgemOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("job", "fabric", "report_out")
-    template_fields_renderers = {"job": "yaml", "fabric": "yaml"}
     ui_color = "#e8f1fb"
 
     def __init__(self, *, job: str, fabric: str | None = None, params: Mapping[str, Any] | None = None,
