@@ -36,7 +36,7 @@ os.environ.update({"AIRFLOW_HOME": str(AIRFLOW_HOME), "AIRFLOW__CORE__DAGS_FOLDE
 
 from airflow.utils.state import TaskInstanceState  # noqa: E402
 
-LOGICAL = datetime(2026, 12, 1, tzinfo=timezone.utc)
+LOGICAL = datetime(2026, 12, 3, tzinfo=timezone.utc)  # not the job file's own report_date
 TASK = "email_sales"
 REGIONS = {"North": "north@example.com", "South": "south@example.com", "West": "west@example.com"}
 
@@ -122,13 +122,13 @@ def test_the_readme_shows_the_example_dag_as_it_is():
 def test_a_daily_run_sends_each_region_once_and_returns_the_summary(dag_files, starttls_server, capfd):
     run, ti = _run(_dag())
     assert ti.state == TaskInstanceState.SUCCESS
-    assert _received(starttls_server) == {a: f"Sales 2026-12-01: {r}" for r, a in REGIONS.items()}
+    assert _received(starttls_server) == {a: f"Sales 2026-12-03: {r}" for r, a in REGIONS.items()}
     summary = _xcom(ti)
     assert summary["exit_code"] == 0 and summary["counts"] == {"sent": 3} and summary["messages"] == 3
     assert summary["job"] == "daily-sales" and summary["connection"] == "reports" and summary["duration_s"] > 0
-    assert summary["report"] == str(DAGS / "reports" / "sales-2026-12-01.csv")  # {{ ds }} rendered
+    assert summary["report"] == str(DAGS / "reports" / "sales-2026-12-03.csv")  # {{ ds }} rendered
     assert Path(summary["report"]).exists()
-    assert _ledger_run_keys() == {"2026-12-01"}  # {{ ds }} → params.report_date → run_key
+    assert _ledger_run_keys() == {"2026-12-03"}  # {{ ds }} → params.report_date → run_key
     text = capfd.readouterr()
     assert PASSWORD not in text.out + text.err and PASSWORD not in json.dumps(summary)
     # The same logical date again: the ledger has every message; nothing is sent twice.
@@ -211,3 +211,13 @@ def test_the_airflow_store_outside_a_task(monkeypatch):
     with pytest.raises(SecretStoreError, match="cannot list"):
         variables.names()
     assert "9012" not in repr(variables)
+
+
+def test_the_user_is_the_operators_else_the_tasks_owner():
+    from mailgem.airflow import MailgemOperator
+
+    assert MailgemOperator(task_id="a", job="j.yaml").mailgem_user() is None  # Airflow's default owner: nobody
+    assert MailgemOperator(task_id="b", job="j.yaml", owner="bob").mailgem_user() == "bob"
+    assert MailgemOperator(task_id="c", job="j.yaml", owner="bob", user="carol").mailgem_user() == "carol"
+    with pytest.raises(ValueError, match="master .* or remote"):
+        MailgemOperator(task_id="d", job="j.yaml", master="local[1]", remote="sc://h:15002")

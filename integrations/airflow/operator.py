@@ -23,15 +23,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow.configuration import conf
-
 from mailgem.runner.cli import EXIT_CONFIG, EXIT_OK, EXIT_UNREACHABLE
 from mailgem.runner.cli.call import RunOutcome, run_job_file
 
-try:  # Airflow 3: the Task SDK
+try:  # Airflow 3: the Task SDK (a worker may have it without Airflow's core)
     from airflow.sdk import BaseOperator
+    from airflow.sdk.configuration import conf
     from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 except ImportError:  # Airflow 2.10
+    from airflow.configuration import conf
     from airflow.exceptions import AirflowException, AirflowFailException, AirflowSkipException
     from airflow.models import BaseOperator
 
