@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean test-pythons dist screenshots test-browser
+.PHONY: demo test bench install clean test-pythons dist screenshots test-browser test-airflow constraints-airflow \
+	test-dagster test-integrations integration-envs
 
 install: $(STAMP)
 
@@ -52,6 +53,55 @@ $(BROWSER_STAMP): pyproject.toml constraints.txt
 test-browser: $(BROWSER_STAMP) data/flights.parquet
 	$(BROWSER_VENV)/bin/python -m pytest tests/test_report_render.py tests/test_ui_browser.py
 
+# The Airflow tests, in an environment of their own (design.md): Airflow pins its own dependency
+# set, so .venv-airflow holds Airflow 3 and mailgem (spark extra) at the versions of
+# constraints-airflow.txt: the README's example DAG run with dag.test() against a real SMTP
+# server, the operator's exit mapping and the airflow secret store. .ci/run runs them after
+# `make test`. `make constraints-airflow` resolves the set again from PyPI and rewrites the file.
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+AIRFLOW_VERSION ?= 3.3.*
+
+$(AIRFLOW_STAMP): pyproject.toml constraints-airflow.txt
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -c constraints-airflow.txt -e '.[airflow-test]'
+	touch $(AIRFLOW_STAMP)
+
+test-airflow: $(AIRFLOW_STAMP)
+	$(AIRFLOW_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_airflow.py
+
+constraints-airflow:
+	rm -rf .venv-airflow-resolve && $(PYTHON) -m venv .venv-airflow-resolve
+	.venv-airflow-resolve/bin/python -m pip install --quiet --upgrade pip
+	.venv-airflow-resolve/bin/python -m pip install --quiet -e '.[airflow-test]' 'apache-airflow==$(AIRFLOW_VERSION)'
+	{ sed -n '1,3p' constraints-airflow.txt; .venv-airflow-resolve/bin/python -m pip freeze --exclude mailgem --exclude pip; } \
+	  > constraints-airflow.txt.new && mv constraints-airflow.txt.new constraints-airflow.txt
+	rm -rf .venv-airflow-resolve
+
+# The Dagster integration's tests (mailgem.dagster, tests/dagster_integration/), in an
+# environment of their own (design.md: heavy frameworks apart from `make test`): mailgem with its
+# dagster extra, pandas frames only (no PySpark, no Java), pinned by constraints-dagster.txt.
+# .ci/run runs them after `make test`; there, without Dagster, they are skipped and say so.
+DAGSTER_VENV := .venv-dagster
+DAGSTER_STAMP := $(DAGSTER_VENV)/.installed
+
+$(DAGSTER_STAMP): pyproject.toml constraints-dagster.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "mailgem needs Python 3.11 or newer, found " + sys.version.split()[0]'
+	test -x $(DAGSTER_VENV)/bin/python || $(PYTHON) -m venv $(DAGSTER_VENV)
+	$(DAGSTER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DAGSTER_VENV)/bin/python -m pip install --quiet -c constraints-dagster.txt -e '.[dagster]' pytest pytest-timeout
+	touch $(DAGSTER_STAMP)
+
+test-dagster: $(DAGSTER_STAMP)
+	$(DAGSTER_VENV)/bin/python -m pytest tests/dagster_integration
+
+# Both scheduler integrations (.ci/run runs this after `make test`); `make integration-envs`
+# only creates their environments (.ci/run does that while `make test` runs).
+test-integrations: test-airflow test-dagster
+
+integration-envs: $(AIRFLOW_STAMP) $(DAGSTER_STAMP)
+
 # Benchmarks (not part of the tests): needs Postfix's smtp-sink (Debian package postfix) for
 # trustworthy throughput; falls back to an aiosmtpd sink and says so.
 bench: $(STAMP)
@@ -79,27 +129,4 @@ dist: $(STAMP)
 	$(BIN)/python -m twine check --strict dist/*
 
 clean:
-	rm -rf $(VENV) $(BROWSER_VENV) .venv-3.* outbox data dist .pytest_cache test-artifacts
-
-# The Dagster integration's tests (mailgem.dagster, tests/dagster_integration/), in an
-# environment of their own (design.md: heavy frameworks apart from `make test`): mailgem with its
-# dagster extra, pandas frames only (no PySpark, no Java), pinned by constraints-dagster.txt.
-# .ci/run runs them after `make test`; there, without Dagster, they are skipped and say so.
-DAGSTER_VENV := .venv-dagster
-DAGSTER_STAMP := $(DAGSTER_VENV)/.installed
-
-.PHONY: test-dagster clean-dagster
-
-$(DAGSTER_STAMP): pyproject.toml constraints-dagster.txt
-	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "mailgem needs Python 3.11 or newer, found " + sys.version.split()[0]'
-	test -x $(DAGSTER_VENV)/bin/python || $(PYTHON) -m venv $(DAGSTER_VENV)
-	$(DAGSTER_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(DAGSTER_VENV)/bin/python -m pip install --quiet -c constraints-dagster.txt -e '.[dagster]' pytest pytest-timeout
-	touch $(DAGSTER_STAMP)
-
-test-dagster: $(DAGSTER_STAMP)
-	$(DAGSTER_VENV)/bin/python -m pytest tests/dagster_integration
-
-clean: clean-dagster
-clean-dagster:
-	rm -rf $(DAGSTER_VENV)
+	rm -rf $(VENV) $(BROWSER_VENV) $(AIRFLOW_VENV) $(DAGSTER_VENV) .venv-3.* outbox data dist .pytest_cache test-artifacts

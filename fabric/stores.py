@@ -17,7 +17,8 @@ from .secrets.command import NAME_PLACEHOLDER, CommandSecretStore
 from .secrets.vault import VaultAuth, VaultTokenAuth
 
 __all__ = ["StoreConfig", "EnvStoreConfig", "DirectoryStoreConfig", "EncryptedFileStoreConfig", "CommandStoreConfig",
-           "AwsSecretsManagerStoreConfig", "VaultStoreConfig", "GcpSecretManagerStoreConfig", "DatabricksStoreConfig"]
+           "AwsSecretsManagerStoreConfig", "VaultStoreConfig", "GcpSecretManagerStoreConfig", "DatabricksStoreConfig",
+           "AirflowStoreConfig"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
@@ -208,6 +209,28 @@ class DatabricksStoreConfig(BaseModel):
         return DatabricksSecretStore(self.scope, profile=self.profile, dbutils=dbutils)
 
 
+class AirflowStoreConfig(BaseModel):
+    """Airflow's Variables (``NAME``, ``NAME#JSON_KEY``) or Connections (``CONN_ID``: its password;
+    ``CONN_ID#FIELD``: ``login``, ``host``, ``schema``, ``port``, ``conn_type``, ``uri`` or a key of
+    its extra) named ``prefix + NAME``, through Airflow's own secrets backend (extra ``airflow``):
+    a team that keeps passwords in Airflow keeps them there. Works inside an Airflow task (its
+    Variables and Connections are reachable from the task's process only)."""
+
+    model_config = _FROZEN
+    type: Literal["airflow"]
+    source: Literal["variable", "connection"] = Field(
+        "variable", description="Read Airflow Variables, or the passwords (and fields) of Airflow Connections.")
+    prefix: str = Field("", description="Put before each secret's name (e.g. smtp_).")
+
+    def build(self, fabric_path: Path | None = None) -> SecretStore:
+        """Raises: SecretStoreError when Airflow is not installed (``pip install 'mailgem[airflow]'``)."""
+        from .secrets.airflow import AirflowSecretStore
+        from .secrets.remote import require
+
+        require("airflow", "airflow", "airflow")
+        return AirflowSecretStore(self.source, self.prefix)
+
+
 StoreConfig = Annotated[EnvStoreConfig | DirectoryStoreConfig | EncryptedFileStoreConfig | CommandStoreConfig
                         | AwsSecretsManagerStoreConfig | VaultStoreConfig | GcpSecretManagerStoreConfig
-                        | DatabricksStoreConfig, Field(discriminator="type")]
+                        | DatabricksStoreConfig | AirflowStoreConfig, Field(discriminator="type")]

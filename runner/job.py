@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from mailgem.gems.email.gem import EmailGem
 from mailgem.gems.email.properties import EmailProperties
 from .source import SourceInfo, SourceSpec, inspect_source, read_source
 
-__all__ = ["JobSpec", "SourceSpec", "load_job", "parse_job", "run_job", "read_source", "job_frame", "job_gem"]
+__all__ = ["JobSpec", "SourceSpec", "load_job", "parse_job", "run_job", "read_source", "job_frame", "job_gem", "with_params"]
 
 log = logging.getLogger("mailgem.job")
 
@@ -99,6 +99,16 @@ def parse_job(doc: dict[str, Any], path: Path) -> JobSpec:
             job = job.model_copy(update={"email": email})
     job._file = path
     return job
+
+
+def with_params(job: JobSpec, overrides: Mapping[str, Any]) -> JobSpec:
+    """``job`` with ``overrides`` set in its ``params`` (a key given replaces the file's value,
+    the others stay): a scheduler's run date, ``mailgem run --param KEY=VALUE``."""
+    if not overrides:
+        return job
+    changed = job.model_copy(update={"params": {**job.params, **overrides}})
+    changed._file = job._file
+    return changed
 
 
 def _expand_user(value: str, where: str) -> Path:

@@ -10,8 +10,10 @@ so a mistake is found in seconds, reported once, with the file, the field and th
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mailgem.connections.errors import MailgemError
 from mailgem.connections.transport import SmtpTransport
@@ -21,7 +23,7 @@ from mailgem.fabric.model import Fabric, current_user
 
 from mailgem.gems.email.run.ledger_open import check_ledger, ledger_target
 from mailgem.gems.email.validate import validate
-from .job import JobSpec, load_job
+from .job import JobSpec, load_job, with_params
 from .source import SourceInfo
 
 __all__ = ["Finding", "Preflight", "check_job", "default_fabric", "FABRIC_ENV"]
@@ -73,7 +75,8 @@ class Preflight:
 
 
 def check_job(job_file: str | Path, *, fabric_file: Path | None, local: bool = False, user: str | None = None,
-              read_secrets: bool = True, job: JobSpec | None = None) -> Preflight:
+              read_secrets: bool = True, job: JobSpec | None = None,
+              params: Mapping[str, Any] | None = None) -> Preflight:
     """Run every check that needs no Spark and no SMTP server; see the module docstring.
 
     Args:
@@ -84,6 +87,8 @@ def check_job(job_file: str | Path, *, fabric_file: Path | None, local: bool = F
         read_secrets: resolve the connection's secrets (``preview`` reads none).
         job: the job already parsed from ``job_file``'s text as it is being edited (``mailgem
             ui``); ``None`` loads the file.
+        params: values that replace the job's ``params`` of the same names (``--param``, a
+            scheduler's run date); checked with the templates like the file's own.
 
     Returns:
         the findings; never raises for a user's mistake.
@@ -95,6 +100,7 @@ def check_job(job_file: str | Path, *, fabric_file: Path | None, local: bool = F
     except MailgemError as exc:
         pre.findings.append(Finding("error", str(exc)))
         return pre
+    pre.job = job = with_params(job, params or {})
     pre.local = local or job.email.connection == LOCAL_CONNECTION
     if not pre.local:
         _check_fabric(pre, fabric_file, user or current_user(), read_secrets)

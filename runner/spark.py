@@ -12,7 +12,7 @@ from typing import Any
 
 from mailgem.connections.errors import ConfigError
 
-__all__ = ["require_pyspark", "local_spark", "new_log_file", "quiet_python_loggers", "spark_error_line"]
+__all__ = ["require_pyspark", "local_spark", "connect_spark", "new_log_file", "quiet_python_loggers", "spark_error_line"]
 
 _CONF = {
     "spark.ui.enabled": "false",
@@ -80,6 +80,28 @@ def local_spark(master: str = "local[2]", app_name: str = "mailgem", conf: dict[
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def connect_spark(url: str, app_name: str = "mailgem") -> Any:
+    """A Spark Connect session on the server at ``url`` (``sc://host:15002``, Spark 4's client
+    mode: Databricks serverless, a shared cluster, a local ``start-connect-server.sh``).
+
+    The URL may carry a token (``sc://host:443/;token=...``): it is never repeated in a message.
+
+    Raises:
+        ConfigError: the Spark Connect client is not installed, or ``url`` is not an ``sc://`` URL.
+    """
+    import importlib.util
+
+    require_pyspark()
+    if not url.startswith("sc://"):
+        raise ConfigError("a Spark Connect URL starts with sc://, e.g. sc://spark-connect.example.com:15002")
+    missing = [m for m in ("grpc", "grpc_status", "google.rpc", "zstandard") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"the Spark Connect client needs {', '.join(missing)}: pip install 'mailgem[connect]'")
+    from pyspark.sql import SparkSession
+
+    return SparkSession.builder.remote(url).appName(app_name).getOrCreate()
 
 
 def new_log_file() -> Path:

@@ -113,6 +113,8 @@ FABRICS = [FABRIC] + [{**FABRIC, "secrets": store} for store in (
     {"type": "gcp_secret_manager", "project": "p", "version": "2", "endpoint": "http://127.0.0.1:9", "anonymous": True,
      "timeout_s": 2},
     {"type": "databricks", "scope": "reports", "profile": "no-such-profile"},
+    # Without Airflow installed (make test's environment), the store says which extra installs it (exit 2).
+    {"type": "airflow", "source": "connection", "prefix": "mailgem_"},
 )]
 
 # Wrong values of every YAML type, and text that trips file and name lookups; a key no model has.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import gzip
 import io
 import json
@@ -217,3 +218,47 @@ def test_a_json_sources_columns_are_checked_before_spark(tmp_path, monkeypatch, 
     monkeypatch.setattr(source, "JSON_SCAN_LIMIT_BYTES", 10)
     (tmp_path / "job.yaml").write_text(job.format(column="manger"))
     assert main(["validate", str(tmp_path / "job.yaml"), "--local"]) == 0, capsys.readouterr()
+
+
+def test_param_sets_the_jobs_params_as_yaml_scalars(job_dir, spark, capsys):
+    """``--param KEY=VALUE`` replaces one of the job's params for this run (a scheduler's date);
+    the value is read as YAML, as the job file's own: a date, a number, text."""
+    from mailgem.runner.cli.call import run_job_file
+
+    (job_dir / "job.yaml").write_text(JOB.format(csv="sales.csv", connection="local").replace(
+        '"{{ params.region }}', '"{{ params.region }} {{ params.day.isoformat() }} {{ params.n + 1 }}'))
+    args = ["run", str(job_dir / "job.yaml"), "--outbox", str(job_dir / "out"), "--param", "region=South",
+            "--param", "day=2024-01-31", "--param", "n=41"]
+    assert main(args) == 0, capsys.readouterr().err
+    [eml] = sorted((job_dir / "out").glob("*.eml"))
+    assert parse(eml.read_bytes())["Subject"] == "South 2024-01-31 42: 3 cities"
+    with pytest.raises(SystemExit) as usage:
+        main(["run", str(job_dir / "job.yaml"), "--param", "region"])
+    assert usage.value.code == 2
+    assert "'region': write KEY=VALUE, e.g. --param report_date=2024-01-31" in capsys.readouterr().err
+    assert main(["run", str(job_dir / "job.yaml"), "--param", "region=[a, b]", "--param", "day=x", "--param", "n=1"]) == 2
+    assert "--param region=...: the value must be one scalar" in capsys.readouterr().err
+    # In Python (a scheduler's task): the same run, params kept as given, the outcome as data.
+    outcome = run_job_file(job_dir / "job.yaml", outbox=job_dir / "out2", report_out=job_dir / "report.csv",
+                           params={"region": "West", "day": datetime.date(2024, 2, 1), "n": 0})
+    assert outcome.exit_code == 0 and not outcome.skipped and outcome.errors == []
+    assert outcome.summary["counts"] == {"sent": 1} and outcome.summary["messages"] == 1
+    assert outcome.summary["report"] == str(job_dir / "report.csv") and (job_dir / "report.csv").exists()
+    json.dumps(outcome.summary)  # an XCom
+    [eml] = sorted((job_dir / "out2").glob("*.eml"))
+    assert parse(eml.read_bytes())["Subject"] == "West 2024-02-01 1: 3 cities"
+
+
+def test_run_job_file_reports_a_configuration_error_and_an_empty_frame(job_dir, spark, capsys):
+    from mailgem.runner.cli.call import run_job_file
+
+    (job_dir / "job.yaml").write_text(JOB.format(csv="sales.csv", connection="local").replace(
+        "{{ row_count }}", "{{ row_cont }}"))
+    outcome = run_job_file(job_dir / "job.yaml")
+    assert outcome.exit_code == 2 and not outcome.skipped
+    assert any("email.subject: 'row_cont' is undefined" in e for e in outcome.errors), outcome.errors
+    (job_dir / "job.yaml").write_text(JOB.format(csv="sales.csv", connection="local"))
+    empty = JOB.format(csv="sales.csv", connection="local").replace("sales > ${MIN_SALES:-0}", "sales > 1000")
+    (job_dir / "job.yaml").write_text(empty)
+    outcome = run_job_file(job_dir / "job.yaml", outbox=job_dir / "out")
+    assert outcome.exit_code == 0 and outcome.skipped and outcome.summary["counts"] == {"skipped": 1}

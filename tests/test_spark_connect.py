@@ -110,3 +110,54 @@ def test_parallelism_on_spark_connect_comes_from_configuration(conf, expected):
     from mailgem.gems.spark_info import parallelism_from_conf
 
     assert parallelism_from_conf(conf.get) == expected
+
+
+# A Spark Connect server for `mailgem run --remote`: up on a free loopback port with a token,
+# READY on stdout, serving until its stdin closes.
+SERVER_SCRIPT = """
+import os, socket, sys
+from pyspark import SparkConf, SparkContext
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+token = os.environ["SPARK_CONNECT_AUTHENTICATE_TOKEN"]
+conf = (SparkConf().setMaster("local[2]").set("spark.ui.enabled", "false")
+        .set("spark.plugins", "org.apache.spark.sql.connect.SparkConnectPlugin")
+        .set("spark.connect.grpc.binding.address", "127.0.0.1").set("spark.connect.grpc.binding.port", str(port))
+        .set("spark.connect.authenticate.token", token))
+server = SparkContext.getOrCreate(conf)
+print(f"READY {port}", flush=True)
+sys.stdin.read()
+server.stop()
+"""
+
+
+@pytest.mark.skipif(_connect_missing() is not None, reason=_connect_missing() or "")
+def test_mailgem_run_remote_reads_the_job_through_spark_connect(tmp_path):
+    import uuid
+
+    token = str(uuid.uuid4())
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYSPARK_PYTHON": sys.executable}
+    server = subprocess.Popen([sys.executable, "-c", SERVER_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, env={**env, "SPARK_CONNECT_AUTHENTICATE_TOKEN": token})
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline().split()[1])
+        (tmp_path / "t.csv").write_text("city,sales\nOslo,10\nBergen,5\n")
+        (tmp_path / "job.yaml").write_text('name: connect\nsource: {path: t.csv}\ntransform: SELECT * FROM source '
+                                           'WHERE sales > 6\nemail: {connection: local, to: boss@example.com, '
+                                           'subject: "{{ row_count }} via {{ params.via }}"}\n')
+        url = f"sc://localhost:{port}/;token={token}"
+        run = subprocess.run([sys.executable, "-m", "mailgem.runner.cli", "run", "job.yaml", "--remote", url,
+                              "--param", "via=connect", "--json"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert json.loads(run.stdout)["counts"] == {"sent": 1}
+        [eml] = (tmp_path / "outbox").glob("*.eml")
+        assert "Subject: 1 via connect" in eml.read_text()
+        assert token not in run.stdout + run.stderr  # the URL's token is never repeated
+        bad = subprocess.run([sys.executable, "-m", "mailgem.runner.cli", "run", "job.yaml", "--remote",
+                              "https://x.example.com", "--param", "via=x"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and "a Spark Connect URL starts with sc://" in bad.stderr
+    finally:
+        server.communicate(input="", timeout=120)

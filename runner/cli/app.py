@@ -15,7 +15,7 @@ from collections.abc import Callable
 from .parser import EXIT_FAILED, EXIT_OK, parser
 from .signals import Interrupted, Signals
 
-__all__ = ["main"]
+__all__ = ["main", "run_command"]
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -34,7 +34,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mailgem`` console script; returns the exit code (see ``mailgem --help``)."""
-    args = parser().parse_args(argv)
+    return run_command(parser().parse_args(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the command ``args`` holds (as :func:`main` parsed it) with the signal handling and the
+    error handling of the ``mailgem`` command; returns its exit code. What the command found is
+    left on ``args`` (``args.summary``, :func:`~.output.record`)."""
     signals = Signals()
     signals.install()
     args.signals = signals  # the commands' way to them (run's stop, Spark's start-up)

@@ -21,6 +21,7 @@ __all__ = [
     "check_report_path",
     "exit_code",
     "fail",
+    "record",
     "report_lines",
     "write_report",
     "write_report_or_print",
@@ -50,11 +51,19 @@ class Output:
         print(json.dumps(fields, default=str))
 
 
+def record(args: Any, fields: dict[str, Any]) -> None:
+    """Keep the run's summary (the ``--json`` line's fields) on ``args``, printed or not: what a
+    caller in Python gets back (:func:`~.call.run_job_file`)."""
+    args.summary = fields
+
+
 def fail(args: Any, message: str, code: int = EXIT_CONFIG, **fields: Any) -> int:
     """A command's error: one line on stderr, and the JSON line with ``--json``; returns ``code``."""
     print(f"mailgem: {message}", file=sys.stderr)
+    summary = {"job": str(getattr(args, "job", "")), "exit_code": code, "errors": [message], **fields}
+    record(args, summary)
     if getattr(args, "json", False):
-        Output.json_line({"job": str(getattr(args, "job", "")), "exit_code": code, "errors": [message], **fields})
+        Output.json_line(summary)
     return code
 
 

@@ -55,8 +55,22 @@ def _job_options(parser: argparse.ArgumentParser, *, local: bool = True) -> None
         where.add_argument("--local", action="store_true",
                            help="use the embedded local SMTP server instead of the job's connection")
     parser.add_argument("--user", help="who runs the job (default: $MAILGEM_USER, else the OS login)")
-    parser.add_argument("--master", default=os.environ.get("MAILGEM_SPARK_MASTER", "local[2]"),
-                        help="Spark master (default: $MAILGEM_SPARK_MASTER, else local[2])")
+    parser.add_argument("--param", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                        help="set the job's params.KEY (repeatable); VALUE is read as a YAML scalar, as in the job "
+                             "file (42, true, 2024-01-31, text)")
+    spark = parser.add_mutually_exclusive_group()
+    spark.add_argument("--master", default=os.environ.get("MAILGEM_SPARK_MASTER", "local[2]"),
+                       help="Spark master of a local session (default: $MAILGEM_SPARK_MASTER, else local[2])")
+    spark.add_argument("--remote", metavar="sc://HOST:PORT",
+                       help="use a Spark Connect server instead of a local session (needs mailgem[connect])")
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` → ``(KEY, VALUE)``, the value's text as given (read as YAML by the run)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: write KEY=VALUE, e.g. --param report_date=2024-01-31")
+    return key.strip(), value
 
 
 def parser() -> argparse.ArgumentParser:

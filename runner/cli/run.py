@@ -14,7 +14,7 @@ from mailgem.gems.email.gem import DeliveryError, EmailGem
 from mailgem.gems.email.run.report import to_pandas, with_nullable_ints
 from mailgem.gems.email.run.status import DeliveryStatus
 
-from .output import Output, check_report_path, exit_code, fail, report_lines, write_report_or_print
+from .output import Output, check_report_path, exit_code, fail, record, report_lines, write_report_or_print
 from .parser import EXIT_FAILED, EXIT_UNREACHABLE
 from .signals import Signals
 from .steps import SparkJobError, config_failure, make_gem, preflight, read_frame, spark_errors, start_spark, target
@@ -79,17 +79,20 @@ def _finish(args: argparse.Namespace, out: Output, job: str, connection: str, re
         code = max(code, EXIT_FAILED)
     if signals.exit_code is not None:
         code = signals.exit_code
+    counts = {str(k): int(v) for k, v in report["status"].value_counts().items()}
+    fields: dict[str, Any] = {
+        "job": job, "exit_code": code, "messages": len(report), "counts": counts, "connection": connection,
+        "dry_run": args.dry_run, "duration_s": round(time.monotonic() - started, 3),
+        "report": str(args.report_out) if args.report_out and report_error is None else None}
+    if signals.signum is not None:
+        fields["stopped_by"] = signals.name
+    if report_error is not None:
+        fields["report_error"] = report_error
+    args.report = report  # for a caller in Python (.call): the failed rows' error lines
+    record(args, fields)
     if args.json:
-        counts = {str(k): int(v) for k, v in report["status"].value_counts().items()}
-        fields: dict[str, Any] = {
-            "job": job, "exit_code": code, "messages": len(report), "counts": counts, "connection": connection,
-            "dry_run": args.dry_run, "duration_s": round(time.monotonic() - started, 3),
-            "report": str(args.report_out) if args.report_out and report_error is None else None}
-        if signals.signum is not None:
-            fields["stopped_by"] = signals.name
         if report_error is not None:
-            fields["report_error"] = report_error
-            fields["rows"] = report.to_dict(orient="records")
+            fields = {**fields, "rows": report.to_dict(orient="records")}
         out.json_line(fields)
         return code
     report_lines(report, out)
@@ -120,10 +123,11 @@ def _unreachable(args: argparse.Namespace, out: Output, job: str, connection: st
     message = f"connection {connection!r} failed before the run started: {check.error}"
     out.note(f"mailgem: {message}")
     out.note("mailgem: nothing was sent")
+    fields = {"job": job, "exit_code": EXIT_UNREACHABLE, "messages": 0, "counts": {}, "connection": connection,
+              "dry_run": False, "duration_s": round(time.monotonic() - started, 3), "report": None, "errors": [message]}
+    record(args, fields)
     if args.json:
-        out.json_line({"job": job, "exit_code": EXIT_UNREACHABLE, "messages": 0, "counts": {},
-                       "connection": connection, "dry_run": False, "duration_s": round(time.monotonic() - started, 3),
-                       "report": None, "errors": [message]})
+        out.json_line(fields)
     return EXIT_UNREACHABLE
 
 

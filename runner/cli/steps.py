@@ -18,11 +18,11 @@ from mailgem.gems.email.gem import EmailGem
 from mailgem.runner.job import job_frame, job_gem
 from mailgem.runner.preflight import Preflight, check_job
 
-from .output import Output
+from .output import Output, record
 from .parser import EXIT_CONFIG
 from .signals import Signals
 
-__all__ = ["preflight", "config_failure", "target", "make_gem", "start_spark", "read_frame", "spark_errors",
+__all__ = ["preflight", "param_overrides", "config_failure", "target", "make_gem", "start_spark", "read_frame", "spark_errors",
            "SparkJobError", "is_spark_error", "spark_failure"]
 
 
@@ -33,17 +33,46 @@ class SparkJobError(MailgemError):
 def preflight(args: argparse.Namespace, out: Output, *, read_secrets: bool) -> Preflight:
     """Every check before Spark (:func:`mailgem.runner.preflight.check_job`), each finding printed once."""
     pre = check_job(args.job, fabric_file=args.fabric, local=getattr(args, "local", False), user=args.user,
-                    read_secrets=read_secrets)
+                    read_secrets=read_secrets, params=param_overrides(args))
     for finding in pre.findings:
         out.note(f"mailgem: {finding}")
     return pre
 
 
+def param_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The job's ``params`` set for this run: each ``--param KEY=VALUE`` read as a YAML scalar (as
+    the job file's own values are: ``2024-01-31`` is a date, ``42`` a number), then the values a
+    caller in Python passed as they are (``args.params``, :func:`~.call.run_job_file`).
+
+    Raises:
+        UsageError: a value is not a YAML scalar (a list or mapping, or not YAML at all).
+    """
+    import yaml
+
+    from .output import UsageError
+
+    values: dict[str, Any] = {}
+    for key, text in getattr(args, "param", None) or []:
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            raise UsageError(f"--param {key}=...: the value is not valid YAML; quote it for the shell and YAML, "
+                             f"e.g. --param '{key}=\"text: with a colon\"'") from None
+        if isinstance(value, (list, dict)):
+            raise UsageError(f"--param {key}=...: the value must be one scalar (text, number, date, true/false), "
+                             "not a list or mapping; set structured params in the job file")
+        values[key] = value
+    values.update(getattr(args, "params", None) or {})
+    return values
+
+
 def config_failure(args: argparse.Namespace, out: Output, errors: list[str], pre: Preflight | None = None) -> int:
     """Exit 2 after the pre-Spark checks found errors (already printed)."""
+    fields = {"job": pre.job.name if pre and pre.job else str(getattr(args, "job", "")), "exit_code": EXIT_CONFIG,
+              "errors": errors}
+    record(args, fields)
     if getattr(args, "json", False):
-        out.json_line({"job": pre.job.name if pre and pre.job else str(getattr(args, "job", "")),
-                       "exit_code": EXIT_CONFIG, "errors": errors})
+        out.json_line(fields)
     else:
         out.note(f"mailgem: {len(errors)} problem(s); nothing was sent" if len(errors) > 1 else
                  "mailgem: nothing was sent")
@@ -75,7 +104,8 @@ def make_gem(pre: Preflight, fabric: Fabric, connection: str, user: str | None) 
 
 
 def start_spark(args: argparse.Namespace, app: str) -> tuple[Any, Path | None]:
-    """A local SparkSession whose own output goes to a log file (unless ``-v``); the file is
+    """A Spark Connect session (``--remote``), or a local SparkSession whose own output goes to a
+    log file (unless ``-v``); the file is
     removed after the command unless an error points at it. A signal while it starts ends the
     command once it has (:meth:`Signals.held`)."""
     from mailgem.runner.spark import local_spark, new_log_file, quiet_python_loggers
@@ -85,7 +115,13 @@ def start_spark(args: argparse.Namespace, app: str) -> tuple[Any, Path | None]:
     args.spark_log = log_file
     signals: Signals = args.signals
     with signals.held():
-        spark = local_spark(args.master, app_name=f"mailgem:{app}", log_file=log_file)
+        remote = getattr(args, "remote", None)
+        if remote:
+            from mailgem.runner.spark import connect_spark
+
+            spark = connect_spark(remote, app_name=f"mailgem:{app}")
+        else:
+            spark = local_spark(args.master, app_name=f"mailgem:{app}", log_file=log_file)
     return spark, log_file
 
 
