@@ -10,8 +10,9 @@ that keeps its SMTP password in Airflow keeps it there.
 
 Airflow 3 gives a task its Variables and Connections through the task's own supervisor, so the
 store reads them in the process that runs the task (the operator, :mod:`mailgem.airflow`, runs
-mailgem in that process); on Airflow 2.10 it reads them as any task does. Airflow's secrets
-masker learns every value read this way, so Airflow's task log hides it too.
+mailgem in that process); on Airflow 2.10 it reads them as any task does. Airflow's secrets masker
+learns a Connection's password and extra, and the store gives it every Variable value it reads
+(whatever the Variable's name), so Airflow's task log hides them too.
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ def _sdk() -> Any:
         return None
 
 
+def _mask(sdk: Any, value: str) -> None:
+    """Teach Airflow's secrets masker a Variable's ``value``, so the task's log hides it: Airflow
+    masks a Variable by itself only when its name looks secret (``password``, ``token``...), but
+    what this store reads is a secret whatever its name. (A Connection's password and extra
+    Airflow masks itself; its other fields, a host or a port, would hide every mention of them.)"""
+    module = "airflow.sdk.log" if sdk is not None else "airflow.utils.log.secrets_masker"  # Airflow 3, else 2.10
+    importlib.import_module(module).mask_secret(value)
+
+
 class AirflowSecretStore(RemoteSecretStore):
     """Read-only secrets from Airflow Variables or Connections (see the module docstring); each
     read once per store instance, i.e. once per run."""
@@ -72,6 +82,8 @@ class AirflowSecretStore(RemoteSecretStore):
             what = "Variable" if self.source == "variable" else "Connection"
             raise SecretNotFoundError(f"airflow secret store: secret {name!r}: the {what} {self.prefix + key!r} "
                                       f"has no value{f' for {field!r}' if field else ''}: set it in Airflow")
+        if self.source == "variable":
+            _mask(sdk, str(value))
         return SecretStr(str(value))
 
     def _variable(self, sdk: Any, variable: str, field: str, name: str) -> Any:
