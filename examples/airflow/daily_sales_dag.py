@@ -3,7 +3,10 @@
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from airflow.sdk import DAG
+try:  # Airflow 3
+    from airflow.sdk import DAG
+except ImportError:  # Airflow 2.10
+    from airflow import DAG
 
 from mailgem.airflow import MailgemOperator
 
