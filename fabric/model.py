@@ -72,8 +72,9 @@ class Fabric(BaseModel):
     def store(self) -> SecretStore:
         """The fabric's secret store.
 
-        A store that keeps the values it read (``keeps_values``: command, AWS) is built once per
-        fabric object, so a run's connections, fallbacks and ledger read each secret once.
+        A store that keeps the values it read (``keeps_values``: every store that asks a service
+        or a command) is built once per fabric object, so a run's checks, connections, fallbacks
+        and ledger read each secret once.
         """
         if self._store is not None:
             return self._store

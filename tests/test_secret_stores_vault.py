@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import sys
 
 import pytest
@@ -188,3 +189,18 @@ def test_mailgem_secrets_list_and_set_on_the_command_line(tmp_path, server, monk
     assert main(["secrets", "set", "smtp", "--fabric", str(path)]) == 2
     err = capsys.readouterr().err
     assert "vault secret store is read-only" in err and "new-VALUE" not in err
+
+
+def test_a_run_reads_each_secret_once_across_its_steps_and_a_pickled_fabric_keeps_it(tmp_path, server, monkeypatch):
+    # The checks before Spark, the gem's transports and a ledger's password each ask the fabric
+    # for its store: one store per fabric, so Vault is asked once (one read, no second login).
+    monkeypatch.setenv("VAULT_TOKEN", TOKEN)
+    fabric = load_fabric(fabric_file(tmp_path, server))
+    assert fabric.store() is fabric.store()
+    assert password(fabric) == VALUE and password(fabric) == VALUE
+    assert fabric.secret("smtp", user="alice").get_secret_value() == VALUE
+    reads = [r for r in server.requests if r.path == "/v1/secret/data/mailgem/smtp"]
+    assert len(reads) == 1
+    # A fabric going to Spark workers pickles with what was read, without its lock or client.
+    copy = pickle.loads(pickle.dumps(fabric))
+    assert password(copy) == VALUE and len([r for r in server.requests if r.path == reads[0].path]) == 1

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pydantic import SecretStr
 
 from ..errors import SecretNotFoundError, SecretStoreError
-from .base import SecretStore
+from .remote import RemoteSecretStore
 
 __all__ = ["CommandSecretStore", "NAME_PLACEHOLDER"]
 
@@ -28,7 +28,7 @@ NAME_PLACEHOLDER = "{name}"
 _STDERR_SHOWN = 200  # characters of the first stderr line an error quotes
 
 
-class CommandSecretStore(SecretStore):
+class CommandSecretStore(RemoteSecretStore):
     """Secret ``name`` is what ``argv`` prints on stdout, ``{name}`` replaced by the name.
 
     Args:
@@ -49,7 +49,6 @@ class CommandSecretStore(SecretStore):
     """
 
     kind = "command"
-    keeps_values = True
 
     def __init__(self, argv: Sequence[str], *, name_env: str | None = None,
                  list_argv: Sequence[str] | None = None, timeout_s: float = 10.0) -> None:
@@ -59,15 +58,13 @@ class CommandSecretStore(SecretStore):
         self.name_env = name_env
         self.list_argv = tuple(list_argv) if list_argv else None
         self.timeout_s = timeout_s
-        self._values: dict[str, SecretStr] = {}
+        super().__init__()
 
     def __repr__(self) -> str:
         return (f"CommandSecretStore(argv={list(self.argv)!r}, name_env={self.name_env!r}, "
                 f"list_argv={list(self.list_argv) if self.list_argv else None!r}, timeout_s={self.timeout_s!r})")
 
-    def get(self, name: str) -> SecretStr:
-        if name in self._values:  # read once per run: no second call to the backend
-            return self._values[name]
+    def _read(self, name: str) -> SecretStr:
         self.check_name(name)
         argv = [item.replace(NAME_PLACEHOLDER, name) for item in self.argv]
         env = {**os.environ, self.name_env: name} if self.name_env else None
@@ -81,8 +78,7 @@ class CommandSecretStore(SecretStore):
                 "that name and that the command prints the value itself (e.g. vault's -field=, aws' --query "
                 "SecretString --output text)")
         log.debug("command secret store: read secret %r", name)
-        value = self._values[name] = SecretStr(text)
-        return value
+        return SecretStr(text)
 
     def names(self) -> list[str]:
         if self.list_argv is None:

@@ -46,6 +46,7 @@ class DatabricksSecretStore(RemoteSecretStore):
     """
 
     kind = "databricks"
+    _transient = (*RemoteSecretStore._transient, "_dbutils")  # a worker finds its own dbutils
 
     def __init__(self, scope: str, *, profile: str | None = None, dbutils: Any = None) -> None:
         super().__init__()

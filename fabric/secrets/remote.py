@@ -56,11 +56,26 @@ def credential(kind: str, what: str, env: str | None, file: Path | None) -> str:
 
 
 class RemoteSecretStore(SecretStore):
-    """A read-only store behind a network API. :meth:`get` asks the service once per name and
-    keeps the value (a :class:`SecretStr`) for the life of the instance, i.e. the run."""
+    """A read-only store behind a service (a network API, a command). :meth:`get` asks it once
+    per name and keeps the value (a :class:`SecretStr`) for the life of the instance; the fabric
+    keeps the instance for the run (``keeps_values``), so a run reads each secret once.
+
+    It pickles (a fabric may go with a gem to Spark workers) with the values it read and without
+    its lock or its client (``_client``), which a copy makes again on first use."""
+
+    keeps_values = True
+    # Attributes a pickled copy leaves behind (made again on first use): the lock, a client.
+    _transient: tuple[str, ...] = ("_lock", "_client")
 
     def __init__(self) -> None:
         self._values: dict[str, SecretStr] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, **{k: None for k in self._transient if k in self.__dict__}}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def get(self, name: str) -> SecretStr:
