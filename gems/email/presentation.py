@@ -13,7 +13,7 @@ import zoneinfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["Aggregate", "Summary", "Formats", "Column", "ColumnChoice", "Highlight", "TotalFunction", "HIGHLIGHT_STYLES",
+__all__ = ["InputName", "Aggregate", "Summary", "Formats", "Column", "ColumnChoice", "Highlight", "TotalFunction", "HIGHLIGHT_STYLES",
            "TableOptions", "ChartOptions"]
 
 _MODEL = ConfigDict(frozen=True, extra="forbid")
@@ -132,6 +132,10 @@ class Column(BaseModel):
         """The label, else the name."""
         return self.label or self.name
 
+
+# Which of the gem's inputs a part of the message shows (a property named ``from`` in YAML):
+# ``in0`` (the frame that makes the messages) or ``in1`` (the second input: ``apply(spark, in0, in1)``).
+InputName = Literal["in0", "in1"]
 
 TotalFunction = Literal["sum", "mean", "count"]
 # A highlight's style: its text marker (so it never rests on colour alone, WCAG 1.4.1) and its word.

@@ -28,6 +28,9 @@ class Unit:
         extra: template context added for this email (``group`` or ``row``).
         problem: why this email cannot be built from its data (e.g. a value that is not valid
             text); set, the message fails with it.
+        in1: the second input's rows this email carries (``apply(spark, in0, in1)``): all of
+            ``in1``, or the slice joined to this email's rows by ``slice_by``; ``None`` without
+            a second input. Parts that say ``from: in1`` (attachments, table, sections) use it.
     """
 
     key: str
@@ -35,6 +38,7 @@ class Unit:
     row_count: int
     extra: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None
+    in1: pa.Table | None = None
 
 
 @dataclass(frozen=True)
