@@ -289,3 +289,23 @@ def test_cli_dry_run_and_preview_show_the_skipped_messages(spark, tmp_path, caps
     assert code == 0, err
     assert out.count("would be skipped (skipped_by_rule): send_if: {{ row.error_rate > 0.05 }} was false") == 3
     assert len(list((tmp_path / "pv").glob("*.eml"))) == 2
+
+
+def test_the_ui_preview_says_why_and_a_test_send_ignores_the_rules(tmp_path, starttls_server):
+    from mailgem.fabric.local import local_identity_fabric
+    from mailgem.runner.job import parse_job
+    from mailgem.ui.frames import FrameCache
+    from mailgem.ui.previews import build_previews, send_test
+
+    LOADS.to_parquet(tmp_path / "loads.parquet", index=False)
+    job = parse_job({"name": "loads", "source": {"path": "loads.parquet"},
+                     "email": ROW | {"send_if": "{{ row.error_rate > 0.5 }}"}}, tmp_path / "job.yaml")
+    frame, _ = FrameCache().frame(job)
+    [first] = build_previews(job, frame, local_identity_fabric(USER), "local", USER, limit=1)
+    assert first.error == "send_if: {{ row.error_rate > 0.5 }} was false" and first.html is None
+    assert first.report_row["status"] == "skipped_by_rule"
+    # "Send a test to me" shows what the message looks like: a rule would only hide it.
+    result = send_test(job, frame, fabric_for(starttls_server), "reports", USER, "me@example.com")
+    [received] = starttls_server.messages
+    assert received.rcpt_tos == ("me@example.com",) and parse(received.data)["Subject"] == "[test] orders: 0.1"
+    assert result.code == 250
