@@ -134,7 +134,8 @@ def _preview(built: Built, connection: str) -> PreviewMessage:
     message = built.message
     if message is None:
         return PreviewMessage(built.key, list(built.recipients), [], None, None, [], 0,
-                              describe_error(built.error) if built.error is not None else "not built", row)
+                              describe_error(built.error) if built.error is not None else built.skipped or "not built",
+                              row)
     plain = message.get_body(("plain",))
     return PreviewMessage(
         key=built.key, recipients=list(built.recipients), headers=_headers(message), html=_html(message),
@@ -202,7 +203,8 @@ def send_test(job: JobSpec, frame: Any, fabric: Fabric, connection: str, user: s
         raise TestAddressError(f"test address: {exc}") from None
     props = job.email.model_copy(update={
         "to": [mailbox.header], "cc": [], "bcc": [], "to_column": None, "cc_column": None, "bcc_column": None,
-        "ledger": None, "max_messages": None, "subject": TEST_SUBJECT_PREFIX + job.email.subject})
+        "ledger": None, "max_messages": None, "subject": TEST_SUBJECT_PREFIX + job.email.subject,
+        "send_if": None, "skip_if": None})  # a test shows the message: the rules would only hide it
     gem = job_gem(job.model_copy(update={"email": props}), fabric, connection, user)
     built = next(gem.build(frame, 1), None)
     if built is None:

@@ -42,11 +42,13 @@ from mailgem.fabric.model import Fabric, current_user
 
 from ..spark_info import parallelism
 from .content.compose import Composer, SplitNeeded, Unit, split_unit
+from .content.conditions import send_if_skip
 from .data import collect, column_names, first_groups, is_spark_frame, session_zone, spark_instant_columns
 from .run.distributed import PartitionSender, send_distributed
 from .run.ledger import LedgerTarget, SendLedger
 from .run.ledger_open import ledger_target, open_run_ledger
-from .run.plan import count_units, units
+from .run.plan import count_units, needs_all_rows, units
+from .run.skip_rule import RUN_KEY, skip_if_reason, skipped_run_row
 from .content.preview import Built
 from .run.progress import Progress
 from .properties import EmailProperties
@@ -200,6 +202,9 @@ class EmailGem:
         props = self.properties
         self.fabric.check_access(self.user or current_user())
         transport = SmtpTransport(self.fabric.connection(props.connection), identity_only=True)  # no secret read
+        if (skipped := skip_if_reason(props, self.name, self.params, dt.datetime.now(dt.UTC), frame=in0)) is not None:
+            yield Built(RUN_KEY, [], None, None, skipped=skipped)  # over the whole frame, before any limit
+            return
         if limit is not None and props.mode == "per_row":
             # The first N messages are the first N rows: read no more (a preview of a huge frame stays quick).
             in0 = in0.limit(limit) if is_spark_frame(in0) else in0.head(limit)
@@ -214,6 +219,9 @@ class EmailGem:
     def _built(composer: Composer, transport: SmtpTransport, work: Iterator[Unit]) -> Iterator[Built]:
         for unit in work:
             try:
+                if (skipped := send_if_skip(composer.props, unit, composer.context(unit))) is not None:
+                    yield Built(unit.key, [], None, None, skipped=skipped)
+                    continue
                 message, envelope = composer.compose(unit)
                 message["Message-ID"] = new_message_id(transport.domain)
                 raw = transport.flatten(message, utf8=transport.needs_smtputf8(envelope.recipients))
@@ -304,13 +312,14 @@ class EmailGem:
         props = self.properties
         primary = transports[0]
 
-        needs_all = bool(props.mode != "report" or props.attachments or props.table.summary or props.table.totals
-                         or props.to_column or props.cc_column or props.bcc_column)
-        data = collect(in0, all_rows=needs_all, head_rows=props.table.max_rows, timezone=props.formats.timezone)
+        data = collect(in0, all_rows=needs_all_rows(props), head_rows=props.table.max_rows,
+                       timezone=props.formats.timezone)
         if data.row_count == 0 and props.on_empty == "skip":
             log.info("gem %s: frame is empty, nothing sent (on_empty: skip)", self.name)
             key = "report" if props.mode == "report" else "(none)"
             return self._report(spark, in0, [skipped_row(key, props.connection)])
+        if (skipped := skip_if_reason(props, self.name, self.params, composer.base["run_ts"], data=data)) is not None:
+            return self._report(spark, in0, [skipped_run_row(skipped, props.connection)])
         total = count_units(data.table, props) if props.mode != "report" else 1
         self._cap(total)
         progress = Progress(total, self.name)
@@ -345,6 +354,8 @@ class EmailGem:
                            run_key: str, domain: str, destination: str, ledger: LedgerTarget | None,
                            stop: StopSignal | None) -> Any:
         props = self.properties
+        if (skipped := skip_if_reason(props, self.name, self.params, run_ts, frame=frame)) is not None:
+            return to_spark(spark, [skipped_run_row(skipped, props.connection)])  # one Spark aggregation, no collect
         # The frame is computed once, by the sending job. A count (or an emptiness check) first
         # would compute an uncached frame's upstream once more, in full when its plan has a
         # shuffle; an empty frame is known from the empty report instead. Only max_messages

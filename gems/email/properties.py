@@ -159,7 +159,9 @@ class EmailProperties(BaseModel):
     Templates (subject, text_body, html_body, attachment file names) are Jinja2; HTML is
     autoescaped. They see: ``row_count``, ``columns``, ``rows`` (first rows, list of dicts),
     ``table`` (the HTML table), ``table_text``, ``shown_rows``, ``truncated``, ``run_ts``
-    (UTC datetime), ``run_date`` (``YYYY-MM-DD``), ``job`` and ``params``.
+    (UTC datetime), ``run_date`` (``YYYY-MM-DD``), ``job``, ``params`` and ``aggregates``
+    (``{column: {count, nulls, sum, mean, min, max}}`` over the message's rows). ``send_if`` and
+    ``skip_if`` are conditions (see :mod:`mailgem.gems.email.content.conditions`).
     """
 
     model_config = _MODEL
@@ -180,6 +182,14 @@ class EmailProperties(BaseModel):
     chart: ChartOptions | None = Field(default=None, description="An inline chart in the HTML body ({{ chart }}).")
     on_empty: Literal["skip", "send"] = Field(default="skip", description="What to do when the frame has no rows.")
     on_error: Literal["stop", "continue"] = Field(default="stop", description="stop: raise; continue: record the failure in the delivery report.")
+    send_if: str | None = Field(default=None, min_length=1, description=(
+        "Jinja2 condition evaluated per message before it is built, e.g. \"{{ row_count > 0 and rows[0].error_rate > "
+        "0.05 }}\"; it sees the message's template context and aggregates. False: the message is not sent (status "
+        "skipped_by_rule). One {{ expression }} uses its truth; other text must render true/yes/1 or false/no/0."))
+    skip_if: str | None = Field(default=None, min_length=1, description=(
+        "Jinja2 condition evaluated once, after the frame is read and before any message is built, over the whole "
+        "frame (row_count, columns, rows, aggregates, params, run_date, job). True: nothing is sent; the report has "
+        "one row, message_key (run), status skipped_by_rule."))
 
     mode: Mode = Field(default="report", description="report: one email for the frame; per_group: one per group of group_by; per_row: one per row.")
     group_by: list[str] = Field(default_factory=list, description="Columns whose values make a group (per_group).")

@@ -74,7 +74,7 @@ def report_lines(report: Any, out: Output, limit: int = 20) -> None:
     # Imported here: an early failure's message imports no gem.
     from mailgem.gems.email.run.status import DeliveryStatus as S
 
-    notes = (S.ALREADY_SENT, S.SKIPPED, S.NOT_STARTED)  # their error text says why, it is no failure
+    notes = (S.ALREADY_SENT, S.SKIPPED, S.SKIPPED_BY_RULE, S.NOT_STARTED)  # their error text says why, no failure
     errors: dict[str, list[str]] = {}
     for row in report.itertuples():
         if row.error and row.status not in notes:
@@ -104,7 +104,7 @@ def exit_code(report: Any) -> int:
     from mailgem.gems.email.run.status import DeliveryStatus as S
 
     statuses = set(report["status"])
-    if statuses <= {S.SENT, S.ALREADY_SENT, S.SKIPPED, S.DRY_RUN}:
+    if statuses <= {S.SENT, S.ALREADY_SENT, S.SKIPPED, S.SKIPPED_BY_RULE, S.DRY_RUN}:
         return EXIT_OK
     failed = report[report["status"] == S.FAILED]
     if not report["status"].isin(DELIVERED).any() and len(failed):

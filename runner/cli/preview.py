@@ -35,7 +35,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
             if html_path is not None:
                 out.say(f"  {html_path.with_suffix('.eml')}  {html_path}")
                 first_html = first_html or html_path
-            else:
+            elif b.skipped is None:  # a message send_if skips (or a run skip_if skips) is no failure
                 failed += 1
     out.say(f"Preview: nothing was sent; files in {args.out}/")
     if args.open and first_html is not None:

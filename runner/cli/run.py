@@ -12,6 +12,7 @@ from mailgem.connections.precheck import ChainCheck
 from mailgem.gems.email.content.preview import write_previews
 from mailgem.gems.email.gem import DeliveryError, EmailGem
 from mailgem.gems.email.run.report import to_pandas, with_nullable_ints
+from mailgem.gems.email.run.skip_rule import RUN_KEY
 from mailgem.gems.email.run.status import DeliveryStatus
 
 from .output import Output, check_report_path, exit_code, fail, record, report_lines, write_report_or_print
@@ -86,6 +87,9 @@ def _finish(args: argparse.Namespace, out: Output, job: str, connection: str, re
         "report": str(args.report_out) if args.report_out and report_error is None else None}
     if signals.signum is not None:
         fields["stopped_by"] = signals.name
+    run_skipped = _skipped_by_skip_if(report)
+    if run_skipped is not None:
+        fields["skipped_by"] = "skip_if"
     if report_error is not None:
         fields["report_error"] = report_error
     args.report = report  # for a caller in Python (.call): the failed rows' error lines
@@ -96,6 +100,8 @@ def _finish(args: argparse.Namespace, out: Output, job: str, connection: str, re
         out.json_line(fields)
         return code
     report_lines(report, out)
+    if run_skipped is not None:
+        out.say(f"Run skipped by skip_if: {run_skipped}")
     if received:
         where = "the embedded SMTP server (127.0.0.1, STARTTLS + AUTH)"
         out.say(f"Delivered to {where}; saved as {received[0]}" if len(received) == 1 else
@@ -131,7 +137,17 @@ def _unreachable(args: argparse.Namespace, out: Output, job: str, connection: st
     return EXIT_UNREACHABLE
 
 
+def _skipped_by_skip_if(report: Any) -> str | None:
+    """The reason when ``skip_if`` skipped the whole run (its report's one row), else ``None``."""
+    if len(report) != 1:
+        return None
+    row = report.iloc[0]
+    return str(row["error"]) if row["message_key"] == RUN_KEY and row["status"] == DeliveryStatus.SKIPPED_BY_RULE else None
+
+
 def _dry_run(gem: EmailGem, frame: Any, folder: Path, out: Output, connection: str) -> Any:
     rows = [b.dry_run_row(connection) for b, _ in write_previews(gem.build(frame), folder)]
-    out.say(f"Dry run: {len(rows):,} message(s) built, none sent; written to {folder}/")
+    skipped = sum(1 for r in rows if r.status == DeliveryStatus.SKIPPED_BY_RULE)
+    out.say(f"Dry run: {len(rows) - skipped:,} message(s) built" + (f", {skipped:,} skipped by rule" if skipped else "")
+            + f", none sent; written to {folder}/")
     return to_pandas(rows)

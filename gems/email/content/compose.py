@@ -22,6 +22,7 @@ from mailgem.connections.addresses import AddressError, Mailbox, parse_mailbox
 from mailgem.connections.errors import MessageTooLargeError
 from mailgem.connections.headers import PrefoldedHeader, prefolded, text_header
 
+from .aggregates import Aggregates
 from .attachments import Attachment, build_attachment, noted_default_name
 from .file_names import file_name_or_default
 from .checks import MessageBuildError, RecipientError, encodable as _encodable, estimated_size
@@ -158,6 +159,7 @@ class Composer:
         ctx = dict(self.base, row_count=unit.row_count, columns=list(row) if row is not None else unit.table.column_names)
         ctx["rows"] = [row] if row is not None else unit.table.slice(0, self.props.table.max_rows).to_pylist()
         ctx["part"] = None  # a Part when the rows were split over several messages
+        ctx["aggregates"] = Aggregates(unit.table)  # computed only when a template reads it
         ctx.update(unit.extra)
         ctx["total_row_count"] = ctx["part"].total_rows if ctx["part"] is not None else unit.row_count
         group = unit.extra.get("group")

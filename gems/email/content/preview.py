@@ -32,6 +32,8 @@ class Built:
             when it could not be built.
         raw: its bytes as they would be sent (RFC 5322, CRLF line ends); ``size_bytes`` is their length.
         error: why it could not be built, else ``None``.
+        skipped: why it would not be sent (``send_if: ... was false``, or for the whole run, key
+            ``(run)``, ``skip_if: ... was true``); it is then not built. ``None`` otherwise.
     """
 
     key: str
@@ -39,6 +41,7 @@ class Built:
     message: EmailMessage | None
     raw: bytes | None
     error: BaseException | None = None
+    skipped: str | None = None
 
     @property
     def size_bytes(self) -> int:
@@ -65,16 +68,21 @@ class Built:
         """One line: key, recipients, subject, size and attachments (or the error)."""
         if self.error is not None:
             return f"{self.key}: cannot be built: {describe_error(self.error)}"
+        if self.skipped is not None:
+            return f"{self.key}: would be skipped ({DeliveryStatus.SKIPPED_BY_RULE}): {self.skipped}"
         attached = f", attachments: {', '.join(self.attachment_names())}" if self.attachment_names() else ""
         return (f"{self.key}: to {', '.join(self.recipients)} | {self.subject!r} | {self.size_bytes:,} bytes"
                 f"{attached}")
 
     def dry_run_row(self, connection: str) -> DeliveryRow:
         """The delivery-report row ``run --dry-run`` writes for this message through ``connection``:
-        ``dry_run`` with its recipients, size and Message-ID, or ``failed`` with the error."""
+        ``dry_run`` with its recipients, size and Message-ID, ``failed`` with the error, or
+        ``skipped_by_rule`` with the condition."""
         if self.error is not None:
             return DeliveryRow(self.key, DeliveryStatus.FAILED, connection=connection, error=str(self.error),
                                error_type=type(self.error).__name__)
+        if self.skipped is not None:
+            return DeliveryRow(self.key, DeliveryStatus.SKIPPED_BY_RULE, connection=connection, error=self.skipped)
         return DeliveryRow(self.key, DeliveryStatus.DRY_RUN, recipients=", ".join(self.recipients),
                            size_bytes=self.size_bytes,
                            message_id=str(self.message["Message-ID"]) if self.message else None,
@@ -102,6 +110,8 @@ class Built:
     def _repr_html_(self) -> str:
         if self.error is not None:
             return f"<p><b>{escape(self.key)}</b>: cannot be built: {escape(describe_error(self.error))}</p>"
+        if self.skipped is not None:
+            return f"<p><b>{escape(self.key)}</b>: would be skipped: {escape(self.skipped)}</p>"
         head = (f"<p><b>To:</b> {escape(', '.join(self.recipients))}<br><b>Subject:</b> {escape(self.subject)}"
                 f"<br><b>Size:</b> {self.size_bytes:,} bytes"
                 + (f"<br><b>Attachments:</b> {escape(', '.join(self.attachment_names()))}" if self.attachment_names()

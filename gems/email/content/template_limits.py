@@ -19,7 +19,7 @@ import jinja2
 from jinja2.sandbox import SecurityError
 from jinja2.utils import Namespace
 
-__all__ = ["TemplateLimitError", "render_limited", "size_of", "MAX_VALUE_CHARS", "MAX_INT_BITS", "MAX_RENDER_STEPS", "MAX_RENDER_S"]
+__all__ = ["TemplateLimitError", "render_limited", "evaluate_limited", "size_of", "MAX_VALUE_CHARS", "MAX_INT_BITS", "MAX_RENDER_STEPS", "MAX_RENDER_S"]
 
 # Ten times the largest body Gmail shows before clipping it (about 102 KB), and a thousand times a
 # typical report's text; building a value this size takes about a millisecond and a few MB.
@@ -225,6 +225,23 @@ def render_limited(template: jinja2.Template, context: Mapping[str, Any], *, max
     if len(text) > max_chars:
         raise TemplateLimitError(f"the rendered text is over {max_chars:,} characters, the limit for {what}")
     return text
+
+
+def evaluate_limited(expression: Any, context: Mapping[str, Any], *, max_chars: int) -> Any:
+    """The value of ``expression`` (a ``jinja2.environment.TemplateExpression`` from a
+    :class:`LimitedSandbox`'s ``compile_expression``) with ``context``, within the limits of a
+    render whose cap is ``max_chars`` (an expression writes no output; its values, steps and
+    time are counted as a render's).
+
+    Raises:
+        TemplateLimitError: over a limit.
+        Exception: whatever the expression raises otherwise.
+    """
+    token = _BUDGET.set(max_chars)
+    try:
+        return expression(context)
+    finally:
+        _BUDGET.reset(token)
 
 
 def _rest(text: str, pieces: GeneratorType[str, None, None], max_chars: int) -> str:

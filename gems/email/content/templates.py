@@ -40,8 +40,12 @@ __all__ = ["BASE_NAMES", "MESSAGE_NAMES", "BODY_NAMES", "template_names", "templ
 
 # Every template of a run: the job's name, the run's UTC timestamp and date, and the job's params.
 BASE_NAMES = ("job", "run_ts", "run_date", "params")
-# Every template of one message (subject, recipients, attachment file names): plus its rows.
-MESSAGE_NAMES = (*BASE_NAMES, "row_count", "total_row_count", "part", "columns", "rows")
+# Every template of one message (subject, recipients, attachment file names, send_if): plus its rows.
+MESSAGE_NAMES = (*BASE_NAMES, "row_count", "total_row_count", "part", "columns", "rows", "aggregates")
+# skip_if, once per run: the whole frame.
+RUN_NAMES = (*BASE_NAMES, "row_count", "columns", "rows", "aggregates")
+# Conditions: their result must read as true or false (see conditions.py).
+CONDITIONS = ("send_if", "skip_if")
 # Bodies: plus the rendered table and how much of it is shown.
 BODY_NAMES = (*MESSAGE_NAMES, "table", "table_text", "shown_rows", "truncated", "chart", "chart_text")
 _MODE_NAMES = {"report": (), "per_group": ("group",), "per_row": ("row",)}
@@ -52,6 +56,8 @@ def template_names(template: str, mode: str) -> tuple[str, ...]:
     ``attachments[0].file_name``, ``ledger.run_key``) sees in ``mode``, in documentation order."""
     if template == "ledger.run_key":
         return BASE_NAMES
+    if template == "skip_if":
+        return RUN_NAMES
     names = BODY_NAMES if template in ("text_body", "html_body") else MESSAGE_NAMES
     return names + _MODE_NAMES[mode]
 
@@ -74,6 +80,7 @@ def templates_of(props: EmailProperties) -> list[tuple[str, str, bool]]:
     out += [(f"headers.{name}", value, False) for name, value in props.headers.items() if is_template(value)]
     if props.ledger is not None:
         out.append(("ledger.run_key", props.ledger.run_key, False))
+    out += [(name, getattr(props, name), False) for name in CONDITIONS if getattr(props, name) is not None]
     return out
 
 
@@ -141,7 +148,11 @@ def _sample_context(props: EmailProperties, template: str, *, job: str, params: 
         return ctx
     row: dict[str, Any] = (_Named("row", {c: sample_value(t) for c, t in columns.items()})
                            if columns is not None else _AnyColumn())
-    ctx.update(row_count=1, total_row_count=1, part=None, columns=list(columns or []), rows=[row])
+    ctx.update(row_count=1, total_row_count=1, part=None, columns=list(columns or []), rows=[row],
+               aggregates=_sample_aggregates(columns))
+    if template == "skip_if":
+        del ctx["total_row_count"], ctx["part"]
+        return ctx
     if props.mode == "per_row":
         ctx["row"] = row
     elif props.mode == "per_group":
@@ -151,6 +162,30 @@ def _sample_context(props: EmailProperties, template: str, *, job: str, params: 
         ctx.update(table=Markup("<table></table>"), table_text="", shown_rows=1, truncated=False,
                    chart=Markup('<img src="cid:chart">'), chart_text="Chart: ...")
     return ctx
+
+
+class _AnyAggregates(dict[str, Any]):
+    """``aggregates`` when the columns are unknown: every column has sample statistics."""
+
+    def __missing__(self, key: str) -> dict[str, Any]:
+        return _sample_stats(None)
+
+
+def _sample_stats(type_name: str | None) -> dict[str, Any]:
+    """Made-up statistics of a column of ``type_name`` (the keys :mod:`.aggregates` gives it)."""
+    value = sample_value(type_name)
+    stats: dict[str, Any] = {"count": 1, "nulls": 0, "min": value, "max": value}
+    if type_name is None or isinstance(value, int | float | decimal.Decimal):  # unknown type: maybe numbers
+        stats["sum"] = value
+        if not isinstance(value, bool):
+            stats["mean"] = value
+    return stats
+
+
+def _sample_aggregates(columns: Mapping[str, str | None] | None) -> dict[str, Any]:
+    if columns is None:
+        return _AnyAggregates()
+    return _Named("aggregates", {c: _sample_stats(t) for c, t in columns.items()})
 
 
 def check_templates(props: EmailProperties, *, job: str = "email", params: Mapping[str, Any] | None = None,
@@ -186,6 +221,9 @@ def check_templates(props: EmailProperties, *, job: str = "email", params: Mappi
             continue
         ctx = _sample_context(props, path, job=job, params=params, columns=columns)
         try:
+            if path in CONDITIONS:
+                out += _condition_result(path, source, ctx)
+                continue
             render_checked(path, compiled, ctx)
         except SecurityError as exc:  # the sandbox refused: an unsafe attribute, or over a limit
             out.append(TemplateProblem(path, "error", str(exc) if isinstance(exc, TemplateLimitError) else
@@ -208,7 +246,7 @@ def _undefined_message(message: str, ctx: dict[str, Any]) -> str | None:
     name = (match.group("name") or match.group("undef")) if match else None
     if name is None:
         return None
-    owners = [ctx.get("params"), ctx.get("group"), ctx.get("row"), *(ctx.get("rows") or [])]
+    owners = [ctx.get("params"), ctx.get("group"), ctx.get("row"), ctx.get("aggregates"), *(ctx.get("rows") or [])]
     for value in owners:
         if isinstance(value, _Named) and name in value.missed:
             what = "param" if value.name == "params" else "column"
@@ -218,3 +256,22 @@ def _undefined_message(message: str, ctx: dict[str, Any]) -> str | None:
                 have += " (a group has only its group_by columns)"
             return f"{value.name}.{name}: no {what} {name!r}{_did_you_mean(name, keys)}; there are: {have}"
     return None
+
+
+def _condition_result(path: str, source: str, ctx: dict[str, Any]) -> list[TemplateProblem]:
+    """A condition evaluated with the sample context as a run would (an expression's value, or
+    the rendered text): text that is neither true nor false is a warning (sample values made it).
+
+    Raises:
+        what evaluating it raises, for :func:`check_templates` to report.
+    """
+    from .conditions import Condition, truth
+    from .render import TemplateError
+
+    condition = Condition(path, source)
+    value = condition.evaluate(ctx)
+    try:
+        truth(path, value, text=not condition.is_expression)
+    except TemplateError as exc:
+        return [TemplateProblem(path, "warning", f"with sample values, {str(exc).removeprefix(path + ': ')}")]
+    return []

@@ -10,10 +10,11 @@ from typing import Any
 import pyarrow as pa
 
 from ..content.compose import Unit
+from ..content.conditions import uses_aggregates
 from ..data import key_form
 from ..properties import EmailProperties
 
-__all__ = ["units", "count_units", "row_key", "group_key"]
+__all__ = ["units", "count_units", "row_key", "group_key", "needs_all_rows"]
 
 
 def _json(values: Any) -> str:
@@ -80,3 +81,12 @@ def count_units(table: pa.Table, props: EmailProperties) -> int:
     if props.mode == "per_group":
         return table.select(props.group_by).to_pandas().drop_duplicates().shape[0]
     return table.num_rows
+
+
+def needs_all_rows(props: EmailProperties) -> bool:
+    """Whether the driver must collect every row of the frame (not only the first
+    ``table.max_rows``): for more than one message, attachments, a summary or totals, recipients
+    from columns, and conditions or ``aggregates`` (they see the whole frame in ``report`` mode)."""
+    return bool(props.mode != "report" or props.attachments or props.table.summary or props.table.totals
+                or props.to_column or props.cc_column or props.bcc_column or props.send_if or props.skip_if
+                or uses_aggregates(props))

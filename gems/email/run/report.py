@@ -4,7 +4,8 @@ Columns: ``message_key`` (str: ``report``, ``group:[values]``, ``row:[key values
 ``row:<hash>``; ``(partition)`` for a Spark partition that could not be read at all),
 ``status`` (a :class:`~.status.DeliveryStatus` as a plain str: ``sent`` | ``partial`` | ``failed`` |
 ``deferred`` (daily limit) | ``not_started`` (a stop came first) | ``already_sent`` (ledger) |
-``skipped`` (empty frame) | ``dry_run`` (built, not sent)),
+``skipped`` (empty frame) | ``skipped_by_rule`` (``send_if`` was false for the message, with
+the condition in ``error``; or ``skip_if`` held: one row, key ``(run)``) | ``dry_run`` (built, not sent)),
 ``recipients`` (str, comma-separated envelope recipients), ``accepted`` (int), ``refused`` (str,
 ``addr: code text`` pairs), ``reply_code`` (int, null if none), ``enhanced_status`` (str),
 ``error`` (str), ``error_type`` (str: the error's class, e.g. ``AuthenticationError``,

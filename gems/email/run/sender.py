@@ -2,6 +2,9 @@
 through a :class:`~mailgem.connections.delivery.Deliverer`, record the outcome. Used by the local path
 and by every Spark Python worker alike.
 
+A message whose ``send_if`` does not hold is a ``skipped_by_rule`` row, decided before anything
+of it is built and before the ledger is asked (:func:`~..content.conditions.send_if_skip`).
+
 One message's problem is that message's failed row: any exception while composing it (a
 template error on one row, an invalid address, a value that will not encode, a column the CSV
 writer refuses) or sending it is recorded with its reason, and the run goes on, unless
@@ -37,6 +40,7 @@ from mailgem.connections.errors import SmtpError
 from mailgem.connections.transport import new_message_id
 
 from ..content.compose import SplitNeeded, Unit, split_unit
+from ..content.conditions import send_if_skip
 from .claims import claim, looked_up
 from .context import SendContext
 from .ending import RunEnding
@@ -165,13 +169,18 @@ class SendRun(RunEnding):
 
     def _build(self, unit: Unit, row: DeliveryRow | None) -> Pending | None:
         """Compose ``unit`` (its row made and added to the rows unless it has one); ``None`` when
-        it is not to be sent now: accepted already, held, split into parts, or failed (its row says why)."""
+        it is not to be sent now: ``send_if`` is false, accepted already, held, split into parts,
+        or failed (its row says why)."""
         ctx, ledger = self.ctx, self.ledger
         if row is None:
             row = DeliveryRow(message_key=unit.key, status=_FAILED, connection=ctx.connection)
             self.rows.append(row)
         try:
             context = ctx.composer.context(unit)
+            if (skipped := send_if_skip(ctx.composer.props, unit, context)) is not None:
+                row.status, row.error = DeliveryStatus.SKIPPED_BY_RULE, skipped  # not built, not in the ledger
+                self.ctx.on_done(row)
+                return None
             envelope = ctx.composer.envelope(unit, context)
             rhash = envelope.recipients_hash if ledger is not None else ""  # a hash is for the ledger only
             row.recipients = ", ".join(envelope.recipients)

@@ -15,7 +15,9 @@ class DeliveryStatus(StrEnum):
     Report statuses: ``sent`` (every recipient accepted), ``partial`` (some refused), ``failed``,
     ``deferred`` (the connection's daily limit was reached: a re-run sends it), ``not_started``
     (``on_error: stop`` or a stop signal came first: a re-run sends it), ``already_sent`` (the
-    ledger has it from an earlier run), ``skipped`` (an empty frame: no message), ``dry_run``
+    ledger has it from an earlier run), ``skipped`` (an empty frame: no message),
+    ``skipped_by_rule`` (``send_if`` did not hold for the message, or ``skip_if`` held for the run:
+    not built, not sent, not in the ledger, so a re-run evaluates it again), ``dry_run``
     (built, not sent). Ledger only: ``sending`` (claimed, its outcome not yet recorded: a holder
     that died leaves it, and it is retried once its lease lapses).
     """
@@ -27,6 +29,7 @@ class DeliveryStatus(StrEnum):
     NOT_STARTED = "not_started"
     ALREADY_SENT = "already_sent"
     SKIPPED = "skipped"
+    SKIPPED_BY_RULE = "skipped_by_rule"
     DRY_RUN = "dry_run"
     SENDING = "sending"
 
