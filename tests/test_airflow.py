@@ -166,6 +166,17 @@ def test_an_empty_frame_skips_the_task(dag_files, starttls_server):
     assert starttls_server.messages == []
 
 
+def test_a_job_whose_skip_if_holds_skips_the_task(dag_files, starttls_server):
+    job = DAGS / "daily_sales.yaml"
+    job.write_text(job.read_text().replace("  mode: per_row\n", "  mode: per_row\n  skip_if: \"{{ row_count < 100 }}\"\n"))
+    run, ti = _run(_dag())
+    assert ti.state == TaskInstanceState.SKIPPED
+    assert starttls_server.messages == []
+    job.write_text(job.read_text().replace("row_count < 100", "row_count > 100"))
+    run, ti = _run(_dag())
+    assert ti.state == TaskInstanceState.SUCCESS and len(starttls_server.messages) == 3
+
+
 def test_a_refused_recipient_fails_the_task_with_the_error_in_its_log(dag_files, starttls_server, capfd):
     starttls_server.rcpt_refusals = {"west@example.com": "550 5.1.1 <west@example.com>: no such user"}
     run, ti = _run(_dag())

@@ -8,6 +8,7 @@ mailgem run                                 the task
 ==========================================  =======================================================
 0, messages sent (or already sent)          success; the run's summary is the XCom ``return_value``
 0, the frame was empty (``on_empty: skip``) skipped (``AirflowSkipException``)
+0, the job's ``skip_if`` held               skipped (``AirflowSkipException``)
 1, some messages failed or were refused     failed (retried when the task has retries: with a
                                             ledger, a retry sends only what was not accepted); the
                                             failed messages' error lines are in the task's log
@@ -111,6 +112,9 @@ class MailgemOperator(BaseOperator):
     def settle(self, outcome: RunOutcome) -> dict[str, Any]:
         """The task's end for ``outcome``: its summary, or the exception of the module's table."""
         code, summary = outcome.exit_code, outcome.summary
+        if outcome.skipped_by == "skip_if":
+            raise AirflowSkipException(f"mailgem: the job's skip_if held for this run: nothing sent "
+                                       f"(job {summary.get('job')!r})")
         if outcome.skipped:
             raise AirflowSkipException(f"mailgem: the job's frame is empty and its on_empty is skip: nothing to send "
                                        f"(job {summary.get('job')!r})")

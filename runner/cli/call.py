@@ -45,9 +45,19 @@ class RunOutcome:
 
     @property
     def skipped(self) -> bool:
-        """The frame was empty and the job's ``on_empty`` is ``skip``: nothing to send."""
+        """Nothing to send: the frame was empty and the job's ``on_empty`` is ``skip``, or the
+        job's ``skip_if`` held for the run (:attr:`skipped_by` says which)."""
+        return self.skipped_by is not None
+
+    @property
+    def skipped_by(self) -> str | None:
+        """``"on_empty"`` or ``"skip_if"`` when the whole run was skipped (see :attr:`skipped`), else ``None``."""
+        if self.exit_code != EXIT_OK:
+            return None
+        if self.summary.get("skipped_by") == "skip_if":
+            return "skip_if"
         counts = self.summary.get("counts") or {}
-        return self.exit_code == EXIT_OK and set(counts) == {"skipped"}
+        return "on_empty" if set(counts) == {"skipped"} else None
 
 
 def run_job_file(job: str | Path, *, fabric: str | Path | None = None, params: Mapping[str, Any] | None = None,
