@@ -172,7 +172,11 @@ def _check_passwords(pre: Preflight, user: str) -> None:
     """Protected attachments' passwords are in the fabric's store, for this user: a missing one
     is reported before Spark starts, naming the field and the store (never a value)."""
     assert pre.job is not None
+    said: set[str] = set()
     for path, secret in protect_refs(pre.job.email):
+        if secret in said:
+            continue  # each secret once, at the first field that names it
+        said.add(secret)
         if pre.fabric is None:
             pre.findings.append(Finding("error", (
                 f"{pre.job_file}: email.{path}: the embedded local server's fabric holds no secrets, so the ZIP "

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import openpyxl
 import pandas as pd
@@ -26,7 +27,8 @@ from pydantic import SecretStr
 
 from mailgem.fabric import EncryptedFileSecretStore, generate_key
 from mailgem.gems.email import EmailGem
-from mailgem.gems.email.content.attachments import build_attachment
+from mailgem.gems.email.content.attachments import Attachment, build_attachment
+from mailgem.gems.email.content.protect import zip_encrypted
 from mailgem.gems.email.errors import GemValidationError
 from mailgem.gems.email.properties import AttachmentSpec, EmailProperties
 from mailgem.gems.email.validate import validate
@@ -62,8 +64,9 @@ def _send(server, frame: pd.DataFrame, base_dir: Path | None = None, **props):
 
 def _seven_zip(archive: Path, out: Path, password: str) -> subprocess.CompletedProcess[str]:
     assert SEVEN_ZIP is not None
+    # A UTF-8 locale: 7-Zip reads a non-ASCII password from its arguments in the locale's encoding.
     return subprocess.run([SEVEN_ZIP, "x", f"-p{password}", f"-o{out}", "-y", str(archive)], capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, env={**os.environ, "LC_ALL": "C.UTF-8"})
 
 
 def _check_zip(data: bytes, inner: str, tmp_path: Path) -> bytes:
@@ -127,6 +130,18 @@ def test_validate_warns_that_the_body_table_shows_a_protected_attachments_rows()
     props = REPORT | {"attachments": [{"protect": PROTECT}], "table": {"enabled": True}}
     [found] = [d for d in validate(props) if d.path == "table.enabled"]
     assert found.severity == "warning" and "shows its rows in clear" in found.message
+
+
+@needs_7z
+def test_a_non_ascii_password_is_utf8_as_7zip_reads_it(tmp_path):
+    password = "pässwörd-€"
+    zipped = zip_encrypted(Attachment("d.csv", b"a,b\r\n1,2\r\n", "text", "csv"), SecretStr(password),
+                           (2026, 12, 7, 19, 0, 0))
+    assert zipped.file_name == "d.csv.zip" and repr(SecretStr(password)) == "SecretStr('**********')"
+    (tmp_path / "d.csv.zip").write_bytes(zipped.data)
+    done = _seven_zip(tmp_path / "d.csv.zip", tmp_path / "out", password)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "out" / "d.csv").read_bytes() == b"a,b\r\n1,2\r\n"
 
 
 def test_compression_with_protect_is_refused_and_compress_leaves_a_protected_file_as_it_is(starttls_server):
@@ -373,7 +388,7 @@ def test_mailgem_run_names_a_missing_secret_and_a_missing_file_before_spark(star
 
 
 def test_mailgem_run_local_says_the_zip_password_needs_the_fabric(tmp_path, capsys):
-    jobs = _job_dir(tmp_path, type("S", (), {"port": 1, "ca_pem": "x"})())
+    jobs = _job_dir(tmp_path, SimpleNamespace(port=1, ca_pem="unused"))  # --local: the fabric file is not read
     code = main(["run", str(jobs / "job.yaml"), "--local", "--outbox", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "email.attachments[0].protect.password.secret: the embedded local server's fabric holds " \

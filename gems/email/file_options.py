@@ -21,7 +21,7 @@ _MODEL = ConfigDict(frozen=True, extra="forbid")
 
 class Protection(BaseModel):
     """Send the attachment as ``<file_name>.zip``: a ZIP holding the file, AES-256 encrypted
-    (WinZip AES, which 7-Zip, macOS's Archive Utility and Windows open) with the password stored
+    (WinZip AES, which 7-Zip, WinZip, WinRAR and The Unarchiver open) with the password stored
     in the fabric's secret store under ``password.secret``. The password is never in the message:
     tell recipients it another way."""
 

@@ -1,12 +1,13 @@
 """Password-protected attachments (``protect: {password: {secret: NAME}}``): the file inside a ZIP
-encrypted with AES-256 (WinZip AES, AE-2), written by pyzipper. 7-Zip, macOS's Archive Utility
-and Windows' Explorer (Windows 11) open it with the password; the legacy ZipCrypto is not used
-(broken by known-plaintext attacks).
+encrypted with AES-256 (WinZip AES), written by pyzipper. 7-Zip, WinZip, WinRAR, Keka and The
+Unarchiver open it with the password; the legacy ZipCrypto, which every built-in unzipper reads,
+is not used (broken by known-plaintext attacks).
 
 The passwords are read from the fabric's store on the driver when the run starts
 (:func:`mailgem.gems.email.run.passwords.protect_passwords`) and reach the composer, on the
 driver or a Spark executor, as :class:`pydantic.SecretStr` (their repr is ``'**********'``);
-a password's text exists only while a ZIP is written, and never in a message, log or report.
+a password's text is taken out of it only to write a ZIP (as UTF-8, which 7-Zip reads too), and
+is never in a message, log or report.
 """
 
 from __future__ import annotations
