@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import openpyxl
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import pyzipper
 from conftest import PASSWORD, USER, fabric_for, parse_strict
@@ -142,6 +143,16 @@ def test_a_non_ascii_password_is_utf8_as_7zip_reads_it(tmp_path):
     done = _seven_zip(tmp_path / "d.csv.zip", tmp_path / "out", password)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "out" / "d.csv").read_bytes() == b"a,b\r\n1,2\r\n"
+
+
+def test_a_protected_parquet_file_reads_back_from_the_zip():
+    table = pa.Table.from_pandas(FRAME, preserve_index=False)
+    spec = AttachmentSpec(file_name="d.parquet", format="parquet", protect=PROTECT)
+    zipped = zip_encrypted(build_attachment(table, spec, "d.parquet"), SecretStr(ZIP_PASSWORD), (2026, 12, 7, 0, 0, 0))
+    with pyzipper.AESZipFile(io.BytesIO(zipped.data)) as zf:
+        zf.setpassword(ZIP_PASSWORD.encode())
+        assert zf.getinfo("d.parquet").compress_type == pyzipper.ZIP_STORED  # compressed already: stored
+        assert pq.read_table(io.BytesIO(zf.read("d.parquet"))).equals(table)
 
 
 def test_compression_with_protect_is_refused_and_compress_leaves_a_protected_file_as_it_is(starttls_server):
@@ -375,7 +386,13 @@ def test_mailgem_run_sends_protected_workbooks_and_linked_files(starttls_server,
     assert ZIP_PASSWORD not in done.stdout + done.stderr + (tmp_path / "report.csv").read_text()
 
 
-def test_mailgem_run_names_a_missing_secret_and_a_missing_file_before_spark(starttls_server, tmp_path, capsys):
+@pytest.fixture
+def no_spark(monkeypatch):
+    """Spark must not start: the checks before it stop the run."""
+    monkeypatch.setattr("mailgem.runner.spark.local_spark", lambda *a, **k: pytest.fail("Spark started"))
+
+
+def test_mailgem_run_names_a_missing_secret_and_a_missing_file_before_spark(starttls_server, tmp_path, capsys, no_spark):
     jobs = _job_dir(tmp_path, starttls_server, secret="no-such-secret", files="exports/missing.pdf")
     code = main(["run", str(jobs / "job.yaml"), "--fabric", str(tmp_path / "fabric.yaml"), "--user", USER])
     err = capsys.readouterr().err
@@ -384,10 +401,10 @@ def test_mailgem_run_names_a_missing_secret_and_a_missing_file_before_spark(star
             f"store): secret 'no-such-secret' not found in {tmp_path / 'secrets.json'}") in err
     assert (f"email.files[0].path: exports/missing.pdf resolves to {jobs / 'exports' / 'missing.pdf'}, which does not "
             f"exist (a relative path starts at the job file's folder, {jobs})") in err
-    assert "Spark" not in err and starttls_server.messages == []
+    assert starttls_server.messages == []
 
 
-def test_mailgem_run_local_says_the_zip_password_needs_the_fabric(tmp_path, capsys):
+def test_mailgem_run_local_says_the_zip_password_needs_the_fabric(tmp_path, capsys, no_spark):
     jobs = _job_dir(tmp_path, SimpleNamespace(port=1, ca_pem="unused"))  # --local: the fabric file is not read
     code = main(["run", str(jobs / "job.yaml"), "--local", "--outbox", str(tmp_path / "out")])
     err = capsys.readouterr().err

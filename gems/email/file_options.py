@@ -33,7 +33,8 @@ class Protection(BaseModel):
 class FileSpec(BaseModel):
     """An existing file attached as it is (a PDF exported upstream). ``path`` may be a Jinja2
     template rendered per message (``reports/{{ group.region }}.pdf``); in a job file a relative
-    path is relative to the job file's folder, in Python to the current directory. A file that
+    path is relative to the job file's folder, in Python to ``EmailGem(..., base_dir=)`` (default:
+the current directory). A file that
     does not exist fails: before the run for a fixed path, that message for a template."""
 
     model_config = _MODEL

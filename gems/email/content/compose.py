@@ -11,8 +11,8 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
-from pathlib import Path
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import css_inline
