@@ -10,7 +10,7 @@ A job file::
     params: {report_date: "2013-07-01"}
     email: { ...Email gem properties... }
 
-Relative paths (``source.path``, ``email.ledger.path``) are relative to the job file, as a
+Relative paths (``source.path``, ``email.ledger.path``, ``email.files[].path``) are relative to the job file, as a
 fabric's paths are relative to the fabric file, so a scheduler may start the job from any
 directory. ``${ENV_VAR}`` is interpolated.
 """
@@ -153,7 +153,7 @@ def job_gem(job: JobSpec, fabric: Fabric, connection: str | None = None, user: s
     props = job.email
     if connection is not None and connection != props.connection:
         props = props.model_copy(update={"connection": connection})
-    return EmailGem(props, fabric, user=user, name=job.name, params=job.params)
+    return EmailGem(props, fabric, user=user, name=job.name, params=job.params, base_dir=job.base_dir)
 
 
 def run_job(job: JobSpec, fabric: Fabric, spark: Any, *, user: str | None = None) -> Any:

@@ -1,7 +1,7 @@
 """Every check that can run before Spark starts, in the order a run needs them.
 
-job file → fabric → connection (and its fallbacks) → the user's access → secrets resolvable →
-source exists (relative to the job file) and what it holds → the Email gem's properties and
+job file → fabric → connection (and its fallbacks) → the user's access → secrets resolvable (the
+connection's, the ledger's, protected attachments' passwords) → attached files exist → source exists (relative to the job file) and what it holds → the Email gem's properties and
 templates, rendered against a sample context built from the source's columns when they are
 cheap to read. ``mailgem run``, ``validate``, ``preview`` and ``run --dry-run`` all start here,
 so a mistake is found in seconds, reported once, with the file, the field and the fix.
@@ -21,6 +21,8 @@ from mailgem.fabric.errors import AccessDeniedError, FabricConfigError
 from mailgem.fabric.loader import LOCAL_CONNECTION, load_fabric
 from mailgem.fabric.model import Fabric, current_user
 
+from mailgem.gems.email.content.files import missing_files
+from mailgem.gems.email.content.protect import protect_refs
 from mailgem.gems.email.run.ledger_open import check_ledger, ledger_target
 from mailgem.gems.email.validate import validate
 from .job import JobSpec, load_job, with_params
@@ -106,6 +108,10 @@ def check_job(job_file: str | Path, *, fabric_file: Path | None, local: bool = F
         _check_fabric(pre, fabric_file, user or current_user(), read_secrets)
     if job.email.ledger is not None and read_secrets and not pre.errors:
         _check_ledger(pre, user or current_user())
+    if read_secrets and not pre.errors:
+        _check_passwords(pre, user or current_user())
+    for d in missing_files(job.email, job.base_dir, "the job file's folder"):
+        pre.findings.append(Finding(d.severity, f"{name}: email.{d.path}: {d.message}"))
     pre.source = job.inspect_source()
     pre.findings += [Finding(severity, message) for severity, message in pre.source.problems]
     columns = pre.source.columns if not job.transform and job.source.path is not None else None
@@ -160,6 +166,28 @@ def _check_ledger(pre: Preflight, user: str) -> None:
         check_ledger(target)
     except MailgemError as exc:
         pre.findings.append(Finding("error", f"{pre.job_file}: email.ledger: {exc}"))
+
+
+def _check_passwords(pre: Preflight, user: str) -> None:
+    """Protected attachments' passwords are in the fabric's store, for this user: a missing one
+    is reported before Spark starts, naming the field and the store (never a value)."""
+    assert pre.job is not None
+    said: set[str] = set()
+    for path, secret in protect_refs(pre.job.email):
+        if secret in said:
+            continue  # each secret once, at the first field that names it
+        said.add(secret)
+        if pre.fabric is None:
+            pre.findings.append(Finding("error", (
+                f"{pre.job_file}: email.{path}: the embedded local server's fabric holds no secrets, so the ZIP "
+                f"password {secret!r} is not available with --local: try the job without protect (or with --dry-run, "
+                "which encrypts with a throwaway password), or run it through its fabric (--fabric)")))
+            continue
+        try:
+            pre.fabric.secret(secret, user)
+        except MailgemError as exc:
+            pre.findings.append(Finding("error", f"{pre.job_file}: email.{path}: fabric {pre.fabric.name!r} "
+                                                 f"({pre.fabric.secrets.type} secret store): {exc}"))
 
 
 def special_domains(pre: Preflight) -> tuple[str, ...]:

@@ -60,7 +60,8 @@ JOB: dict[str, Any] = {
                     "datetime_format": "%Y-%m-%d %H:%M", "na_rep": "-", "timezone": "UTC"},
         "attachments": [{"file_name": "sales.csv", "format": "csv", "columns": ["city"], "delimiter": ";",
                          "header": True, "compression": "none", "compression_level": 6, "csv_formula_escape": True,
-                         "bom": False}],
+                         "bom": False, "protect": {"password": {"secret": "zip-password"}}}],
+        "files": [{"path": "{{ params.region }}.pdf", "file_name": "r.pdf", "protect": {"password": {"secret": "zip-password"}}}],
         "chart": {"kind": "bar", "x": "city", "y": ["total"], "title": "Sales", "top_n": 5},
         "on_empty": "send",
         "on_error": "continue",
@@ -235,6 +236,7 @@ def no_spark(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr("mailgem.runner.spark.local_spark", local_spark)
     monkeypatch.setenv("MAILGEM_SECRET_PW", "not-a-real-password")
+    monkeypatch.setenv("MAILGEM_SECRET_ZIP_PASSWORD", "not-a-real-zip-password")
     monkeypatch.delenv("MAILGEM_FABRIC", raising=False)
 
 

@@ -27,9 +27,10 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from itertools import islice
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from mailgem.connections.delivery import Deliverer
 from mailgem.connections.gate import OPEN
@@ -43,10 +44,12 @@ from mailgem.fabric.model import Fabric, current_user
 from ..spark_info import parallelism
 from .content.compose import Composer, SplitNeeded, Unit, split_unit
 from .content.conditions import send_if_skip
+from .content.files import missing_files
 from .data import collect, column_names, first_groups, is_spark_frame, session_zone, spark_instant_columns
 from .run.distributed import PartitionSender, send_distributed
 from .run.ledger import LedgerTarget, SendLedger
 from .run.ledger_open import ledger_target, open_run_ledger
+from .run.passwords import protect_passwords
 from .run.plan import count_units, needs_all_rows, units
 from .run.skip_rule import RUN_KEY, skip_if_reason, skipped_run_row
 from .content.preview import Built
@@ -80,13 +83,15 @@ class EmailGem:
         user: who runs the gem (default: the current user); must be in one of the fabric's teams.
         name: the gem's name in messages, in templates (``job``) and in the ledger.
         params: extra values for templates (``params.x``).
+        base_dir: where relative ``files`` paths start (default: the current directory; a job
+            file's gem: the job file's folder).
 
     Raises:
         GemValidationError: the properties do not parse.
     """
 
     def __init__(self, properties: EmailProperties | dict[str, Any], fabric: Fabric, *, user: str | None = None,
-                 name: str = "email", params: dict[str, Any] | None = None) -> None:
+                 name: str = "email", params: dict[str, Any] | None = None, base_dir: Path | None = None) -> None:
         if isinstance(properties, dict):
             try:
                 properties = EmailProperties.model_validate(properties)
@@ -97,6 +102,7 @@ class EmailGem:
         self.user = user
         self.name = name
         self.params = dict(params or {})
+        self.base_dir = base_dir
         # The connection chain as check_connection() left it, for the next apply (see there).
         self._transports: list[SmtpTransport] | None = None
         self._checked: ChainCheck | None = None
@@ -123,14 +129,16 @@ class EmailGem:
 
     def _check(self, in0: Any) -> None:
         problems = [d for d in self.validate(column_names(in0)) if d.severity == "error"]
+        problems += missing_files(self.properties, self.base_dir)
         if problems:
             raise GemValidationError(f"gem {self.name!r} has {len(problems)} problem(s):\n"
                                      + "\n".join(f"  {d}" for d in problems), problems)
 
-    def _composer(self, transport: SmtpTransport, run_ts: dt.datetime, size_limit: int | None = None) -> Composer:
+    def _composer(self, transport: SmtpTransport, run_ts: dt.datetime, size_limit: int | None = None,
+                  passwords: dict[str, SecretStr] | None = None) -> Composer:
         return Composer(self.properties, job=self.name, params=self.params, charset=transport.connection.charset,
-                        run_ts=run_ts, size_limit=size_limit,
-                        special_domains=transport.connection.allowed_special_domains)
+                        run_ts=run_ts, size_limit=size_limit, special_domains=transport.connection.allowed_special_domains,
+                        passwords=passwords, base_dir=self.base_dir)
 
     def _size_limit(self, server_size: int | None) -> int | None:
         """The largest message to build, in bytes: ``max_message_bytes`` and the server's SIZE
@@ -150,7 +158,7 @@ class EmailGem:
     def _server_size(self, transports: list[SmtpTransport]) -> int | None:
         """The server's SIZE, learned before composing: only when attachments may be compressed
         or split to fit it (otherwise each session checks SIZE before MAIL FROM)."""
-        if self.properties.attachments_over_limit == "error" or not self.properties.attachments:
+        if self.properties.attachments_over_limit == "error" or not (self.properties.attachments or self.properties.files):
             return None
         return self._check_chain(transports).size_limit_bytes
 
@@ -281,12 +289,13 @@ class EmailGem:
         self._check(in0)
         # Access and secrets first: a user who may not send learns it before any data is read.
         transports = self._transports or self.fabric.transports(props.connection, self.user)
+        passwords = protect_passwords(props, self.fabric, self.user)  # read here, on the driver, once
         self.outcomes.clear()
         primary = transports[0]
         run_ts = dt.datetime.now(dt.UTC)
         is_distributed = is_spark_frame(in0) and props.mode != "report" and props.distributed
         server_size = self._server_size(transports) if not is_distributed else None
-        composer = self._composer(primary, run_ts, self._size_limit(server_size))
+        composer = self._composer(primary, run_ts, self._size_limit(server_size), passwords)
         run_key = composer.run_key()
         domain = primary.domain
         destination = self.fabric.destination(props.connection)
@@ -300,7 +309,7 @@ class EmailGem:
                     ledger.close()  # tables created once, here, before the executors open it
                     ledger = None
                 return self._apply_distributed(spark or in0.sparkSession, in0, transports, run_ts, run_key, domain,
-                                               destination, target, stop)
+                                               destination, target, stop, passwords)
             return self._apply_local(spark, in0, transports, composer, run_key, domain, ledger, stop)
         finally:
             if ledger is not None:
@@ -352,7 +361,7 @@ class EmailGem:
 
     def _apply_distributed(self, spark: Any, frame: Any, transports: list[SmtpTransport], run_ts: dt.datetime,
                            run_key: str, domain: str, destination: str, ledger: LedgerTarget | None,
-                           stop: StopSignal | None) -> Any:
+                           stop: StopSignal | None, passwords: dict[str, SecretStr]) -> Any:
         props = self.properties
         if (skipped := skip_if_reason(props, self.name, self.params, run_ts, frame=frame)) is not None:
             return to_spark(spark, [skipped_run_row(skipped, props.connection)])  # one Spark aggregation, no collect
@@ -375,7 +384,8 @@ class EmailGem:
             sender = PartitionSender(props, transports, job=self.name, params=self.params, run_ts=run_ts,
                                      run_key=run_key, domain=domain, destination=destination, ledger=ledger,
                                      rate_share=1 / workers, size_limit=self._size_limit(server_size),
-                                     instants=self._instant_columns(frame), beacon=beacon)
+                                     instants=self._instant_columns(frame), beacon=beacon, passwords=passwords,
+                                     base_dir=self.base_dir)
             report = send_distributed(frame, sender, workers)
         self.outcomes.update(report["status"])
         if report.empty and props.on_empty == "skip":

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mailgem.connections.addresses import CONTROL_CHARACTERS, format_mailbox, mailbox_parts, split_address_list
 from mailgem.connections.yaml_types import describe_type
 
+from .file_options import FileSpec, Protection
 from .presentation import (HIGHLIGHT_STYLES, Aggregate, ChartOptions, Column, ColumnChoice, Formats, Highlight, Summary,
                            TableOptions, TotalFunction)
 from .run.ledger_db import DEFAULT_LEASE_S, check_postgres_url
@@ -28,6 +29,7 @@ from .run.ledger_db import DEFAULT_LEASE_S, check_postgres_url
 __all__ = [
     "EmailProperties", "TableOptions", "Summary", "Aggregate", "Formats", "CsvAttachment", "AttachmentSpec", "ChartOptions",
     "Priority", "Mode", "LedgerOptions", "split_addresses", "Column", "Highlight", "TotalFunction", "HIGHLIGHT_STYLES",
+    "FileSpec", "Protection",
 ]
 
 _MODEL = ConfigDict(frozen=True, extra="forbid")
@@ -99,9 +101,14 @@ class AttachmentSpec(BaseModel, ColumnChoice):
     long_cells: Literal["cut", "error"] = Field(default="cut", description=(
         "XLSX only: a text cell longer than Excel's 32,767 characters is cut to fit (cut: logged, and named in the "
         "delivery report's notes column) or fails its message, which is then not sent (error)."))
+    protect: Protection | None = Field(default=None, description=(
+        "Send the file as <file_name>.zip, AES-256 encrypted with a fabric secret's password: {password: {secret: NAME}}."))
 
     @model_validator(mode="after")
     def _format_matches(self) -> AttachmentSpec:
+        if self.protect is not None and self.compression != "none":
+            raise ValueError(f"compression {self.compression} and protect: a protected file is zipped already (an "
+                             "encrypted ZIP): remove compression")
         if self.format != "csv" and self.compression != "none":
             raise ValueError(f"compression is for CSV; a {self.format} file is compressed already: remove compression")
         name = self.file_name.lower()
@@ -179,6 +186,9 @@ class EmailProperties(BaseModel):
     table: TableOptions = Field(default_factory=TableOptions)
     formats: Formats = Field(default_factory=Formats)
     attachments: list[AttachmentSpec] = Field(default_factory=list)
+    files: list[FileSpec] = Field(default_factory=list, description=(
+        "Existing files to attach as they are (a PDF exported upstream): [{path, file_name, protect}]; path may be a "
+        "template, relative to the job file's folder."))
     chart: ChartOptions | None = Field(default=None, description="An inline chart in the HTML body ({{ chart }}).")
     on_empty: Literal["skip", "send"] = Field(default="skip", description="What to do when the frame has no rows.")
     on_error: Literal["stop", "continue"] = Field(default="stop", description="stop: raise; continue: record the failure in the delivery report.")

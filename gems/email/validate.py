@@ -176,6 +176,9 @@ def _content(props: EmailProperties) -> Iterator[Diagnostic]:
                 if name not in outputs:
                     yield _error("chart", f"{name!r} is not a summary column ({', '.join(sorted(outputs))}); with "
                                           "table.summary the chart draws the summary")
+    if any(a.protect for a in props.attachments) and props.table.enabled and props.table.summary is None:
+        yield Diagnostic("table.enabled", "warning", "an attachment is protected, but the body's table shows its rows in "
+                                                     "clear: set table.enabled: false, or show a table.summary")
     if props.text_body is None and props.html_body is None and not props.table.enabled and not props.attachments:
         yield Diagnostic("table.enabled", "warning", "no body, no table and no attachment: the email will say only the row count")
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import css_inline
 import pyarrow as pa
 from markupsafe import Markup
+from pydantic import SecretStr
 
 from mailgem.connections.addresses import AddressError, Mailbox, parse_mailbox
 from mailgem.connections.errors import MessageTooLargeError
@@ -25,6 +27,8 @@ from mailgem.connections.headers import PrefoldedHeader, prefolded, text_header
 from .aggregates import Aggregates
 from .attachments import Attachment, build_attachment, noted_default_name
 from .file_names import file_name_or_default
+from .files import FileAttachment, LinkedFiles
+from .protect import Protector
 from .checks import MessageBuildError, RecipientError, encodable as _encodable, estimated_size
 from .unit import Envelope, SplitNeeded, Unit, split_unit
 from .chart import chart_part
@@ -69,11 +73,18 @@ class Composer:
             message over it is ``attachments_over_limit`` (error, compress, split).
         special_domains: the connection's ``allowed_special_domains``: recipients there may use
             special-use or single-label domains (internal relays).
+        passwords: ``{secret name: password}`` of the ``protect`` options, read for this run
+            (:func:`mailgem.gems.email.run.passwords.protect_passwords`); ``None`` for previews,
+            which encrypt with a throwaway password (see :class:`Protector`).
+        base_dir: where relative ``files`` paths start (``None``: the current directory).
     """
 
     def __init__(self, props: EmailProperties, *, job: str, params: dict[str, Any], charset: str,
-                 run_ts: dt.datetime, size_limit: int | None = None, special_domains: tuple[str, ...] = ()) -> None:
+                 run_ts: dt.datetime, size_limit: int | None = None, special_domains: tuple[str, ...] = (),
+                 passwords: Mapping[str, SecretStr] | None = None, base_dir: Path | None = None) -> None:
         self.props = props
+        self._protect = Protector(passwords, run_ts)
+        self._files = LinkedFiles(props.files, base_dir, size_limit, props.attachments_over_limit, self._protect)
         self.special_domains = special_domains  # the connection's allowed_special_domains
         # Largest message to build, bytes as transmitted (max_message_bytes, the server's SIZE).
         self.size_limit = size_limit
@@ -256,14 +267,18 @@ class Composer:
         policy = self.props.attachments_over_limit
         if policy == "compress" and not compress:
             return self._render(unit, ctx, compress=True)
+        files = [a for a in rendered[3] if isinstance(a, FileAttachment)]  # whole in every part: never split
         if policy == "split" and unit.row_count > 1 and "part" not in unit.extra:
-            data = sum(estimated_size("", None, None, [a]) for a in rendered[3])
-            room = max(1, self.size_limit - (size - data))
-            raise SplitNeeded(f"{size:,} bytes over the limit of {self.size_limit:,}",
-                              parts=min(unit.row_count, math.ceil(data / room * 1.1)))
+            data = sum(estimated_size("", None, None, [a]) for a in rendered[3] if not isinstance(a, FileAttachment))
+            room = self.size_limit - (size - data)
+            if room > 0:
+                raise SplitNeeded(f"{size:,} bytes over the limit of {self.size_limit:,}",
+                                  parts=min(unit.row_count, math.ceil(data / room * 1.1)))
         raise MessageTooLargeError(
             f"the message would be {size:,} bytes with its attachments, over the limit of {self.size_limit:,} bytes"
-            + ("" if policy != "error" else "; set attachments_over_limit: compress or split"),
+            + ("" if policy != "error" else "; set attachments_over_limit: compress or split")
+            + (f"; its files ({', '.join(a.file_name for a in files)}: {sum(len(a.data) for a in files):,} bytes) are "
+               "attached whole, never split or compressed" if files else ""),
             size_bytes=size, limit_bytes=self.size_limit)
 
     def _attachments(self, unit: Unit, ctx: dict[str, Any], compress: bool) -> list[Attachment]:
@@ -276,7 +291,7 @@ class Composer:
         p = self.props
         part_of = unit.extra.get("part")  # a Part when the unit's rows were split to fit the size limit
         specs = [spec.model_copy(update={"compression": "gzip"}) if compress and spec.format == "csv"
-                 and spec.compression == "none" else spec for spec in p.attachments]
+                 and spec.compression == "none" and spec.protect is None else spec for spec in p.attachments]
         attachments = []
         for i, spec in enumerate(specs):
             name, unnamed = file_name_or_default(render(f"attachments[{i}].file_name", spec.file_name, ctx))
@@ -288,6 +303,8 @@ class Composer:
                 attachment = build_attachment(unit.table, spec, name, p.formats.timezone, p.table.presentation, p.formats)
             except ValueError as exc:
                 raise MessageBuildError(f"attachments[{i}] ({name}): {exc}") from None
+            if spec.protect is not None:  # an encrypted ZIP around the file (content/protect.py)
+                attachment = self._protect(attachment, spec.protect, f"attachments[{i}]")
             attachments.append(noted_default_name(attachment, f"attachments[{i}].file_name") if unnamed else attachment)
         return attachments
 
@@ -321,6 +338,7 @@ class Composer:
         summary = summarise(unit.table, p.table.summary) if p.table.summary else None
         table = self._table(unit, summary)
         note = "the full data is attached" if attachments and not p.table.summary else ""
+        attachments += self._files.attachments(ctx) if self._files else []
         chart_html, chart_text = Markup(""), ""
         notes: list[str] = []  # the chart's, for the delivery report
         if p.chart is not None:  # a chart that cannot be drawn leaves the message without it, and a note

@@ -75,6 +75,8 @@ def templates_of(props: EmailProperties) -> list[tuple[str, str, bool]]:
     if props.html_body is not None:
         out.append(("html_body", props.html_body, True))
     out += [(f"attachments[{i}].file_name", a.file_name, False) for i, a in enumerate(props.attachments)]
+    out += [(f"files[{i}].{k}", v, False) for i, f in enumerate(props.files) for k, v in (("path", f.path),
+            ("file_name", f.file_name)) if v is not None and is_template(v)]
     out += [(f"{f}[{i}]", v, False) for f in ("to", "cc", "bcc") for i, v in enumerate(getattr(props, f))
             if is_template(v)]
     out += [(f"headers.{name}", value, False) for name, value in props.headers.items() if is_template(value)]

@@ -19,10 +19,12 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+from pydantic import SecretStr
 
 from mailgem.connections.delivery import Deliverer
 from mailgem.connections.transport import SmtpTransport
@@ -48,7 +50,8 @@ class PartitionSender:
     def __init__(self, props: EmailProperties, transports: list[SmtpTransport], *, job: str, params: dict[str, Any],
                  run_ts: dt.datetime, run_key: str, domain: str, destination: str, ledger: LedgerTarget | None,
                  rate_share: float, size_limit: int | None = None, instants: tuple[list[str], str] = ([], "UTC"),
-                 beacon: BeaconAddress | None = None) -> None:
+                 beacon: BeaconAddress | None = None, passwords: dict[str, SecretStr] | None = None,
+                 base_dir: Path | None = None) -> None:
         self.props = props
         self.transports = transports
         self.job = job
@@ -62,6 +65,9 @@ class PartitionSender:
         self.size_limit = size_limit
         self.instants = instants  # (TIMESTAMP columns, the driver's session zone)
         self.beacon = beacon  # where the driver says "stop" (a scheduler's SIGTERM), if it can
+        # protect's passwords, read on the driver (SecretStr: pickled to the workers, never shown)
+        self.passwords = passwords if passwords is not None else {}
+        self.base_dir = base_dir  # where relative files paths start: the same path must be readable here
 
     def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         props = self.props
@@ -73,8 +79,8 @@ class PartitionSender:
         try:
             ledger = SendLedger(self.ledger, self.job, self.run_key, self.destination) if self.ledger else None
             composer = Composer(props, job=self.job, params=self.params, charset=primary.charset, run_ts=self.run_ts,
-                                special_domains=primary.allowed_special_domains,
-                                size_limit=self.size_limit)
+                                special_domains=primary.allowed_special_domains, size_limit=self.size_limit,
+                                passwords=self.passwords, base_dir=self.base_dir)
             ctx = SendContext(composer, self.job, self.run_key, self.domain, primary.name, ledger,
                               stop_on_error=props.on_error == "stop", envelope_ids=primary.dsn is not None, stop=stop)
             with StopListener(self.beacon, stop):
