@@ -305,6 +305,7 @@ class EmailGem:
         primary = transports[0]
 
         needs_all = bool(props.mode != "report" or props.attachments or props.table.summary or props.table.totals
+                         or props.sections  # each section's table and summary are over all the rows
                          or props.to_column or props.cc_column or props.bcc_column)
         data = collect(in0, all_rows=needs_all, head_rows=props.table.max_rows, timezone=props.formats.timezone)
         if data.row_count == 0 and props.on_empty == "skip":

@@ -35,7 +35,7 @@ from ..properties import EmailProperties
 from .render import base_context, render_checked, template_environment
 from .sandbox import TemplateLimitError
 
-__all__ = ["BASE_NAMES", "MESSAGE_NAMES", "BODY_NAMES", "template_names", "templates_of", "check_templates",
+__all__ = ["BASE_NAMES", "MESSAGE_NAMES", "BODY_NAMES", "SECTION_NAMES", "template_names", "templates_of", "check_templates",
            "sample_value", "TemplateProblem", "is_template"]
 
 # Every template of a run: the job's name, the run's UTC timestamp and date, and the job's params.
@@ -43,7 +43,10 @@ BASE_NAMES = ("job", "run_ts", "run_date", "params")
 # Every template of one message (subject, recipients, attachment file names): plus its rows.
 MESSAGE_NAMES = (*BASE_NAMES, "row_count", "total_row_count", "part", "columns", "rows")
 # Bodies: plus the rendered table and how much of it is shown.
-BODY_NAMES = (*MESSAGE_NAMES, "table", "table_text", "shown_rows", "truncated", "chart", "chart_text")
+BODY_NAMES = (*MESSAGE_NAMES, "table", "table_text", "shown_rows", "truncated", "chart", "chart_text", "sections",
+              "sections_text")
+# A section's title and text: a message template's names, plus its own rows (``section``).
+SECTION_NAMES = (*MESSAGE_NAMES, "section")
 _MODE_NAMES = {"report": (), "per_group": ("group",), "per_row": ("row",)}
 
 
@@ -52,7 +55,8 @@ def template_names(template: str, mode: str) -> tuple[str, ...]:
     ``attachments[0].file_name``, ``ledger.run_key``) sees in ``mode``, in documentation order."""
     if template == "ledger.run_key":
         return BASE_NAMES
-    names = BODY_NAMES if template in ("text_body", "html_body") else MESSAGE_NAMES
+    names = (BODY_NAMES if template in ("text_body", "html_body") else SECTION_NAMES if template.startswith("sections[")
+             else MESSAGE_NAMES)
     return names + _MODE_NAMES[mode]
 
 
@@ -69,6 +73,8 @@ def templates_of(props: EmailProperties) -> list[tuple[str, str, bool]]:
     if props.html_body is not None:
         out.append(("html_body", props.html_body, True))
     out += [(f"attachments[{i}].file_name", a.file_name, False) for i, a in enumerate(props.attachments)]
+    out += [(f"sections[{i}].{part}", source, False) for i, s in enumerate(props.sections)
+            for part, source in (("title", s.title), ("text", s.text)) if source is not None]
     out += [(f"{f}[{i}]", v, False) for f in ("to", "cc", "bcc") for i, v in enumerate(getattr(props, f))
             if is_template(v)]
     out += [(f"headers.{name}", value, False) for name, value in props.headers.items() if is_template(value)]
@@ -149,7 +155,12 @@ def _sample_context(props: EmailProperties, template: str, *, job: str, params: 
                         else _AnyColumn())
     if template in ("text_body", "html_body"):
         ctx.update(table=Markup("<table></table>"), table_text="", shown_rows=1, truncated=False,
-                   chart=Markup('<img src="cid:chart">'), chart_text="Chart: ...")
+                   chart=Markup('<img src="cid:chart">'), chart_text="Chart: ...", sections=Markup("<div></div>"),
+                   sections_text="")
+    if template.startswith("sections["):  # the section's own rows: the frame's, or in1's (columns unknown here)
+        in1 = props.sections[int(template[len("sections["):template.index("]")])].from_ == "in1"
+        ctx["section"] = {"row_count": 1, "columns": [] if in1 else list(columns or []), "from": "in1" if in1 else "in0",
+                          "rows": [_AnyColumn() if in1 else row]}
     return ctx
 
 
