@@ -121,6 +121,27 @@ def test_sections_and_sheets_through_the_api(starttls_server, engine, request):
     _assert_workbook(xlsx.get_content())
 
 
+@pytest.mark.parametrize("engine", ["pandas", "spark"])
+def test_per_group_each_message_has_sections_of_its_groups_rows(starttls_server, engine, request):
+    props = REPORT | {"mode": "per_group", "group_by": ["carrier"], "subject": "{{ group.carrier }}", "sections": [
+        {"title": "{{ group.carrier }}: {{ section.row_count }} flights", "table": {"columns": ["flight"]}},
+        {"title": "By origin", "table": {"summary": {"group_by": ["origin"], "aggregates": [{"column": "flight"}]}},
+         "chart": {"x": "origin", "y": "flight_count"}}]}
+    frame = _sorted_by_delay(FLIGHTS)
+    if engine == "spark":  # per_group on Spark: built and sent on the executors
+        spark = request.getfixturevalue("spark")
+        report = EmailGem(props, fabric_for(starttls_server), user=USER).apply(spark, spark.createDataFrame(frame)).toPandas()
+    else:
+        report = EmailGem(props, fabric_for(starttls_server), user=USER).apply(frame)
+    assert sorted(report["status"]) == ["sent"] * 3, report["error"].tolist()
+    messages = {m["Subject"]: m for m in (parse(r.data) for r in starttls_server.wait_for_messages(3))}
+    html, images = _html_and_images(messages["UA"])
+    assert "UA: 3 flights" in html and len(images) == 1 and f"cid:{next(iter(images))}" in html
+    assert sorted(re.findall(r"<td[^>]*>(\d{3})</td>", html)) == ["101", "103", "106"]
+    assert ">EWR<" in html and ">JFK<" not in html
+    assert "DL: 1 flights" in messages["DL"].get_body(("plain",)).get_content()
+
+
 def test_a_custom_body_places_the_sections_beside_the_top_level_table(starttls_server):
     props = REPORT | {"sections": SECTIONS[:1], "table": {"columns": ["origin", "flight"]},
                       "html_body": "<p>Intro</p>{{ sections }}<h2>All flights</h2>{{ table }}",
@@ -182,7 +203,7 @@ def test_a_section_from_in1_shows_the_second_inputs_rows_and_fails_without_one(s
     ("[raw]", "contains [ ]"), ("a:b", "contains :"), ("what?", "contains ?"), ("all*", "contains *"),
     ("a\\b", "contains \\"), ("", "a sheet name cannot be empty"), ("  ", "a sheet name cannot be empty"),
     ("'quoted", "begins or ends with an apostrophe"), ("quoted'", "begins or ends with an apostrophe"),
-    ("history", "is reserved by Excel"),
+    ("history", "is reserved by Excel"), ("{{ group.carrier }}", "is a template; sheet names are fixed text"),
 ])
 def test_each_sheet_name_rule_is_a_validation_error(name, rule):
     props = REPORT | {"attachments": [{"file_name": "d.xlsx", "format": "xlsx", "sheets": [{"name": name}]}]}

@@ -172,7 +172,8 @@ class EmailProperties(BaseModel):
     Templates (subject, text_body, html_body, attachment file names) are Jinja2; HTML is
     autoescaped. They see: ``row_count``, ``columns``, ``rows`` (first rows, list of dicts),
     ``table`` (the HTML table), ``table_text``, ``shown_rows``, ``truncated``, ``run_ts``
-    (UTC datetime), ``run_date`` (``YYYY-MM-DD``), ``job`` and ``params``.
+    (UTC datetime), ``run_date`` (``YYYY-MM-DD``), ``job`` and ``params``; with ``sections``,
+    the bodies also see ``sections`` (HTML) and ``sections_text``.
     """
 
     model_config = _MODEL

@@ -13,7 +13,8 @@ As YAML::
 Sheet names are checked when the properties are read (before anything runs), by Excel's rules
 (Microsoft, "Rename a worksheet"): not empty, at most 31 characters, none of ``[ ] : * ? / \\``,
 not beginning or ending with an apostrophe, not ``History`` (Excel keeps it for itself), and no
-two the same, compared without case.
+two the same, compared without case. Names are fixed text, not templates, so every message's
+workbook passes these checks when the job is read.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ class Sheet(BaseModel, ColumnChoice):
         problem = sheet_name_problem(value)
         if problem:
             raise ValueError(problem)
+        if "{{" in value or "{%" in value:  # a sheet name is the same in every message: checked once, here
+            raise ValueError(f"sheet name {value!r} is a template; sheet names are fixed text (name the file after the "
+                             "message instead: file_name is a template)")
         return value
 
     @model_validator(mode="after")
