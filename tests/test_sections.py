@@ -190,6 +190,10 @@ def test_a_section_from_in1_shows_the_second_inputs_rows_and_fails_without_one(s
     assert re.findall(r"<td[^>]*>(\d{3})</td>", html[html.index("Their 4"):]) == ["101", "202", "103", "404"]
     with pytest.raises(MessageBuildError, match=r"sections\[1\]: from: in1, but the gem has no second input"):
         composer.compose(Unit("report", in0, 1))
+    # in1's columns are not known before the run: a missing one fails that message, naming it.
+    with pytest.raises(MessageBuildError, match=r"sections\[1\]\.table: columns: no column 'flight'; there are: "
+                                                r"dep_delay"):
+        composer.compose(Unit("report", in0, 1, in1=in1.select(["dep_delay"])))
     # Through the gem, with one input: that message fails, with the reason in the delivery report.
     report = EmailGem(props, fabric_for(starttls_server), user=USER).apply(pd.DataFrame({"name": ["Ops"]}))
     assert report["status"].tolist() == ["failed"]

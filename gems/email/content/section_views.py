@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,14 +58,24 @@ def options_table(rows: pa.Table, summary: pa.Table | None, options: TableOption
     if not options.enabled:
         return None
     shown = summary if summary is not None else rows
+    if options.column_names:
+        _present(options.column_names, shown, "columns")
+        shown = shown.select(options.column_names)
     try:
-        if options.column_names:
-            shown = shown.select(options.column_names)
         return format_rows(shown, options.max_rows, formats, total=None if summary is not None else row_count,
                            max_cell_chars=options.max_cell_chars, columns=options.presentation, totals=options.totals,
                            highlight=options.highlight)
-    except (ValueError, KeyError) as exc:  # KeyError: a column missing (rows from in1 are not checked before)
-        raise MessageBuildError(str(exc).strip('"')) from None
+    except ValueError as exc:
+        raise MessageBuildError(str(exc)) from None
+
+
+def _present(names: Sequence[str], table: pa.Table, option: str) -> None:
+    """Raise :class:`MessageBuildError` naming ``option``'s columns that ``table`` lacks (rows
+    from ``in1`` are not checked before the run; the frame's are)."""
+    missing = [n for n in dict.fromkeys(names) if n not in table.column_names]
+    if missing:
+        raise MessageBuildError(f"{option}: no column {', '.join(map(repr, missing))}; there are: "
+                                f"{', '.join(table.column_names)}")
 
 
 @dataclass(frozen=True)
@@ -158,10 +169,13 @@ def _view(i: int, section: Section, props: EmailProperties, unit: Unit, ctx: dic
     text = render(f"{where}.text", section.text, ctx).strip() if section.text is not None else ""
     summary = None
     if options is not None and options.summary is not None:
+        used = [*options.summary.group_by, *(a.column for a in options.summary.aggregates)]
         try:
+            _present(used, rows, "summary")
             summary = summarise(rows, options.summary)
-        except (KeyError, pa.ArrowException) as exc:
-            raise MessageBuildError(f"{where}.table.summary: {exc}; the rows have: {', '.join(rows.column_names)}") from None
+        except (MessageBuildError, pa.ArrowException) as exc:  # ArrowException: an aggregate of the wrong type
+            raise MessageBuildError(f"{where}.table.{exc}" if isinstance(exc, MessageBuildError)
+                                    else f"{where}.table.summary: {exc}") from None
     table = None
     if options is not None:
         try:
