@@ -25,11 +25,13 @@ from .file_options import FileSpec, Protection
 from .presentation import (HIGHLIGHT_STYLES, Aggregate, ChartOptions, Column, ColumnChoice, Formats, Highlight, Summary,
                            TableOptions, TotalFunction)
 from .run.ledger_db import DEFAULT_LEASE_S, check_postgres_url
+from .sections import MAX_SECTIONS, Section
+from .sheets import Sheet, sheets_problem
 
 __all__ = [
     "EmailProperties", "TableOptions", "Summary", "Aggregate", "Formats", "CsvAttachment", "AttachmentSpec", "ChartOptions",
     "Priority", "Mode", "LedgerOptions", "split_addresses", "Column", "Highlight", "TotalFunction", "HIGHLIGHT_STYLES",
-    "FileSpec", "Protection",
+    "FileSpec", "Protection", "Section", "Sheet",
 ]
 
 _MODEL = ConfigDict(frozen=True, extra="forbid")
@@ -101,6 +103,9 @@ class AttachmentSpec(BaseModel, ColumnChoice):
     long_cells: Literal["cut", "error"] = Field(default="cut", description=(
         "XLSX only: a text cell longer than Excel's 32,767 characters is cut to fit (cut: logged, and named in the "
         "delivery report's notes column) or fails its message, which is then not sent (error)."))
+    sheets: list[Sheet] | None = Field(default=None, min_length=1, description=(
+        "XLSX only: the workbook's worksheets, in order, each a summary or detail rows: [{name, summary | columns}] "
+        "(default: one sheet, data, of the rows)."))
     protect: Protection | None = Field(default=None, description=(
         "Send the file as <file_name>.zip, AES-256 encrypted with a fabric secret's password: {password: {secret: NAME}}."))
 
@@ -109,6 +114,13 @@ class AttachmentSpec(BaseModel, ColumnChoice):
         if self.protect is not None and self.compression != "none":
             raise ValueError(f"compression {self.compression} and protect: a protected file is zipped already (an "
                              "encrypted ZIP): remove compression")
+        if self.sheets is not None:
+            if self.format != "xlsx":
+                raise ValueError(f"sheets are worksheets of an XLSX workbook; this attachment's format is {self.format}: "
+                                 "set format: xlsx (and a file_name ending in .xlsx), or remove sheets")
+            problem = sheets_problem([sheet.name for sheet in self.sheets])
+            if problem:
+                raise ValueError(problem)
         if self.format != "csv" and self.compression != "none":
             raise ValueError(f"compression is for CSV; a {self.format} file is compressed already: remove compression")
         name = self.file_name.lower()
@@ -167,8 +179,9 @@ class EmailProperties(BaseModel):
     autoescaped. They see: ``row_count``, ``columns``, ``rows`` (first rows, list of dicts),
     ``table`` (the HTML table), ``table_text``, ``shown_rows``, ``truncated``, ``run_ts``
     (UTC datetime), ``run_date`` (``YYYY-MM-DD``), ``job``, ``params`` and ``aggregates``
-    (``{column: {count, nulls, sum, mean, min, max}}`` over the message's rows). ``send_if`` and
-    ``skip_if`` are conditions (see :mod:`mailgem.gems.email.content.conditions`).
+    (``{column: {count, nulls, sum, mean, min, max}}`` over the message's rows); with ``sections``, the bodies also see ``sections`` (HTML) and
+    ``sections_text``. ``send_if`` and ``skip_if`` are conditions (see
+    :mod:`mailgem.gems.email.content.conditions`).
     """
 
     model_config = _MODEL
@@ -190,6 +203,9 @@ class EmailProperties(BaseModel):
         "Existing files to attach as they are (a PDF exported upstream): [{path, file_name, protect}]; path may be a "
         "template, relative to the job file's folder."))
     chart: ChartOptions | None = Field(default=None, description="An inline chart in the HTML body ({{ chart }}).")
+    sections: list[Section] = Field(default_factory=list, max_length=MAX_SECTIONS, description=(
+        "Several views in one message: [{title, text, table, chart, from}], shown in order by the default bodies "
+        "(instead of the top-level table and chart) or where html_body has {{ sections }} and text_body {{ sections_text }}."))
     on_empty: Literal["skip", "send"] = Field(default="skip", description="What to do when the frame has no rows.")
     on_error: Literal["stop", "continue"] = Field(default="stop", description="stop: raise; continue: record the failure in the delivery report.")
     send_if: str | None = Field(default=None, min_length=1, description=(

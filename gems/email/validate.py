@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from mailgem.connections.addresses import CONTROL_CHARACTERS, AddressError, parse_mailbox
 from mailgem.connections.headers import prefolded
 
-from .properties import EmailProperties
+from .properties import ChartOptions, EmailProperties, TableOptions
 from .content.templates import check_templates, is_template, sample_value
 
 __all__ = [
@@ -111,7 +111,7 @@ def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str
     return [*_recipients(props, special_domains), *_mode(props), *_headers(props),
             *(Diagnostic(found.path, found.severity, found.message)
               for found in check_templates(props, job=job, params=params, columns=types)),
-            *_content(props), *([] if columns is None else _columns(props, list(columns))),
+            *_content(props), *_sections(props), *([] if columns is None else _columns(props, list(columns))),
             *([] if types is None else _presentation_types(props, types))]
 
 
@@ -170,17 +170,50 @@ def _content(props: EmailProperties) -> Iterator[Diagnostic]:
             yield Diagnostic("html_body", "warning", "a chart is configured but html_body never shows {{ chart }}")
         if props.html_body is None and props.text_body is not None:
             yield _error("chart", "a chart needs an HTML body: remove text_body or add html_body with {{ chart }}")
-        if props.table.summary is not None:
-            outputs = set(props.table.summary.group_by) | {a.output_name for a in props.table.summary.aggregates}
-            for name in (props.chart.x, *props.chart.y_columns):
-                if name not in outputs:
-                    yield _error("chart", f"{name!r} is not a summary column ({', '.join(sorted(outputs))}); with "
-                                          "table.summary the chart draws the summary")
+        yield from _chart_on_summary("", props.table, props.chart)
     if any(a.protect for a in props.attachments) and props.table.enabled and props.table.summary is None:
         yield Diagnostic("table.enabled", "warning", "an attachment is protected, but the body's table shows its rows in "
                                                      "clear: set table.enabled: false, or show a table.summary")
     if props.text_body is None and props.html_body is None and not props.table.enabled and not props.attachments:
         yield Diagnostic("table.enabled", "warning", "no body, no table and no attachment: the email will say only the row count")
+
+
+def _chart_on_summary(prefix: str, table: TableOptions | None, chart: ChartOptions) -> Iterator[Diagnostic]:
+    """With a summary, the chart (``{prefix}chart``) draws it: its x and y are summary columns."""
+    if table is not None and table.summary is not None:
+        outputs = set(table.summary.group_by) | {a.output_name for a in table.summary.aggregates}
+        for name in (chart.x, *chart.y_columns):
+            if name not in outputs:
+                yield _error(f"{prefix}chart", f"{name!r} is not a summary column ({', '.join(sorted(outputs))}); with "
+                                               f"{prefix}table.summary the chart draws the summary")
+
+
+def _sections(props: EmailProperties) -> Iterator[Diagnostic]:
+    """Where the sections show, and what the default bodies leave out when there are sections."""
+    if not props.sections:
+        return
+    for i, section in enumerate(props.sections):
+        if section.chart is not None:
+            if props.html_body is None and props.text_body is not None:
+                yield _error(f"sections[{i}].chart", "a chart needs an HTML body: remove text_body or add html_body "
+                                                     "with {{ sections }}")
+            yield from _chart_on_summary(f"sections[{i}].", section.table, section.chart)
+    if props.html_body is not None and "sections" not in props.html_body:
+        yield Diagnostic("html_body", "warning", "sections are configured but html_body never shows {{ sections }}")
+    if props.text_body is not None and "sections_text" not in props.text_body:
+        yield Diagnostic("text_body", "warning", "sections are configured but text_body never shows {{ sections_text }}")
+    if props.html_body is None and props.text_body is None:
+        shown = [name for name, given in (("chart", props.chart is not None),
+                                          ("table", _table_configured(props.table))) if given]
+        if shown:
+            yield Diagnostic(shown[0], "warning", f"with sections, the default bodies show the sections only, not the "
+                                                  f"top-level {' and '.join(shown)}: move it into a section, or write "
+                                                  "html_body with {{ " + shown[0] + " }} and {{ sections }}")
+
+
+def _table_configured(table: TableOptions) -> bool:
+    """Whether the top-level table says what to show (more than the body's budget and cell length)."""
+    return bool(table.model_fields_set - {"max_html_bytes", "max_cell_chars", "enabled"}) and table.enabled
 
 
 def _kind(type_name: str | None) -> str | None:
@@ -193,50 +226,77 @@ def _kind(type_name: str | None) -> str | None:
 
 def _presentation_types(props: EmailProperties, types: Mapping[str, str | None]) -> Iterator[Diagnostic]:
     """A column's format fits its type, and a sum or mean is of numbers (frame columns whose
-    types are known; a summary's output types are not)."""
-    if props.table.summary is not None:
+    types are known; a summary's output types are not): the top-level table's and each
+    ``from: in0`` section's."""
+    yield from _table_types("table", props.table, types)
+    for i, section in enumerate(props.sections):
+        if section.table is not None and section.from_ == "in0":
+            yield from _table_types(f"sections[{i}].table", section.table, types)
+
+
+def _table_types(path: str, table: TableOptions, types: Mapping[str, str | None]) -> Iterator[Diagnostic]:
+    """:func:`_presentation_types` of one table (at ``path``)."""
+    if table.summary is not None:
         return
-    for name, column in props.table.presentation.items():
+    for name, column in table.presentation.items():
         kind, want = _kind(types.get(name)), column.format_kind
         if kind is not None and want is not None and (want == "date") != (kind == "time"):
             what = "a date pattern" if want == "date" else "a number format"
             fix = "a number format like ',.1f'" if kind == "number" else "a date pattern like '%d %b %Y'"
-            yield _error(f"table.columns[{name}].format", f"{column.format!r} is {what} but {name!r} holds "
-                                                           f"{types[name]}: use {fix}")
+            yield _error(f"{path}.columns[{name}].format", f"{column.format!r} is {what} but {name!r} holds "
+                                                            f"{types[name]}: use {fix}")
         if kind is None and types.get(name) and (column.format or column.unit):
-            yield Diagnostic(f"table.columns[{name}]", "warning", f"format and unit apply to numbers and dates; {name!r} "
-                                                                  f"holds {types[name]}, so they change nothing")
-    for name, function in props.table.totals.items():
+            yield Diagnostic(f"{path}.columns[{name}]", "warning", f"format and unit apply to numbers and dates; {name!r} "
+                                                                   f"holds {types[name]}, so they change nothing")
+    for name, function in table.totals.items():
         if function != "count" and types.get(name) and _kind(types[name]) != "number":
-            yield _error(f"table.totals.{name}", f"{function} needs numbers, and {name!r} holds {types[name]}: use count")
+            yield _error(f"{path}.totals.{name}", f"{function} needs numbers, and {name!r} holds {types[name]}: use count")
+
+
+def _view_refs(prefix: str, table: TableOptions | None, chart: ChartOptions | None,
+               refs: list[tuple[str, list[str]]]) -> Iterator[Diagnostic]:
+    """The columns a table (``{prefix}table``) and its chart name: those that must be the
+    frame's are added to ``refs``; those that must be its summary's are checked here."""
+    summary = table.summary if table is not None else None
+    if table is not None:
+        names = table.column_names or []
+        shown = [*table.totals, *(h.column for h in table.highlight)]
+        if summary is None:
+            refs += [(f"{prefix}table.columns", names), (f"{prefix}table.totals", list(table.totals)),
+                     (f"{prefix}table.highlight", [h.column for h in table.highlight])]
+        else:
+            refs += [(f"{prefix}table.summary.group_by", summary.group_by),
+                     (f"{prefix}table.summary.aggregates", [a.column for a in summary.aggregates])]
+            outputs = set(summary.group_by) | {a.output_name for a in summary.aggregates}
+            for i, key in enumerate(summary.order_by):
+                if key.lstrip("-") not in outputs:
+                    yield _error(f"{prefix}table.summary.order_by[{i}]",
+                                 f"{key.lstrip('-')!r} is not a summary column ({', '.join(sorted(outputs))})")
+            refs.append((f"{prefix}table.columns", [c for c in names if c not in outputs]))
+            for name in dict.fromkeys(shown):
+                if name not in outputs:
+                    yield _error(f"{prefix}table.totals" if name in table.totals else f"{prefix}table.highlight",
+                                 f"{name!r} is not a summary column ({', '.join(sorted(outputs))}); with "
+                                 f"{prefix}table.summary the table shows the summary")
+    if chart is not None and summary is None:
+        refs.append((f"{prefix}chart", [chart.x, *chart.y_columns]))
 
 
 def _columns(props: EmailProperties, columns: list[str]) -> Iterator[Diagnostic]:
-    """Every column the properties name is one the frame has (a summary's columns where it applies)."""
+    """Every column the properties name is one the frame has (a summary's columns where it
+    applies); a section ``from: in1`` shows the second input's, not checked here."""
     known = set(columns)
-    refs: list[tuple[str, list[str]]] = [("table.columns", props.table.column_names or [])]
-    summary = props.table.summary
-    if summary is not None:
-        refs.append(("table.summary.group_by", summary.group_by))
-        refs.append(("table.summary.aggregates", [a.column for a in summary.aggregates]))
-        outputs = set(summary.group_by) | {a.output_name for a in summary.aggregates}
-        for i, key in enumerate(summary.order_by):
-            if key.lstrip("-") not in outputs:
-                yield _error(f"table.summary.order_by[{i}]", f"{key.lstrip('-')!r} is not a summary column ({', '.join(sorted(outputs))})")
-        if props.table.column_names:
-            refs[0] = ("table.columns", [c for c in props.table.column_names if c not in outputs])
-        shown = [*props.table.totals, *(h.column for h in props.table.highlight)]
-        for name in dict.fromkeys(shown):
-            if name not in outputs:
-                yield _error("table.totals" if name in props.table.totals else "table.highlight",
-                             f"{name!r} is not a summary column ({', '.join(sorted(outputs))}); with table.summary the "
-                             "table shows the summary")
-    else:
-        refs.append(("table.totals", list(props.table.totals)))
-        refs.append(("table.highlight", [h.column for h in props.table.highlight]))
-    refs += [(f"attachments[{i}].columns", a.column_names or []) for i, a in enumerate(props.attachments)]
-    if props.chart is not None and summary is None:
-        refs.append(("chart", [props.chart.x, *props.chart.y_columns]))
+    refs: list[tuple[str, list[str]]] = []
+    yield from _view_refs("", props.table, props.chart, refs)
+    for i, section in enumerate(props.sections):
+        if section.from_ == "in0":
+            yield from _view_refs(f"sections[{i}].", section.table, section.chart, refs)
+    for i, a in enumerate(props.attachments):
+        refs.append((f"attachments[{i}].columns", a.column_names or []))
+        for j, sheet in enumerate(a.sheets or []):
+            used = sheet.column_names or [] if sheet.summary is None else [
+                *sheet.summary.group_by, *(agg.column for agg in sheet.summary.aggregates)]
+            refs.append((f"attachments[{i}].sheets[{j}] ({sheet.name})", used))
     refs += [("group_by", props.group_by), ("key_columns", props.key_columns)]
     refs += [(f, [getattr(props, f)]) for f in ("to_column", "cc_column", "bcc_column") if getattr(props, f)]
     for path, names in refs:

@@ -19,7 +19,8 @@ from .cells import in_zone
 from .csv_format import write_csv
 from .logged import warn_once
 from .parquet_format import PARQUET_MIME, write_parquet
-from .xlsx_format import EXCEL_MAX_CELL_CHARS, XLSX_MIME, write_xlsx
+from .table import summarise
+from .xlsx_format import EXCEL_MAX_CELL_CHARS, XLSX_MIME, write_workbook, write_xlsx
 
 __all__ = ["Attachment", "build_attachment", "build_csv", "noted_default_name"]
 
@@ -73,9 +74,13 @@ def build_attachment(table: pa.Table, spec: AttachmentSpec, file_name: str, time
             or the limit: XLSX holds at most 1,048,576 rows and 16,384 columns, and with
             ``long_cells: error`` at most 32,767 characters a cell).
     """
+    columns = {**(columns or {}), **spec.presentation}  # the attachment's own presentation first
+    if spec.sheets:
+        workbook = write_workbook(_sheets(in_zone(table, timezone), spec, columns), spec, formats)
+        notes = [_cut_note(file_name, workbook.cut), _as_text_note(file_name, workbook.as_text)]
+        return Attachment(file_name, workbook.data, *XLSX_MIME, notes="; ".join(n for n in notes if n) or None)
     if spec.column_names:
         table = table.select(spec.column_names)
-    columns = {**(columns or {}), **spec.presentation}  # the attachment's own presentation first
     table = in_zone(table, timezone)
     if spec.format == "xlsx":
         workbook = write_xlsx(table, spec, columns, formats)
@@ -85,6 +90,28 @@ def build_attachment(table: pa.Table, spec: AttachmentSpec, file_name: str, time
         return Attachment(file_name, write_parquet(table), *PARQUET_MIME)
     labels = {name: c.label for name, c in (columns or {}).items() if c.label} if spec.labels else {}
     return _compressed(write_csv(table, spec, labels), spec, file_name)
+
+
+def _sheets(table: pa.Table, spec: AttachmentSpec,
+            columns: Mapping[str, Column]) -> list[tuple[str, pa.Table, dict[str, Column]]]:
+    """``(name, rows, presentation)`` of each of ``spec.sheets``: its summary of ``table``, or
+    its columns of ``table`` (default: the attachment's, else all).
+
+    Raises:
+        ValueError: a sheet names a column ``table`` does not have (names the sheet).
+    """
+    out = []
+    for sheet in spec.sheets or []:
+        try:
+            if sheet.summary is not None:
+                rows = summarise(table, sheet.summary)
+            else:
+                names = sheet.column_names or spec.column_names
+                rows = table.select(names) if names else table
+        except (KeyError, pa.ArrowException) as exc:
+            raise ValueError(f"sheet {sheet.name!r}: {exc}; the rows have: {', '.join(table.column_names)}") from None
+        out.append((sheet.name, rows, {**columns, **sheet.presentation}))
+    return out
 
 
 def noted_default_name(attachment: Attachment, template: str) -> Attachment:

@@ -37,7 +37,8 @@ from .message import build_message, run_headers
 from ..properties import EmailProperties, split_addresses
 from .spliced import SPLICE_MIN_BYTES, SplicedMessage, placeholder
 from .render import DEFAULT_HTML, DEFAULT_TEXT, NullKey, base_context, nulls_refused, one_line, render
-from .table import Table, fit_rows, format_rows, summarise
+from .section_views import default_bodies, options_table, render_sections
+from .table import Table, fit_rows, summarise
 from .table_html import html_document, html_table, text_table
 from ..validate import MAX_BODY_BYTES, MAX_SUBJECT_CHARS, check_header, is_template
 
@@ -315,19 +316,7 @@ class Composer:
             MessageBuildError: a column's format does not fit it, or totals or highlight name a
                 column the table does not have.
         """
-        p = self.props
-        if not p.table.enabled:
-            return None
-        shown = summary if summary is not None else unit.table
-        if p.table.column_names:
-            shown = shown.select(p.table.column_names)
-        # The "showing N of M" note counts the unit's rows (the table may hold only the first ones).
-        total = None if summary is not None else unit.row_count
-        try:
-            return format_rows(shown, p.table.max_rows, p.formats, total=total, max_cell_chars=p.table.max_cell_chars,
-                               columns=p.table.presentation, totals=p.table.totals, highlight=p.table.highlight)
-        except ValueError as exc:
-            raise MessageBuildError(str(exc)) from None
+        return options_table(unit.table, summary, self.props.table, self.props.formats, unit.row_count)
 
     def _render_once(self, unit: Unit, ctx: dict[str, Any] | None,
                      compress: bool) -> tuple[str, str | None, str | None, list[Attachment], list[str]]:
@@ -335,25 +324,32 @@ class Composer:
         ctx = ctx if ctx is not None else self.context(unit)
         part_of = unit.extra.get("part")
         attachments = self._attachments(unit, ctx, compress)
-        summary = summarise(unit.table, p.table.summary) if p.table.summary else None
-        table = self._table(unit, summary)
+        sections = render_sections(p, unit, ctx, bool(attachments))
+        top = not sections.replaces_top  # the default bodies show the sections instead of the top-level views
+        summary = summarise(unit.table, p.table.summary) if p.table.summary and top else None
+        table = self._table(unit, summary) if top else None
         note = "the full data is attached" if attachments and not p.table.summary else ""
         attachments += self._files.attachments(ctx) if self._files else []
         chart_html, chart_text = Markup(""), ""
         notes: list[str] = []  # the chart's, for the delivery report
-        if p.chart is not None:  # a chart that cannot be drawn leaves the message without it, and a note
+        if p.chart is not None and top:  # a chart that cannot be drawn leaves the message without it, and a note
             image, chart_html, chart_text, notes = chart_part(summary if summary is not None else unit.table, p.chart,
                                                               p.formats, p.table.labels())
             attachments.extend([image] if image is not None else [])
-
-        html_src = p.html_body if p.html_body is not None else (DEFAULT_HTML if p.text_body is None else None)
+        attachments.extend(sections.images)
+        notes.extend(sections.notes)
+        default_html, default_text = default_bodies(sections, DEFAULT_HTML, DEFAULT_TEXT)
+        html_src = p.html_body if p.html_body is not None else (default_html if p.text_body is None else None)
 
         def page(n: int, html: bool) -> dict[str, Any]:
-            # Only the body being rendered gets its table (the HTML table is measured alone).
-            return dict(ctx, shown_rows=n, truncated=table is not None and n < table.total,
-                        table=html_table(table, n, note) if table and html else "",
-                        table_text=text_table(table, n, charset=self.charset) if table and not html else "",
-                        chart=chart_html, chart_text=chart_text)
+            # Only the body being rendered gets its tables (the HTML is measured alone); every table
+            # shows at most n rows (sections: its own max_rows caps it).
+            top_n = min(n, len(table.rows)) if table else 0
+            return dict(ctx, shown_rows=top_n, truncated=table is not None and top_n < table.total,
+                        table=html_table(table, top_n, note) if table and html else "",
+                        table_text=text_table(table, top_n, charset=self.charset) if table and not html else "",
+                        chart=chart_html, chart_text=chart_text, sections=sections.html(n) if html else "",
+                        sections_text=sections.text(n, self.charset) if not html else "")
 
         rendered: dict[int, str | None] = {}  # row count -> HTML body: the search's last try is the body
 
@@ -367,14 +363,14 @@ class Composer:
 
         def bodies(n: int) -> tuple[str, str | None]:
             # Always a text part (what clients fall back to).
-            return render("text_body", p.text_body if p.text_body is not None else DEFAULT_TEXT, page(n, False)), html_body(n)
+            return render("text_body", p.text_body if p.text_body is not None else default_text, page(n, False)), html_body(n)
 
         def html_bytes(n: int) -> bytes:
             # Measured as transmitted: every line ends in CRLF on the wire (RFC 5322 §2.1).
             return (html_body(n) or "").replace("\n", "\r\n").encode()
 
-        shown = min(p.table.max_rows, len(table.rows)) if table else 0
-        if table is not None and html_src is not None:
+        shown = max(min(p.table.max_rows, len(table.rows)) if table else 0, sections.most_rows)
+        if (table is not None or sections.most_rows) and html_src is not None:
             shown, _ = fit_rows(html_bytes, shown, p.table.max_html_bytes)
         text, html = bodies(shown)
         for part, body in (("text_body", text), ("html_body", html)):

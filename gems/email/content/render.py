@@ -90,7 +90,7 @@ def _cap(name: str) -> tuple[int, str]:
     if cap is None:
         from ..validate import MAX_BODY_BYTES  # validate imports this module: read at first use
 
-        if name in _BODIES:
+        if name in _BODIES or name.startswith("sections[") and name.endswith("].text"):  # a section's text is body text
             cap = MAX_BODY_BYTES, "a body"
         elif name.startswith(_ADDRESSES):
             cap = MAX_ADDRESS_CHARS, "an address template"

@@ -35,7 +35,7 @@ from ..properties import EmailProperties
 from .render import base_context, render_checked, template_environment
 from .sandbox import TemplateLimitError
 
-__all__ = ["BASE_NAMES", "MESSAGE_NAMES", "BODY_NAMES", "template_names", "templates_of", "check_templates",
+__all__ = ["BASE_NAMES", "MESSAGE_NAMES", "BODY_NAMES", "SECTION_NAMES", "template_names", "templates_of", "check_templates",
            "sample_value", "TemplateProblem", "is_template"]
 
 # Every template of a run: the job's name, the run's UTC timestamp and date, and the job's params.
@@ -47,7 +47,10 @@ RUN_NAMES = (*BASE_NAMES, "row_count", "columns", "rows", "aggregates")
 # Conditions: their result must read as true or false (see conditions.py).
 CONDITIONS = ("send_if", "skip_if")
 # Bodies: plus the rendered table and how much of it is shown.
-BODY_NAMES = (*MESSAGE_NAMES, "table", "table_text", "shown_rows", "truncated", "chart", "chart_text")
+BODY_NAMES = (*MESSAGE_NAMES, "table", "table_text", "shown_rows", "truncated", "chart", "chart_text", "sections",
+              "sections_text")
+# A section's title and text: a message template's names, plus its own rows (``section``).
+SECTION_NAMES = (*MESSAGE_NAMES, "section")
 _MODE_NAMES = {"report": (), "per_group": ("group",), "per_row": ("row",)}
 
 
@@ -58,7 +61,8 @@ def template_names(template: str, mode: str) -> tuple[str, ...]:
         return BASE_NAMES
     if template == "skip_if":
         return RUN_NAMES
-    names = BODY_NAMES if template in ("text_body", "html_body") else MESSAGE_NAMES
+    names = (BODY_NAMES if template in ("text_body", "html_body") else SECTION_NAMES if template.startswith("sections[")
+             else MESSAGE_NAMES)
     return names + _MODE_NAMES[mode]
 
 
@@ -77,6 +81,8 @@ def templates_of(props: EmailProperties) -> list[tuple[str, str, bool]]:
     out += [(f"attachments[{i}].file_name", a.file_name, False) for i, a in enumerate(props.attachments)]
     out += [(f"files[{i}].{k}", v, False) for i, f in enumerate(props.files) for k, v in (("path", f.path),
             ("file_name", f.file_name)) if v is not None and is_template(v)]
+    out += [(f"sections[{i}].{part}", source, False) for i, s in enumerate(props.sections)
+            for part, source in (("title", s.title), ("text", s.text)) if source is not None]
     out += [(f"{f}[{i}]", v, False) for f in ("to", "cc", "bcc") for i, v in enumerate(getattr(props, f))
             if is_template(v)]
     out += [(f"headers.{name}", value, False) for name, value in props.headers.items() if is_template(value)]
@@ -162,7 +168,12 @@ def _sample_context(props: EmailProperties, template: str, *, job: str, params: 
                         else _AnyColumn())
     if template in ("text_body", "html_body"):
         ctx.update(table=Markup("<table></table>"), table_text="", shown_rows=1, truncated=False,
-                   chart=Markup('<img src="cid:chart">'), chart_text="Chart: ...")
+                   chart=Markup('<img src="cid:chart">'), chart_text="Chart: ...", sections=Markup("<div></div>"),
+                   sections_text="")
+    if template.startswith("sections["):  # the section's own rows: the frame's, or in1's (columns unknown here)
+        in1 = props.sections[int(template[len("sections["):template.index("]")])].from_ == "in1"
+        ctx["section"] = {"row_count": 1, "columns": [] if in1 else list(columns or []), "from": "in1" if in1 else "in0",
+                          "rows": [_AnyColumn() if in1 else row]}
     return ctx
 
 

@@ -32,7 +32,7 @@ import datetime as dt
 import decimal
 import tempfile
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from ..properties import AttachmentSpec, Column, Formats
 from .cells import column_kind, has_fractions, is_nested, json_text
 from .xlsx_numbers import date_format, excel_number, number_format, with_fractions
 
-__all__ = ["write_xlsx", "XlsxFile", "XLSX_MIME", "MAX_ROWS", "MAX_COLUMNS", "EXCEL_MAX_CELL_CHARS", "utf16_units"]
+__all__ = ["write_xlsx", "write_workbook", "XlsxFile", "XLSX_MIME", "MAX_ROWS", "MAX_COLUMNS", "EXCEL_MAX_CELL_CHARS", "utf16_units"]
 
 XLSX_MIME = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 # Excel's worksheet limits (Microsoft, "Excel specifications and limits").
@@ -240,41 +240,71 @@ def write_xlsx(table: pa.Table, spec: AttachmentSpec, columns: Mapping[str, Colu
             a text cell over :data:`EXCEL_MAX_CELL_CHARS` with ``long_cells: error`` (the
             message names the column and the row).
     """
+    return write_workbook([("data", table, columns or {})], spec, formats)
+
+
+def write_workbook(sheets: Sequence[tuple[str, pa.Table, Mapping[str, Column]]], spec: AttachmentSpec,
+                   formats: Formats | None = None) -> XlsxFile:
+    """A workbook of one worksheet per ``(name, table, presentation)``, in order, each written
+    as :func:`write_xlsx` writes its one (names already checked: :mod:`~mailgem.gems.email.sheets`).
+    With several sheets, the columns cut or written as text are named ``sheet: column``.
+
+    Raises:
+        ValueError: as :func:`write_xlsx`; with several sheets, the message names the sheet.
+    """
+    formats = formats or Formats()
+    cut: dict[str, int] = {}
+    as_text: dict[str, dict[str, int]] = {}
+    with tempfile.TemporaryDirectory(prefix="mailgem-xlsx-") as tmp:
+        path = Path(tmp) / "data.xlsx"
+        # constant_memory flushes each row as it is written (each sheet has its own temporary
+        # file); strings_to_* off: text stays text.
+        book = xlsxwriter.Workbook(str(path), {
+            "constant_memory": True, "tmpdir": tmp, "strings_to_formulas": False, "strings_to_urls": False,
+            "strings_to_numbers": False, "nan_inf_to_errors": False,
+        })
+        for name, table, columns in sheets:
+            where = f"{name}: " if len(sheets) > 1 else ""
+            try:
+                sheet_cut, sheet_as_text = _write_sheet(book, name, table, spec, columns, formats)
+            except ValueError as exc:
+                raise ValueError(f"sheet {name!r}: {exc}" if where else str(exc)) from None
+            cut |= {where + column: n for column, n in sheet_cut.items()}
+            as_text |= {where + column: reasons for column, reasons in sheet_as_text.items()}
+        book.close()  # not on an error: the temporary directory goes with the half-written book
+        return XlsxFile(path.read_bytes(), cut, as_text)
+
+
+def _write_sheet(book: Any, name: str, table: pa.Table, spec: AttachmentSpec, columns: Mapping[str, Column],
+                 formats: Formats) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """Write ``table`` to a new worksheet ``name`` of ``book``; the columns cut and written as
+    text (see :class:`XlsxFile`)."""
     rows = table.num_rows + (1 if spec.header else 0)
     if rows > MAX_ROWS or table.num_columns > MAX_COLUMNS:
         raise ValueError(f"{table.num_rows:,} rows x {table.num_columns:,} columns do not fit an Excel worksheet "
                          f"({MAX_ROWS:,} rows x {MAX_COLUMNS:,} columns, header included): use format csv or parquet, "
                          "or filter the frame")
-    columns, formats = columns or {}, formats or Formats()
-    prepared = [_plan(name, column, spec, columns.get(name), formats)
-                for name, column in zip(table.column_names, table.columns, strict=True)]
+    prepared = [_plan(column_name, column, spec, columns.get(column_name), formats)
+                for column_name, column in zip(table.column_names, table.columns, strict=True)]
     plans = [plan for _, plan in prepared]
     table = pa.table([column for column, _ in prepared], names=table.column_names)
-    with tempfile.TemporaryDirectory(prefix="mailgem-xlsx-") as tmp:
-        path = Path(tmp) / "data.xlsx"
-        # constant_memory flushes each row as it is written; strings_to_* off: text stays text.
-        book = xlsxwriter.Workbook(str(path), {
-            "constant_memory": True, "tmpdir": tmp, "strings_to_formulas": False, "strings_to_urls": False,
-            "strings_to_numbers": False, "nan_inf_to_errors": False,
-        })
-        sheet = book.add_worksheet("data")
-        for i, width in enumerate(_widths(table, [p.header for p in plans])):
-            sheet.set_column(i, i, width)
-        r = 0
-        if spec.header:
-            header_fmt = book.add_format({"bold": True, "bottom": 1})
-            for c, plan in enumerate(plans):
-                sheet.write_string(0, c, plan.header, header_fmt)
-            sheet.freeze_panes(1, 0)
-            r = 1
-        cells = _Cells(sheet, book, plans, _LongCells(table.column_names, spec.long_cells == "error", r))
-        for batch in table.to_batches(max_chunksize=10_000):
-            for values in zip(*(column.to_pylist() for column in batch.columns), strict=True):
-                for c, value in enumerate(values):
-                    cells.write(r, c, value)
-                r += 1
-        if spec.header and table.num_columns:
-            sheet.autofilter(0, 0, max(0, r - 1), table.num_columns - 1)
-        book.close()
-        cut = cells.long_cells.cut
-        return XlsxFile(path.read_bytes(), {n: cut[n] for n in table.column_names if cut[n]}, cells.counted())
+    sheet = book.add_worksheet(name)
+    for i, width in enumerate(_widths(table, [p.header for p in plans])):
+        sheet.set_column(i, i, width)
+    r = 0
+    if spec.header:
+        header_fmt = book.add_format({"bold": True, "bottom": 1})
+        for c, plan in enumerate(plans):
+            sheet.write_string(0, c, plan.header, header_fmt)
+        sheet.freeze_panes(1, 0)
+        r = 1
+    cells = _Cells(sheet, book, plans, _LongCells(table.column_names, spec.long_cells == "error", r))
+    for batch in table.to_batches(max_chunksize=10_000):
+        for values in zip(*(column.to_pylist() for column in batch.columns), strict=True):
+            for c, value in enumerate(values):
+                cells.write(r, c, value)
+            r += 1
+    if spec.header and table.num_columns:
+        sheet.autofilter(0, 0, max(0, r - 1), table.num_columns - 1)
+    cut = cells.long_cells.cut
+    return {n: cut[n] for n in table.column_names if cut[n]}, cells.counted()
