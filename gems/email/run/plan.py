@@ -85,7 +85,7 @@ def count_units(table: pa.Table, props: EmailProperties) -> int:
 
 def needs_all_rows(props: EmailProperties) -> bool:
     """Whether the driver must collect every row of the frame (not only the first
-    ``table.max_rows``): for more than one message, attachments (or files named by templates),
+    ``table.max_rows``): for more than one message, attachments,
     a summary or totals, sections (each its own table and summary over all the rows), recipients
     from columns, and conditions or ``aggregates`` (they see the whole frame in ``report`` mode)."""
     return bool(props.mode != "report" or props.attachments or props.table.summary or props.table.totals or props.sections
