@@ -13,6 +13,7 @@ from mailgem.connections.addresses import CONTROL_CHARACTERS, AddressError, pars
 from mailgem.connections.headers import prefolded
 
 from .properties import EmailProperties
+from .run.in1_check import in1_problems
 from .content.templates import check_templates, is_template, sample_value
 
 __all__ = [
@@ -81,7 +82,8 @@ def address_problem(item: str, special_domains: tuple[str, ...] = ()) -> str | N
 
 def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str] | Mapping[str, str | None] | None = None,
              *, job: str = "email", params: Mapping[str, Any] | None = None,
-             special_domains: tuple[str, ...] = ()) -> list[Diagnostic]:
+             special_domains: tuple[str, ...] = (), in1_columns: Sequence[str] | Mapping[str, str | None] | None = None,
+             has_in1: bool | None = None) -> list[Diagnostic]:
     """Check the gem's properties before a run; return every problem found (empty when fine).
 
     Templates are compiled, checked for names their context lacks and rendered against a
@@ -94,6 +96,10 @@ def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str
         job: the job's name (``job`` in templates).
         params: the job's params (``params`` in templates); ``None`` when unknown.
         special_domains: the connection's ``allowed_special_domains`` (internal relays' domains).
+        in1_columns: the second input's column names (or ``{name: type name}``), to check
+            ``slice_by`` and the parts that say ``from: in1``; ``None`` skips that.
+        has_in1: whether a second input is given (``False``: what needs one is an error;
+            ``None``: unknown).
 
     Returns:
         diagnostics with severity ``error`` (the run would fail) or ``warning``.
@@ -111,8 +117,12 @@ def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str
     return [*_recipients(props, special_domains), *_mode(props), *_headers(props),
             *(Diagnostic(found.path, found.severity, found.message)
               for found in check_templates(props, job=job, params=params, columns=types)),
-            *_content(props), *([] if columns is None else _columns(props, list(columns))),
-            *([] if types is None else _presentation_types(props, types))]
+            *_content(props), *_columns(props, None if columns is None else list(columns),
+                                        None if in1_columns is None else list(in1_columns)),
+            *(_error(path, message) for path, message in in1_problems(props, None if columns is None else list(columns),
+                                                                      None if in1_columns is None else list(in1_columns),
+                                                                      has_in1)),
+            *([] if types is None or props.table.from_ == "in1" else _presentation_types(props, types))]
 
 
 def _error(path: str, message: str) -> Diagnostic:
@@ -208,9 +218,11 @@ def _presentation_types(props: EmailProperties, types: Mapping[str, str | None])
             yield _error(f"table.totals.{name}", f"{function} needs numbers, and {name!r} holds {types[name]}: use count")
 
 
-def _columns(props: EmailProperties, columns: list[str]) -> Iterator[Diagnostic]:
-    """Every column the properties name is one the frame has (a summary's columns where it applies)."""
-    known = set(columns)
+def _columns(props: EmailProperties, columns: list[str] | None, in1_columns: list[str] | None) -> Iterator[Diagnostic]:
+    """Every column the properties name is one the frame has (a summary's columns where it
+    applies; ``in1``'s for the table, chart and attachments that say ``from: in1``)."""
+    if columns is None and in1_columns is None:
+        return
     refs: list[tuple[str, list[str]]] = [("table.columns", props.table.column_names or [])]
     summary = props.table.summary
     if summary is not None:
@@ -231,12 +243,19 @@ def _columns(props: EmailProperties, columns: list[str]) -> Iterator[Diagnostic]
     else:
         refs.append(("table.totals", list(props.table.totals)))
         refs.append(("table.highlight", [h.column for h in props.table.highlight]))
-    refs += [(f"attachments[{i}].columns", a.column_names or []) for i, a in enumerate(props.attachments)]
     if props.chart is not None and summary is None:
         refs.append(("chart", [props.chart.x, *props.chart.y_columns]))
-    refs += [("group_by", props.group_by), ("key_columns", props.key_columns)]
-    refs += [(f, [getattr(props, f)]) for f in ("to_column", "cc_column", "bcc_column") if getattr(props, f)]
-    for path, names in refs:
+    frames = {"in0": columns, "in1": in1_columns}
+    # The table and the chart show the table's input; each attachment its own; the rest is in0's.
+    sourced = [(path, names, props.table.from_) for path, names in refs]
+    sourced += [(f"attachments[{i}].columns", a.column_names or [], a.from_) for i, a in enumerate(props.attachments)]
+    sourced += [("group_by", props.group_by, "in0"), ("key_columns", props.key_columns, "in0")]
+    sourced += [(f, [getattr(props, f)], "in0") for f in ("to_column", "cc_column", "bcc_column") if getattr(props, f)]
+    for path, names, source in sourced:
+        known = frames[source]
+        if known is None:
+            continue
         for name in names:
             if name not in known:
-                yield _error(path, f"unknown column {name!r}; the frame has: {', '.join(columns)}")
+                frame = "the frame" if source == "in0" and in1_columns is None else f"{source}"
+                yield _error(path, f"unknown column {name!r}; {frame} has: {', '.join(known)}")

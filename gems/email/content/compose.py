@@ -55,6 +55,19 @@ def _noted(message: _Message, attachments: list[Attachment], notes: Sequence[str
     return message
 
 
+def _rows(unit: Unit, source: str, where: str) -> pa.Table:
+    """The rows a part of the message shows: ``unit``'s own (``in0``) or its second input's.
+
+    Raises:
+        MessageBuildError: ``from: in1`` and the unit carries no second input.
+    """
+    if source == "in0":
+        return unit.table
+    if unit.in1 is None:
+        raise MessageBuildError(f"{where}.from is in1, and there is no second input: pass apply(spark, in0, in1)")
+    return unit.in1
+
+
 class Composer:
     """Builds messages for one run of a gem.
 
@@ -158,6 +171,7 @@ class Composer:
         ctx = dict(self.base, row_count=unit.row_count, columns=list(row) if row is not None else unit.table.column_names)
         ctx["rows"] = [row] if row is not None else unit.table.slice(0, self.props.table.max_rows).to_pylist()
         ctx["part"] = None  # a Part when the rows were split over several messages
+        ctx["in1_row_count"] = unit.in1.num_rows if unit.in1 is not None else 0
         ctx.update(unit.extra)
         ctx["total_row_count"] = ctx["part"].total_rows if ctx["part"] is not None else unit.row_count
         group = unit.extra.get("group")
@@ -283,7 +297,7 @@ class Composer:
                 stem, dot, extension = name.rpartition(".")
                 name = f"{stem}{i_of}.{extension}" if dot else f"{name}{i_of}"
             try:
-                attachment = build_attachment(unit.table, spec, name, p.formats.timezone, p.table.presentation, p.formats)
+                attachment = build_attachment(_rows(unit, spec.from_, f"attachments[{i}]"), spec, name, p.formats.timezone, p.table.presentation, p.formats)
             except ValueError as exc:
                 raise MessageBuildError(f"attachments[{i}] ({name}): {exc}") from None
             attachments.append(noted_default_name(attachment, f"attachments[{i}].file_name") if unnamed else attachment)
@@ -299,11 +313,11 @@ class Composer:
         p = self.props
         if not p.table.enabled:
             return None
-        shown = summary if summary is not None else unit.table
+        shown = summary if summary is not None else _rows(unit, p.table.from_, "table")
         if p.table.column_names:
             shown = shown.select(p.table.column_names)
         # The "showing N of M" note counts the unit's rows (the table may hold only the first ones).
-        total = None if summary is not None else unit.row_count
+        total = None if summary is not None else unit.row_count if p.table.from_ == "in0" else shown.num_rows
         try:
             return format_rows(shown, p.table.max_rows, p.formats, total=total, max_cell_chars=p.table.max_cell_chars,
                                columns=p.table.presentation, totals=p.table.totals, highlight=p.table.highlight)
@@ -316,13 +330,14 @@ class Composer:
         ctx = ctx if ctx is not None else self.context(unit)
         part_of = unit.extra.get("part")
         attachments = self._attachments(unit, ctx, compress)
-        summary = summarise(unit.table, p.table.summary) if p.table.summary else None
+        drawn = _rows(unit, p.table.from_, "table")  # the table's rows, and the chart's
+        summary = summarise(drawn, p.table.summary) if p.table.summary else None
         table = self._table(unit, summary)
         note = "the full data is attached" if attachments and not p.table.summary else ""
         chart_html, chart_text = Markup(""), ""
         notes: list[str] = []  # the chart's, for the delivery report
         if p.chart is not None:  # a chart that cannot be drawn leaves the message without it, and a note
-            image, chart_html, chart_text, notes = chart_part(summary if summary is not None else unit.table, p.chart,
+            image, chart_html, chart_text, notes = chart_part(summary if summary is not None else drawn, p.chart,
                                                               p.formats, p.table.labels())
             attachments.extend([image] if image is not None else [])
 

@@ -41,7 +41,7 @@ __all__ = ["BASE_NAMES", "MESSAGE_NAMES", "BODY_NAMES", "template_names", "templ
 # Every template of a run: the job's name, the run's UTC timestamp and date, and the job's params.
 BASE_NAMES = ("job", "run_ts", "run_date", "params")
 # Every template of one message (subject, recipients, attachment file names): plus its rows.
-MESSAGE_NAMES = (*BASE_NAMES, "row_count", "total_row_count", "part", "columns", "rows")
+MESSAGE_NAMES = (*BASE_NAMES, "row_count", "total_row_count", "part", "columns", "rows", "in1_row_count")
 # Bodies: plus the rendered table and how much of it is shown.
 BODY_NAMES = (*MESSAGE_NAMES, "table", "table_text", "shown_rows", "truncated", "chart", "chart_text")
 _MODE_NAMES = {"report": (), "per_group": ("group",), "per_row": ("row",)}
@@ -141,7 +141,7 @@ def _sample_context(props: EmailProperties, template: str, *, job: str, params: 
         return ctx
     row: dict[str, Any] = (_Named("row", {c: sample_value(t) for c, t in columns.items()})
                            if columns is not None else _AnyColumn())
-    ctx.update(row_count=1, total_row_count=1, part=None, columns=list(columns or []), rows=[row])
+    ctx.update(row_count=1, total_row_count=1, part=None, columns=list(columns or []), rows=[row], in1_row_count=1)
     if props.mode == "per_row":
         ctx["row"] = row
     elif props.mode == "per_group":
