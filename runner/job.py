@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from mailgem.connections.model import format_validation_error
 from mailgem.fabric.errors import FabricConfigError
@@ -79,6 +80,16 @@ class JobInput(NamedTuple):
     transform_field: str
 
 
+def _field_error(field: str, message: str) -> None:
+    """Raise a rule's error at ``field`` (a model's own rule would be reported at its top level).
+
+    Raises:
+        ValidationError: always.
+    """
+    raise ValidationError.from_exception_data("JobSpec", [InitErrorDetails(
+        type=PydanticCustomError("job_inputs", message), loc=(field,), input=None)])
+
+
 class JobSpec(BaseModel):
     """A job: ``name``, ``source`` with an optional SQL ``transform`` (the source is the view
     ``source``) or two named ``sources`` (in0 and in1, each with its own ``transform``),
@@ -113,11 +124,13 @@ class JobSpec(BaseModel):
     @model_validator(mode="after")
     def _one_kind(self) -> JobSpec:
         if (self.source is None) == (self.sources is None):
-            raise ValueError("give source (one input) or sources (two named inputs: the messages' and the data they "
-                             "carry), exactly one")
+            # Said at the field the file gave (sources: ~ is a mistake about sources).
+            _field_error("sources" if "sources" in self.model_fields_set else "source",
+                         "give source (one input) or sources (two named inputs: the messages' and the data they "
+                         "carry), exactly one")
         if self.sources is not None and self.transform is not None:
-            raise ValueError("with sources, each source has its own transform: move transform under "
-                             f"sources.{next(iter(self.sources))} (or the other source)")
+            _field_error("transform", "with sources, each source has its own transform: move transform under "
+                                      f"sources.{next(iter(self.sources))} (or the other source)")
         return self
 
     @property
