@@ -179,6 +179,28 @@ def test_spark_per_group_and_whole_in1(starttls_server, spark, spark_inputs, dis
     assert _flights_of(_received(starttls_server, 3)) == {f"{c}: 5": [1, 2, 3, 4, 5] for c in ("AA", "UA", "ZZ")}
 
 
+def test_spark_per_group_sliced_on_the_executors(starttls_server, spark, spark_inputs):
+    contacts = spark.createDataFrame(pd.DataFrame({
+        "carrier": ["AA", "UA", "AA", "DL", None], "desk": ["east", "east", "east", "south", "south"],
+        "manager": ["east@example.com"] * 3 + ["south@example.com"] * 2}))
+    props = {"connection": "reports", "mode": "per_group", "group_by": ["desk"], "to_column": "manager",
+             "slice_by": {"carrier": "code"}, "subject": "{{ group.desk }}: {{ row_count }}/{{ in1_row_count }}",
+             "attachments": [{"from": "in1", "file_name": "{{ group.desk }}.csv"}]}
+    report = EmailGem(props, fabric_for(starttls_server), user=USER).apply(spark, contacts, spark_inputs[1])
+    assert sorted(report.toPandas()["message_key"]) == ['group:["east"]', 'group:["south"]']
+    # Each key's flights once, in in1's order, though two of the group's rows are AA; a null key matches nothing.
+    assert _flights_of(_received(starttls_server, 2)) == {"east: 3/3": [1, 2, 3], "south: 2/1": [4]}
+
+
+def test_the_driver_collects_only_the_in1_rows_matching_in0s_keys(spark_inputs):
+    from mailgem.gems.email.properties import EmailProperties
+    from mailgem.gems.email.run.in1 import collect_in1
+
+    in0, in1 = spark_inputs
+    collected = collect_in1(in1.orderBy("flight", ascending=False), in0, EmailProperties.model_validate(ROW))
+    assert collected is not None and collected.table.column("flight").to_pylist() == [3, 2, 1]  # in1's order kept
+
+
 def test_spark_and_pandas_inputs_cannot_be_mixed(starttls_server, spark, spark_inputs):
     with pytest.raises(GemValidationError, match="both be Spark DataFrames or both pandas"):
         EmailGem(ROW, fabric_for(starttls_server), user=USER).apply(spark, spark_inputs[0], FLIGHTS)
@@ -236,6 +258,14 @@ def test_dry_run_and_preview_of_two_inputs(example, spark, capsys):
     assert main(["preview", job, "--local", "--limit", "2", "--out", str(example / "pre")]) == 0
     assert len(list((example / "pre").glob("*.eml"))) == 2
     assert not (example / "out").exists()
+    capsys.readouterr()
+    # After Spark analysed both transforms, in1's columns are known: a table column it lacks is named.
+    path = Path(job)
+    path.write_text(path.read_text().replace("{name: origin, label: From}", "{name: origins}"))
+    assert main(["validate", job, "--local"]) == 0  # in1 has a transform: its columns are unknown before Spark
+    assert main(["validate", job, "--local", "--schema-from-data"]) == 2
+    assert "email.table.columns: unknown column 'origins'; in1 has: carrier, flight, tailnum, origin" in \
+        capsys.readouterr().err
 
 
 def test_job_file_mistakes_of_two_sources_are_reported_before_spark(example, capsys):

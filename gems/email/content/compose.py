@@ -333,7 +333,8 @@ class Composer:
         drawn = _rows(unit, p.table.from_, "table")  # the table's rows, and the chart's
         summary = summarise(drawn, p.table.summary) if p.table.summary else None
         table = self._table(unit, summary)
-        note = "the full data is attached" if attachments and not p.table.summary else ""
+        shown_attached = any(a.from_ == p.table.from_ for a in p.attachments)  # the table's own rows, in full
+        note = "the full data is attached" if shown_attached and not p.table.summary else ""
         chart_html, chart_text = Markup(""), ""
         notes: list[str] = []  # the chart's, for the delivery report
         if p.chart is not None:  # a chart that cannot be drawn leaves the message without it, and a note

@@ -49,7 +49,12 @@ log = logging.getLogger("mailgem.gems")
 
 
 class PartitionSender:
-    """The function ``mapInPandas`` runs on each partition (picklable: plain data only)."""
+    """The function ``mapInPandas`` runs on each partition (picklable: plain data only).
+
+    ``in1`` (:func:`ship_in1`): the second input. Without ``slice_by`` it holds all of ``in1``,
+    collected on the driver and pickled with the sender, so a whole ``in1`` must fit in the
+    driver's memory (every message carries it anyway); with ``slice_by`` it holds only the
+    schema of the rows Spark attached to each ``in0`` row."""
 
     def __init__(self, props: EmailProperties, transports: list[SmtpTransport], *, job: str, params: dict[str, Any],
                  run_ts: dt.datetime, run_key: str, domain: str, destination: str, ledger: LedgerTarget | None,
