@@ -192,6 +192,16 @@ def test_spark_per_group_sliced_on_the_executors(starttls_server, spark, spark_i
     assert _flights_of(_received(starttls_server, 2)) == {"east: 3/3": [1, 2, 3], "south: 2/1": [4]}
 
 
+@pytest.mark.parametrize("distributed", [False, True], ids=["driver", "executors"])
+def test_spark_slice_by_a_timestamp_key(starttls_server, spark, spark_inputs, distributed):
+    hours = pd.to_datetime(["2013-07-22 21:00", "2013-07-23 00:00", "2013-07-24 00:00"], utc=True)
+    in0 = spark.createDataFrame(CONTACTS.assign(hour=hours))
+    props = ROW | {"slice_by": {"hour": "at"}, "distributed": distributed}
+    EmailGem(props, fabric_for(starttls_server), user=USER).apply(spark, in0, spark_inputs[1])
+    assert _flights_of(_received(starttls_server, 3)) == {"AA: 1 delayed flights": [2], "UA: 1 delayed flights": [5],
+                                                          "ZZ: 0 delayed flights": []}
+
+
 def test_the_driver_collects_only_the_in1_rows_matching_in0s_keys(spark_inputs):
     from mailgem.gems.email.properties import EmailProperties
     from mailgem.gems.email.run.in1 import collect_in1

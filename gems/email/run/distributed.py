@@ -166,9 +166,8 @@ def ship_in1(frame: Any, in1: Any, props: EmailProperties) -> tuple[Any, In1Ship
     if not props.slice_by:
         return frame, In1Shipment(whole=collect(in1, all_rows=True, head_rows=0, timezone=props.formats.timezone).table)
     names = spark_instant_columns(in1)
-    micros = as_micros(in1, names)
-    schema = attached_schema(micros)
-    return attach_in1(frame, micros, props.slice_by), In1Shipment(schema=schema, instants=names)
+    shipment = In1Shipment(schema=attached_schema(in1, names), instants=names)
+    return attach_in1(frame, in1, props.slice_by, names), shipment
 
 
 def send_distributed(frame: Any, sender: PartitionSender, workers: int) -> pd.DataFrame:

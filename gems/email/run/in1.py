@@ -127,17 +127,30 @@ def collect_in1(in1: Any, in0: Any, props: EmailProperties) -> In1Rows | None:
     return In1Rows(data.table, props.slice_by)
 
 
-def attach_in1(in0: Any, in1: Any, slice_by: dict[str, str]) -> Any:
+def _positioned(in1: Any, instants: Sequence[str]) -> list[Any]:
+    """The struct fields :func:`attach_in1` makes of each ``in1`` row: its position in ``in1``,
+    then its columns, ``instants`` (``TIMESTAMP``) as microseconds since the epoch."""
+    from pyspark.sql import functions as F
+
+    return [F.monotonically_increasing_id().alias(_POSITION),
+            *[F.unix_micros(F.col(_quoted(c))).alias(c) if c in instants else F.col(_quoted(c)) for c in in1.columns]]
+
+
+def attach_in1(in0: Any, in1: Any, slice_by: dict[str, str], instants: Sequence[str] = ()) -> Any:
     """Spark frame ``in0`` with column :data:`IN1_COLUMN`: each row's matching ``in1`` rows as an
     array of structs in ``in1``'s order (null when none match): ``in1`` grouped by its key
     columns, left-joined to ``in0`` by Spark. Each struct starts with the row's position in
-    ``in1`` (dropped by :func:`split_attached`)."""
+    ``in1`` (dropped by :func:`split_attached`); its ``instants`` are microseconds, as the
+    workers take ``TIMESTAMP`` columns (the keys are joined as they are)."""
     from pyspark.sql import functions as F
 
-    fields = [F.col(_POSITION), *[F.col(_quoted(c)) for c in in1.columns]]
-    in1 = in1.withColumn(_POSITION, F.monotonically_increasing_id())
-    grouped = (in1.groupBy(*[F.col(_quoted(c)).alias(f"_mailgem_key_{i}") for i, c in enumerate(slice_by.values())])
-               .agg(F.array_sort(F.collect_list(F.struct(*fields))).alias(IN1_COLUMN)))
+    keys = [F.col(_quoted(c)).alias(f"_mailgem_key_{i}") for i, c in enumerate(slice_by.values())]
+    rows = in1.select(*keys, F.struct(*_positioned(in1, instants)).alias(IN1_COLUMN))
+    def by_position(left: Any, right: Any) -> Any:  # not by every field: a map column cannot be ordered
+        return F.when(left[_POSITION] < right[_POSITION], -1).when(left[_POSITION] > right[_POSITION], 1).otherwise(0)
+
+    grouped = rows.groupBy(*[f"_mailgem_key_{i}" for i in range(len(slice_by))]).agg(
+        F.array_sort(F.collect_list(IN1_COLUMN), by_position).alias(IN1_COLUMN))
     condition = [in0[_quoted(c)] == grouped[f"_mailgem_key_{i}"] for i, c in enumerate(slice_by)]
     joined = in0.join(grouped, on=condition, how="left")
     return joined.select(*[in0[_quoted(c)] for c in in0.columns], grouped[IN1_COLUMN])
@@ -163,8 +176,6 @@ def split_attached(table: pa.Table, schema: pa.Schema, key_columns: Sequence[str
     return rows, table.sort_by(_POSITION).drop_columns([_POSITION])
 
 
-def attached_schema(in1: Any) -> pa.Schema:
+def attached_schema(in1: Any, instants: Sequence[str] = ()) -> pa.Schema:
     """The Arrow schema of the structs :func:`attach_in1` attaches (no rows are read)."""
-    from pyspark.sql import functions as F
-
-    return in1.select(F.monotonically_increasing_id().alias(_POSITION), "*").limit(0).toArrow().schema
+    return in1.select(*_positioned(in1, instants)).limit(0).toArrow().schema
