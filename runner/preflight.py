@@ -53,7 +53,8 @@ class Preflight:
         job: the parsed job (``None`` when the file itself is wrong).
         fabric: the fabric (``None`` for the embedded local fabric, or when it failed to load).
         local: the run goes to the embedded local server.
-        source: the source's resolved path and cheap schema.
+        source: the source's resolved path and cheap schema (with two ``sources``, the first's).
+        in1_source: the second source's, for a job with two ``sources`` (else ``None``).
         transports: the connection's transports with secrets resolved (only when asked for).
         findings: every problem, in check order.
     """
@@ -63,6 +64,7 @@ class Preflight:
     fabric: Fabric | None = None
     local: bool = False
     source: SourceInfo | None = None
+    in1_source: SourceInfo | None = None
     transports: list[SmtpTransport] | None = None
     findings: list[Finding] = field(default_factory=list)
 
@@ -112,10 +114,15 @@ def check_job(job_file: str | Path, *, fabric_file: Path | None, local: bool = F
         _check_passwords(pre, user or current_user())
     for d in missing_files(job.email, job.base_dir, "the job file's folder"):
         pre.findings.append(Finding(d.severity, f"{name}: email.{d.path}: {d.message}"))
-    pre.source = job.inspect_source()
-    pre.findings += [Finding(severity, message) for severity, message in pre.source.problems]
-    columns = pre.source.columns if not job.transform and job.source.path is not None else None
-    for d in validate(job.email, columns, job=job.name, params=job.params, special_domains=special_domains(pre)):
+    infos = job.inspect_sources()
+    pre.source, pre.in1_source = infos[0], (infos[1] if len(infos) > 1 else None)
+    # A source's columns are known before Spark when it is a file read as it is (no transform).
+    columns = [info.columns if not one.transform and one.spec.path is not None else None
+               for one, info in zip(job.inputs, infos, strict=True)]
+    for info in infos:
+        pre.findings += [Finding(severity, message) for severity, message in info.problems]
+    for d in validate(job.email, columns[0], job=job.name, params=job.params, special_domains=special_domains(pre),
+                      in1_columns=columns[1] if len(columns) > 1 else None, has_in1=len(infos) > 1):
         pre.findings.append(Finding(d.severity, f"{name}: email.{d.path}: {d.message}"))
     return pre
 

@@ -120,7 +120,7 @@ def test_validate_reports_every_problem_at_once(work, capsys):
     assert "email.cc[0]: 'bad@' is not a valid email address" in joined
     assert "email.cc[1]: 'grop' is undefined (did you mean 'group'?)" not in joined  # per_row has no group
     assert "email.cc[1]: 'grop' is undefined; this template sees: job, run_ts, run_date, params, row_count, " \
-           "total_row_count, part, columns, rows, aggregates, row" in joined
+           "total_row_count, part, columns, rows, aggregates, in1_row_count, row" in joined
     assert "email.text_body: 'tabel' is undefined (did you mean 'table'?)" in joined
     # Fixed, the same job validates; row.x is only checked where the columns are known.
     job = _job(work, PER_ROW.replace("team-smtp", "local"))

@@ -51,14 +51,14 @@ JOB: dict[str, Any] = {
         "html_body": "{{ table }}{{ chart }}{{ sections }}",
         "priority": "high",
         "headers": {"X-Team": "sales"},
-        "table": {"enabled": True, "max_rows": 10, "max_html_bytes": 50_000, "max_cell_chars": 100,
+        "table": {"from": "in0", "enabled": True, "max_rows": 10, "max_html_bytes": 50_000, "max_cell_chars": 100,
                   "columns": ["city", {"name": "total", "label": "Sales", "format": ",.0f", "unit": "EUR", "align": "right"}],
                   "totals": {"total": "sum"}, "highlight": [{"column": "total", "when": "> 100", "style": "good"}],
                   "summary": {"group_by": ["city"], "aggregates": [{"column": "sales", "function": "sum", "name": "total"}],
                               "order_by": ["-total"]}},
         "formats": {"float_format": ",.1f", "int_format": ",", "date_format": "%Y-%m-%d",
                     "datetime_format": "%Y-%m-%d %H:%M", "na_rep": "-", "timezone": "UTC"},
-        "attachments": [{"file_name": "sales.csv", "format": "csv", "columns": ["city"], "delimiter": ";",
+        "attachments": [{"from": "in0", "file_name": "sales.csv", "format": "csv", "columns": ["city"], "delimiter": ";",
                          "header": True, "compression": "none", "compression_level": 6, "csv_formula_escape": True,
                          "bom": False, "protect": {"password": {"secret": "zip-password"}}},
                         {"file_name": "sales.xlsx", "format": "xlsx", "sheets": [
@@ -81,6 +81,16 @@ JOB: dict[str, Any] = {
         "distributed": False,
     },
 }
+
+# A job with two named sources (the gem's in0 and in1): walked for what only it has (sources, slice_by).
+JOB_TWO: dict[str, Any] = {
+    **{k: v for k, v in JOB.items() if k not in ("source", "transform")},
+    "sources": {"recipients": {"path": "data.csv", "format": "csv", "encoding": "utf-8", "options": {"sep": ","},
+                               "transform": "SELECT * FROM recipients"},
+                "data": {"path": "data.csv", "transform": "SELECT city AS town, sales FROM data"}},
+    "email": {**JOB["email"], "slice_by": {"city": "town"}},
+}
+JOBS = [JOB, JOB_TWO]
 
 # The job's connection reaches nothing (a dry run and validate never connect); the others use
 # every optional model a connection has, and the URL and preset forms.
@@ -207,7 +217,9 @@ def yaml_path(path: Path_) -> str:
     return out
 
 
-JOB_SLOTS, JOB_MODELS = all_slots(JobSpec, JOB)
+JOB_SLOTS = [(i, path) for i, job in enumerate(JOBS) for path in all_slots(JobSpec, job)[0]
+             if i == 0 or path[0] == "sources" or path[:2] == ("email", "slice_by")]
+JOB_MODELS = set().union(*(all_slots(JobSpec, job)[1] for job in JOBS))
 # The store variants differ only in ``secrets``: the rest is walked once.
 FABRIC_SLOTS = [(i, path) for i, fabric in enumerate(FABRICS) for path in all_slots(Fabric, fabric)[0]
                 if i == 0 or path[0] == "secrets"]
@@ -317,12 +329,13 @@ def test_the_examples_are_valid(folder, no_spark, capsys):
         job_file, fabric_file = _write(folder, JOB, fabric)
         load_job(job_file)
         load_fabric(fabric_file)
-    job_file, fabric_file = _write(folder, JOB, FABRIC)
-    validate, dry_run = _commands(job_file, fabric_file)
-    code, err = _run(validate, capsys)
-    assert code == 0, f"the example job must pass validate:\n{err}"
-    code, err = _run(dry_run, capsys)
-    assert code is None, f"the example job's dry run must get as far as Spark:\n{err}"
+    for job in JOBS:
+        job_file, fabric_file = _write(folder, job, FABRIC)
+        validate, dry_run = _commands(job_file, fabric_file)
+        code, err = _run(validate, capsys)
+        assert code == 0, f"the example job must pass validate:\n{err}"
+        code, err = _run(dry_run, capsys)
+        assert code is None, f"the example job's dry run must get as far as Spark:\n{err}"
 
 
 def test_the_examples_reach_every_model():
@@ -337,8 +350,8 @@ def test_the_examples_reach_every_model():
 def test_every_wrong_value_in_every_field_is_named(folder, kind):
     """Every slot and every wrong value, validated as the loaders do after reading the YAML
     (the CLI test below samples the same documents end to end)."""
-    slots_ = [(0, p) for p in JOB_SLOTS] if kind == "job" else FABRIC_SLOTS
-    base = [JOB] if kind == "job" else FABRICS
+    slots_ = JOB_SLOTS if kind == "job" else FABRIC_SLOTS
+    base = JOBS if kind == "job" else FABRICS
     parse = parse_job if kind == "job" else parse_fabric
     file = folder / f"{kind}.yaml"
     failures = []
@@ -363,8 +376,8 @@ def documents(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any], tuple[st
     fabric_index = draw(st.integers(0, len(FABRICS) - 1))
     job, fabric = JOB, FABRICS[fabric_index]
     if draw(st.booleans()):
-        path = draw(st.sampled_from(JOB_SLOTS))
-        return mutate(job, path, draw(WRONG_VALUES)), fabric, ("job", path)
+        job_index, path = draw(st.sampled_from(JOB_SLOTS))
+        return mutate(JOBS[job_index], path, draw(WRONG_VALUES)), fabric, ("job", path)
     path = draw(st.sampled_from([p for i, p in FABRIC_SLOTS if i == fabric_index]))
     value = draw(WRONG_VALUES)
     return job, mutate(fabric, path, value), ("fabric", path)

@@ -1,7 +1,7 @@
 """Types a checker can follow: the package passes mypy (strict on the public API; config in
 pyproject.toml), and a user's checkers (mypy, pyright) resolve ``mailgem`` through its install
 from outside the checkout and read the overloads of ``EmailGem.apply``: pandas in, pandas out;
-Spark in, Spark out."""
+Spark in, Spark out; with one input or two."""
 
 from __future__ import annotations
 
@@ -28,8 +28,12 @@ USER_CODE = textwrap.dedent("""
     spark = SparkSession.builder.getOrCreate()
     reveal_type(gem.apply(pd.DataFrame({"a": [1]})))
     reveal_type(gem.apply(spark, pd.DataFrame({"a": [1]})))
+    reveal_type(gem.apply(pd.DataFrame({"a": [1]}), pd.DataFrame({"b": [1]})))
+    reveal_type(gem.apply(None, pd.DataFrame({"a": [1]}), pd.DataFrame({"b": [1]})))
     reveal_type(gem.apply(spark.range(3)))
     reveal_type(gem.apply(spark, spark.range(3)))
+    reveal_type(gem.apply(spark, spark.range(3), spark.range(2)))
+    reveal_type(gem.apply(spark.range(3), in1=spark.range(2)))
     reveal_type(SmtpConnection(name="c", host="h", port=587, username="a@example.com", password=SecretRef(secret="s")).port)
 """)
 
@@ -51,7 +55,7 @@ def test_mypy_follows_the_install_and_the_overloads(tmp_path):
     assert done.returncode == 0, done.stdout  # reveal_type notes only: no error
     revealed = [line.split("Revealed type is ", 1)[1].strip('"') for line in done.stdout.splitlines()
                 if "Revealed type is" in line]
-    assert revealed == ["pandas.core.frame.DataFrame"] * 2 + ["pyspark.sql.dataframe.DataFrame"] * 2 + ["int"], \
+    assert revealed == ["pandas.core.frame.DataFrame"] * 4 + ["pyspark.sql.dataframe.DataFrame"] * 4 + ["int"], \
         done.stdout
 
 
@@ -64,7 +68,7 @@ def test_pyright_follows_the_install_and_the_overloads(tmp_path):
     assert not errors, errors  # an unresolved import (reportMissingImports) would be one
     revealed = [d["message"].rsplit(" is ", 1)[1].strip('"') for d in report["generalDiagnostics"]
                 if d["severity"] == "information" and d["message"].startswith("Type of")]
-    assert revealed == ["DataFrame"] * 4 + ["int"], revealed
+    assert revealed == ["DataFrame"] * 8 + ["int"], revealed
     # Which DataFrame: pyright names the class only; hovering would name its module. Check the
     # Spark ones are not pandas' by asking for a method only Spark's has.
     (tmp_path / "user2.py").write_text(USER_CODE.split("reveal_type")[0]

@@ -19,6 +19,9 @@ How a frame is read:
   ``TIMESTAMP`` columns kept as instants in the session's zone (as the gem shows them from the
   Spark frame); a larger frame is persisted and kept as a Spark frame (slower previews).
 
+A job with two named ``sources`` (the gem's ``in0`` and ``in1``) is read with Spark, each input
+through its transform and kept as above, so previews carry ``in1`` as a run does.
+
 Message keys of ``per_group``/``per_row`` messages keyed by a ``TIMESTAMP`` column read as the
 pandas input's keys do (with the zone's offset), not as a run on the Spark frame writes them.
 """
@@ -39,7 +42,7 @@ import pyarrow as pa
 from mailgem.connections.errors import MailgemError
 from mailgem.gems.email.data import collect
 from mailgem.runner.cli.steps import is_spark_error
-from mailgem.runner.job import JobSpec, job_frame
+from mailgem.runner.job import JobSpec, job_frame, job_frames
 from mailgem.runner.source import CSV_DEFAULTS, SourceInfo, reader_option, source_files
 from mailgem.runner.spark import (
     local_spark,
@@ -68,9 +71,10 @@ class FrameReadError(MailgemError):
 
 @dataclass
 class _Kept:
-    key: tuple[str, str | None, str, tuple[int, int] | None]  # source, transform, folder, file stamp
+    key: tuple[Any, ...]  # each source and transform, folder, file stamps
     frame: Any  # a pandas DataFrame, or a persisted Spark DataFrame
     note: str
+    in1: Any = None  # the second input, for a job with two sources
 
 
 class FrameCache:
@@ -107,21 +111,36 @@ class FrameCache:
             FrameReadError: the source is missing or unreadable, or Spark refused the source's
                 or transform's SQL.
         """
-        key = (job.source.model_dump_json(), job.transform, str(job.base_dir), _stamp(job))
+        in0, _, note = self.frames(job)
+        return in0, note
+
+    def frames(self, job: JobSpec) -> tuple[Any, Any, str]:
+        """``(in0, in1, note)``: as :meth:`frame`, and the second input of a job with two
+        ``sources`` (``None`` for a job with one ``source``), read with Spark.
+
+        Raises:
+            FrameReadError: as :meth:`frame`.
+        """
+        key = (tuple((one.spec.model_dump_json(), one.transform) for one in job.inputs), str(job.base_dir),
+               tuple(_stamp(job, one.spec) for one in job.inputs))
         with self._lock:
             if self._kept is not None and self._kept.key == key:
-                return self._kept.frame, self._kept.note
+                return self._kept.frame, self._kept.in1, self._kept.note
             self.clear()
-            frame, note = self._read(job)
-            self._kept = _Kept(key, frame, note)
-            return frame, note
+            if len(job.inputs) > 1:
+                frame, in1, note = self._read_two(job)
+            else:
+                (frame, note), in1 = self._read(job), None
+            self._kept = _Kept(key, frame, note, in1)
+            return frame, in1, note
 
     def clear(self) -> None:
         """Forget the kept frame (the next :meth:`frame` reads again); Spark stays up."""
         with self._lock:
             kept, self._kept = self._kept, None
-            if kept is not None and hasattr(kept.frame, "unpersist"):
-                kept.frame.unpersist()
+            for frame in (kept.frame, kept.in1) if kept is not None else ():
+                if hasattr(frame, "unpersist"):
+                    frame.unpersist()
 
     def close(self) -> None:
         """Forget the frame and stop the SparkSession this cache started (if any)."""
@@ -138,8 +157,8 @@ class FrameCache:
         errors = [message for severity, message in info.problems if severity == "error"]
         if errors:
             raise FrameReadError("; ".join(errors))
-        spec = job.source
-        if job.transform is None and info.path is not None and _arrow_readable(spec):
+        spec = job.inputs[0].spec
+        if job.inputs[0].transform is None and info.path is not None and _arrow_readable(spec):
             table = _read_arrow(spec, info)
             return _pandas(table), f"{table.num_rows:,} rows read from {info.path.name} (pyarrow, no Spark)"
         return self._read_spark(job, info)
@@ -154,7 +173,24 @@ class FrameCache:
     def _read_spark(self, job: JobSpec, info: SourceInfo) -> tuple[Any, str]:
         where = str(job.file or "job")
         frame = job_frame(job, self._session(), info, step=lambda what, sql: self._spark_errors(where, what, sql))
-        with self._spark_errors(where, "transform" if job.transform else "source", job.transform or job.source.sql):
+        return self._kept_frame(where, frame, job.inputs[0])
+
+    def _read_two(self, job: JobSpec) -> tuple[Any, Any, str]:
+        """Both inputs of a job with two ``sources``, read with Spark (the second's transform
+        may use the first's view)."""
+        where = str(job.file or "job")
+        infos = job.inspect_sources()
+        errors = [message for info in infos for severity, message in info.problems if severity == "error"]
+        if errors:
+            raise FrameReadError("; ".join(errors))
+        in0, in1 = job_frames(job, self._session(), list(infos),
+                              step=lambda what, sql: self._spark_errors(where, what, sql))
+        (in0, note0), (in1, note1) = (self._kept_frame(where, f, one) for f, one in zip((in0, in1), job.inputs))
+        return in0, in1, f"{job.inputs[0].name}: {note0}; {job.inputs[1].name} (in1): {note1}"
+
+    def _kept_frame(self, where: str, frame: Any, one: Any) -> tuple[Any, str]:
+        """``frame`` collected to pandas when it has at most ``max_rows`` rows, else persisted."""
+        with self._spark_errors(where, one.transform_field if one.transform else one.field, one.transform or one.spec.sql):
             # At most max_rows + 1 rows come to the driver: one pass tells small from large.
             data = collect(frame.limit(self.max_rows + 1), all_rows=True, head_rows=0)
             if data.row_count <= self.max_rows:
@@ -177,13 +213,13 @@ class FrameCache:
             raise FrameReadError(f"{where}: {step}: {spark_error_line(exc)}{sql_text}{more}") from None
 
 
-def _stamp(job: JobSpec) -> tuple[int, int] | None:
+def _stamp(job: JobSpec, spec: Any) -> tuple[int, int] | None:
     """When the source's file (or folder) last changed and its size: a new export of the data
     is read again at the next preview. ``None`` for a SQL source."""
-    if job.source.path is None:
+    if spec.path is None:
         return None
     try:
-        stat = (job.base_dir / Path(job.source.path).expanduser()).stat()
+        stat = (job.base_dir / Path(spec.path).expanduser()).stat()
     except OSError:
         return None
     return stat.st_mtime_ns, stat.st_size

@@ -212,8 +212,8 @@ def _check(state: UiState, form: Any) -> tuple[JobSpec | None, dict[str, list[st
 
 def _build(state: UiState, job: JobSpec) -> tuple[list[PreviewMessage], str | None]:
     fabric, connection = _target(state, job, sending=False)
-    frame, note = _frames(state).frame(job)
-    messages = build_previews(job, frame, fabric, connection, state.config.user, PREVIEW_LIMIT)
+    frame, in1, note = _frames(state).frames(job)
+    messages = build_previews(job, frame, fabric, connection, state.config.user, PREVIEW_LIMIT, in1)
     with state.lock:
         state.previews = messages
     return messages, note
@@ -298,8 +298,8 @@ async def send_test_view(request: Request) -> Response:
         field_errors(JobSpec, doc, version.path)
         job = job_from(doc, version.path)
         fabric, connection = _target(state, job, sending=True)
-        frame, _ = _frames(state).frame(job)
-        return send_test(job, frame, fabric, connection, state.config.user, address)
+        frame, in1, _ = _frames(state).frames(job)
+        return send_test(job, frame, fabric, connection, state.config.user, address, in1)
 
     try:
         result = await asyncio.to_thread(run)

@@ -109,7 +109,7 @@ class SendTestResult:
 
 
 def build_previews(job: JobSpec, frame: Any, fabric: Fabric, connection: str, user: str | None,
-                   limit: int = 3) -> list[PreviewMessage]:
+                   limit: int = 3, in1: Any = None) -> list[PreviewMessage]:
     """The first ``limit`` messages the job builds from ``frame``, exactly as ``mailgem preview``
     builds them (the job's gem through ``connection``; no secret read, nothing sent).
 
@@ -118,6 +118,7 @@ def build_previews(job: JobSpec, frame: Any, fabric: Fabric, connection: str, us
         connection: the connection whose identity the messages carry (``local`` for the
             embedded server, with :func:`~mailgem.fabric.local.local_identity_fabric`).
         limit: at most this many messages.
+        in1: the job's second input (:meth:`~mailgem.ui.frames.FrameCache.frames`), if it has one.
 
     Raises:
         GemValidationError: the properties have errors (the message lists them).
@@ -125,7 +126,7 @@ def build_previews(job: JobSpec, frame: Any, fabric: Fabric, connection: str, us
             such connection.
     """
     gem = job_gem(job, fabric, connection, user)
-    return [_preview(b, connection) for b in gem.build(frame, limit)]
+    return [_preview(b, connection) for b in gem.build(frame, limit, in1)]
 
 
 def _preview(built: Built, connection: str) -> PreviewMessage:
@@ -180,7 +181,7 @@ def _decoded(part: Any) -> bytes:
 
 
 def send_test(job: JobSpec, frame: Any, fabric: Fabric, connection: str, user: str | None,
-              address: str) -> SendTestResult:
+              address: str, in1: Any = None) -> SendTestResult:
     """Send the first message the job builds to ``address`` only, through ``connection``.
 
     The message is built as the job builds it (same mode, rows, templates, attachments), with
@@ -206,7 +207,7 @@ def send_test(job: JobSpec, frame: Any, fabric: Fabric, connection: str, user: s
         "ledger": None, "max_messages": None, "subject": TEST_SUBJECT_PREFIX + job.email.subject,
         "send_if": None, "skip_if": None})  # a test shows the message: the rules would only hide it
     gem = job_gem(job.model_copy(update={"email": props}), fabric, connection, user)
-    built = next(gem.build(frame, 1), None)
+    built = next(gem.build(frame, 1, in1), None)  # with the job's second input, if any
     if built is None:
         raise MailgemError("the job builds no message from this data (is the frame empty?): nothing to test")
     if built.error is not None or built.message is None:

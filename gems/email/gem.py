@@ -38,26 +38,26 @@ from mailgem.connections.model import format_validation_error
 from mailgem.connections.sync import run_sync
 from mailgem.connections.session import TRACE_HEADROOM_BYTES
 from mailgem.connections.precheck import ChainCheck, check_chain
-from mailgem.connections.transport import SmtpTransport, new_message_id
+from mailgem.connections.transport import SmtpTransport
 from mailgem.fabric.model import Fabric, current_user
 
 from ..spark_info import parallelism
-from .content.compose import Composer, SplitNeeded, Unit, split_unit
-from .content.conditions import send_if_skip
+from .content.compose import Composer
 from .content.files import missing_files
 from .data import collect, column_names, first_groups, is_spark_frame, session_zone, spark_instant_columns
-from .run.distributed import PartitionSender, send_distributed
+from .run.distributed import PartitionSender, send_distributed, ship_in1
+from .run.in1 import check_in1_frame, collect_in1
 from .run.ledger import LedgerTarget, SendLedger
 from .run.ledger_open import ledger_target, open_run_ledger
 from .run.passwords import protect_passwords
 from .run.plan import count_units, needs_all_rows, units
 from .run.skip_rule import RUN_KEY, skip_if_reason, skipped_run_row
-from .content.preview import Built
+from .run.spark_result import spark_result
+from .content.preview import Built, built_messages
 from .run.progress import Progress
 from .properties import EmailProperties
-from .run.report import SPARK_SCHEMA, DeliveryRow, skipped_row, to_pandas, to_spark
+from .run.report import DeliveryRow, skipped_row, to_pandas, to_spark
 from .run.sender import SendContext, StopRun, send_units
-from .run.status import DeliveryStatus
 from .run.stop import StopSignal, beacon_for
 from .errors import DeliveryError, GemError, GemValidationError, MessageCapError
 from .validate import Diagnostic, validate
@@ -72,6 +72,11 @@ log = logging.getLogger("mailgem.gems")
 
 
 _NO_FRAME: Any = object()
+
+
+def _is_frame(value: Any) -> bool:
+    """A Spark or pandas DataFrame (not a SparkSession, not ``None``)."""
+    return is_spark_frame(value) or (hasattr(value, "columns") and hasattr(value, "iloc"))
 
 
 class EmailGem:
@@ -118,17 +123,22 @@ class EmailGem:
         """JSON Schema of the properties (for a gem dialog)."""
         return EmailProperties.model_json_schema()
 
-    def validate(self, columns: Any = None) -> list[Diagnostic]:
+    def validate(self, columns: Any = None, in1_columns: Any = None, *, has_in1: bool | None = None) -> list[Diagnostic]:
         """Diagnostics for these properties (templates rendered against a sample context with
         this gem's ``params``), checked against ``columns`` when given: column names, a
-        ``{name: type}`` dict, or a Spark/pandas DataFrame (only its schema is used)."""
-        if columns is not None and not isinstance(columns, dict | list | tuple):
-            columns = column_names(columns)
-        return validate(self.properties, columns, job=self.name, params=self.params,
-                        special_domains=self.fabric.special_domains(self.properties.connection))
+        ``{name: type}`` dict, or a Spark/pandas DataFrame (only its schema is used);
+        ``in1_columns`` likewise for the second input (``slice_by``, ``from: in1``).
+        ``has_in1=False`` makes what needs a second input an error."""
+        columns, in1_columns = (c if c is None or isinstance(c, dict | list | tuple) else column_names(c)
+                                for c in (columns, in1_columns))
+        return validate(self.properties, columns, job=self.name, params=self.params, in1_columns=in1_columns,
+                        special_domains=self.fabric.special_domains(self.properties.connection),
+                        has_in1=has_in1 if has_in1 is not None else (True if in1_columns is not None else None))
 
-    def _check(self, in0: Any) -> None:
-        problems = [d for d in self.validate(column_names(in0)) if d.severity == "error"]
+    def _check(self, in0: Any, in1: Any = None) -> None:
+        check_in1_frame(self.properties, self.name, in0, in1)
+        problems = [d for d in self.validate(column_names(in0), None if in1 is None else column_names(in1))
+                    if d.severity == "error"]
         problems += missing_files(self.properties, self.base_dir)
         if problems:
             raise GemValidationError(f"gem {self.name!r} has {len(problems)} problem(s):\n"
@@ -148,12 +158,6 @@ class EmailGem:
             limits.append(server_size - TRACE_HEADROOM_BYTES)
         known = [n for n in limits if n]
         return min(known) if known else None
-
-    @staticmethod
-    def _instant_columns(frame: Any) -> tuple[list[str], str]:
-        """The frame's ``TIMESTAMP`` columns (instants, unlike ``TIMESTAMP_NTZ``) and the session
-        time zone, read once here on the driver for the workers (see :mod:`.data`)."""
-        return spark_instant_columns(frame), session_zone(frame)
 
     def _server_size(self, transports: list[SmtpTransport]) -> int | None:
         """The server's SIZE, learned before composing: only when attachments may be compressed
@@ -194,7 +198,7 @@ class EmailGem:
             raise MessageCapError(f"gem {self.name!r}: this run would send {count:,} messages, over max_messages "
                                   f"{cap:,}; nothing was sent. Raise max_messages or filter the frame.")
 
-    def build(self, in0: Any, limit: int | None = None) -> Iterator[Built]:
+    def build(self, in0: Any, limit: int | None = None, in1: Any = None) -> Iterator[Built]:
         """Build the frame's messages exactly as :meth:`apply` would, without sending and without
         reading any secret: same composer, same From and envelope sender (the connection's), a
         new Message-ID each. A message that cannot be built comes with its error instead.
@@ -202,11 +206,13 @@ class EmailGem:
         Args:
             in0: a Spark or pandas DataFrame.
             limit: at most this many messages (``None``: all).
+            in1: the second input (see :meth:`apply`); with ``slice_by`` on Spark, only the rows
+                matching the built messages' keys are read.
 
         Raises:
             GemValidationError, AccessDeniedError, FabricConfigError: as :meth:`apply`.
         """
-        self._check(in0)
+        self._check(in0, in1)
         props = self.properties
         self.fabric.check_access(self.user or current_user())
         transport = SmtpTransport(self.fabric.connection(props.connection), identity_only=True)  # no secret read
@@ -220,54 +226,45 @@ class EmailGem:
             in0 = first_groups(in0, props.group_by, limit)  # only those groups' rows reach the driver
         data = collect(in0, all_rows=True, head_rows=props.table.max_rows, timezone=props.formats.timezone)
         composer = self._composer(transport, dt.datetime.now(dt.UTC), self.properties.max_message_bytes)
-        work = units(data.table, props, data.row_count, data.invalid_rows, data.key_zones)
-        yield from islice(self._built(composer, transport, work), limit)
+        work = units(data.table, props, data.row_count, data.invalid_rows, data.key_zones, collect_in1(in1, in0, props))
+        yield from islice(built_messages(composer, transport, work), limit)
 
-    @staticmethod
-    def _built(composer: Composer, transport: SmtpTransport, work: Iterator[Unit]) -> Iterator[Built]:
-        for unit in work:
-            try:
-                if (skipped := send_if_skip(composer.props, unit, composer.context(unit))) is not None:
-                    yield Built(unit.key, [], None, None, skipped=skipped)
-                    continue
-                message, envelope = composer.compose(unit)
-                message["Message-ID"] = new_message_id(transport.domain)
-                raw = transport.flatten(message, utf8=transport.needs_smtputf8(envelope.recipients))
-                yield Built(unit.key, envelope.recipients, message, raw)
-            except SplitNeeded as exc:  # sent in parts, as a real run would
-                yield from EmailGem._built(composer, transport, iter(split_unit(unit, exc.parts)))
-            except Exception as exc:  # noqa: BLE001 - that message's problem, as in a real run
-                yield Built(unit.key, [], None, None, exc)
-
-    def preview(self, in0: Any, limit: int = 3) -> list[Built]:
+    def preview(self, in0: Any, limit: int = 3, in1: Any = None) -> list[Built]:
         """The first ``limit`` messages, built but not sent (see :meth:`build`). In a notebook,
         ``Built._repr_html_`` shows each one (subject, recipients, HTML body)."""
-        return list(self.build(in0, limit))
+        return list(self.build(in0, limit, in1))
 
     # Typed for users' checkers: pandas in -> pandas report out, Spark (classic or Connect) in ->
     # Spark report out, with or without the session before the frame.
     @overload
-    def apply(self, spark: pd.DataFrame, /, *, stop: StopSignal | None = None) -> pd.DataFrame: ...
+    def apply(self, spark: pd.DataFrame, in0: pd.DataFrame | None = None, /, *, in1: pd.DataFrame | None = None,
+              stop: StopSignal | None = None) -> pd.DataFrame: ...
 
     @overload
-    def apply(self, spark: SparkSession | None, in0: pd.DataFrame, /, *, stop: StopSignal | None = None) -> pd.DataFrame: ...
+    def apply(self, spark: SparkSession | None, in0: pd.DataFrame, in1: pd.DataFrame | None = None, /, *,
+              stop: StopSignal | None = None) -> pd.DataFrame: ...
 
     @overload
-    def apply(self, spark: SparkDataFrame, /, *, stop: StopSignal | None = None) -> SparkDataFrame: ...
-
-    @overload
-    def apply(self, spark: SparkSession | None, in0: SparkDataFrame, /, *,
+    def apply(self, spark: SparkDataFrame, in0: SparkDataFrame | None = None, /, *, in1: SparkDataFrame | None = None,
               stop: StopSignal | None = None) -> SparkDataFrame: ...
 
-    def apply(self, spark: Any, in0: Any = _NO_FRAME, *, stop: StopSignal | None = None) -> Any:
+    @overload
+    def apply(self, spark: SparkSession | None, in0: SparkDataFrame, in1: SparkDataFrame | None = None, /, *,
+              stop: StopSignal | None = None) -> SparkDataFrame: ...
+
+    def apply(self, spark: Any, in0: Any = _NO_FRAME, in1: Any = None, *, stop: StopSignal | None = None) -> Any:
         """Send the frame's emails and return the delivery report.
 
-        ``apply(df)`` and ``apply(spark, df)`` both work; the SparkSession is needed only to
-        return a Spark report for a Spark frame, and a Spark frame knows its own.
+        ``apply(df)``, ``apply(spark, df)``, ``apply(spark, df, df1)`` and ``apply(df, df1)`` all
+        work; the SparkSession is needed only to return a Spark report for a Spark frame, and a
+        Spark frame knows its own.
 
         Args:
             spark: the SparkSession (may be ``None`` for pandas input), or the frame itself.
             in0: a Spark or pandas DataFrame; columns as the properties reference them.
+            in1: the second input (same kind as ``in0``): data the messages carry
+                (``attachments[].from: in1``, ``table.from: in1``), all of it in every message,
+                or sliced by ``slice_by`` (see :mod:`mailgem.gems.email.run.in1`).
             stop: a stop signal the caller may request while this runs (a scheduler's SIGTERM):
                 no further message starts, those being written finish and are recorded, and
                 the report has a ``not_started`` row, with the reason, for every other message
@@ -283,10 +280,10 @@ class EmailGem:
             MessageCapError: more messages than ``max_messages``; nothing sent.
             DeliveryError: a message failed and ``on_error`` is ``stop`` (sent ones are in its report).
         """
-        if in0 is _NO_FRAME:
-            spark, in0 = None, spark
+        if in0 is _NO_FRAME or _is_frame(spark):  # apply(df), apply(df, df1)
+            spark, in0, in1 = None, spark, (in1 if in0 is _NO_FRAME else in0)
         props = self.properties
-        self._check(in0)
+        self._check(in0, in1)
         # Access and secrets first: a user who may not send learns it before any data is read.
         transports = self._transports or self.fabric.transports(props.connection, self.user)
         passwords = protect_passwords(props, self.fabric, self.user)  # read here, on the driver, once
@@ -309,15 +306,15 @@ class EmailGem:
                     ledger.close()  # tables created once, here, before the executors open it
                     ledger = None
                 return self._apply_distributed(spark or in0.sparkSession, in0, transports, run_ts, run_key, domain,
-                                               destination, target, stop, passwords)
-            return self._apply_local(spark, in0, transports, composer, run_key, domain, ledger, stop)
+                                               destination, target, stop, passwords, in1)
+            return self._apply_local(spark, in0, transports, composer, run_key, domain, ledger, stop, in1)
         finally:
             if ledger is not None:
                 ledger.close()
             self._transports, self._checked = None, None  # check_connection() speaks for one run
 
     def _apply_local(self, spark: Any, in0: Any, transports: list[SmtpTransport], composer: Composer, run_key: str,
-                     domain: str, ledger: SendLedger | None, stop: StopSignal | None) -> Any:
+                     domain: str, ledger: SendLedger | None, stop: StopSignal | None, in1: Any = None) -> Any:
         props = self.properties
         primary = transports[0]
 
@@ -331,6 +328,7 @@ class EmailGem:
             return self._report(spark, in0, [skipped_run_row(skipped, props.connection)])
         total = count_units(data.table, props) if props.mode != "report" else 1
         self._cap(total)
+        in1_rows = collect_in1(in1, in0, props)
         progress = Progress(total, self.name)
 
         def done(row: DeliveryRow) -> None:
@@ -345,7 +343,7 @@ class EmailGem:
             # The first session checks the sender before others open (unless checked already).
             deliverer = Deliverer(transports, gate=stop or OPEN, check_sender=True)
             try:
-                work = units(data.table, props, data.row_count, data.invalid_rows, data.key_zones)
+                work = units(data.table, props, data.row_count, data.invalid_rows, data.key_zones, in1_rows)
                 return await send_units(work, ctx, deliverer, concurrency=deliverer.in_flight)
             finally:
                 await deliverer.aclose()
@@ -361,7 +359,7 @@ class EmailGem:
 
     def _apply_distributed(self, spark: Any, frame: Any, transports: list[SmtpTransport], run_ts: dt.datetime,
                            run_key: str, domain: str, destination: str, ledger: LedgerTarget | None,
-                           stop: StopSignal | None, passwords: dict[str, SecretStr]) -> Any:
+                           stop: StopSignal | None, passwords: dict[str, SecretStr], in1: Any = None) -> Any:
         props = self.properties
         if (skipped := skip_if_reason(props, self.name, self.params, run_ts, frame=frame)) is not None:
             return to_spark(spark, [skipped_run_row(skipped, props.connection)])  # one Spark aggregation, no collect
@@ -380,27 +378,18 @@ class EmailGem:
         server_size = self._check_chain(transports).size_limit_bytes
         log.info("gem %s: sending %s messages from the Spark executors", self.name, props.mode)
         workers = parallelism(spark)  # once: on Spark Connect it asks the server
+        # The TIMESTAMP columns (instants) and the session zone, read once here for the workers (see .data).
+        instants = spark_instant_columns(frame), session_zone(frame)
+        frame, shipment = ship_in1(frame, in1, props)
         with beacon_for(spark, stop) as beacon:
             sender = PartitionSender(props, transports, job=self.name, params=self.params, run_ts=run_ts,
                                      run_key=run_key, domain=domain, destination=destination, ledger=ledger,
                                      rate_share=1 / workers, size_limit=self._size_limit(server_size),
-                                     instants=self._instant_columns(frame), beacon=beacon, passwords=passwords,
+                                     instants=instants, beacon=beacon, in1=shipment, passwords=passwords,
                                      base_dir=self.base_dir)
             report = send_distributed(frame, sender, workers)
         self.outcomes.update(report["status"])
-        if report.empty and props.on_empty == "skip":
-            log.info("gem %s: frame is empty, nothing sent (on_empty: skip)", self.name)
-            return to_spark(spark, [skipped_row("(none)", props.connection)])
-        counts = report["status"].value_counts().to_dict()
-        log.info("gem %s: %d messages: %s", self.name, len(report),
-                 ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-        result = spark.createDataFrame(report, schema=SPARK_SCHEMA)
-        failed = report[report["status"] == DeliveryStatus.FAILED]
-        if props.on_error == "stop" and len(failed) and not (stop is not None and stop.stopping):
-            first = failed.iloc[0]
-            raise DeliveryError(f"gem {self.name!r}: message {first.message_key}: {first.error}", result,
-                                GemError(str(first.error)))
-        return result
+        return spark_result(spark, report, props, self.name, stop)
 
     @staticmethod
     def _report(spark: Any, in0: Any, rows: list[DeliveryRow]) -> Any:

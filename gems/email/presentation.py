@@ -218,7 +218,10 @@ class TableOptions(BaseModel, ColumnChoice):
     102 KB, so rows are cut to fit with a "showing N of M rows" note.
     """
 
-    model_config = _MODEL
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    from_: InputName = Field(default="in0", alias="from", description=(
+        "Which input's rows the table (and the chart) shows: in0 (the message's rows) or in1 (the second input's "
+        "rows this message carries)."))
     enabled: bool = True
     columns: list[str | Column] | None = Field(default=None, description=(
         "Columns to show, in order: names, or {name, label, format, unit, align}."))

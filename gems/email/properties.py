@@ -22,8 +22,8 @@ from mailgem.connections.addresses import CONTROL_CHARACTERS, format_mailbox, ma
 from mailgem.connections.yaml_types import describe_type
 
 from .file_options import FileSpec, Protection
-from .presentation import (HIGHLIGHT_STYLES, Aggregate, ChartOptions, Column, ColumnChoice, Formats, Highlight, Summary,
-                           TableOptions, TotalFunction)
+from .presentation import (HIGHLIGHT_STYLES, Aggregate, ChartOptions, Column, ColumnChoice, Formats, Highlight, InputName,
+                           Summary, TableOptions, TotalFunction)
 from .run.ledger_db import DEFAULT_LEASE_S, check_postgres_url
 from .sections import MAX_SECTIONS, Section
 from .sheets import Sheet, sheets_problem
@@ -83,7 +83,10 @@ class AttachmentSpec(BaseModel, ColumnChoice):
     """An attachment holding the frame's rows (all of them, raw values): ``csv`` (RFC 4180),
     ``xlsx`` (typed cells, for Excel) or ``parquet`` (for data consumers)."""
 
-    model_config = _MODEL
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    from_: InputName = Field(default="in0", alias="from", description=(
+        "Which input's rows the file holds: in0 (the message's rows) or in1 (the second input's rows this message "
+        "carries: all of in1, or its slice by slice_by)."))
     file_name: str = Field(default="data-{{ run_date }}.csv", description="Jinja2 template for the file name.")
     format: AttachmentFormat = Field(default="csv", description="csv, xlsx (Excel workbook) or parquet.")
     columns: list[str | Column] | None = Field(default=None, description=(
@@ -232,6 +235,17 @@ class EmailProperties(BaseModel):
         "or split (the rows go out in numbered parts, each under the limit)."))
     ledger: LedgerOptions | None = Field(default=None, description="Send ledger for safe re-runs; off when absent.")
     distributed: bool = Field(default=True, description="Spark input, per_group/per_row: build and send on the executors.")
+    slice_by: dict[str, str] | None = Field(default=None, description=(
+        "With a second input (in1): {in0_column: in1_column, ...}. Each message carries only the in1 rows whose "
+        "in1 columns equal the in0 columns of one of its rows (an inner-join match: a null matches nothing). "
+        "Without it, every message carries all of in1."))
+
+    @field_validator("slice_by")
+    @classmethod
+    def _slice_pairs(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None and not value:
+            raise ValueError("is empty: map in0 columns to in1 columns, e.g. {carrier: carrier}, or remove slice_by")
+        return value
 
     @field_validator("to", "cc", "bcc", "reply_to", mode="before")
     @classmethod

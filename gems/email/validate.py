@@ -13,6 +13,7 @@ from mailgem.connections.addresses import CONTROL_CHARACTERS, AddressError, pars
 from mailgem.connections.headers import prefolded
 
 from .properties import ChartOptions, EmailProperties, TableOptions
+from .run.in1_check import in1_problems
 from .content.templates import check_templates, is_template, sample_value
 
 __all__ = [
@@ -81,7 +82,8 @@ def address_problem(item: str, special_domains: tuple[str, ...] = ()) -> str | N
 
 def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str] | Mapping[str, str | None] | None = None,
              *, job: str = "email", params: Mapping[str, Any] | None = None,
-             special_domains: tuple[str, ...] = ()) -> list[Diagnostic]:
+             special_domains: tuple[str, ...] = (), in1_columns: Sequence[str] | Mapping[str, str | None] | None = None,
+             has_in1: bool | None = None) -> list[Diagnostic]:
     """Check the gem's properties before a run; return every problem found (empty when fine).
 
     Templates are compiled, checked for names their context lacks and rendered against a
@@ -94,6 +96,10 @@ def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str
         job: the job's name (``job`` in templates).
         params: the job's params (``params`` in templates); ``None`` when unknown.
         special_domains: the connection's ``allowed_special_domains`` (internal relays' domains).
+        in1_columns: the second input's column names (or ``{name: type name}``), to check
+            ``slice_by`` and the parts that say ``from: in1``; ``None`` skips that.
+        has_in1: whether a second input is given (``False``: what needs one is an error;
+            ``None``: unknown).
 
     Returns:
         diagnostics with severity ``error`` (the run would fail) or ``warning``.
@@ -111,8 +117,12 @@ def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str
     return [*_recipients(props, special_domains), *_mode(props), *_headers(props),
             *(Diagnostic(found.path, found.severity, found.message)
               for found in check_templates(props, job=job, params=params, columns=types)),
-            *_content(props), *_sections(props), *([] if columns is None else _columns(props, list(columns))),
-            *([] if types is None else _presentation_types(props, types))]
+            *_content(props), *_sections(props), *_columns(props, None if columns is None else list(columns),
+                                        None if in1_columns is None else list(in1_columns)),
+            *(_error(path, message) for path, message in in1_problems(props, None if columns is None else list(columns),
+                                                                      None if in1_columns is None else list(in1_columns),
+                                                                      has_in1)),
+            *([] if types is None or props.table.from_ == "in1" else _presentation_types(props, types))]
 
 
 def _error(path: str, message: str) -> Diagnostic:
@@ -282,24 +292,39 @@ def _view_refs(prefix: str, table: TableOptions | None, chart: ChartOptions | No
         refs.append((f"{prefix}chart", [chart.x, *chart.y_columns]))
 
 
-def _columns(props: EmailProperties, columns: list[str]) -> Iterator[Diagnostic]:
-    """Every column the properties name is one the frame has (a summary's columns where it
-    applies); a section ``from: in1`` shows the second input's, not checked here."""
-    known = set(columns)
+def _columns(props: EmailProperties, columns: list[str] | None, in1_columns: list[str] | None) -> Iterator[Diagnostic]:
+    """Every column the properties name is one its input has (a summary's columns where it
+    applies): ``in1``'s for the table, chart, sections and attachments that say ``from: in1``,
+    ``in0``'s for the rest."""
+    if columns is None and in1_columns is None:
+        return
+    sourced: list[tuple[str, list[str], str]] = []
+
+    def add(source: str, refs: list[tuple[str, list[str]]]) -> None:
+        sourced.extend((path, names, source) for path, names in refs)
+
     refs: list[tuple[str, list[str]]] = []
     yield from _view_refs("", props.table, props.chart, refs)
+    add(props.table.from_, refs)  # the table and the chart show the table's input
     for i, section in enumerate(props.sections):
-        if section.from_ == "in0":
-            yield from _view_refs(f"sections[{i}].", section.table, section.chart, refs)
+        refs = []
+        yield from _view_refs(f"sections[{i}].", section.table, section.chart, refs)
+        add(section.from_, refs)
     for i, a in enumerate(props.attachments):
-        refs.append((f"attachments[{i}].columns", a.column_names or []))
+        refs = [(f"attachments[{i}].columns", a.column_names or [])]
         for j, sheet in enumerate(a.sheets or []):
             used = sheet.column_names or [] if sheet.summary is None else [
                 *sheet.summary.group_by, *(agg.column for agg in sheet.summary.aggregates)]
             refs.append((f"attachments[{i}].sheets[{j}] ({sheet.name})", used))
-    refs += [("group_by", props.group_by), ("key_columns", props.key_columns)]
-    refs += [(f, [getattr(props, f)]) for f in ("to_column", "cc_column", "bcc_column") if getattr(props, f)]
-    for path, names in refs:
+        add(a.from_, refs)
+    add("in0", [("group_by", props.group_by), ("key_columns", props.key_columns)])
+    add("in0", [(f, [getattr(props, f)]) for f in ("to_column", "cc_column", "bcc_column") if getattr(props, f)])
+    frames = {"in0": columns, "in1": in1_columns}
+    for path, names, source in sourced:
+        known = frames[source]
+        if known is None:
+            continue
         for name in names:
             if name not in known:
-                yield _error(path, f"unknown column {name!r}; the frame has: {', '.join(columns)}")
+                frame = "the frame" if source == "in0" and in1_columns is None else f"{source}"
+                yield _error(path, f"unknown column {name!r}; {frame} has: {', '.join(known)}")

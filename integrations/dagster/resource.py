@@ -99,7 +99,7 @@ class MailgemResource(dg.ConfigurableResource):
                 self._fabric = None
 
     def send(self, frame: pd.DataFrame | SparkDataFrame, /, *, name: str | None = None,
-             params: dict[str, Any] | None = None, raise_on_failure: bool = True,
+             params: dict[str, Any] | None = None, raise_on_failure: bool = True, in1: Any = None,
              **email_properties: Any) -> pd.DataFrame:
         """Send ``frame`` as email and return the delivery report.
 
@@ -112,6 +112,8 @@ class MailgemResource(dg.ConfigurableResource):
             params: extra template values (``params.x``).
             raise_on_failure: raise ``dagster.Failure`` when a message was not delivered whole
                 (see below); ``False`` returns the report and leaves the decision to the caller.
+            in1: the gem's second input, a frame of the same kind as ``frame`` (the data the
+                messages carry: ``slice_by``, ``attachments[].from: in1``, ``table.from: in1``).
             **email_properties: the Email gem's properties, as in a job file's ``email:`` block
                 (``to``, ``subject``, ``text_body``, ``mode``, ``ledger``, ...); ``connection``
                 may be left out when the resource names it.
@@ -143,7 +145,7 @@ class MailgemResource(dg.ConfigurableResource):
         with self._run_fabric() as fabric, stop_on_signal() as stop:
             gem = self._gem(properties, fabric, name or _step_name() or "email", params)
             try:
-                report = _as_pandas(gem.apply(frame, stop=stop))
+                report = _as_pandas(gem.apply(frame, in1=in1, stop=stop))
             except _BEFORE_SENDING as exc:
                 raise dg.Failure(description=f"{exc}\nNothing was sent.", allow_retries=False) from exc
             except DeliveryError as exc:  # on_error: stop; the report has every message handled

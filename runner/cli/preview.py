@@ -10,7 +10,7 @@ from mailgem.gems.email.content.preview import write_previews
 
 from .output import Output, UsageError
 from .parser import EXIT_FAILED, EXIT_OK
-from .steps import config_failure, make_gem, preflight, read_frame, start_spark, target
+from .steps import config_failure, make_gem, preflight, read_frames, start_spark, target
 
 __all__ = ["cmd_preview"]
 
@@ -25,12 +25,12 @@ def cmd_preview(args: argparse.Namespace) -> int:
         return config_failure(args, out, [str(f) for f in pre.errors], pre)
     assert pre.job is not None
     spark, log_file = start_spark(args, pre.job.name)
-    frame = read_frame(args, pre, spark, log_file)
+    frame, in1 = read_frames(args, pre, spark, log_file)
     first_html = None
     failed = 0
     with target(args, pre, out) as (fabric, _, connection):
         gem = make_gem(pre, fabric, connection, args.user)
-        for b, html_path in write_previews(gem.build(frame, args.limit), args.out):
+        for b, html_path in write_previews(gem.build(frame, args.limit, in1), args.out):
             out.say(b.summary())
             if html_path is not None:
                 out.say(f"  {html_path.with_suffix('.eml')}  {html_path}")

@@ -18,7 +18,7 @@ from mailgem.gems.email.run.status import DeliveryStatus
 from .output import Output, check_report_path, exit_code, fail, record, report_lines, write_report_or_print
 from .parser import EXIT_FAILED, EXIT_UNREACHABLE
 from .signals import Signals
-from .steps import SparkJobError, config_failure, make_gem, preflight, read_frame, spark_errors, start_spark, target
+from .steps import SparkJobError, config_failure, make_gem, preflight, read_frames, spark_errors, start_spark, target
 
 __all__ = ["cmd_run"]
 
@@ -50,15 +50,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             if not check.ok:
                 return _unreachable(args, out, job.name, connection, check, started)
         spark, log_file = start_spark(args, job.name)
-        frame = read_frame(args, pre, spark, log_file)
+        frame, in1 = read_frames(args, pre, spark, log_file)
         error: DeliveryError | None = None
         if args.dry_run:
-            report = _dry_run(gem, frame, args.out, out, connection)
+            report = _dry_run(gem, frame, in1, args.out, out, connection)
         else:
             signals.sending = True  # from here a signal asks the run to stop; it does not end it
             try:
                 with spark_errors(args, "sending", None, log_file):
-                    result = gem.apply(spark, frame, stop=signals.stop)
+                    result = gem.apply(spark, frame, in1, stop=signals.stop)
             except DeliveryError as exc:
                 error, result = exc, exc.report
             except SparkJobError as exc:  # messages may have gone out: not a configuration error
@@ -145,8 +145,8 @@ def _skipped_by_skip_if(report: Any) -> str | None:
     return str(row["error"]) if row["message_key"] == RUN_KEY and row["status"] == DeliveryStatus.SKIPPED_BY_RULE else None
 
 
-def _dry_run(gem: EmailGem, frame: Any, folder: Path, out: Output, connection: str) -> Any:
-    rows = [b.dry_run_row(connection) for b, _ in write_previews(gem.build(frame), folder)]
+def _dry_run(gem: EmailGem, frame: Any, in1: Any, folder: Path, out: Output, connection: str) -> Any:
+    rows = [b.dry_run_row(connection) for b, _ in write_previews(gem.build(frame, in1=in1), folder)]
     skipped = sum(1 for r in rows if r.status == DeliveryStatus.SKIPPED_BY_RULE)
     out.say(f"Dry run: {len(rows) - skipped:,} message(s) built" + (f", {skipped:,} skipped by rule" if skipped else "")
             + f", none sent; written to {folder}/")

@@ -15,14 +15,14 @@ from mailgem.connections.errors import MailgemError
 from mailgem.fabric.loader import LOCAL_CONNECTION
 from mailgem.fabric.model import Fabric
 from mailgem.gems.email.gem import EmailGem
-from mailgem.runner.job import job_frame, job_gem
+from mailgem.runner.job import job_frames, job_gem
 from mailgem.runner.preflight import Preflight, check_job
 
 from .output import Output, record
 from .parser import EXIT_CONFIG
 from .signals import Signals
 
-__all__ = ["preflight", "param_overrides", "config_failure", "target", "make_gem", "start_spark", "read_frame", "spark_errors",
+__all__ = ["preflight", "param_overrides", "config_failure", "target", "make_gem", "start_spark", "read_frames", "spark_errors",
            "SparkJobError", "is_spark_error", "spark_failure"]
 
 
@@ -125,11 +125,13 @@ def start_spark(args: argparse.Namespace, app: str) -> tuple[Any, Path | None]:
     return spark, log_file
 
 
-def read_frame(args: argparse.Namespace, pre: Preflight, spark: Any, log_file: Path | None) -> Any:
-    """The job's source through its ``transform``, analysed (a Spark error names the step)."""
+def read_frames(args: argparse.Namespace, pre: Preflight, spark: Any, log_file: Path | None) -> tuple[Any, Any]:
+    """``(in0, in1)``: the job's source through its ``transform`` (``in1``: ``None``), or its two
+    named ``sources`` through theirs, analysed (a Spark error names the step)."""
     job = pre.job
     assert job is not None
-    return job_frame(job, spark, pre.source, step=lambda what, sql: spark_errors(args, what, sql, log_file))
+    return job_frames(job, spark, [pre.source, pre.in1_source],
+                      step=lambda what, sql: spark_errors(args, what, sql, log_file))
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from mailgem.runner.preflight import Finding, special_domains
 
 from .output import Output
 from .parser import EXIT_CONFIG, EXIT_OK
-from .steps import SparkJobError, preflight, read_frame, start_spark
+from .steps import SparkJobError, preflight, read_frames, start_spark
 
 __all__ = ["cmd_validate"]
 
@@ -24,13 +24,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
         assert pre.job is not None
         spark, log_file = start_spark(args, pre.job.name)
         try:
-            frame = read_frame(args, pre, spark, log_file)
+            frame, in1 = read_frames(args, pre, spark, log_file)
         except SparkJobError as exc:
             findings.append(Finding("error", str(exc)))
         else:
-            columns = {f.name: f.dataType.simpleString() for f in frame.schema.fields}
+            columns, in1_columns = ({f.name: f.dataType.simpleString() for f in f_.schema.fields} if f_ is not None
+                                    else None for f_ in (frame, in1))
             for d in validate(pre.job.email, columns, job=pre.job.name, params=pre.job.params,
-                              special_domains=special_domains(pre)):
+                              special_domains=special_domains(pre), in1_columns=in1_columns, has_in1=in1 is not None):
                 finding = Finding(d.severity, f"{args.job}: email.{d.path}: {d.message}")
                 if finding not in findings:
                     out.note(f"mailgem: {finding}")

@@ -20,7 +20,6 @@ import pyarrow as pa
 from markupsafe import Markup
 from pydantic import SecretStr
 
-from mailgem.connections.addresses import AddressError, Mailbox, parse_mailbox
 from mailgem.connections.errors import MessageTooLargeError
 from mailgem.connections.headers import PrefoldedHeader, prefolded, text_header
 
@@ -34,9 +33,10 @@ from .unit import Envelope, SplitNeeded, Unit, split_unit
 from .chart import chart_part
 from .layout import Layout, LayoutMessage
 from .message import build_message, run_headers
-from ..properties import EmailProperties, split_addresses
+from ..properties import EmailProperties
+from .recipients import envelope_of
 from .spliced import SPLICE_MIN_BYTES, SplicedMessage, placeholder
-from .render import DEFAULT_HTML, DEFAULT_TEXT, NullKey, base_context, nulls_refused, one_line, render
+from .render import DEFAULT_HTML, DEFAULT_TEXT, NullKey, base_context, one_line, render
 from .section_views import default_bodies, options_table, render_sections
 from .table import Table, fit_rows, summarise
 from .table_html import html_document, html_table, text_table
@@ -59,6 +59,19 @@ def _noted(message: _Message, attachments: list[Attachment], notes: Sequence[str
     found = [a.notes for a in attachments if a.notes] + list(notes)
     message.notes = "; ".join(found) or None  # type: ignore[attr-defined]
     return message
+
+
+def _rows(unit: Unit, source: str, where: str) -> pa.Table:
+    """The rows a part of the message shows: ``unit``'s own (``in0``) or its second input's.
+
+    Raises:
+        MessageBuildError: ``from: in1`` and the unit carries no second input.
+    """
+    if source == "in0":
+        return unit.table
+    if unit.in1 is None:
+        raise MessageBuildError(f"{where}.from is in1, and there is no second input: pass apply(spark, in0, in1)")
+    return unit.in1
 
 
 class Composer:
@@ -105,56 +118,9 @@ class Composer:
 
     # -- recipients -----------------------------------------------------------------------
 
-    def _address_items(self, field_name: str, column: str | None, ctx: dict[str, Any],
-                       unit: Unit) -> list[tuple[str, str]]:
-        """``(where it came from, item)`` for each address of one field, in order."""
-        out: list[tuple[str, str]] = []
-        for i, item in enumerate(getattr(self.props, field_name)):
-            if not is_template(item):
-                out.append((f"{field_name}[{i}]", item))
-                continue
-            rendered = render(f"{field_name}[{i}]", item, nulls_refused(ctx))
-            try:
-                out += [(f"{field_name}[{i}] (template)", a) for a in split_addresses(rendered)]
-            except ValueError as exc:
-                raise RecipientError(f"{field_name}[{i}] (template): {exc}") from None
-        if column:
-            row = unit.extra.get("row")  # per_row: the row is already Python values
-            column_values = [row[column]] if row is not None else unit.table.column(column).to_pylist()
-            values = [str(v) for v in dict.fromkeys(column_values) if v not in (None, "")]
-            try:
-                out += [(f"{field_name}_column {column!r}", a) for a in split_addresses(values)]
-            except ValueError as exc:
-                raise RecipientError(f"{field_name}_column {column!r}: {exc}") from None
-        return out
-
     def envelope(self, unit: Unit, ctx: dict[str, Any] | None = None) -> Envelope:
-        """Recipients of ``unit``: static addresses, rendered templates and column values.
-
-        Non-ASCII domains become IDNA A-labels; a non-ASCII local part marks the message as
-        needing SMTPUTF8 (RFC 6531).
-
-        Raises:
-            RecipientError: an address from data is invalid (email-validator, no DNS lookups);
-                the message names the field, template or column it came from.
-        """
-        p = self.props
-        ctx = ctx if ctx is not None else self.context(unit)
-        boxes: dict[str, list[Mailbox]] = {}
-        problems: list[str] = []
-        for field_name, column in (("to", p.to_column), ("cc", p.cc_column), ("bcc", p.bcc_column)):
-            boxes[field_name] = []
-            for source, item in self._address_items(field_name, column, ctx, unit):
-                try:
-                    boxes[field_name].append(parse_mailbox(item, self.special_domains))
-                except AddressError as exc:
-                    problems.append(f"{source}: {exc}")
-        if problems:
-            raise RecipientError("invalid recipient: " + "; ".join(problems))
-        env = Envelope.of(boxes["to"], boxes["cc"], boxes["bcc"])
-        if not env.recipients:
-            raise RecipientError("no recipients for this message (empty recipient column or template)")
-        return env
+        """Recipients of ``unit`` (:func:`~.recipients.envelope_of`, with its template context)."""
+        return envelope_of(self.props, unit, ctx if ctx is not None else self.context(unit), self.special_domains)
 
     # -- bodies ---------------------------------------------------------------------------
 
@@ -172,6 +138,7 @@ class Composer:
         ctx["rows"] = [row] if row is not None else unit.table.slice(0, self.props.table.max_rows).to_pylist()
         ctx["part"] = None  # a Part when the rows were split over several messages
         ctx["aggregates"] = Aggregates(unit.table)  # computed only when a template reads it
+        ctx["in1_row_count"] = unit.in1.num_rows if unit.in1 is not None else 0
         ctx.update(unit.extra)
         ctx["total_row_count"] = ctx["part"].total_rows if ctx["part"] is not None else unit.row_count
         group = unit.extra.get("group")
@@ -301,7 +268,7 @@ class Composer:
                 stem, dot, extension = name.rpartition(".")
                 name = f"{stem}{i_of}.{extension}" if dot else f"{name}{i_of}"
             try:
-                attachment = build_attachment(unit.table, spec, name, p.formats.timezone, p.table.presentation, p.formats)
+                attachment = build_attachment(_rows(unit, spec.from_, f"attachments[{i}]"), spec, name, p.formats.timezone, p.table.presentation, p.formats)
             except ValueError as exc:
                 raise MessageBuildError(f"attachments[{i}] ({name}): {exc}") from None
             if spec.protect is not None:  # an encrypted ZIP around the file (content/protect.py)
@@ -316,7 +283,10 @@ class Composer:
             MessageBuildError: a column's format does not fit it, or totals or highlight name a
                 column the table does not have.
         """
-        return options_table(unit.table, summary, self.props.table, self.props.formats, unit.row_count)
+        drawn = _rows(unit, self.props.table.from_, "table")
+        # The "showing N of M" note counts the unit's rows (the table may hold only the first ones).
+        count = unit.row_count if self.props.table.from_ == "in0" else drawn.num_rows
+        return options_table(drawn, summary, self.props.table, self.props.formats, count)
 
     def _render_once(self, unit: Unit, ctx: dict[str, Any] | None,
                      compress: bool) -> tuple[str, str | None, str | None, list[Attachment], list[str]]:
@@ -326,14 +296,16 @@ class Composer:
         attachments = self._attachments(unit, ctx, compress)
         sections = render_sections(p, unit, ctx, bool(attachments))
         top = not sections.replaces_top  # the default bodies show the sections instead of the top-level views
-        summary = summarise(unit.table, p.table.summary) if p.table.summary and top else None
+        drawn = _rows(unit, p.table.from_, "table") if top else unit.table  # the table's rows, and the chart's
+        summary = summarise(drawn, p.table.summary) if p.table.summary and top else None
         table = self._table(unit, summary) if top else None
-        note = "the full data is attached" if attachments and not p.table.summary else ""
+        shown_attached = any(a.from_ == p.table.from_ for a in p.attachments)  # the table's own rows, in full
+        note = "the full data is attached" if shown_attached and not p.table.summary else ""
         attachments += self._files.attachments(ctx) if self._files else []
         chart_html, chart_text = Markup(""), ""
         notes: list[str] = []  # the chart's, for the delivery report
         if p.chart is not None and top:  # a chart that cannot be drawn leaves the message without it, and a note
-            image, chart_html, chart_text, notes = chart_part(summary if summary is not None else unit.table, p.chart,
+            image, chart_html, chart_text, notes = chart_part(summary if summary is not None else drawn, p.chart,
                                                               p.formats, p.table.labels())
             attachments.extend([image] if image is not None else [])
         attachments.extend(sections.images)

@@ -13,12 +13,22 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from html import escape
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mailgem.connections.transport import new_message_id
 
 from ..run.report import DeliveryRow
 from ..run.sender import describe_error
 from ..run.status import DeliveryStatus
+from .unit import SplitNeeded, Unit, split_unit
+from .conditions import send_if_skip
 
-__all__ = ["Built", "write_previews"]
+if TYPE_CHECKING:
+    from mailgem.connections.transport import SmtpTransport
+
+    from .compose import Composer
+
+__all__ = ["Built", "write_previews", "built_messages"]
 
 
 @dataclass(repr=False)
@@ -138,3 +148,22 @@ def write_previews(built: Iterable[Built], folder: Path) -> Iterator[tuple[Built
         html_path = stem.with_suffix(".html")
         html_path.write_text(b.page(), encoding="utf-8")
         yield b, html_path
+
+
+def built_messages(composer: Composer, transport: SmtpTransport, work: Iterator[Unit]) -> Iterator[Built]:
+    """Each unit of ``work`` built as a real run would (a unit too large is built in parts, a
+    message that cannot be built comes with its error, one ``send_if`` skips says so), with a new
+    Message-ID, not sent."""
+    for unit in work:
+        try:
+            if (skipped := send_if_skip(composer.props, unit, composer.context(unit))) is not None:
+                yield Built(unit.key, [], None, None, skipped=skipped)  # send_if: not built, as in a run
+                continue
+            message, envelope = composer.compose(unit)
+            message["Message-ID"] = new_message_id(transport.domain)
+            raw = transport.flatten(message, utf8=transport.needs_smtputf8(envelope.recipients))
+            yield Built(unit.key, envelope.recipients, message, raw)
+        except SplitNeeded as exc:  # sent in parts, as a real run would
+            yield from built_messages(composer, transport, iter(split_unit(unit, exc.parts)))
+        except Exception as exc:  # noqa: BLE001 - that message's problem, as in a real run
+            yield Built(unit.key, [], None, None, exc)

@@ -41,7 +41,7 @@ __all__ = ["BASE_NAMES", "MESSAGE_NAMES", "BODY_NAMES", "SECTION_NAMES", "templa
 # Every template of a run: the job's name, the run's UTC timestamp and date, and the job's params.
 BASE_NAMES = ("job", "run_ts", "run_date", "params")
 # Every template of one message (subject, recipients, attachment file names, send_if): plus its rows.
-MESSAGE_NAMES = (*BASE_NAMES, "row_count", "total_row_count", "part", "columns", "rows", "aggregates")
+MESSAGE_NAMES = (*BASE_NAMES, "row_count", "total_row_count", "part", "columns", "rows", "aggregates", "in1_row_count")
 # skip_if, once per run: the whole frame.
 RUN_NAMES = (*BASE_NAMES, "row_count", "columns", "rows", "aggregates")
 # Conditions: their result must read as true or false (see conditions.py).
@@ -157,9 +157,9 @@ def _sample_context(props: EmailProperties, template: str, *, job: str, params: 
     row: dict[str, Any] = (_Named("row", {c: sample_value(t) for c, t in columns.items()})
                            if columns is not None else _AnyColumn())
     ctx.update(row_count=1, total_row_count=1, part=None, columns=list(columns or []), rows=[row],
-               aggregates=_sample_aggregates(columns))
+               aggregates=_sample_aggregates(columns), in1_row_count=1)
     if template == "skip_if":
-        del ctx["total_row_count"], ctx["part"]
+        del ctx["total_row_count"], ctx["part"], ctx["in1_row_count"]
         return ctx
     if props.mode == "per_row":
         ctx["row"] = row

@@ -98,11 +98,13 @@ class Part(NamedTuple):
 
 def split_unit(unit: Unit, parts: int) -> list[Unit]:
     """``unit``'s rows in ``parts`` consecutive slices, each its own message ``key#part-i-of-n``
-    with its :class:`Part` as ``part`` in its template context."""
+    with its :class:`Part` as ``part`` in its template context; each part carries the unit's
+    :attr:`Unit.in1` whole (its rows are split by ``in0``'s)."""
     size = math.ceil(unit.table.num_rows / parts)
     slices = [unit.table.slice(i * size, size) for i in range(parts) if i * size < unit.table.num_rows]
     n = len(slices)
     total = unit.table.num_rows
     return [Unit(f"{unit.key}#part-{i}-of-{n}", t, t.num_rows,
-                 {**unit.extra, "part": Part(i, n, (i - 1) * size + 1, (i - 1) * size + t.num_rows, total)}, unit.problem)
+                 {**unit.extra, "part": Part(i, n, (i - 1) * size + 1, (i - 1) * size + t.num_rows, total)}, unit.problem,
+                 unit.in1)
             for i, t in enumerate(slices, 1)]
