@@ -11,10 +11,12 @@ __all__ = ["in1_problems", "in1_uses"]
 
 
 def in1_uses(props: EmailProperties) -> list[str]:
-    """The properties that need a second input: ``slice_by``, ``table.from``, ``attachments[i].from``."""
+    """The properties that need a second input: ``slice_by``, ``table.from``, ``sections[i].from``,
+    ``attachments[i].from``."""
     uses = ["slice_by"] if props.slice_by else []
     if props.table.from_ == "in1":
         uses.append("table.from")
+    uses += [f"sections[{i}].from" for i, s in enumerate(props.sections) if s.from_ == "in1"]
     return uses + [f"attachments[{i}].from" for i, a in enumerate(props.attachments) if a.from_ == "in1"]
 
 
