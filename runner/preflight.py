@@ -24,7 +24,7 @@ from mailgem.fabric.model import Fabric, current_user
 from mailgem.gems.email.content.files import missing_files
 from mailgem.gems.email.content.protect import protect_refs
 from mailgem.gems.email.run.ledger_open import check_ledger, ledger_target
-from mailgem.gems.email.validate import validate
+from mailgem.gems.email.validate import invalid_params, validate
 from .job import JobSpec, load_job, with_params
 from .source import SourceInfo
 
@@ -124,6 +124,7 @@ def check_job(job_file: str | Path, *, fabric_file: Path | None, local: bool = F
     for d in validate(job.email, columns[0], job=job.name, params=job.params, special_domains=special_domains(pre),
                       in1_columns=columns[1] if len(columns) > 1 else None, has_in1=len(infos) > 1):
         pre.findings.append(Finding(d.severity, f"{name}: email.{d.path}: {d.message}"))
+    pre.findings += [Finding(d.severity, f"{name}: {d.path}: {d.message}") for d in invalid_params(job.params)]
     return pre
 
 

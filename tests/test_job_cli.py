@@ -240,6 +240,14 @@ def test_param_sets_the_jobs_params_as_yaml_scalars(job_dir, spark, capsys):
     assert "'region': write KEY=VALUE, e.g. --param report_date=2024-01-31" in capsys.readouterr().err
     assert main(["run", str(job_dir / "job.yaml"), "--param", "region=[a, b]", "--param", "day=x", "--param", "n=1"]) == 2
     assert "--param region=...: the value must be one scalar" in capsys.readouterr().err
+    # Bytes of another encoding on the command line reach Python as lone surrogates: no message
+    # can carry them, said before Spark, naming the param (and in the job file's params too).
+    assert main(["validate", str(job_dir / "job.yaml"), "--local", "--param", "region=S\udcfcd"]) == 2
+    err = capsys.readouterr().err
+    assert "--param region=...: the value is not valid UTF-8 text" in err and "Traceback" not in err
+    outcome = run_job_file(job_dir / "job.yaml", outbox=job_dir / "out0", params={"region": "S\udcfcd", "day": datetime.date(2024, 2, 1), "n": 0})
+    assert outcome.exit_code == 2 and len(outcome.errors) == 1
+    assert "params.region: 'S\\udcfcd' is not valid Unicode text" in outcome.errors[0]
     # In Python (a scheduler's task): the same run, params kept as given, the outcome as data.
     outcome = run_job_file(job_dir / "job.yaml", outbox=job_dir / "out2", report_out=job_dir / "report.csv",
                            params={"region": "West", "day": datetime.date(2024, 2, 1), "n": 0})

@@ -63,10 +63,12 @@ class SeeingGem(EmailGem):
 
     seen: Seeing
 
-    def _composer(self, transport: Any, run_ts: dt.datetime, size_limit: int | None = None) -> Composer:
+    def _composer(self, transport: Any, run_ts: dt.datetime, size_limit: int | None = None,
+                  passwords: Any = None) -> Composer:
         self.seen = Seeing(self.properties, job=self.name, params=self.params, charset=transport.connection.charset,
                            run_ts=run_ts, size_limit=size_limit,
-                           special_domains=transport.connection.allowed_special_domains)
+                           special_domains=transport.connection.allowed_special_domains, passwords=passwords,
+                           base_dir=self.base_dir)
         return self.seen
 
 

@@ -60,7 +60,7 @@ from .run.report import DeliveryRow, skipped_row, to_pandas, to_spark
 from .run.sender import SendContext, StopRun, send_units
 from .run.stop import StopSignal, beacon_for
 from .errors import DeliveryError, GemError, GemValidationError, MessageCapError
-from .validate import Diagnostic, validate
+from .validate import Diagnostic, invalid_params, validate
 
 if TYPE_CHECKING:  # for the overloads of apply: neither is imported at run time
     import pandas as pd
@@ -139,7 +139,7 @@ class EmailGem:
         check_in1_frame(self.properties, self.name, in0, in1)
         problems = [d for d in self.validate(column_names(in0), None if in1 is None else column_names(in1))
                     if d.severity == "error"]
-        problems += missing_files(self.properties, self.base_dir)
+        problems += missing_files(self.properties, self.base_dir) + invalid_params(self.params)
         if problems:
             raise GemValidationError(f"gem {self.name!r} has {len(problems)} problem(s):\n"
                                      + "\n".join(f"  {d}" for d in problems), problems)

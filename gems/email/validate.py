@@ -18,7 +18,7 @@ from .content.templates import check_templates, is_template, sample_value
 
 __all__ = [
     "Diagnostic", "validate", "RESERVED_HEADERS", "MAX_CUSTOM_HEADERS", "MAX_SUBJECT_CHARS",
-    "MAX_BODY_BYTES", "check_header", "is_template", "address_problem",
+    "MAX_BODY_BYTES", "check_header", "is_template", "address_problem", "invalid_params",
 ]
 
 # Set by the connection (identity) or by the MIME builder (structure); never by users. Errors-To,
@@ -78,6 +78,22 @@ def address_problem(item: str, special_domains: tuple[str, ...] = ()) -> str | N
     except AddressError as exc:
         return str(exc)
     return None
+
+
+def invalid_params(params: Mapping[str, Any] | list[Any] | None, prefix: str = "params") -> list[Diagnostic]:
+    """An error for each ``params`` text that is not valid Unicode (a lone surrogate: e.g. bytes
+    of another encoding on a command line, ``--param x=...``), which no message can carry; found
+    in nested lists and mappings too, named by its path (``params.region``)."""
+    out: list[Diagnostic] = []
+    items = params.items() if isinstance(params, Mapping) else enumerate(params) if isinstance(params, list) else ()
+    for key, value in items:
+        path = f"{prefix}.{key}" if isinstance(params, Mapping) else f"{prefix}[{key}]"
+        if isinstance(value, Mapping | list):
+            out += invalid_params(value, path)
+        elif isinstance(value, str) and any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+            out.append(_error(path, f"{value!r} is not valid Unicode text (a lone surrogate, e.g. bytes of another "
+                                    "encoding): give it as UTF-8 text"))
+    return out
 
 
 def validate(properties: EmailProperties | dict[str, Any], columns: Sequence[str] | Mapping[str, str | None] | None = None,

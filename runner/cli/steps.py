@@ -53,6 +53,9 @@ def param_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
     values: dict[str, Any] = {}
     for key, text in getattr(args, "param", None) or []:
+        if any(0xD800 <= ord(ch) <= 0xDFFF for ch in text):  # argv bytes that were not UTF-8 (surrogateescape)
+            raise UsageError(f"--param {key}=...: the value is not valid UTF-8 text (bytes of another encoding?); "
+                             "give it as UTF-8, or set it in the job file")
         try:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:
