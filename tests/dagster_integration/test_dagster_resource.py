@@ -64,6 +64,25 @@ def test_per_row_messages_and_their_counts(resource, starttls_server):
     assert (meta["messages"], meta["sent"], meta["failed"]) == (3, 3, 0) and "errors" not in meta
 
 
+def test_a_second_input_is_sliced_per_message(resource, starttls_server):
+    """``send(frame, in1=...)``: each message carries only the second input's rows of its key."""
+    lines = pd.DataFrame({"order": [1, 1, 3], "item": ["pen", "ink", "pad"]})
+
+    @dagster.asset
+    def emailed(mailgem: MailgemResource) -> dagster.MaterializeResult:
+        report = mailgem.send(FRAME, in1=lines, **PER_ROW, slice_by={"n": "order"},
+                              attachments=[{"from": "in1", "file_name": "order-{{ row.n }}.csv"}])
+        return dagster.MaterializeResult(metadata=report_metadata(report))
+
+    assert materialize(emailed, resource).success
+    items = {}
+    for received in starttls_server.wait_for_messages(3):
+        msg = email.message_from_bytes(received.data, policy=email.policy.default)
+        [csv] = list(msg.iter_attachments())
+        items[received.rcpt_tos[0]] = csv.get_content().split()[1:]  # the rows under the header
+    assert items == {"a@example.com": ['1,"pen"', '1,"ink"'], "b@example.com": [], "c@example.com": ['3,"pad"']}
+
+
 @pytest.mark.parametrize(("properties", "named"), [
     ({"colour": "red"}, "colour"),  # no such property
     ({"to_column": "manager"}, "manager"),  # no such column in the frame
