@@ -194,10 +194,9 @@ def test_a_section_from_in1_shows_the_second_inputs_rows_and_fails_without_one(s
     with pytest.raises(MessageBuildError, match=r"sections\[1\]\.table: columns: no column 'flight'; there are: "
                                                 r"dep_delay"):
         composer.compose(Unit("report", in0, 1, in1=in1.select(["dep_delay"])))
-    # Through the gem, with one input: that message fails, with the reason in the delivery report.
-    report = EmailGem(props, fabric_for(starttls_server), user=USER).apply(pd.DataFrame({"name": ["Ops"]}))
-    assert report["status"].tolist() == ["failed"]
-    assert "sections[1]: from: in1, but the gem has no second input" in report["error"][0]
+    # Through the gem, with one input: refused before anything is read or sent, naming the field.
+    with pytest.raises(GemValidationError, match=r"sections\[1\]\.from use\(s\) the second input, and none was given"):
+        EmailGem(props, fabric_for(starttls_server), user=USER).apply(pd.DataFrame({"name": ["Ops"]}))
     assert starttls_server.messages == []
 
 
