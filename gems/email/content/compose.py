@@ -37,7 +37,7 @@ from ..properties import EmailProperties
 from .recipients import envelope_of
 from .spliced import SPLICE_MIN_BYTES, SplicedMessage, placeholder
 from .render import DEFAULT_HTML, DEFAULT_TEXT, NullKey, base_context, one_line, render
-from .section_views import default_bodies, options_table, render_sections
+from .section_views import default_bodies, input_rows, options_table, render_sections
 from .table import Table, fit_rows, summarise
 from .table_html import html_document, html_table, text_table
 from ..validate import MAX_BODY_BYTES, MAX_SUBJECT_CHARS, check_header, is_template
@@ -59,19 +59,6 @@ def _noted(message: _Message, attachments: list[Attachment], notes: Sequence[str
     found = [a.notes for a in attachments if a.notes] + list(notes)
     message.notes = "; ".join(found) or None  # type: ignore[attr-defined]
     return message
-
-
-def _rows(unit: Unit, source: str, where: str) -> pa.Table:
-    """The rows a part of the message shows: ``unit``'s own (``in0``) or its second input's.
-
-    Raises:
-        MessageBuildError: ``from: in1`` and the unit carries no second input.
-    """
-    if source == "in0":
-        return unit.table
-    if unit.in1 is None:
-        raise MessageBuildError(f"{where}.from is in1, and there is no second input: pass apply(spark, in0, in1)")
-    return unit.in1
 
 
 class Composer:
@@ -268,7 +255,7 @@ class Composer:
                 stem, dot, extension = name.rpartition(".")
                 name = f"{stem}{i_of}.{extension}" if dot else f"{name}{i_of}"
             try:
-                attachment = build_attachment(_rows(unit, spec.from_, f"attachments[{i}]"), spec, name, p.formats.timezone, p.table.presentation, p.formats)
+                attachment = build_attachment(input_rows(unit, spec.from_, f"attachments[{i}]"), spec, name, p.formats.timezone, p.table.presentation, p.formats)
             except ValueError as exc:
                 raise MessageBuildError(f"attachments[{i}] ({name}): {exc}") from None
             if spec.protect is not None:  # an encrypted ZIP around the file (content/protect.py)
@@ -283,7 +270,7 @@ class Composer:
             MessageBuildError: a column's format does not fit it, or totals or highlight name a
                 column the table does not have.
         """
-        drawn = _rows(unit, self.props.table.from_, "table")
+        drawn = input_rows(unit, self.props.table.from_, "table")
         # The "showing N of M" note counts the unit's rows (the table may hold only the first ones).
         count = unit.row_count if self.props.table.from_ == "in0" else drawn.num_rows
         return options_table(drawn, summary, self.props.table, self.props.formats, count)
@@ -296,7 +283,7 @@ class Composer:
         attachments = self._attachments(unit, ctx, compress)
         sections = render_sections(p, unit, ctx, bool(attachments))
         top = not sections.replaces_top  # the default bodies show the sections instead of the top-level views
-        drawn = _rows(unit, p.table.from_, "table") if top else unit.table  # the table's rows, and the chart's
+        drawn = input_rows(unit, p.table.from_, "table") if top else unit.table  # the table's rows, and the chart's
         summary = summarise(drawn, p.table.summary) if p.table.summary and top else None
         table = self._table(unit, summary) if top else None
         shown_attached = any(a.from_ == p.table.from_ for a in p.attachments)  # the table's own rows, in full

@@ -30,7 +30,7 @@ from .table import Table, format_rows, summarise
 from .table_html import html_table, text_table
 from .unit import Unit
 
-__all__ = ["Sections", "SectionView", "render_sections", "options_table", "SECTIONS_HTML", "SECTIONS_TEXT", "NO_SECTIONS",
+__all__ = ["Sections", "SectionView", "render_sections", "options_table", "input_rows", "SECTIONS_HTML", "SECTIONS_TEXT", "NO_SECTIONS",
            "default_bodies"]
 
 # The default bodies of a message with sections: the first line of the usual ones, then the
@@ -141,18 +141,25 @@ class Sections:
 NO_SECTIONS = Sections()
 
 
-def _rows(unit: Unit, section: Section, where: str) -> tuple[pa.Table, int]:
-    """The rows ``section`` shows and how many rows they stand for.
+def input_rows(unit: Unit, source: str, where: str) -> pa.Table:
+    """The rows a part of the message (``where``) shows: ``unit``'s own (``source`` ``in0``) or
+    its second input's (``in1``).
 
     Raises:
         MessageBuildError: ``from: in1`` without a second input.
     """
-    if section.from_ == "in0":
-        return unit.table, unit.row_count
+    if source == "in0":
+        return unit.table
     if unit.in1 is None:
         raise MessageBuildError(f"{where}: from: in1, but the gem has no second input: pass it (apply(spark, in0, in1)) "
                                 "or show the message's rows with from: in0")
-    return unit.in1, unit.in1.num_rows
+    return unit.in1
+
+
+def _rows(unit: Unit, section: Section, where: str) -> tuple[pa.Table, int]:
+    """The rows ``section`` shows and how many rows they stand for (:func:`input_rows`)."""
+    rows = input_rows(unit, section.from_, where)
+    return rows, unit.row_count if section.from_ == "in0" else rows.num_rows
 
 
 def _view(i: int, section: Section, props: EmailProperties, unit: Unit, ctx: dict[str, Any],
