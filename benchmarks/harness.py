@@ -7,12 +7,14 @@ Run as a script, it is the delay proxy's process (``DelayProxy`` starts it)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
+import queue
 import shutil
 import smtplib
 import socket
 import subprocess
 import sys
+import threading
 import time
 from email.message import EmailMessage
 from pathlib import Path
@@ -153,44 +155,26 @@ class DelayProxy:
 
     @staticmethod
     def serve(listen_port: int, target_port: int, delay_s: float) -> None:
-        """The proxy's process: forward 127.0.0.1:listen_port to target_port until terminated."""
+        """The proxy's process: forward 127.0.0.1:listen_port to target_port until terminated.
 
-        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-
-            async def deliver() -> None:
-                while True:
-                    due, chunk = await queue.get()
-                    if not chunk:
-                        break
-                    await asyncio.sleep(max(0.0, due - time.monotonic()))
-                    writer.write(chunk)
-                    await writer.drain()
-                writer.close()
-
-            sender = asyncio.ensure_future(deliver())
-            try:
-                while chunk := await reader.read(65536):
-                    queue.put_nowait((time.monotonic() + delay_s, chunk))
-            except OSError:
-                pass
-            queue.put_nowait((0.0, b""))
-            await sender
-
-        async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target_port)
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
-
-        async def main() -> None:
-            server = await asyncio.start_server(client, "127.0.0.1", listen_port)
-            async with server:
-                await server.serve_forever()
-
-        asyncio.run(main())
+        Two threads a direction (one reads, one writes each chunk when it is due): a thread's
+        ``time.sleep`` keeps a sub-millisecond delay, where an event loop's timer waits at least
+        a millisecond (epoll's timeout is in milliseconds). Nagle's algorithm is off both ways,
+        so no delay but ``delay_s`` is added."""
+        listener = socket.create_server(("127.0.0.1", listen_port))
+        while True:
+            client, _ = listener.accept()
+            upstream = socket.create_connection(("127.0.0.1", target_port))
+            for sock in (client, upstream):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for source, sink in ((client, upstream), (upstream, client)):
+                chunks: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
+                threading.Thread(target=_read_chunks, args=(source, chunks, delay_s), daemon=True).start()
+                threading.Thread(target=_write_when_due, args=(sink, chunks), daemon=True).start()
 
     def round_trip_ms(self, samples: int = 21) -> float:
         """The round trip through the proxy as a client sees it, milliseconds: the median of
-        ``samples`` NOOPs on one connection (the event loop's timers add a little to each delay)."""
+        ``samples`` NOOPs on one connection."""
         with smtplib.SMTP("127.0.0.1", self.port) as smtp:
             times = []
             for _ in range(samples):
@@ -202,6 +186,33 @@ class DelayProxy:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
+
+
+def _read_chunks(sock: socket.socket, chunks: queue.SimpleQueue, delay_s: float) -> None:
+    """The delay proxy's reading side: each chunk read from ``sock`` with the time it is due; an
+    empty chunk once ``sock`` is closed."""
+    try:
+        while chunk := sock.recv(65536):
+            chunks.put((time.monotonic() + delay_s, chunk))
+    except OSError:
+        pass
+    chunks.put((0.0, b""))
+
+
+def _write_when_due(sock: socket.socket, chunks: queue.SimpleQueue) -> None:
+    """The delay proxy's writing side: each chunk written to ``sock`` when it is due, in order."""
+    while True:
+        due, chunk = chunks.get()
+        if not chunk:
+            break
+        if (wait := due - time.monotonic()) > 0:
+            time.sleep(wait)
+        try:
+            sock.sendall(chunk)
+        except OSError:
+            break
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
 
 
 def sink_fabric(port: int, **conn):

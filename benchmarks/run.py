@@ -56,7 +56,8 @@ JSON_KEYS = ("per_row.common", "per_row.reused", "per_row.ceiling", "per_row.mai
              "latency.rtt_ms", "latency.rtt_measured_ms", "latency.common", "latency.reused", "latency.mailgem_pandas",
              "report.pandas_s", "report.mailgem_s", "report.pandas_rss_mb", "report.mailgem_rss_mb", "sink",
              "per_row_cpu.common", "per_row_cpu.reused", "per_row_cpu.ceiling", "per_row_cpu.mailgem_pandas",
-             "per_row_cpu.mailgem_spark")
+             "per_row_cpu.mailgem_spark", "ledger.none", "ledger.sqlite", "ledger.postgres_1ms", "ledger.pg_rtt_measured_ms",
+             "ledger_cpu.none", "ledger_cpu.sqlite", "ledger_cpu.postgres_1ms")
 
 
 def common_pattern(port: int, frame) -> Metered:
@@ -221,12 +222,31 @@ def run_report_case(case: str, port: int, n: int) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def ledger_section(port: int, n: int, figures: dict[str, object]) -> None:
+    """The ledger cases (:mod:`ledger_cases`), printed and added to ``figures``."""
+    from ledger_cases import ledger_cases
+
+    spans, rtt_ms = ledger_cases(port, rows(n))
+    figures["ledger.pg_rtt_measured_ms"] = round(rtt_ms, 2)
+    figures.update({f"ledger.{k}": round(v.rate, 1) for k, v in spans.items()})
+    figures.update({f"ledger_cpu.{k}": v.cpu() for k, v in spans.items()})
+    print(f"\nledger: {n:,} per_row messages from pandas, a first run, best of 2 rounds "
+          f"(PostgreSQL durable, 1 ms round trip through a proxy; {rtt_ms:.2f} ms measured)")
+    none = spans["none"].rate
+    for key, name in (("none", "no ledger"), ("sqlite", "SQLite ledger (target >= 0.95x)"),
+                      ("postgres_1ms", "PostgreSQL ledger, 1 ms away (target >= 0.90x)")):
+        span = spans[key]
+        print(f"  {name:50s} {span.rate:8,.0f} messages/s   {span.rate / none:5.2f}x no ledger   "
+              f"{span.cores:4.2f} cores {span.us_per_msg:5.0f} µs/msg   {span.sink_cores:4.2f} cores")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--report-rows", type=int, default=1_000_000)
     parser.add_argument("--latency-rows", type=int, default=300)
-    parser.add_argument("--only", choices=["per_row", "latency", "report"])
+    parser.add_argument("--ledger-rows", type=int, default=10_000)
+    parser.add_argument("--only", choices=["per_row", "latency", "ledger", "report"])
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--report-case")
     parser.add_argument("--port", type=int)
@@ -284,6 +304,8 @@ def main() -> None:
                               ("reused", "prebuilt, one reused aiosmtplib connection"),
                               ("mailgem_pandas", "mailgem per_row, pandas (pool of 4)")):
                 print(f"  {name:50s} {results[key]:8,.0f} messages/s   {results[key] / results['common']:5.2f}x common")
+        if args.only in (None, "ledger"):
+            ledger_section(sink.port, args.ledger_rows, figures)
         if args.only in (None, "report"):
             print(f"\nreport: {args.report_rows:,} rows x 10 columns, gzip CSV attachment")
             base = run_report_case("pandas", sink.port, args.report_rows)

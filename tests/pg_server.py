@@ -34,9 +34,13 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    """``start()`` raises ``RuntimeError`` with the reason when the server cannot be started."""
+    """``start()`` raises ``RuntimeError`` with the reason when the server cannot be started.
 
-    def __init__(self) -> None:
+    ``durable``: commits reach the disk (fsync, synchronous_commit), as on a real server; the
+    tests leave it off (faster), the benchmarks turn it on."""
+
+    def __init__(self, durable: bool = False) -> None:
+        self.durable = durable
         self.dir = Path(tempfile.mkdtemp(prefix="mailgem-pg-"))
         self.port = _free_port()
         self._as: list[str] = []
@@ -65,8 +69,8 @@ class PostgresServer:
                          f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync")
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed: {init.stderr.strip()[-500:]}")
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
-                   "-c synchronous_commit=off -c max_connections=100")
+        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c max_connections=100"
+                   + ("" if self.durable else " -c fsync=off -c synchronous_commit=off"))
         started = self._run(str(self._bin / "pg_ctl"), "-D", str(self.dir / "data"), "-o", options,
                             "-l", str(self.dir / "log"), "-w", "-t", "60", "start")
         if started.returncode != 0:
