@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -27,6 +28,7 @@ from mailgem.connections.errors import ConfigError
 from mailgem.fabric import MemorySecretStore
 from mailgem.gems.email import EmailGem, GemValidationError
 from mailgem.gems.email.run.ledger import LedgerTarget, SendLedger
+from mailgem.gems.email.run.sender import CLAIM_BATCH
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,6 +70,7 @@ CLAIM_AND_WAIT = """
 import sys, time
 from pydantic import SecretStr
 from mailgem.gems.email.run.ledger import LedgerTarget, SendLedger
+from mailgem.gems.email.run.sender import CLAIM_BATCH
 place = eval(sys.argv[1])
 target = LedgerTarget(path=place.get("path"), url=place.get("url"), lease_s=1.5,
                       password=SecretStr(sys.argv[2]) if "url" in place else None)
@@ -148,6 +151,10 @@ def test_killed_run_then_rerun_sends_every_message_exactly_once(starttls_server,
     run = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_until(lambda: starttls_server.holding or run.poll() is not None, 60, step_s=0.05)
     assert starttls_server.holding == 1, run.stderr.read() if run.poll() is not None else "never reached the held message"
+    # Killed once the 15 accepted messages are committed `sent` (within OUTCOME_DELAY_S of their
+    # replies): a kill inside that window would resend them with the same Message-ID, as documented.
+    _wait_until(lambda: _count_sent(place) == 15, 10)
+    assert _count_sent(place) == 15
     run.send_signal(signal.SIGKILL)
     run.wait(timeout=30)
     assert len(starttls_server.settled()) == 15  # the held one was never stored
@@ -163,10 +170,12 @@ def test_killed_run_then_rerun_sends_every_message_exactly_once(starttls_server,
 
 
 def test_processes_racing_on_the_same_keys_send_each_message_once(starttls_server, tmp_path, ledger_place):
-    n, runs = 30, 3
+    # Each run claims CLAIM_BATCH small messages at a time: three batches' worth, so the runs'
+    # claims interleave.
+    n, runs = 3 * CLAIM_BATCH, 3
     go = tmp_path / "go"
     args, env = _run_args(starttls_server, tmp_path, ledger_place, n, go=str(go), pool_size=2)
-    starttls_server.data_script = [0.1] * (n * runs)  # replies come late: the runs overlap
+    starttls_server.data_script = [0.03] * (n * runs)  # replies come late: the runs overlap
     procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(runs)]
     try:
@@ -194,6 +203,18 @@ def _report_or_error(props: dict, fab, n: int):
         return EmailGem(props, fab, user=USER, name="j").apply(None, _frame(n))
     except Exception as exc:  # noqa: BLE001 - the outcome under test
         return exc
+
+
+def _count_sent(place: dict[str, str]) -> int:
+    """How many rows of the ledger at ``place`` (``ledger:`` options) read ``sent``."""
+    query = "SELECT count(*) FROM sends WHERE status = 'sent'"
+    if "path" in place:
+        with contextlib.closing(sqlite3.connect(place["path"])) as db:
+            return db.execute(query).fetchone()[0]
+    import psycopg
+
+    with psycopg.connect(place["url"], password=pg_server.PASSWORD) as db:
+        return db.execute(query).fetchone()[0]
 
 
 def _wait_until(condition, timeout_s: float, step_s: float = 0.02) -> None:

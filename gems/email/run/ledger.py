@@ -33,7 +33,11 @@ sender claims a batch of messages in one transaction before any of them goes out
 ``OUTCOME_DELAY_S`` (20 ms) after the server's reply, or with the next claim
 (:meth:`SendLedger.finish`). On PostgreSQL each transaction goes in libpq's pipeline mode.
 Reads are grouped too: a first run looks nothing up (the claim decides), and a re-run looks its
-messages up a chunk at a time (:meth:`SendLedger.prefetch`).
+messages up a chunk at a time (:meth:`SendLedger.lookup`).
+
+Inside a run the claims, the outcome commits and the look-ups go through the ledger's own thread
+and connection (:mod:`.ledger_thread`), ahead of the messages that need them: a round trip to
+the database never stops the event loop that drives the SMTP sessions.
 
 Where: ``ledger: {path: FILE}`` is a SQLite file (WAL mode, busy timeout) for the processes of
 one machine; ``ledger: {url: postgresql://user@host/db, secret: NAME}`` a PostgreSQL database
@@ -51,10 +55,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-
 from .lease import LeaseLapsedError, OwnerLease, _now
-from .prior import PriorSend
 from .ledger_db import _COLUMNS, _KEY, _SCHEMA, LedgerDamagedError, LedgerTarget
+from .ledger_thread import LedgerThread
+from .prior import PriorSend
 from .status import FINAL, DeliveryStatus
 
 __all__ = ["SendLedger", "PriorSend", "LedgerTarget", "LeaseLapsedError", "LedgerDamagedError", "DONE_STATUSES"]
@@ -69,6 +73,10 @@ _SENDING = DeliveryStatus.SENDING.value
 # Longer means fewer commits (each a round trip to PostgreSQL) and a wider window in which a
 # killed run's accepted messages still read `sending` (a re-run resends them, same Message-ID).
 OUTCOME_DELAY_S = 0.02
+# Rows of one prefetch: what lookup() returns, by (message key, recipients hash).
+Found = dict[tuple[str, str], tuple[Any, ...]]
+
+
 class SendLedger(OwnerLease):
     """The ledger at ``target`` (a :class:`LedgerTarget`, or a SQLite file path) for one job, run
     key and destination; each instance is one *owner* of claims.
@@ -95,6 +103,8 @@ class SendLedger(OwnerLease):
         self._backend = self.target.backend()
         self._local = threading.local()
         self._finishes: list[tuple[Any, ...]] = []  # outcomes not yet committed
+        self._finishes_lock = threading.Lock()  # finish() adds on the event loop, the ledger's thread takes
+        self.thread = LedgerThread(self._close_db)  # the run's writes and look-ups, off the event loop
         self._flush_scheduled = False
         self._heartbeat: threading.Thread | None = None
         self._renewed_at: float | None = None  # _lease_clock() before the statement that last set the lease
@@ -103,7 +113,7 @@ class SendLedger(OwnerLease):
         self._had_rows: bool | None = None  # rows for this job, run key and destination when first asked
         # prefetch(): the message keys last looked up together, and their rows by (key, recipients hash)
         self._prefetched_keys: set[str] = set()
-        self._prefetched: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._prefetched: Found = {}
         self._backend.create(self._db(), _SCHEMA)
         n = self._backend.now
         # What prior() reads of a row (s: sends, o: its owner's lease), in PriorSend's order.
@@ -163,17 +173,31 @@ class SendLedger(OwnerLease):
         """Look these messages up in one query, for :meth:`prior` with ``live=False`` to answer
         from (a re-run then costs one round trip per batch, not per message). Replaces what an
         earlier call fetched; nothing is fetched when the run had no rows when first asked."""
-        self._prefetched_keys, self._prefetched = set(), {}
+        self.use_lookup(message_keys, self.lookup(message_keys))
+
+    def lookup(self, message_keys: Sequence[str]) -> Found:
+        """What the ledger holds for these messages (one query; none when the run had no rows
+        when first asked), for :meth:`use_lookup`. Safe in the ledger's thread (its own
+        connection), ahead of the messages that need it.
+
+        Raises:
+            Backend errors: the ledger could not be read.
+        """
         if not message_keys or not self._has_rows():
-            return
+            return {}
         keys = list(dict.fromkeys(message_keys))
         rows = self._backend.execute(
             self._db(),
             f"SELECT s.message_key, s.recipients_hash, {self._prior_select} WHERE s.job=? AND s.run_key=? AND s.destination=?"
             f" AND s.message_key IN ({', '.join('?' * len(keys))})",
             (self.job, self.run_key, self.destination, *keys)).fetchall()
-        self._prefetched = {(r[0], r[1]): tuple(r[2:]) for r in rows}
-        self._prefetched_keys = set(keys)
+        return {(r[0], r[1]): tuple(r[2:]) for r in rows}
+
+    def use_lookup(self, message_keys: Sequence[str], found: Found) -> None:
+        """Answer :meth:`prior` (``live=False``) for ``message_keys`` from ``found`` (:meth:`lookup`'s
+        rows for them); replaces what an earlier look-up gave."""
+        self._prefetched = found
+        self._prefetched_keys = set(message_keys) if self._had_rows else set()
 
     def prior(self, message_key: str, recipients_hash: str, *, live: bool = True) -> PriorSend | None:
         """What the ledger holds for this message at this destination, or ``None``.
@@ -255,8 +279,11 @@ class SendLedger(OwnerLease):
         """
         if status == DeliveryStatus.FAILED and maybe_delivered:
             status = DeliveryStatus.SENDING
-        self._finishes.append((str(status), attempts, reply_code, message_id, error, connection, int(maybe_delivered),
-                               _now(), *self._key(message_key, recipients_hash), self.owner))
+        # Stamped (updated_at) when committed: one clock read a transaction, not one a message.
+        outcome = (str(status), attempts, reply_code, message_id, error, connection, int(maybe_delivered),
+                   message_key, recipients_hash)
+        with self._finishes_lock:
+            self._finishes.append(outcome)
         if self._flush_scheduled:
             return
         try:
@@ -268,19 +295,30 @@ class SendLedger(OwnerLease):
         loop.call_later(OUTCOME_DELAY_S, self._flush_soon)
 
     def _flush_soon(self) -> None:
+        """The timer's commit: queued in the ledger's thread, so the event loop goes on."""
         self._flush_scheduled = False
+        self.thread.submit(self._flush_quietly)
+
+    def _flush_quietly(self) -> None:
         try:
-            self.flush()
+            self._flush_here()
         except Exception as exc:  # noqa: BLE001 - kept for the sender, which stops the run
             self.failure = self.failure or exc
 
     def flush(self) -> None:
-        """Commit every outcome recorded so far.
+        """Commit every outcome recorded so far, after the ledger thread's queued work (claims,
+        commits) when it has any.
 
         Raises:
             Backend errors: the ledger could not be written.
         """
         self._flush_scheduled = False  # a timer left by a closed event loop must not block the next one
+        if self.thread.started:
+            self.thread.call(self._flush_here)
+        else:
+            self._flush_here()
+
+    def _flush_here(self) -> None:
         if self._finishes:
             self._transaction(None, [])
 
@@ -293,7 +331,8 @@ class SendLedger(OwnerLease):
     def _transaction(self, claim: str | None, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
         """One transaction: the outcomes recorded so far, then the ``claim`` statement for
         ``rows`` (one tuple of values per message); returns the keys it claimed."""
-        finishes, self._finishes = self._finishes, []
+        with self._finishes_lock:
+            finishes, self._finishes = self._finishes, []
         b = self._backend
         claimed: set[tuple[str, str]] = set()
         try:
@@ -302,13 +341,9 @@ class SendLedger(OwnerLease):
                 with b.pipeline(db):
                     b.execute(db, b.begin)
                     if finishes:
-                        b.executemany(
-                            db,
-                            "UPDATE sends SET status=?, attempts=attempts+?, reply_code=?, message_id=COALESCE(?, message_id),"
-                            f" error=?, connection=COALESCE(?, connection), maybe_delivered={b.greatest}(maybe_delivered, ?),"
-                            # Only on a row this run still owns: a run that took it over meanwhile
-                            # (this one's lease had lapsed) records its own outcome.
-                            f" updated_at=? WHERE {_KEY} AND owner=?", finishes)
+                        # Only on rows this run still owns: a run that took one over meanwhile
+                        # (this one's lease had lapsed) records its own outcome.
+                        b.record_outcomes(db, finishes, (self.job, self.run_key, self.destination), self.owner, _now())
                     if claim is not None:
                         args = tuple(v for row in rows for v in row)
                         claimed = {(r[0], r[1]) for r in b.execute(db, claim, args).fetchall()}
@@ -318,7 +353,8 @@ class SendLedger(OwnerLease):
                     b.execute(db, "ROLLBACK")
                 raise
         except BaseException:
-            self._finishes = finishes + self._finishes  # not written: kept for the next try
+            with self._finishes_lock:
+                self._finishes = finishes + self._finishes  # not written: kept for the next try
             raise
         return claimed
 
@@ -340,6 +376,7 @@ class SendLedger(OwnerLease):
             log.error("ledger %s: %d outcome(s) could not be recorded (%s); those messages stay 'sending' and a "
                       "re-run sends them again with the same Message-ID", self.target, len(self._finishes), exc)
         finally:
+            self.thread.close()
             if self._heartbeat is not None:
                 self._stop.set()
                 self._heartbeat.join(timeout=10)

@@ -33,6 +33,8 @@ __all__ = ["LedgerTarget", "Backend", "SqliteBackend", "PostgresBackend", "Ledge
 log = logging.getLogger("mailgem.gems")
 
 DEFAULT_LEASE_S = 30.0
+# Outcomes written by one PostgreSQL statement (9 values each; a statement takes 65,535).
+OUTCOMES_PER_STATEMENT = 1000
 # What SQLite says of a file whose pages are not what it wrote (https://www.sqlite.org/rescode.html):
 # a damaged b-tree page, or a header that is not a SQLite database's.
 DAMAGED_SQLITE_ERRORS = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
@@ -123,6 +125,17 @@ class Backend:
     def pipeline(self, db: Any) -> contextlib.AbstractContextManager[Any]:
         """Statements inside are sent without waiting for each reply (one round trip)."""
         return contextlib.nullcontext()
+
+    def record_outcomes(self, db: Any, outcomes: list[tuple[Any, ...]], run: tuple[str, str, str], owner: str,
+                        now: str) -> None:
+        """Write ``outcomes`` (status, attempts, reply_code, message_id, error, connection,
+        maybe_delivered, message_key, recipients_hash) to the rows of ``run`` (job, run key,
+        destination) that ``owner`` holds, stamped ``now``; inside the caller's transaction.
+        Here one ``UPDATE`` a row (the driver loops in C)."""
+        db.executemany(self.sql(
+            "UPDATE sends SET status=?, attempts=attempts+?, reply_code=?, message_id=COALESCE(?, message_id), error=?,"
+            f" connection=COALESCE(?, connection), maybe_delivered={self.greatest}(maybe_delivered, ?), updated_at=?"
+            f" WHERE {_KEY} AND owner=?"), [(*o[:7], now, *run, *o[7:], owner) for o in outcomes])
 
     def execute(self, db: Any, statement: str, args: tuple[Any, ...] = ()) -> Any:
         return db.execute(self.sql(statement), args)
@@ -265,6 +278,26 @@ class PostgresBackend(Backend):
     def executemany(self, db: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
         with db.cursor() as cur:
             cur.executemany(self.sql(statement), rows)
+
+    def record_outcomes(self, db: Any, outcomes: list[tuple[Any, ...]], run: tuple[str, str, str], owner: str,
+                        now: str) -> None:
+        """As :meth:`Backend.record_outcomes`, in one ``UPDATE … FROM (VALUES …)`` per
+        ``OUTCOMES_PER_STATEMENT`` rows: psycopg's work per statement in a pipeline costs far more
+        than its work per value (measured: about 200 µs of CPU a message with one statement each)."""
+        columns = "status, attempts, reply_code, message_id, error, connection, maybe_delivered, message_key, recipients_hash"
+        for start in range(0, len(outcomes), OUTCOMES_PER_STATEMENT):
+            chunk = outcomes[start:start + OUTCOMES_PER_STATEMENT]
+            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+            db.execute(
+                # VALUES' columns take their types from their values; NULLs and text are cast.
+                "UPDATE sends SET status = v.status, attempts = sends.attempts + CAST(v.attempts AS INTEGER),"
+                " reply_code = CAST(v.reply_code AS INTEGER), message_id = COALESCE(v.message_id, sends.message_id),"
+                " error = v.error, connection = COALESCE(v.connection, sends.connection),"
+                " maybe_delivered = GREATEST(sends.maybe_delivered, CAST(v.maybe_delivered AS INTEGER)), updated_at = %s"
+                f" FROM (VALUES {values}) AS v({columns})"
+                " WHERE sends.job = %s AND sends.run_key = %s AND sends.destination = %s AND sends.owner = %s"
+                " AND sends.message_key = v.message_key AND sends.recipients_hash = v.recipients_hash",
+                (now, *(value for o in chunk for value in o), *run, owner))
 
     def pipeline(self, db: Any) -> contextlib.AbstractContextManager[Any]:
         # libpq pipeline mode: BEGIN, the updates, the claim and COMMIT leave together and their

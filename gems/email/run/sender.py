@@ -12,8 +12,10 @@ writer refuses) or sending it is recorded with its reason, and the run goes on, 
 out; "starts" is decided when a session is free for it, before its first byte) and
 :class:`StopRun` carries every row so far.
 
-With a ledger, messages are built and claimed (recorded ``sending``) a batch at a time (as many
-as are kept in flight), in one transaction, before any of them goes out. A message another live
+With a ledger, messages are built and claimed (recorded ``sending``) a batch at a time, in one
+transaction, before any of them goes out. The claims run in the ledger's thread, a batch ahead:
+while one batch is claimed, the one before it starts and the next one is built, so a round trip
+to the database never stops the SMTP sessions (:mod:`.ledger_thread`). A message another live
 run holds is not sent: it waits, and is looked at again once this run's other messages are
 done (see :mod:`.ledger`).
 
@@ -41,7 +43,8 @@ from mailgem.connections.transport import new_message_id
 
 from ..content.compose import SplitNeeded, Unit, split_unit
 from ..content.conditions import send_if_skip
-from .claims import claim, looked_up
+from ..content.layout import LayoutMessage
+from .claims import claim_off_loop, looked_up
 from .context import SendContext
 from .ending import RunEnding
 from .ledger import PriorSend
@@ -59,6 +62,11 @@ log = logging.getLogger("mailgem.gems")
 # the most rows those messages may hold.
 PREFETCH_UNITS = 500
 PREFETCH_ROWS = 50_000
+# With a ledger, the messages claimed together (one transaction): at least as many as are kept in
+# flight, and this many when every one is small (no attachment: a few KB); messages with
+# attachments, whose size is not bounded, are claimed as many as are kept in flight. Two batches
+# are built ahead of the sessions (one being claimed, one being built).
+CLAIM_BATCH = 64
 # The longest the sender builds messages without letting sessions read replies and write, seconds
 # (a yield to the event loop costs about as much as a small message's build: not after each one).
 YIELD_EVERY_S = 0.0005
@@ -99,6 +107,8 @@ class SendRun(RunEnding):
         # them goes out; without one, each goes out as soon as it is built.
         self._batch_size = concurrency if ctx.ledger is not None else 1
         self._batch: list[Pending] = []
+        self._batch_small = True  # every message of the batch is small (see CLAIM_BATCH)
+        self._claiming: asyncio.Task[list[Pending] | None] | None = None  # the batch before, being claimed
         # Messages another live run (or this one, in flight) holds: looked at again once this run's
         # other messages are done; each with its row, already in `rows`.
         self._held: list[tuple[Unit, DeliveryRow]] = []
@@ -159,7 +169,8 @@ class SendRun(RunEnding):
             if pending is None:
                 continue
             self._batch.append(pending)
-            if len(self._batch) >= self._batch_size and not await self._dispatch():
+            self._batch_small = self._batch_small and isinstance(pending.message, LayoutMessage)
+            if self._batch_full() and not await self._dispatch():
                 return
             # Building the next messages (while slots are free) must not hold back a session whose
             # reply just came in: the sessions get the loop at least every YIELD_EVERY_S of building.
@@ -232,23 +243,33 @@ class SendRun(RunEnding):
 
     # -- claiming and starting --------------------------------------------------------------------
 
-    async def _dispatch(self) -> bool:
-        """Claim the batch in the ledger and start sending it; False when the run must stop."""
-        items, self._batch = self._batch, []
-        if self.ledger is not None:
-            claimed = self._claim(items)
-            if claimed is None:
-                return False
-            items = claimed
-        return await self._start(items)
+    def _batch_full(self) -> bool:
+        """Whether the batch is to be claimed (with a ledger) or started now (see CLAIM_BATCH)."""
+        n = len(self._batch)
+        return n >= self._batch_size and (self.ledger is None or n >= CLAIM_BATCH or not self._batch_small)
 
-    def _claim(self, items: list[Pending]) -> list[Pending] | None:
-        """Claim ``items`` in the ledger (:func:`.claims.claim`): the ones claimed (the others
-        are held, to look at again), or ``None`` when the ledger could not be written (each row
-        says so, and the run stops)."""
+    async def _dispatch(self) -> bool:
+        """Without a ledger, start the batch. With one, ask for the batch's claim in the ledger's
+        thread and start the batch claimed before it (its claim awaited); False when the run must
+        stop."""
+        items, self._batch, self._batch_small = self._batch, [], True
+        if self.ledger is None:
+            return await self._start(items)
+        claiming, self._claiming = self._claiming, asyncio.ensure_future(self._claim(items))
+        return claiming is None or await self._start_claimed(claiming)
+
+    async def _start_claimed(self, claiming: asyncio.Task[list[Pending] | None]) -> bool:
+        """Start what ``claiming`` claimed; False when the ledger could not be written or the run stopped."""
+        claimed = await claiming
+        return claimed is not None and await self._start(claimed)
+
+    async def _claim(self, items: list[Pending]) -> list[Pending] | None:
+        """Claim ``items`` in the ledger (:func:`.claims.claim`, in the ledger's thread): the ones
+        claimed (the others are held, to look at again), or ``None`` when the ledger could not
+        be written (each row says so, and the run stops)."""
         assert self.ledger is not None
         try:
-            claimed, others = claim(self.ledger, items)
+            claimed, others = await claim_off_loop(self.ledger, items)
         except Exception as exc:  # noqa: BLE001 - without the ledger, a re-run could send twice
             for p in items:
                 p.row.error = f"not sent: {describe_error(exc, 'writing the ledger')}"
@@ -280,15 +301,19 @@ class SendRun(RunEnding):
         return True
 
     async def _start_the_rest(self) -> None:
-        """The batch built before the run stopped: those before the failed message still go out;
-        the rest were never recorded or sent."""
-        if not self._batch:
-            return
-        startable = [p for p in self._batch if self.rules.may_start(p.position)]
-        self._not_started([p.row for p in self._batch[len(startable):]])
-        self._batch = startable
-        if startable:
-            await self._dispatch()
+        """The batch built when the units ran out or the run stopped: those before a failed
+        message still go out, the rest were never recorded or sent; then the batch still being
+        claimed (its messages start unless the run stopped: then they never went out, and in
+        the ledger they stay ``sending`` with a Message-ID never used)."""
+        if self._batch:
+            startable = [p for p in self._batch if self.rules.may_start(p.position)]
+            self._not_started([p.row for p in self._batch[len(startable):]])
+            self._batch = startable
+            if startable:
+                await self._dispatch()
+        claiming, self._claiming = self._claiming, None
+        if claiming is not None:
+            await self._start_claimed(claiming)
 
     # -- sending and recording --------------------------------------------------------------------
 
