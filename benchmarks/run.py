@@ -14,9 +14,13 @@ here; its own ceiling is measured with smtp-source and printed):
   * ceiling  - what this machine can push: a minimal pipelined client (RFC 2920) sending the
                prebuilt bytes over 4 connections, each message's MAIL/RCPT/DATA in one write
                and the next group right after the final dot
+  * nodemailer - the peer: Node's most used mail library, pooled transport of 4 connections,
+               every message handed to it at once (benchmarks/peers.py; skipped, saying why,
+               without node 20+ or, for its first install, npm)
 
 latency: the same common, reused and mailgem per_row runs through a proxy that delays every
-chunk 5 ms each way (a 10 ms round trip, as to a mail server in the same region).
+chunk 5 ms each way (a 10 ms round trip, as to a mail server in the same region), and
+nodemailer through the same proxy.
 
 report: 1,000,000 rows x 10 columns to one gzip CSV attachment; wall time and peak RSS:
   * pandas   - DataFrame.to_csv + gzip + EmailMessage + smtplib
@@ -51,12 +55,14 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from harness import DelayProxy, Metered, Sink, plain_message, rows, sink_fabric
+from peers import nodemailer_or_skip
 
 JSON_KEYS = ("per_row.common", "per_row.reused", "per_row.ceiling", "per_row.mailgem_pandas", "per_row.mailgem_spark",
-             "latency.rtt_ms", "latency.rtt_measured_ms", "latency.common", "latency.reused", "latency.mailgem_pandas",
-             "report.pandas_s", "report.mailgem_s", "report.pandas_rss_mb", "report.mailgem_rss_mb", "sink",
+             "per_row.nodemailer", "latency.rtt_ms", "latency.rtt_measured_ms", "latency.common", "latency.reused", "latency.mailgem_pandas",
+             "latency.nodemailer", "report.pandas_s", "report.mailgem_s", "report.pandas_rss_mb", "report.mailgem_rss_mb", "sink",
              "per_row_cpu.common", "per_row_cpu.reused", "per_row_cpu.ceiling", "per_row_cpu.mailgem_pandas",
-             "per_row_cpu.mailgem_spark", "ledger.none", "ledger.sqlite", "ledger.postgres_1ms", "ledger.pg_rtt_measured_ms",
+             "per_row_cpu.mailgem_spark", "per_row_cpu.nodemailer", "nodemailer",
+             "ledger.none", "ledger.sqlite", "ledger.postgres_1ms", "ledger.pg_rtt_measured_ms",
              "ledger_cpu.none", "ledger_cpu.sqlite", "ledger_cpu.postgres_1ms")
 
 
@@ -240,6 +246,33 @@ def ledger_section(port: int, n: int, figures: dict[str, object]) -> None:
               f"{span.cores:4.2f} cores {span.us_per_msg:5.0f} µs/msg   {span.sink_cores:4.2f} cores")
 
 
+def latency_case(sink: Sink, n: int, figures: dict[str, object]) -> None:
+    """The per_row cases through a DelayProxy (10 ms round trip): rates printed and put in ``figures``."""
+    proxy = DelayProxy(sink.port)
+    try:
+        frame = rows(n)
+        rtt_ms = proxy.round_trip_ms()
+        print(f"\nlatency: {n:,} messages through a proxy adding 5 ms each way "
+              f"(10 ms round trip; {rtt_ms:.1f} ms measured)")
+        results = {"common": common_pattern(proxy.port, frame).rate, "reused": reused_prebuilt(proxy.port, frame).rate,
+                   "mailgem_pandas": mailgem_per_row(proxy.port, frame).rate}
+        if peer := nodemailer_or_skip(proxy.port, frame, sink.proc.pid, figures):
+            results["nodemailer"] = peer.rate
+    finally:
+        proxy.stop()
+    figures["latency.rtt_ms"] = 10
+    figures["latency.rtt_measured_ms"] = round(rtt_ms, 2)
+    figures.update({f"latency.{k}": round(v, 1) for k, v in results.items()})
+    for key, name in (("common", "common (smtplib, new connection each)"),
+                      ("reused", "prebuilt, one reused aiosmtplib connection"),
+                      ("mailgem_pandas", "mailgem per_row, pandas (pool of 4)"),
+                      ("nodemailer", "nodemailer, pooled transport (4 connections)")):
+        if key in results:
+            print(f"  {name:50s} {results[key]:8,.0f} messages/s   {results[key] / results['common']:5.2f}x common")
+    if "nodemailer" in results:
+        print(f"  mailgem pandas / nodemailer: {results['mailgem_pandas'] / results['nodemailer']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=20_000)
@@ -271,8 +304,10 @@ def main() -> None:
             print(f"\nper_row: {args.rows:,} messages of ~2 KB")
             spans = {"common": common_pattern(sink.port, frame), "reused": reused_prebuilt(sink.port, frame),
                      "ceiling": pipelined_ceiling(sink.port, frame),
-                     "mailgem_pandas": mailgem_per_row(sink.port, frame),
-                     "mailgem_spark": mailgem_per_row_spark(sink.port, frame)}
+                     "mailgem_pandas": mailgem_per_row(sink.port, frame)}
+            if peer := nodemailer_or_skip(sink.port, frame, sink.proc.pid, figures):
+                spans["nodemailer"] = peer
+            spans["mailgem_spark"] = mailgem_per_row_spark(sink.port, frame)
             figures.update({f"per_row.{k}": round(v.rate, 1) for k, v in spans.items()})
             figures.update({f"per_row_cpu.{k}": v.cpu() for k, v in spans.items()})
             common, ceiling_rate = spans["common"].rate, spans["ceiling"].rate
@@ -281,29 +316,18 @@ def main() -> None:
                               ("reused", "prebuilt, one reused aiosmtplib connection"),
                               ("ceiling", "ceiling: pipelined prebuilt bytes, 4 connections"),
                               ("mailgem_pandas", "mailgem per_row, pandas (pool of 4)"),
-                              ("mailgem_spark", "mailgem per_row, Spark local[2] executors")):
+                              ("mailgem_spark", "mailgem per_row, Spark local[2] executors"),
+                              ("nodemailer", "nodemailer, pooled transport (4 connections)")):
+                if key not in spans:
+                    continue
                 span = spans[key]
                 print(f"  {name:50s} {span.rate:8,.0f} messages/s   {span.rate / common:5.2f}x common   "
                       f"{span.rate / ceiling_rate:4.2f}x ceiling   {span.cores:4.2f} cores {span.us_per_msg:5.0f} µs/msg   "
                       f"{span.sink_cores:4.2f} cores")
+            if peer:
+                print(f"  mailgem pandas / nodemailer: {spans['mailgem_pandas'].rate / peer.rate:.2f}x")
         if args.only in (None, "latency"):
-            proxy = DelayProxy(sink.port)
-            try:
-                frame = rows(args.latency_rows)
-                rtt_ms = proxy.round_trip_ms()
-                print(f"\nlatency: {args.latency_rows:,} messages through a proxy adding 5 ms each way "
-                      f"(10 ms round trip; {rtt_ms:.1f} ms measured)")
-                results = {"common": common_pattern(proxy.port, frame).rate, "reused": reused_prebuilt(proxy.port, frame).rate,
-                           "mailgem_pandas": mailgem_per_row(proxy.port, frame).rate}
-            finally:
-                proxy.stop()
-            figures["latency.rtt_ms"] = 10
-            figures["latency.rtt_measured_ms"] = round(rtt_ms, 2)
-            figures.update({f"latency.{k}": round(v, 1) for k, v in results.items()})
-            for key, name in (("common", "common (smtplib, new connection each)"),
-                              ("reused", "prebuilt, one reused aiosmtplib connection"),
-                              ("mailgem_pandas", "mailgem per_row, pandas (pool of 4)")):
-                print(f"  {name:50s} {results[key]:8,.0f} messages/s   {results[key] / results['common']:5.2f}x common")
+            latency_case(sink, args.latency_rows, figures)
         if args.only in (None, "ledger"):
             ledger_section(sink.port, args.ledger_rows, figures)
         if args.only in (None, "report"):
