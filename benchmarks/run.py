@@ -2,6 +2,7 @@
 
     python benchmarks/run.py [--rows 20000] [--report-rows 1000000] [--latency-rows 300]
                              [--only per_row|latency|report] [--json PATH]
+    python benchmarks/run.py --scale [--scale-rows 1000000] [--json PATH]
 
 per_row: N rows, one ~2 KB message each, to Postfix's smtp-sink (a sink faster than any sender
 here; its own ceiling is measured with smtp-source and printed):
@@ -56,6 +57,7 @@ from pathlib import Path
 
 from harness import DelayProxy, Metered, Sink, plain_message, rows, sink_fabric
 from peers import nodemailer_or_skip
+from scale import SCALE_KEYS, run_scale
 
 JSON_KEYS = ("per_row.common", "per_row.reused", "per_row.ceiling", "per_row.mailgem_pandas", "per_row.mailgem_spark",
              "per_row.nodemailer", "latency.rtt_ms", "latency.rtt_measured_ms", "latency.common", "latency.reused", "latency.mailgem_pandas",
@@ -64,6 +66,7 @@ JSON_KEYS = ("per_row.common", "per_row.reused", "per_row.ceiling", "per_row.mai
              "per_row_cpu.mailgem_spark", "per_row_cpu.nodemailer", "nodemailer",
              "ledger.none", "ledger.sqlite", "ledger.postgres_1ms", "ledger.pg_rtt_measured_ms",
              "ledger_cpu.none", "ledger_cpu.sqlite", "ledger_cpu.postgres_1ms")
+JSON_KEYS += SCALE_KEYS  # --scale only (benchmarks/scale.py)
 
 
 def common_pattern(port: int, frame) -> Metered:
@@ -281,6 +284,8 @@ def main() -> None:
     parser.add_argument("--ledger-rows", type=int, default=10_000)
     parser.add_argument("--only", choices=["per_row", "latency", "ledger", "report"])
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument("--scale", action="store_true", help="run only the scale case (long: see benchmarks/scale.py)")
+    parser.add_argument("--scale-rows", type=int, default=1_000_000)
     parser.add_argument("--report-case")
     parser.add_argument("--port", type=int)
     args = parser.parse_args()
@@ -290,6 +295,12 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    if args.scale:  # alone: a million messages take a long while (issue 27 §4)
+        figures = run_scale(args.scale_rows, per_row_gem)
+        if args.json is not None:
+            args.json.write_text(json.dumps({k: figures[k] for k in JSON_KEYS if k in figures}, indent=2) + "\n")
+            print(f"\nfigures written to {args.json}")
+        return
     figures: dict[str, object] = {}
     sink = Sink()
     Metered.sink_pid = sink.proc.pid
