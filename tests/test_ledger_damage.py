@@ -134,3 +134,33 @@ def test_a_damaged_ledger_is_a_ledger_error_before_spark(damaged: tuple[Path, st
         assert "is damaged: SQLite's quick_check found" in err, err
     assert took < 15, took  # about 1.5 s: Spark (8-70 s) never started
     assert not (folder / "out").exists() or not any((folder / "out").iterdir())
+
+
+def test_verifying_the_ledger_keeps_its_writes_safe_from_other_processes(tmp_path):
+    """``verify`` reads the file through first (a read-ahead). Were that done here, closing its
+    descriptor would drop the POSIX locks SQLite holds for this process's connections (fcntl
+    locks belong to the process: https://www.sqlite.org/howtocorrupt.html §2.2); another process
+    closing its connection would then take itself for the last one, checkpoint and remove the
+    write-ahead log under this run, and every later commit would be lost to everyone else (found
+    as outcomes missing from the ledger while a scheduler's check read it)."""
+    from mailgem.gems.email.run.ledger_open import open_ledger
+    from mailgem.gems.email.run.ledger_db import LedgerTarget
+
+    path = tmp_path / "ledger.sqlite"
+    SendLedger(LedgerTarget(path=str(path)), "job", "r", "dest").close()  # a ledger file that exists
+    ledger = open_ledger(LedgerTarget(path=str(path)), "job", "r", "dest")  # verified: read ahead
+    try:
+        assert ledger.begin_many([("k1", "h", "<1@x>")]) == {("k1", "h")}
+        # Another process opens the ledger, reads it and closes its connection.
+        count = [sys.executable, "-c", "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]);"
+                 " print(db.execute('SELECT count(*) FROM sends').fetchone()[0]); db.close()", str(path)]
+        assert subprocess.run(count, capture_output=True, text=True, timeout=60).stdout.strip() == "1"
+        assert ledger.begin_many([("k2", "h", "<2@x>")]) == {("k2", "h")}
+        ledger.finish("k1", "h", status="sent", attempts=1, reply_code=250, message_id="<1@x>", error=None)
+        # What this process committed after that, every other process sees.
+        assert subprocess.run(count, capture_output=True, text=True, timeout=60).stdout.strip() == "2"
+    finally:
+        ledger.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT message_key, status FROM sends ORDER BY 1").fetchall() == [("k1", "sent"),
+                                                                                            ("k2", "sending")]

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from .lease import LeaseLapsedError, OwnerLease, _now
-from .ledger_db import _COLUMNS, _KEY, _SCHEMA, LedgerDamagedError, LedgerTarget
+from .ledger_db import _KEY, _SCHEMA, LedgerDamagedError, LedgerTarget
 from .ledger_thread import LedgerThread
 from .prior import PriorSend
 from .status import FINAL, DeliveryStatus
@@ -248,24 +248,13 @@ class SendLedger(OwnerLease):
             written (nothing of this batch may be sent).
         """
         self._start_lease()
-        now = _now()
         seen: set[tuple[str, str]] = set()
-        rows: list[tuple[Any, ...]] = []
+        claims: list[tuple[str, str, str | None]] = []
         for key, rhash, message_id in items:
             if (key, rhash) not in seen:  # one row may be claimed once per statement
                 seen.add((key, rhash))
-                rows.append((*self._key(key, rhash), message_id, self.owner, now, now))
-        claimed: set[tuple[str, str]] = set()
-        for start in range(0, len(rows), 500):  # a statement's placeholders are limited (SQLite: 32,766)
-            chunk = rows[start:start + 500]
-            values = ", ".join([f"(?, ?, ?, ?, ?, '{_SENDING}', ?, 0, ?, ?, ?)"] * len(chunk))
-            statement = (f"INSERT INTO sends ({_COLUMNS}) VALUES {values}"
-                         " ON CONFLICT (job, run_key, destination, message_key, recipients_hash) DO UPDATE SET"
-                         f" status='{_SENDING}', message_id=excluded.message_id, owner=excluded.owner,"
-                         f" updated_at=excluded.updated_at WHERE {self._claim_where}"
-                         " RETURNING message_key, recipients_hash")
-            claimed |= self._transaction(statement, chunk)
-        return claimed
+                claims.append((key, rhash, message_id))
+        return self._transaction(claims)
 
     def finish(self, message_key: str, recipients_hash: str, *, status: str, attempts: int,
                reply_code: int | None, message_id: str | None, error: str | None, connection: str | None = None,
@@ -320,7 +309,7 @@ class SendLedger(OwnerLease):
 
     def _flush_here(self) -> None:
         if self._finishes:
-            self._transaction(None, [])
+            self._transaction(None)
 
     def check(self) -> None:
         """Raise the failure of an earlier group commit or lease renewal, if any (the run must
@@ -328,9 +317,9 @@ class SendLedger(OwnerLease):
         if self.failure is not None:
             raise self.failure
 
-    def _transaction(self, claim: str | None, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
-        """One transaction: the outcomes recorded so far, then the ``claim`` statement for
-        ``rows`` (one tuple of values per message); returns the keys it claimed."""
+    def _transaction(self, claims: list[tuple[str, str, str | None]] | None) -> set[tuple[str, str]]:
+        """One transaction: the outcomes recorded so far, then the claim of ``claims`` (message
+        key, recipients hash, Message-ID; each once) if any; returns the keys it claimed."""
         with self._finishes_lock:
             finishes, self._finishes = self._finishes, []
         b = self._backend
@@ -344,9 +333,9 @@ class SendLedger(OwnerLease):
                         # Only on rows this run still owns: a run that took one over meanwhile
                         # (this one's lease had lapsed) records its own outcome.
                         b.record_outcomes(db, finishes, (self.job, self.run_key, self.destination), self.owner, _now())
-                    if claim is not None:
-                        args = tuple(v for row in rows for v in row)
-                        claimed = {(r[0], r[1]) for r in b.execute(db, claim, args).fetchall()}
+                    if claims:
+                        claimed = b.claim(db, claims, (self.job, self.run_key, self.destination), self.owner,
+                                          _now(), self._claim_where)
                     b.execute(db, "COMMIT")
             except BaseException:
                 with contextlib.suppress(b.error):

@@ -17,6 +17,8 @@ import contextlib
 import logging
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +35,6 @@ __all__ = ["LedgerTarget", "Backend", "SqliteBackend", "PostgresBackend", "Ledge
 log = logging.getLogger("mailgem.gems")
 
 DEFAULT_LEASE_S = 30.0
-# Outcomes written by one PostgreSQL statement (9 values each; a statement takes 65,535).
-OUTCOMES_PER_STATEMENT = 1000
 # What SQLite says of a file whose pages are not what it wrote (https://www.sqlite.org/rescode.html):
 # a damaged b-tree page, or a header that is not a SQLite database's.
 DAMAGED_SQLITE_ERRORS = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
@@ -45,6 +45,9 @@ QUOTED_PROBLEMS = 3
 # (1,000,000 rows, 440 MB: 8-10 s cold; 0.74 s to read the file in order, then 0.8 s to check).
 READ_AHEAD_MEMORY_SHARE = 0.5
 READ_AHEAD_CHUNK_BYTES = 1 << 20
+READ_AHEAD_TIMEOUT_S = 120.0
+_READ_AHEAD_CHILD = ("import sys\nbuffer = bytearray(int(sys.argv[2]))\n"
+                     "with open(sys.argv[1], 'rb', buffering=0) as f:\n    while f.readinto(buffer):\n        pass\n")
 
 
 class LedgerDamagedError(ConfigError):
@@ -137,6 +140,22 @@ class Backend:
             f" connection=COALESCE(?, connection), maybe_delivered={self.greatest}(maybe_delivered, ?), updated_at=?"
             f" WHERE {_KEY} AND owner=?"), [(*o[:7], now, *run, *o[7:], owner) for o in outcomes])
 
+    def claim(self, db: Any, claims: list[tuple[str, str, str | None]], run: tuple[str, str, str], owner: str,
+              now: str, where: str) -> set[tuple[str, str]]:
+        """Claim each ``(message_key, recipients_hash, message_id)`` of ``run`` for ``owner``:
+        insert its row ``sending``, or take the existing one over where ``where`` holds; inside
+        the caller's transaction. Returns the ``(message_key, recipients_hash)`` claimed. Here
+        one ``INSERT … VALUES`` per 500 (SQLite takes 32,766 placeholders a statement)."""
+        claimed: set[tuple[str, str]] = set()
+        for start in range(0, len(claims), 500):
+            chunk = claims[start:start + 500]
+            values = ", ".join([f"(?, ?, ?, ?, ?, '{_SENDING}', ?, 0, ?, ?, ?)"] * len(chunk))
+            args = tuple(v for key, rhash, mid in chunk for v in (*run, key, rhash, mid, owner, now, now))
+            claimed |= {(r[0], r[1]) for r in self.execute(
+                db, f"INSERT INTO sends ({_COLUMNS}) VALUES {values} {_CLAIM_CONFLICT} WHERE {where} {_CLAIM_RETURNING}",
+                args).fetchall()}
+        return claimed
+
     def execute(self, db: Any, statement: str, args: tuple[Any, ...] = ()) -> Any:
         return db.execute(self.sql(statement), args)
 
@@ -221,10 +240,17 @@ class SqliteBackend(Backend):
             return
         if size > READ_AHEAD_MEMORY_SHARE * memory:
             return
-        buffer = bytearray(READ_AHEAD_CHUNK_BYTES)
-        with path.open("rb", buffering=0) as f:
-            while f.readinto(buffer):
-                pass
+        # In a child process: closing a descriptor of the database file in this one would drop
+        # the POSIX locks SQLite holds for this process's connections (fcntl locks belong to the
+        # process, https://www.sqlite.org/howtocorrupt.html §2.2). Another process closing its
+        # connection would then take itself for the last one, checkpoint and remove the
+        # write-ahead log under this run, and this run's later commits would be lost.
+        try:
+            subprocess.run([sys.executable, "-c", _READ_AHEAD_CHILD, str(path), str(READ_AHEAD_CHUNK_BYTES)],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           timeout=READ_AHEAD_TIMEOUT_S, check=False)
+        except (OSError, subprocess.TimeoutExpired):  # only a speed-up: quick_check reads the file anyway
+            log.debug("ledger %s: reading the file ahead of quick_check failed or took too long", path)
 
 
 class PostgresBackend(Backend):
@@ -281,28 +307,33 @@ class PostgresBackend(Backend):
 
     def record_outcomes(self, db: Any, outcomes: list[tuple[Any, ...]], run: tuple[str, str, str], owner: str,
                         now: str) -> None:
-        """As :meth:`Backend.record_outcomes`, in one ``UPDATE … FROM (VALUES …)`` per
-        ``OUTCOMES_PER_STATEMENT`` rows: psycopg's work per statement in a pipeline costs far more
-        than its work per value (measured: about 200 µs of CPU a message with one statement each)."""
-        columns = "status, attempts, reply_code, message_id, error, connection, maybe_delivered, message_key, recipients_hash"
-        for start in range(0, len(outcomes), OUTCOMES_PER_STATEMENT):
-            chunk = outcomes[start:start + OUTCOMES_PER_STATEMENT]
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
-            db.execute(
-                # VALUES' columns take their types from their values; NULLs and text are cast.
-                "UPDATE sends SET status = v.status, attempts = sends.attempts + CAST(v.attempts AS INTEGER),"
-                " reply_code = CAST(v.reply_code AS INTEGER), message_id = COALESCE(v.message_id, sends.message_id),"
-                " error = v.error, connection = COALESCE(v.connection, sends.connection),"
-                " maybe_delivered = GREATEST(sends.maybe_delivered, CAST(v.maybe_delivered AS INTEGER)), updated_at = %s"
-                f" FROM (VALUES {values}) AS v({columns})"
-                " WHERE sends.job = %s AND sends.run_key = %s AND sends.destination = %s AND sends.owner = %s"
-                " AND sends.message_key = v.message_key AND sends.recipients_hash = v.recipients_hash",
-                (now, *(value for o in chunk for value in o), *run, owner))
+        """As :meth:`Backend.record_outcomes`, in one ``UPDATE … FROM unnest(arrays)``: a short
+        statement that psycopg prepares once, where one statement a row, or one with a
+        placeholder per value, costs psycopg 100-200 µs of CPU a message (parsing the query
+        again each time)."""
+        columns = [list(column) for column in zip(*outcomes, strict=True)]
+        db.execute(
+            "UPDATE sends SET status = v.status, attempts = sends.attempts + v.attempts, reply_code = v.reply_code,"
+            " message_id = COALESCE(v.message_id, sends.message_id), error = v.error,"
+            " connection = COALESCE(v.connection, sends.connection),"
+            " maybe_delivered = GREATEST(sends.maybe_delivered, v.maybe_delivered), updated_at = %s"
+            " FROM unnest(%s::text[], %s::int[], %s::int[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[],"
+            " %s::text[]) AS v(status, attempts, reply_code, message_id, error, connection, maybe_delivered, message_key,"
+            " recipients_hash)"
+            " WHERE sends.job = %s AND sends.run_key = %s AND sends.destination = %s AND sends.owner = %s"
+            " AND sends.message_key = v.message_key AND sends.recipients_hash = v.recipients_hash",
+            (now, *columns, *run, owner))
 
-    def pipeline(self, db: Any) -> contextlib.AbstractContextManager[Any]:
-        # libpq pipeline mode: BEGIN, the updates, the claim and COMMIT leave together and their
-        # replies come back together, instead of one network round trip each.
-        return db.pipeline()
+    def claim(self, db: Any, claims: list[tuple[str, str, str | None]], run: tuple[str, str, str], owner: str,
+              now: str, where: str) -> set[tuple[str, str]]:
+        """As :meth:`Backend.claim`, in one ``INSERT … SELECT … FROM unnest(arrays)`` (see
+        :meth:`record_outcomes`)."""
+        keys, hashes, message_ids = ([list(c) for c in zip(*claims, strict=True)] if claims else ([], [], []))
+        rows = db.execute(
+            f"INSERT INTO sends ({_COLUMNS}) SELECT %s, %s, %s, v.k, v.h, '{_SENDING}', v.m, 0, %s, %s, %s"
+            f" FROM unnest(%s::text[], %s::text[], %s::text[]) AS v(k, h, m) {_CLAIM_CONFLICT} WHERE {where}"
+            f" {_CLAIM_RETURNING}", (*run, owner, now, now, keys, hashes, message_ids)).fetchall()
+        return {(r[0], r[1]) for r in rows}
 
 
 def damage_of(target: LedgerTarget, exc: BaseException, found_by: str = "SQLite") -> LedgerDamagedError | None:
@@ -365,3 +396,9 @@ _SCHEMA = [
 )"""]
 _KEY = "job=? AND run_key=? AND destination=? AND message_key=? AND recipients_hash=?"
 _COLUMNS = "job, run_key, destination, message_key, recipients_hash, status, message_id, attempts, owner, first_at, updated_at"
+_SENDING = "sending"
+# A claim takes a row over (status sending, this owner, the new Message-ID) only where the claim's WHERE holds.
+_CLAIM_CONFLICT = ("ON CONFLICT (job, run_key, destination, message_key, recipients_hash) DO UPDATE SET"
+                   f" status='{_SENDING}', message_id=excluded.message_id, owner=excluded.owner,"
+                   " updated_at=excluded.updated_at")
+_CLAIM_RETURNING = "RETURNING message_key, recipients_hash"
