@@ -56,7 +56,8 @@ from pathlib import Path
 from typing import Any
 
 from .lease import LeaseLapsedError, OwnerLease, _now
-from .ledger_db import _KEY, _SCHEMA, LedgerDamagedError, LedgerTarget
+from .ledger_db import LedgerDamagedError, LedgerTarget
+from .ledger_sql import KEY, SCHEMA
 from .ledger_thread import LedgerThread
 from .prior import PriorSend
 from .status import FINAL, DeliveryStatus
@@ -114,7 +115,7 @@ class SendLedger(OwnerLease):
         # prefetch(): the message keys last looked up together, and their rows by (key, recipients hash)
         self._prefetched_keys: set[str] = set()
         self._prefetched: Found = {}
-        self._backend.create(self._db(), _SCHEMA)
+        self._backend.create(self._db(), SCHEMA)
         n = self._backend.now
         # What prior() reads of a row (s: sends, o: its owner's lease), in PriorSend's order.
         self._prior_select = (f"s.status, s.message_id, s.maybe_delivered, s.owner, o.host, o.pid, o.started_at,"
@@ -215,7 +216,7 @@ class SendLedger(OwnerLease):
                 return self._prior(self._prefetched.get((message_key, recipients_hash)))
         return self._prior(self._backend.execute(
             self._db(),
-            f"SELECT {self._prior_select} WHERE {_KEY.replace('job=', 's.job=')}", self._key(message_key, recipients_hash)).fetchone())
+            f"SELECT {self._prior_select} WHERE {KEY.replace('job=', 's.job=')}", self._key(message_key, recipients_hash)).fetchone())
 
     def _prior(self, row: tuple[Any, ...] | None) -> PriorSend | None:
         if row is None:

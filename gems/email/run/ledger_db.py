@@ -23,18 +23,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
 
-from mailgem.connections.errors import ConfigError, redact
+from mailgem.connections.errors import ConfigError
 
-__all__ = ["LedgerTarget", "Backend", "SqliteBackend", "PostgresBackend", "LedgerDamagedError", "damage_of"]
+from .ledger_sql import SENDING, claim_values, outcome_row
+
+__all__ = ["LedgerTarget", "Backend", "SqliteBackend", "LedgerDamagedError", "damage_of", "check_postgres_url"]
 
 log = logging.getLogger("mailgem.gems")
 
 DEFAULT_LEASE_S = 30.0
+# Outcomes (9 values each) in one SQLite statement (it takes at most 32,766 values).
+SQLITE_ROWS_PER_STATEMENT = 3000
 # What SQLite says of a file whose pages are not what it wrote (https://www.sqlite.org/rescode.html):
 # a damaged b-tree page, or a header that is not a SQLite database's.
 DAMAGED_SQLITE_ERRORS = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
@@ -78,7 +82,11 @@ class LedgerTarget:
         return self.url if self.url is not None else str(self.path)
 
     def backend(self) -> Backend:
-        return PostgresBackend(self) if self.url is not None else SqliteBackend(self)
+        if self.url is None:
+            return SqliteBackend(self)
+        from .ledger_pg import PostgresBackend  # psycopg only when a PostgreSQL ledger is used
+
+        return PostgresBackend(self)
 
 
 def check_postgres_url(url: str) -> str:
@@ -131,30 +139,21 @@ class Backend:
 
     def record_outcomes(self, db: Any, outcomes: list[tuple[Any, ...]], run: tuple[str, str, str], owner: str,
                         now: str) -> None:
-        """Write ``outcomes`` (status, attempts, reply_code, message_id, error, connection,
-        maybe_delivered, message_key, recipients_hash) to the rows of ``run`` (job, run key,
-        destination) that ``owner`` holds, stamped ``now``; inside the caller's transaction.
-        Here one ``UPDATE`` a row (the driver loops in C)."""
-        db.executemany(self.sql(
-            "UPDATE sends SET status=?, attempts=attempts+?, reply_code=?, message_id=COALESCE(?, message_id), error=?,"
-            f" connection=COALESCE(?, connection), maybe_delivered={self.greatest}(maybe_delivered, ?), updated_at=?"
-            f" WHERE {_KEY} AND owner=?"), [(*o[:7], now, *run, *o[7:], owner) for o in outcomes])
+        """Write ``outcomes`` (:data:`.ledger_sql.OUTCOME_COLUMNS`) to the rows of ``run`` (job,
+        run key, destination) that ``owner`` holds, stamped ``now``; inside the caller's
+        transaction. Here one ``UPDATE`` a row: each a lookup by the primary key, whatever the
+        table's statistics say."""
+        self.executemany(db, outcome_row(self.greatest), [(*o[:7], now, *run, *o[7:], owner) for o in outcomes])
 
     def claim(self, db: Any, claims: list[tuple[str, str, str | None]], run: tuple[str, str, str], owner: str,
               now: str, where: str) -> set[tuple[str, str]]:
         """Claim each ``(message_key, recipients_hash, message_id)`` of ``run`` for ``owner``:
         insert its row ``sending``, or take the existing one over where ``where`` holds; inside
-        the caller's transaction. Returns the ``(message_key, recipients_hash)`` claimed. Here
-        one ``INSERT … VALUES`` per 500 (SQLite takes 32,766 placeholders a statement)."""
-        claimed: set[tuple[str, str]] = set()
-        for start in range(0, len(claims), 500):
-            chunk = claims[start:start + 500]
-            values = ", ".join([f"(?, ?, ?, ?, ?, '{_SENDING}', ?, 0, ?, ?, ?)"] * len(chunk))
-            args = tuple(v for key, rhash, mid in chunk for v in (*run, key, rhash, mid, owner, now, now))
-            claimed |= {(r[0], r[1]) for r in self.execute(
-                db, f"INSERT INTO sends ({_COLUMNS}) VALUES {values} {_CLAIM_CONFLICT} WHERE {where} {_CLAIM_RETURNING}",
-                args).fetchall()}
-        return claimed
+        the caller's transaction. Returns the ``(message_key, recipients_hash)`` claimed."""
+        args = tuple(v for key, rhash, mid in claims for v in (*run, key, rhash, mid, owner, now, now))
+        rows = self.execute(db, f"{claim_values(len(claims))} WHERE {where} RETURNING message_key, recipients_hash",
+                            args).fetchall()
+        return {(r[0], r[1]) for r in rows}
 
     def execute(self, db: Any, statement: str, args: tuple[Any, ...] = ()) -> Any:
         return db.execute(self.sql(statement), args)
@@ -202,6 +201,50 @@ class SqliteBackend(Backend):
                 "ledger (what it recorded as sent would then be sent again), or point ledger.path elsewhere")
         if "owner" not in columns:  # a ledger from before claims: its rows have no owner, and may be claimed
             db.execute("ALTER TABLE sends ADD COLUMN owner TEXT")
+
+    # The driver gives up the GIL for each step of a statement: in the ledger's thread, with the
+    # event loop busy in the other, every step waits to get it back (measured: ~0.5 ms a row).
+    # So each claim and each group of outcomes is one statement of one step where SQLite can.
+
+    def record_outcomes(self, db: sqlite3.Connection, outcomes: list[tuple[Any, ...]], run: tuple[str, str, str],
+                        owner: str, now: str) -> None:
+        """As :meth:`Backend.record_outcomes`, in one ``UPDATE … FROM (VALUES …)`` per
+        :data:`SQLITE_ROWS_PER_STATEMENT` outcomes (SQLite 3.33 and newer; older: one a row)."""
+        if sqlite3.sqlite_version_info < (3, 33):
+            super().record_outcomes(db, outcomes, run, owner, now)
+            return
+        for start in range(0, len(outcomes), SQLITE_ROWS_PER_STATEMENT):
+            chunk = outcomes[start:start + SQLITE_ROWS_PER_STATEMENT]
+            db.execute(
+                # VALUES' columns are column1 ... column9, in OUTCOME_COLUMNS' order.
+                "UPDATE sends SET status = v.column1, attempts = sends.attempts + v.column2, reply_code = v.column3,"
+                " message_id = COALESCE(v.column4, sends.message_id), error = v.column5,"
+                " connection = COALESCE(v.column6, sends.connection),"
+                " maybe_delivered = MAX(sends.maybe_delivered, v.column7), updated_at = ?"
+                f" FROM (VALUES {', '.join(['(?, ?, ?, ?, ?, ?, ?, ?, ?)'] * len(chunk))}) AS v"
+                " WHERE sends.job = ? AND sends.run_key = ? AND sends.destination = ? AND sends.message_key = v.column8"
+                " AND sends.recipients_hash = v.column9 AND sends.owner = ?",
+                (now, *(value for o in chunk for value in o), *run, owner))
+
+    def claim(self, db: sqlite3.Connection, claims: list[tuple[str, str, str | None]], run: tuple[str, str, str],
+              owner: str, now: str, where: str) -> set[tuple[str, str]]:
+        """As :meth:`Backend.claim`, without ``RETURNING`` (a step a row): when the statement
+        changed as many rows as it claims, every one was claimed; otherwise the rows this owner
+        now holds with their new Message-ID are read back."""
+        claimed: set[tuple[str, str]] = set()
+        for start in range(0, len(claims), SQLITE_ROWS_PER_STATEMENT // 3):  # 9 values a claim
+            chunk = claims[start:start + SQLITE_ROWS_PER_STATEMENT // 3]
+            args = tuple(v for key, rhash, mid in chunk for v in (*run, key, rhash, mid, owner, now, now))
+            changed = db.execute(f"{claim_values(len(chunk))} WHERE {where}", args).rowcount
+            if changed == len(chunk):
+                claimed.update((key, rhash) for key, rhash, _ in chunk)
+                continue
+            mine = {(r[0], r[1], r[2]) for r in db.execute(
+                f"SELECT message_key, recipients_hash, message_id FROM sends WHERE job = ? AND run_key = ? AND destination = ?"
+                f" AND owner = ? AND status = '{SENDING}' AND message_key IN ({', '.join('?' * len(chunk))})",
+                (*run, owner, *(key for key, _, _ in chunk))).fetchall()}
+            claimed.update((key, rhash) for key, rhash, mid in chunk if (key, rhash, mid) in mine)
+        return claimed
 
     def verify(self, db: sqlite3.Connection) -> None:
         """``PRAGMA quick_check``: every page of every table and index is read and its b-tree
@@ -253,89 +296,6 @@ class SqliteBackend(Backend):
             log.debug("ledger %s: reading the file ahead of quick_check failed or took too long", path)
 
 
-class PostgresBackend(Backend):
-    """A PostgreSQL database reached with psycopg 3 (autocommit off only inside ``BEGIN``)."""
-
-    now = "extract(epoch from clock_timestamp())::double precision"
-    greatest = "GREATEST"
-
-    def __init__(self, target: LedgerTarget) -> None:
-        super().__init__(target)
-        try:
-            import psycopg
-        except ImportError:
-            raise ConfigError("ledger.url names a PostgreSQL database, but psycopg is not installed: "
-                              "pip install 'mailgem[postgres]'") from None
-        self._psycopg = psycopg
-        self.error = psycopg.Error
-
-    def connect(self) -> Any:
-        password = self.target.password.get_secret_value() if self.target.password is not None else None
-        assert self.target.url is not None  # this backend is chosen for a ledger with a url
-        try:
-            db = self._psycopg.connect(self.target.url, password=password, autocommit=True, connect_timeout=10,
-                                       application_name="mailgem")
-            # A transaction left open by a process that stopped midway (paused, frozen) would hold
-            # its rows' locks, and so every other run's claims on them, until it resumed. The
-            # server ends it after lease_s instead, as the lease itself runs out (this ledger's
-            # own transactions take milliseconds).
-            db.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
-                       (str(max(1000, int(self.target.lease_s * 1000))),))
-            return db
-        except self._psycopg.Error as exc:
-            reason = redact(str(exc).strip(), password)  # libpq does not echo it; make sure
-            hint = ("check ledger.url, the server, and the password in the secret ledger.secret names"
-                    if "password" in reason or "authentication" in reason else
-                    "check that the server runs and ledger.url names its host, port and database")
-            raise ConfigError(f"cannot open the ledger database {_safe_url(self.target.url or '')}: {reason}; "
-                              f"{hint}") from None
-
-    def sql(self, statement: str) -> str:
-        return statement.replace("?", "%s")
-
-    def create(self, db: Any, statements: list[str]) -> None:
-        # CREATE TABLE IF NOT EXISTS races with itself in PostgreSQL (a unique violation in its
-        # catalogue); one transaction-scoped advisory lock makes concurrent first opens take turns.
-        with db.transaction():
-            db.execute("SELECT pg_advisory_xact_lock(hashtext('mailgem ledger schema'))")
-            for statement in statements:
-                db.execute(statement)
-
-    def executemany(self, db: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
-        with db.cursor() as cur:
-            cur.executemany(self.sql(statement), rows)
-
-    def record_outcomes(self, db: Any, outcomes: list[tuple[Any, ...]], run: tuple[str, str, str], owner: str,
-                        now: str) -> None:
-        """As :meth:`Backend.record_outcomes`, in one ``UPDATE … FROM unnest(arrays)``: a short
-        statement that psycopg prepares once, where one statement a row, or one with a
-        placeholder per value, costs psycopg 100-200 µs of CPU a message (parsing the query
-        again each time)."""
-        columns = [list(column) for column in zip(*outcomes, strict=True)]
-        db.execute(
-            "UPDATE sends SET status = v.status, attempts = sends.attempts + v.attempts, reply_code = v.reply_code,"
-            " message_id = COALESCE(v.message_id, sends.message_id), error = v.error,"
-            " connection = COALESCE(v.connection, sends.connection),"
-            " maybe_delivered = GREATEST(sends.maybe_delivered, v.maybe_delivered), updated_at = %s"
-            " FROM unnest(%s::text[], %s::int[], %s::int[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[],"
-            " %s::text[]) AS v(status, attempts, reply_code, message_id, error, connection, maybe_delivered, message_key,"
-            " recipients_hash)"
-            " WHERE sends.job = %s AND sends.run_key = %s AND sends.destination = %s AND sends.owner = %s"
-            " AND sends.message_key = v.message_key AND sends.recipients_hash = v.recipients_hash",
-            (now, *columns, *run, owner))
-
-    def claim(self, db: Any, claims: list[tuple[str, str, str | None]], run: tuple[str, str, str], owner: str,
-              now: str, where: str) -> set[tuple[str, str]]:
-        """As :meth:`Backend.claim`, in one ``INSERT … SELECT … FROM unnest(arrays)`` (see
-        :meth:`record_outcomes`)."""
-        keys, hashes, message_ids = ([list(c) for c in zip(*claims, strict=True)] if claims else ([], [], []))
-        rows = db.execute(
-            f"INSERT INTO sends ({_COLUMNS}) SELECT %s, %s, %s, v.k, v.h, '{_SENDING}', v.m, 0, %s, %s, %s"
-            f" FROM unnest(%s::text[], %s::text[], %s::text[]) AS v(k, h, m) {_CLAIM_CONFLICT} WHERE {where}"
-            f" {_CLAIM_RETURNING}", (*run, owner, now, now, keys, hashes, message_ids)).fetchall()
-        return {(r[0], r[1]) for r in rows}
-
-
 def damage_of(target: LedgerTarget, exc: BaseException, found_by: str = "SQLite") -> LedgerDamagedError | None:
     """The ledger error for SQLite's ``exc`` when it says the file is damaged or is not a SQLite
     database (``SQLITE_CORRUPT``, ``SQLITE_NOTADB``); ``None`` for any other error (a lock, a
@@ -355,50 +315,3 @@ def _damaged(target: LedgerTarget, what: str) -> LedgerDamagedError:
         f"ledger {target.path} {what}. What it recorded as sent cannot be trusted, so nothing was sent. While no run "
         f"uses it, restore the file from a backup, or move it aside to start a new ledger (what it recorded as sent "
         f"may then be sent again); either way, move its {name}-wal and {name}-shm files, if any, aside with it")
-
-
-def _safe_url(url: str) -> str:
-    """``url`` without any password (defence in depth: the options already refuse one)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc}" if user else netloc))
-
-
-# The ledger's tables, and the columns of a message's key and of a claim.
-_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS sends (
-    job TEXT NOT NULL,
-    run_key TEXT NOT NULL,
-    destination TEXT NOT NULL,
-    message_key TEXT NOT NULL,
-    recipients_hash TEXT NOT NULL,
-    status TEXT NOT NULL,
-    maybe_delivered INTEGER NOT NULL DEFAULT 0,
-    reply_code INTEGER,
-    message_id TEXT,
-    connection TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    first_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    owner TEXT,
-    PRIMARY KEY (job, run_key, destination, message_key, recipients_hash)
-)""",
-    """CREATE TABLE IF NOT EXISTS ledger_owners (
-    owner TEXT PRIMARY KEY,
-    host TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    started_at TEXT NOT NULL,
-    alive_until DOUBLE PRECISION NOT NULL
-)"""]
-_KEY = "job=? AND run_key=? AND destination=? AND message_key=? AND recipients_hash=?"
-_COLUMNS = "job, run_key, destination, message_key, recipients_hash, status, message_id, attempts, owner, first_at, updated_at"
-_SENDING = "sending"
-# A claim takes a row over (status sending, this owner, the new Message-ID) only where the claim's WHERE holds.
-_CLAIM_CONFLICT = ("ON CONFLICT (job, run_key, destination, message_key, recipients_hash) DO UPDATE SET"
-                   f" status='{_SENDING}', message_id=excluded.message_id, owner=excluded.owner,"
-                   " updated_at=excluded.updated_at")
-_CLAIM_RETURNING = "RETURNING message_key, recipients_hash"

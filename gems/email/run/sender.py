@@ -66,7 +66,7 @@ PREFETCH_ROWS = 50_000
 # flight, and this many when every one is small (no attachment: a few KB); messages with
 # attachments, whose size is not bounded, are claimed as many as are kept in flight. Two batches
 # are built ahead of the sessions (one being claimed, one being built).
-CLAIM_BATCH = 64
+CLAIM_BATCH = 256
 # The longest the sender builds messages without letting sessions read replies and write, seconds
 # (a yield to the event loop costs about as much as a small message's build: not after each one).
 YIELD_EVERY_S = 0.0005
