@@ -12,6 +12,7 @@ from conftest import PER_ROW, USER, fabric_for, parse_strict
 from fault_server import DATA_TIMEOUT_S, LATE_S
 
 from mailgem.gems.email import DeliveryError, EmailGem
+from mailgem.gems.email.run import sender
 from mailgem.gems.email.run.ledger import SendLedger
 
 # Both transaction paths: with PIPELINING (RFC 2920) and without.
@@ -160,13 +161,14 @@ def test_a_ledger_that_cannot_be_written_stops_the_run_even_under_continue(start
         return begin_many(self, items)
 
     monkeypatch.setattr(SendLedger, "begin_many", failing_begin_many)
+    monkeypatch.setattr(sender, "CLAIM_BATCH", 4)  # two claims for 8 messages
     props = PER_ROW | {"ledger": {"path": str(tmp_path / "l.sqlite")}}
     with pytest.raises(DeliveryError, match="writing the ledger: OperationalError: disk I/O error") as info:
         EmailGem(props, fabric_for(starttls_server, pool_size=1), user=USER).apply(
             None, _frame(*[f"u{i}@example.com" for i in range(8)]))
-    # Messages are recorded a batch at a time (the messages a pool keeps in flight); the second
-    # batch could not be recorded, so none of it was sent, and no message of the first that had
-    # not started yet starts: without a ledger, a re-run could send twice.
+    # Messages are recorded a batch at a time (the second claimed while the first starts); the
+    # second batch could not be recorded, so none of it was sent, and no message of the first
+    # that had not started yet starts: without a ledger, a re-run could send twice.
     report = info.value.report
     sent = int((report["status"] == "sent").sum())
     assert sent <= len(calls[0]) and list(report["status"]) == ["sent"] * sent + ["failed"] * len(calls[1])
@@ -183,11 +185,11 @@ def test_an_outcome_that_cannot_be_recorded_stops_the_run(starttls_server, tmp_p
     transaction = SendLedger._transaction
     failures = []
 
-    def failing_outcomes(self, insert, rows):
-        if insert is None and not failures:  # the first commit of outcomes alone
+    def failing_outcomes(self, claims):
+        if claims is None and not failures:  # the first commit of outcomes alone
             failures.append(1)
             raise sqlite3.OperationalError("disk I/O error")
-        return transaction(self, insert, rows)
+        return transaction(self, claims)
 
     monkeypatch.setattr(SendLedger, "_transaction", failing_outcomes)
     # Replies come 50 ms late, so outcomes are committed on their own (after OUTCOME_DELAY_S)
@@ -220,9 +222,9 @@ def test_each_message_is_sending_on_disk_before_it_arrives_and_ledger_writes_are
     commits: list[int] = []
     transaction = SendLedger._transaction
 
-    def counted(self, insert, rows):
-        commits.append(len(rows) if insert is not None else 0)
-        return transaction(self, insert, rows)
+    def counted(self, claims):
+        commits.append(len(claims) if claims else 0)
+        return transaction(self, claims)
 
     monkeypatch.setattr(SendLedger, "_transaction", counted)
     n = 24
