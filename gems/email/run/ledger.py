@@ -186,12 +186,9 @@ class SendLedger(OwnerLease):
         """
         if not message_keys or not self._has_rows():
             return {}
-        keys = list(dict.fromkeys(message_keys))
-        rows = self._backend.execute(
-            self._db(),
-            f"SELECT s.message_key, s.recipients_hash, {self._prior_select} WHERE s.job=? AND s.run_key=? AND s.destination=?"
-            f" AND s.message_key IN ({', '.join('?' * len(keys))})",
-            (self.job, self.run_key, self.destination, *keys)).fetchall()
+        select = f"SELECT s.message_key, s.recipients_hash, {self._prior_select} WHERE s.job=? AND s.run_key=? AND s.destination=?"
+        rows = self._backend.lookup(self._db(), select, (self.job, self.run_key, self.destination),
+                                    list(dict.fromkeys(message_keys)))
         return {(r[0], r[1]): tuple(r[2:]) for r in rows}
 
     def use_lookup(self, message_keys: Sequence[str], found: Found) -> None:

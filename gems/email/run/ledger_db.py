@@ -155,6 +155,11 @@ class Backend:
                             args).fetchall()
         return {(r[0], r[1]) for r in rows}
 
+    def lookup(self, db: Any, select: str, run: tuple[str, str, str], keys: list[str]) -> list[tuple[Any, ...]]:
+        """The rows ``select`` (a ``SELECT … WHERE`` of the run's rows, ``run``: its values)
+        gives for the message keys ``keys``. Here with ``message_key IN (…)``."""
+        return self.execute(db, f"{select} AND s.message_key IN ({', '.join('?' * len(keys))})", (*run, *keys)).fetchall()
+
     def execute(self, db: Any, statement: str, args: tuple[Any, ...] = ()) -> Any:
         return db.execute(self.sql(statement), args)
 

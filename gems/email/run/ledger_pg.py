@@ -67,6 +67,15 @@ class PostgresBackend(Backend):
         with db.cursor() as cur:
             cur.executemany(self.sql(statement), rows)
 
+    def lookup(self, db: Any, select: str, run: tuple[str, str, str], keys: list[str]) -> list[tuple[Any, ...]]:
+        """As :meth:`Backend.lookup`, one primary-key lookup a key (a ``LATERAL`` subquery for each
+        element of an array): ``message_key IN (…)`` was planned from statistics that lag behind
+        the run that filled the table, and read every row of the run for each chunk (a re-run
+        of 50,000 messages took 80 s, against 9 s with SQLite)."""
+        return self.execute(
+            db, f"SELECT x.* FROM unnest(?::text[]) AS k(message_key) CROSS JOIN LATERAL"
+                f" ({select} AND s.message_key = k.message_key) AS x", (keys, *run)).fetchall()
+
     def record_outcomes(self, db: Any, outcomes: list[tuple[Any, ...]], run: tuple[str, str, str], owner: str,
                         now: str) -> None:
         """As :meth:`Backend.record_outcomes`, in one statement of arrays (see :meth:`claim`): an
