@@ -74,7 +74,7 @@ _SENDING = DeliveryStatus.SENDING.value
 # Longer means fewer commits (each a round trip to PostgreSQL) and a wider window in which a
 # killed run's accepted messages still read `sending` (a re-run resends them, same Message-ID).
 OUTCOME_DELAY_S = 0.02
-# Rows of one prefetch: what lookup() returns, by (message key, recipients hash).
+# Rows of one look-up: what lookup() returns, by (message key, recipients hash).
 Found = dict[tuple[str, str], tuple[Any, ...]]
 
 
@@ -112,7 +112,7 @@ class SendLedger(OwnerLease):
         self._stop = threading.Event()
         self.failure: Exception | None = None  # a group commit or lease renewal that failed (see check())
         self._had_rows: bool | None = None  # rows for this job, run key and destination when first asked
-        # prefetch(): the message keys last looked up together, and their rows by (key, recipients hash)
+        # use_lookup(): the message keys last looked up together, and their rows by (key, recipients hash)
         self._prefetched_keys: set[str] = set()
         self._prefetched: Found = {}
         self._backend.create(self._db(), SCHEMA)
@@ -170,12 +170,6 @@ class SendLedger(OwnerLease):
                 (self.job, self.run_key, self.destination)).fetchone() is not None
         return self._had_rows
 
-    def prefetch(self, message_keys: Sequence[str]) -> None:
-        """Look these messages up in one query, for :meth:`prior` with ``live=False`` to answer
-        from (a re-run then costs one round trip per batch, not per message). Replaces what an
-        earlier call fetched; nothing is fetched when the run had no rows when first asked."""
-        self.use_lookup(message_keys, self.lookup(message_keys))
-
     def lookup(self, message_keys: Sequence[str]) -> Found:
         """What the ledger holds for these messages (one query; none when the run had no rows
         when first asked), for :meth:`use_lookup`. Safe in the ledger's thread (its own
@@ -202,7 +196,7 @@ class SendLedger(OwnerLease):
 
         With ``live=False`` the answer may be from when this ledger was first asked: a run whose
         job, run key and destination had no rows then skips the per-message query (a round trip
-        to PostgreSQL), and a message :meth:`prefetch` looked up is answered from that. That is
+        to PostgreSQL), and a message :meth:`lookup` looked up is answered from that. That is
         safe because the claim decides (:meth:`begin_many`): a message another run recorded
         meanwhile is not claimed, and is looked at again, live.
         """
