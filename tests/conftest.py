@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from mailgem.connections import SmtpConnection
 from mailgem.fabric import Fabric, MemorySecretStore, Team
 
+import jvm_start
 import pg_server
 from fault_server import FaultServer
 
@@ -30,6 +31,18 @@ USER = "alice"
 LOGIN = "reports@example.com"
 # A test-only credential for the in-process server; tests assert it never leaks.
 PASSWORD = "Tr0ub4dor-test-only-9f3e"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    jvm_start.begin()  # faster JVM start-ups for the session's Spark runs (see tests/jvm_start.py)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    jvm_start.poll()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    jvm_start.end()
 
 
 @pytest.fixture(scope="session")
