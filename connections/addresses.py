@@ -22,6 +22,7 @@ from email.utils import formataddr, getaddresses
 
 from email_validator import EmailNotValidError, validate_email
 
+from .address_check import validated
 from .errors import MailgemError
 
 __all__ = ["Mailbox", "AddressError", "parse_mailbox", "check_address", "special_domain_allowed", "envelope_address", "needs_smtputf8", "ascii_domain", "envelope_recipients",
@@ -94,8 +95,7 @@ def check_address(address: str, special_domains: tuple[str, ...] = ()) -> tuple[
     if special_domains and special_domain_allowed(domain, special_domains):
         valid = validate_email(address + _NEUTRAL_SUFFIX, check_deliverability=False)
         return valid.local_part, valid.ascii_domain.removesuffix(_NEUTRAL_SUFFIX), bool(valid.smtputf8)
-    valid = validate_email(address, check_deliverability=False)
-    return valid.local_part, valid.ascii_domain, bool(valid.smtputf8)
+    return validated(address)
 
 
 def split_address_list(text: str) -> list[str]:
