@@ -17,7 +17,6 @@ import io
 import secrets
 from collections.abc import Mapping
 
-import pyzipper
 from pydantic import SecretStr
 
 from ..properties import EmailProperties, Protection
@@ -50,6 +49,8 @@ def zip_encrypted(attachment: Attachment, password: SecretStr, date_time: tuple[
     """
     inner = attachment.file_name.removesuffix(".zip")
     out = io.BytesIO()
+    import pyzipper  # here: it loads PyCryptodome (~50 ms), which only protected files need
+
     with pyzipper.AESZipFile(out, "w", compression=pyzipper.ZIP_DEFLATED, encryption=pyzipper.WZ_AES) as zf:
         zf.setpassword(password.get_secret_value().encode("utf-8"))
         zf.setencryption(pyzipper.WZ_AES, nbits=256)

@@ -39,7 +39,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import xlsxwriter
 
 from ..properties import AttachmentSpec, Column, Formats
 from .cells import column_kind, has_fractions, is_nested, json_text
@@ -255,6 +254,8 @@ def write_workbook(sheets: Sequence[tuple[str, pa.Table, Mapping[str, Column]]],
     formats = formats or Formats()
     cut: dict[str, int] = {}
     as_text: dict[str, dict[str, int]] = {}
+    import xlsxwriter  # here: a run that writes no workbook never pays its import (~30 ms)
+
     with tempfile.TemporaryDirectory(prefix="mailgem-xlsx-") as tmp:
         path = Path(tmp) / "data.xlsx"
         # constant_memory flushes each row as it is written (each sheet has its own temporary
