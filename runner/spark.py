@@ -24,6 +24,19 @@ _CONF = {
 }
 
 
+def driver_memory() -> str:
+    """The heap of a JVM mailgem starts (``spark.driver.memory``; in local mode it also holds the
+    executors): a quarter of this machine's memory, between 1 and 8 GB. PySpark's 1 GB default
+    ran out collecting a re-run's delivery report of 1,000,000 rows (issue 27's scale run:
+    ``OutOfMemoryError: Java heap space`` in ``toArrowBatchIterator``). ``--conf
+    spark.driver.memory=...`` or ``$SPARK_DRIVER_MEMORY`` decides instead."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): PySpark's own default
+        return "1g"
+    return f"{min(8, max(1, physical // 4 // 1024**3))}g"
+
+
 def require_pyspark() -> None:
     """Raise a clear error when PySpark is missing (it is the ``mailgem[spark]`` extra).
 
@@ -40,7 +53,8 @@ def require_pyspark() -> None:
 
 def local_spark(master: str = "local[2]", app_name: str = "mailgem", conf: dict[str, str] | None = None, *,
                 log_file: str | Path | None = None) -> Any:
-    """Get or create a SparkSession: UI off, UTC session time zone, Arrow transfers on.
+    """Get or create a SparkSession: UI off, UTC session time zone, Arrow transfers on, the JVM's
+    heap from :func:`driver_memory` (when this call starts the JVM).
 
     ``PYSPARK_PYTHON`` is set to this interpreter so Python workers see the same packages.
 
@@ -62,6 +76,8 @@ def local_spark(master: str = "local[2]", app_name: str = "mailgem", conf: dict[
     from pyspark.sql import SparkSession
 
     settings = {"spark.master": master, "spark.app.name": app_name, **_CONF, **(conf or {})}
+    if "SPARK_DRIVER_MEMORY" not in os.environ:
+        settings.setdefault("spark.driver.memory", driver_memory())
     if SparkContext._gateway is None:
         from pyspark.java_gateway import launch_gateway
 
@@ -82,11 +98,12 @@ def local_spark(master: str = "local[2]", app_name: str = "mailgem", conf: dict[
     return spark
 
 
-def connect_spark(url: str, app_name: str = "mailgem") -> Any:
+def connect_spark(url: str, app_name: str = "mailgem", conf: dict[str, str] | None = None) -> Any:
     """A Spark Connect session on the server at ``url`` (``sc://host:15002``, Spark 4's client
     mode: Databricks serverless, a shared cluster, a local ``start-connect-server.sh``).
 
     The URL may carry a token (``sc://host:443/;token=...``): it is never repeated in a message.
+    ``conf``: session settings (``--conf``), set as the session is created.
 
     Raises:
         ConfigError: the Spark Connect client is not installed, or ``url`` is not an ``sc://`` URL.
@@ -101,7 +118,10 @@ def connect_spark(url: str, app_name: str = "mailgem") -> Any:
         raise ConfigError(f"the Spark Connect client needs {', '.join(missing)}: pip install 'mailgem[connect]'")
     from pyspark.sql import SparkSession
 
-    return SparkSession.builder.remote(url).appName(app_name).getOrCreate()
+    builder = SparkSession.builder.remote(url).appName(app_name)
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
 
 
 def new_log_file() -> Path:
