@@ -272,3 +272,26 @@ def test_run_job_file_reports_a_configuration_error_and_an_empty_frame(job_dir, 
     (job_dir / "job.yaml").write_text(empty)
     outcome = run_job_file(job_dir / "job.yaml", outbox=job_dir / "out")
     assert outcome.exit_code == 0 and outcome.skipped and outcome.summary["counts"] == {"skipped": 1}
+
+
+def test_conf_reaches_the_spark_session_and_v_works_after_the_command(job_dir):
+    # The session zone is forced to UTC unless a --conf says otherwise: the transform reads it back.
+    (job_dir / "job.yaml").write_text(
+        "name: zone\nsource: {path: sales.csv}\n"
+        "transform: SELECT current_timezone() AS tz, 'boss@example.com' AS email FROM source LIMIT 1\n"
+        "email: {connection: local, mode: per_row, to_column: email, subject: 'zone {{ row.tz }}'}\n")
+    done = _run("run", "job.yaml", "--local", "--outbox", "out", "--conf", "spark.sql.session.timeZone=America/New_York",
+                "-v", cwd=job_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [eml] = (job_dir / "out").glob("*.eml")
+    assert parse(eml.read_bytes())["Subject"] == "zone America/New_York"
+    assert " DEBUG " in done.stderr  # -v after the command: logging at DEBUG
+
+
+def test_a_jvm_mailgem_starts_gets_a_quarter_of_the_memory_not_pysparks_1_gb(spark):
+    from mailgem.runner.spark import driver_memory
+
+    # The suite's session was started by local_spark like every command's: its heap is driver_memory().
+    heap_gb = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() / 1024**3
+    assert driver_memory() != "1g" or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") < 8 * 1024**3
+    assert abs(heap_gb - int(driver_memory().removesuffix("g"))) < 0.5, heap_gb

@@ -59,10 +59,21 @@ def _job_options(parser: argparse.ArgumentParser, *, local: bool = True) -> None
                         help="set the job's params.KEY (repeatable); VALUE is read as a YAML scalar, as in the job "
                              "file (42, true, 2024-01-31, text)")
     spark = parser.add_mutually_exclusive_group()
-    spark.add_argument("--master", default=os.environ.get("MAILGEM_SPARK_MASTER", "local[2]"),
-                       help="Spark master of a local session (default: $MAILGEM_SPARK_MASTER, else local[2])")
+    spark.add_argument("--master", help="Spark master of a local session (default: $MAILGEM_SPARK_MASTER, else local[2])")
     spark.add_argument("--remote", metavar="sc://HOST:PORT",
-                       help="use a Spark Connect server instead of a local session (needs mailgem[connect])")
+                       help="use a Spark Connect server instead of a local session (needs mailgem[connect]; default: "
+                            "$SPARK_REMOTE, as PySpark reads it, unless --master is given)")
+    parser.add_argument("--conf", action="append", type=_spark_setting, default=[], metavar="KEY=VALUE",
+                        help="a Spark setting for the session (repeatable), e.g. --conf spark.executor.memory=4g or "
+                             "--conf spark.ui.enabled=true to watch the run at :4040")
+
+
+def _spark_setting(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` of ``--conf`` → ``(KEY, VALUE)``, both as given."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: write KEY=VALUE, e.g. --conf spark.executor.memory=4g")
+    return key.strip(), value
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -147,7 +158,21 @@ def parser() -> argparse.ArgumentParser:
     schema.add_argument("what", nargs="?", choices=("job", "fabric", "email"), default="job",
                         help="job (default: the whole job file), fabric, or email (the gem's properties)")
     _plugin_commands(sub)
+    _verbose_after_commands(p)
     return p
+
+
+def _verbose_after_commands(parser: argparse.ArgumentParser) -> None:
+    """Accept ``-v`` after a command too (``mailgem run job.yaml -v``), on every command and action,
+    plugins' included. Their ``-v`` has no default (``SUPPRESS``), so leaving it out keeps what
+    ``mailgem -v`` set."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                if "-v" not in command._option_string_actions:
+                    command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                         help="as mailgem -v: log at DEBUG level, show Spark's output and stack traces")
+                _verbose_after_commands(command)
 
 
 # Commands that live above the runner (``mailgem ui``) register through this entry-point group,

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
+import os
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mailgem.connections.errors import MailgemError
+from mailgem.connections.errors import ConfigError, MailgemError
 from mailgem.fabric.loader import LOCAL_CONNECTION
 from mailgem.fabric.model import Fabric
 from mailgem.gems.email.gem import EmailGem
@@ -22,7 +24,9 @@ from .output import Output, record
 from .parser import EXIT_CONFIG
 from .signals import Signals
 
-__all__ = ["preflight", "param_overrides", "config_failure", "target", "make_gem", "start_spark", "read_frames", "spark_errors",
+log = logging.getLogger("mailgem.runner")
+
+__all__ = ["preflight", "param_overrides", "config_failure", "target", "make_gem", "start_spark", "spark_target", "read_frames", "spark_errors",
            "SparkJobError", "is_spark_error", "spark_failure"]
 
 
@@ -117,15 +121,42 @@ def start_spark(args: argparse.Namespace, app: str) -> tuple[Any, Path | None]:
     log_file = None if args.verbose else new_log_file()
     args.spark_log = log_file
     signals: Signals = args.signals
+    master, remote = spark_target(args)
+    conf = dict(getattr(args, "conf", None) or [])
     with signals.held():
-        remote = getattr(args, "remote", None)
         if remote:
             from mailgem.runner.spark import connect_spark
 
-            spark = connect_spark(remote, app_name=f"mailgem:{app}")
+            spark = connect_spark(remote, app_name=f"mailgem:{app}", conf=conf)
         else:
-            spark = local_spark(args.master, app_name=f"mailgem:{app}", log_file=log_file)
+            spark = local_spark(master, app_name=f"mailgem:{app}", conf=conf, log_file=log_file)
     return spark, log_file
+
+
+def spark_target(args: argparse.Namespace) -> tuple[str, str | None]:
+    """``(master, Spark Connect URL or None)``: ``--remote``, else ``--master``, else
+    ``$SPARK_REMOTE`` (as PySpark reads it), else ``$MAILGEM_SPARK_MASTER``, else ``local[2]``.
+
+    A local session asked for by ``--master`` while ``$SPARK_REMOTE`` is set takes it out of this
+    process's environment (PySpark would refuse a master with it: "Remote cannot be specified
+    with master").
+
+    Raises:
+        ConfigError: ``$SPARK_REMOTE`` and ``$MAILGEM_SPARK_MASTER`` are both set and no flag says which.
+    """
+    remote, master = getattr(args, "remote", None), getattr(args, "master", None)
+    if remote:
+        return "", remote
+    env_remote, env_master = os.environ.get("SPARK_REMOTE"), os.environ.get("MAILGEM_SPARK_MASTER")
+    if master is None and env_remote:
+        if env_master:
+            raise ConfigError(f"both $SPARK_REMOTE ({env_remote.split(';')[0]}) and $MAILGEM_SPARK_MASTER ({env_master}) "
+                              "are set: unset one, or say which with --remote or --master")
+        return "", env_remote
+    if env_remote:
+        log.info("--master %s: a local session; $SPARK_REMOTE is ignored for this command", master)
+        os.environ.pop("SPARK_REMOTE")
+    return master or env_master or "local[2]", None
 
 
 def read_frames(args: argparse.Namespace, pre: Preflight, spark: Any, log_file: Path | None) -> tuple[Any, Any]:
