@@ -156,6 +156,17 @@ def test_mailgem_run_remote_reads_the_job_through_spark_connect(tmp_path):
         [eml] = (tmp_path / "outbox").glob("*.eml")
         assert "Subject: 1 via connect" in eml.read_text()
         assert token not in run.stdout + run.stderr  # the URL's token is never repeated
+        # $SPARK_REMOTE as PySpark reads it, and --conf set on the Connect session (its zone, read back).
+        (tmp_path / "zone.yaml").write_text('name: zone\nsource: {path: t.csv}\ntransform: SELECT current_timezone() AS tz '
+                                            'FROM source LIMIT 1\nemail: {connection: local, to: boss@example.com, '
+                                            'subject: "zone {{ rows[0].tz }}"}\n')
+        zoned = subprocess.run([sys.executable, "-m", "mailgem.runner.cli", "run", "zone.yaml",
+                                "--conf", "spark.sql.session.timeZone=America/New_York", "-v"], cwd=tmp_path,
+                               env={**env, "SPARK_REMOTE": url}, capture_output=True, text=True, timeout=300)
+        assert zoned.returncode == 0, zoned.stderr[-3000:]
+        [zone] = [p.read_text() for p in (tmp_path / "outbox").glob("*.eml") if "Subject: zone" in p.read_text()]
+        assert "Subject: zone America/New_York" in zone
+        assert token not in zoned.stdout + zoned.stderr
         bad = subprocess.run([sys.executable, "-m", "mailgem.runner.cli", "run", "job.yaml", "--remote",
                               "https://x.example.com", "--param", "via=x"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert bad.returncode == 2 and "a Spark Connect URL starts with sc://" in bad.stderr
