@@ -45,6 +45,12 @@ def _cpu(key: str) -> Callable[[Run], float | None]:
     return lambda run: (run.get(f"per_row_cpu.{key}") or {}).get("us_per_msg")
 
 
+def _rates(runs: list[Run], section: str, base: str, fmt: str, cases: Sequence[tuple[str, str]]) -> list[str]:
+    """A table row per case of ``section``: its rate (``fmt``) and its ratio to ``base``'s."""
+    return [f"| {name} | {_figure(runs, fmt, lambda r, full=f'{section}.{key}': r.get(full))} "
+            f"| {_figure(runs, '.2f', _ratio(f'{section}.{key}', f'{section}.{base}'), 'x')} |" for key, name in cases]
+
+
 def tables(runs: list[Run], names: list[str]) -> str:
     """The Markdown tables for ``runs`` (``--json`` figures), named ``names`` (their files)."""
     lines = [f"From {len(runs)} full runs of `python benchmarks/run.py --json` on this 2-core machine "
@@ -64,23 +70,19 @@ def tables(runs: list[Run], names: list[str]) -> str:
                      f"| {_figure(runs, '.2f', _ratio(full, 'per_row.ceiling'), 'x')} "
                      f"| {_figure(runs, ',.0f', _cpu(key), ' µs')} |")
     lines += ["", "| per_row at a 10 ms round trip, 300 messages | messages/s | vs common |", "| --- | ---: | ---: |"]
-    for key, name in (("common", "common pattern"), ("reused", "prebuilt, one reused aiosmtplib connection"),
-                      ("mailgem_pandas", "mailgem per_row, pandas in (pool of 4)"),
-                      ("nodemailer", "nodemailer, pooled transport (4 connections)")):
-        full = f"latency.{key}"
-        lines.append(f"| {name} | {_figure(runs, ',.1f', lambda r: r.get(full))} "
-                     f"| {_figure(runs, '.2f', _ratio(full, 'latency.common'), 'x')} |")
+    lines += _rates(runs, "latency", "common", ",.1f", (
+        ("common", "common pattern"), ("reused", "prebuilt, one reused aiosmtplib connection"),
+        ("mailgem_pandas", "mailgem per_row, pandas in (pool of 4)"),
+        ("nodemailer", "nodemailer, pooled transport (4 connections)")))
     lines += ["", "| mailgem against nodemailer (issue 27: above 1.00x in both) | mailgem pandas / nodemailer |",
               "| --- | ---: |",
               f"| loopback | {_figure(runs, '.2f', _ratio('per_row.mailgem_pandas', 'per_row.nodemailer'), 'x')} |",
               f"| 10 ms round trip | {_figure(runs, '.2f', _ratio('latency.mailgem_pandas', 'latency.nodemailer'), 'x')} |"]
     lines += ["", "| ledger, 10,000 per_row messages from pandas, a first run (best of 2 rounds) | messages/s | vs no ledger |",
               "| --- | ---: | ---: |"]
-    for key, name in (("none", "no ledger"), ("sqlite", "SQLite (target ≥ 0.95x)"),
-                      ("postgres_1ms", "PostgreSQL, durable, behind a 1 ms round trip (target ≥ 0.90x)")):
-        full = f"ledger.{key}"
-        lines.append(f"| {name} | {_figure(runs, ',.0f', lambda r: r.get(full))} "
-                     f"| {_figure(runs, '.2f', _ratio(full, 'ledger.none'), 'x')} |")
+    lines += _rates(runs, "ledger", "none", ",.0f", (
+        ("none", "no ledger"), ("sqlite", "SQLite (target ≥ 0.95x)"),
+        ("postgres_1ms", "PostgreSQL, durable, behind a 1 ms round trip (target ≥ 0.90x)")))
     lines += ["", "| report, 1,000,000 rows x 10 columns, gzip CSV attachment | wall time | peak RSS |",
               "| --- | ---: | ---: |",
               f"| pandas `to_csv` + `gzip` + `EmailMessage` + smtplib | {_figure(runs, '.2f', lambda r: r.get('report.pandas_s'), ' s')} "

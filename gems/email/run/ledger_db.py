@@ -149,11 +149,9 @@ class Backend:
               now: str, where: str) -> set[tuple[str, str]]:
         """Claim each ``(message_key, recipients_hash, message_id)`` of ``run`` for ``owner``:
         insert its row ``sending``, or take the existing one over where ``where`` holds; inside
-        the caller's transaction. Returns the ``(message_key, recipients_hash)`` claimed."""
-        args = tuple(v for key, rhash, mid in claims for v in (*run, key, rhash, mid, owner, now, now))
-        rows = self.execute(db, f"{claim_values(len(claims))} WHERE {where} RETURNING message_key, recipients_hash",
-                            args).fetchall()
-        return {(r[0], r[1]) for r in rows}
+        the caller's transaction. Returns the ``(message_key, recipients_hash)`` claimed. Each
+        backend claims in the way its driver does cheapest (see theirs)."""
+        raise NotImplementedError
 
     def lookup(self, db: Any, select: str, run: tuple[str, str, str], keys: list[str]) -> list[tuple[Any, ...]]:
         """The rows ``select`` (a ``SELECT … WHERE`` of the run's rows, ``run``: its values)
